@@ -1,0 +1,46 @@
+-- ack: mark running tasks of one partition as succeeded, fenced by their lease tokens.
+--
+-- Steps, for each (id, token, result) given:
+--   1. If the task is not `running` or its token differs (the lease was lost and the task handed to
+--      another worker), change nothing and report -1.
+--   2. State -> `succeeded`, store the result (MessagePack, omitted when empty), finished time;
+--      remove from the active set; expire the hash after the result TTL (0 deletes it at once).
+--
+-- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
+-- KEYS[2] <ns>:{<queue>:<shard>}:stats   hash        counters
+-- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
+-- ARGV[2] result TTL (ms); 0 deletes the task hash on success
+-- ARGV[3..] per task, 3 values: id, token, result (MessagePack bytes, or empty)
+--
+-- Output: an array with one integer per task, in order: 1 acknowledged, -1 stale lease (rejected).
+local active, stats = KEYS[1], KEYS[2]
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+local done = 0
+local removed = {}
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'token')
+  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+    out[#out + 1] = -1
+  else
+    removed[#removed + 1] = id
+    if ttl > 0 then
+      redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now)
+      if ARGV[i + 2] ~= '' then redis.call('HSET', key, 'result', ARGV[i + 2]) end
+      redis.call('HDEL', key, 'worker')
+      redis.call('PEXPIRE', key, ttl)
+    else
+      redis.call('DEL', key)
+    end
+    done = done + 1
+    out[#out + 1] = 1
+  end
+end
+if done > 0 then
+  redis.call('ZREM', active, unpack(removed))
+  redis.call('HINCRBY', stats, 'succeeded', done)
+end
+return out

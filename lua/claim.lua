@@ -1,0 +1,44 @@
+-- claim: take ready tasks of one partition into leases (visibility timeouts) with fencing tokens.
+--
+-- Steps, for at most ARGV[2] tasks, highest priority and oldest first:
+--   1. Pop the id from the ready set. An id whose hash is gone or whose state is not `ready` is
+--      dropped (it was cancelled or handled already).
+--   2. Increment the task's fencing token and attempt count; state `ready` -> `running`; record
+--      the worker and start time; add the id to the active set with deadline now + lease.
+-- Every later change by the worker (ack, retry, extend, release) must present this token; once the
+-- lease is reaped and the task claimed again, the old token is rejected.
+--
+-- KEYS[1] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
+-- KEYS[2] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
+-- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
+-- ARGV[2] batch size (max tasks claimed)
+-- ARGV[3] lease length (ms)
+-- ARGV[4] worker id (free text, shown to operators)
+--
+-- Output: { server now (unix ms), then 8 values per claimed task: id, token, attempts, name,
+--           args (MessagePack bytes), max retries, timeout (ms), due time (unix ms) }
+local ready, active = KEYS[1], KEYS[2]
+local prefix, batch, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local now = now_ms()
+local out = { now }
+local popped = redis.call('ZPOPMIN', ready, batch)
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'name', 'args', 'max_retries', 'timeout_ms', 'run_at')
+  if f[1] == 'ready' then
+    local token = redis.call('HINCRBY', key, 'token', 1)
+    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'state', 'running', 'worker', worker, 'started_at', now)
+    redis.call('ZADD', active, now + lease, id)
+    out[#out + 1] = id
+    out[#out + 1] = token
+    out[#out + 1] = attempts
+    out[#out + 1] = f[2] or ""
+    out[#out + 1] = f[3] or ""
+    out[#out + 1] = tonumber(f[4]) or 0
+    out[#out + 1] = tonumber(f[5]) or 0
+    out[#out + 1] = tonumber(f[6]) or now
+  end
+end
+return out

@@ -1,0 +1,62 @@
+-- enqueue: create tasks in one partition, idempotently.
+--
+-- Steps, for each task given:
+--   1. If the task hash already exists, leave it untouched and report 0 (a unique id or a retried
+--      enqueue after a lost reply never creates a second task).
+--   2. Compute its due time: server now + delay, or the absolute run-at when delay is -1.
+--   3. Write the task hash. Due now or in the past: state `ready`, added to the ready set.
+--      Otherwise: state `scheduled`, added to the scheduled set.
+-- Then, once per call: publish `r:<shard>` when the ready set went from empty to non-empty, and
+-- `s:<shard>:<due>` when the scheduled set got a new, earlier head (wakes the promoter).
+--
+-- KEYS[1] <ns>:{<queue>:<shard>}:scheduled  sorted set  id -> due time (unix ms)
+-- KEYS[2] <ns>:{<queue>:<shard>}:ready      sorted set  id -> ready score (priority, then time)
+-- KEYS[3] <ns>:{<queue>:<shard>}:stats      hash        counters
+-- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:` (the task hash is prefix .. id)
+-- ARGV[2] queue name
+-- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
+-- ARGV[4] shard number
+-- ARGV[5..] per task, 8 values: id, name, args (MessagePack bytes), delay (ms, or -1),
+--           run-at (unix ms, used when delay is -1), max retries, timeout (ms), priority (0..9)
+--
+-- Output: an array with one integer per task, in order: 1 created, 0 already existed.
+local sched, ready, stats = KEYS[1], KEYS[2], KEYS[3]
+local prefix, queue, channel, shard = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = now_ms()
+local head = head_of(sched)
+local new_head = false
+local was_empty = redis.call('ZCARD', ready) == 0
+local made_ready = false
+local created = 0
+local out = {}
+for i = 5, #ARGV, 8 do
+  local id = ARGV[i]
+  local key = prefix .. id
+  if redis.call('EXISTS', key) == 1 then
+    out[#out + 1] = 0
+  else
+    local delay = tonumber(ARGV[i + 3])
+    local due
+    if delay >= 0 then due = now + delay else due = tonumber(ARGV[i + 4]) end
+    local priority = ARGV[i + 7]
+    local state
+    if due <= now then
+      state = 'ready'
+      redis.call('ZADD', ready, ready_score(priority, due), id)
+      made_ready = true
+    else
+      state = 'scheduled'
+      redis.call('ZADD', sched, due, id)
+      if head < 0 or due < head then head = due; new_head = true end
+    end
+    redis.call('HSET', key, 'name', ARGV[i + 1], 'queue', queue, 'state', state,
+      'attempts', 0, 'max_retries', ARGV[i + 5], 'timeout_ms', ARGV[i + 6],
+      'priority', priority, 'run_at', due, 'enqueued_at', now, 'token', 0, 'args', ARGV[i + 2])
+    created = created + 1
+    out[#out + 1] = 1
+  end
+end
+if created > 0 then redis.call('HINCRBY', stats, 'enqueued', created) end
+if made_ready and was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+if new_head then redis.call('PUBLISH', channel, 's:' .. shard .. ':' .. string.format('%d', head)) end
+return out

@@ -1,0 +1,54 @@
+-- reap: recover tasks whose lease expired (their worker died, hung or was cut off).
+--
+-- Steps, for at most ARGV[2] ids of the active set whose lease deadline is <= now:
+--   1. A task still `running` that has attempts left goes back to `ready` (the lost run counted
+--      as an attempt) and into the ready set; one without attempts left goes to `dead` with the
+--      reason. Its token is left as is: the next claim increments it, so the lost worker's token
+--      is rejected from then on, and before that the state is no longer `running`.
+--   2. Remove the id from the active set.
+--   3. Publish `r:<shard>` when the ready set went from empty to non-empty.
+--
+-- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
+-- KEYS[2] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
+-- KEYS[3] <ns>:{<queue>:<shard>}:dead    sorted set  id -> time of death (unix ms)
+-- KEYS[4] <ns>:{<queue>:<shard>}:stats   hash        counters
+-- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
+-- ARGV[2] batch size (max leases reaped by this call)
+-- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
+-- ARGV[4] shard number
+--
+-- Output: { requeued, buried, next lease deadline (unix ms) or -1 when no lease is held }
+local active, ready, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, batch, channel, shard = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local now = now_ms()
+local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, batch)
+local requeued, buried = 0, 0
+if #expired > 0 then
+  local was_empty = redis.call('ZCARD', ready) == 0
+  for _, id in ipairs(expired) do
+    local key = prefix .. id
+    local f = redis.call('HMGET', key, 'state', 'attempts', 'max_retries', 'priority')
+    if f[1] == 'running' then
+      if tonumber(f[2]) <= tonumber(f[3]) then
+        redis.call('HSET', key, 'state', 'ready',
+          'error', 'lease expired: worker lost during attempt ' .. f[2])
+        redis.call('HDEL', key, 'worker')
+        redis.call('ZADD', ready, ready_score(f[4], now), id)
+        requeued = requeued + 1
+      else
+        redis.call('HSET', key, 'state', 'dead', 'finished_at', now,
+          'error', 'lease expired: worker lost during attempt ' .. f[2] .. ', no retries left')
+        redis.call('HDEL', key, 'worker')
+        redis.call('ZADD', dead, now, id)
+        buried = buried + 1
+      end
+    end
+  end
+  redis.call('ZREM', active, unpack(expired))
+  if requeued > 0 then
+    redis.call('HINCRBY', stats, 'reaped', requeued)
+    if was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+  end
+  if buried > 0 then redis.call('HINCRBY', stats, 'dead', buried) end
+end
+return { requeued, buried, head_of(active) }

@@ -1,0 +1,58 @@
+-- retry: after a failed run, schedule the next attempt or bury the task in the dead set.
+--
+-- Steps, for each (id, token, error, delay) given:
+--   1. If the task is not `running` or its token differs, change nothing and report -1.
+--   2. Record the error text. If delay >= 0 and attempts <= max retries: state -> `scheduled`,
+--      due at server now + delay, into the scheduled set (the promoter is woken when this is the
+--      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
+--      into the dead set with the time of death.
+--   3. Remove the id from the active set.
+--
+-- KEYS[1] <ns>:{<queue>:<shard>}:active     sorted set  id -> lease deadline (unix ms)
+-- KEYS[2] <ns>:{<queue>:<shard>}:scheduled  sorted set  id -> due time (unix ms)
+-- KEYS[3] <ns>:{<queue>:<shard>}:dead       sorted set  id -> time of death (unix ms)
+-- KEYS[4] <ns>:{<queue>:<shard>}:stats      hash        counters
+-- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
+-- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
+-- ARGV[3] shard number
+-- ARGV[4..] per task, 4 values: id, token, error (text), retry delay (ms; -1 = no retry)
+--
+-- Output: an array with one integer per task, in order: 1 scheduled for retry, 2 dead,
+--         -1 stale lease (rejected).
+local active, sched, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms()
+local head = head_of(sched)
+local new_head = false
+local out = {}
+local retried, buried = 0, 0
+for i = 4, #ARGV, 4 do
+  local id = ARGV[i]
+  local key = prefix .. id
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries')
+  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+    out[#out + 1] = -1
+  else
+    local delay = tonumber(ARGV[i + 3])
+    redis.call('ZREM', active, id)
+    if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+      local due = now + delay
+      redis.call('HSET', key, 'state', 'scheduled', 'run_at', due, 'error', ARGV[i + 2])
+      redis.call('HDEL', key, 'worker')
+      redis.call('ZADD', sched, due, id)
+      if head < 0 or due < head then head = due; new_head = true end
+      retried = retried + 1
+      out[#out + 1] = 1
+    else
+      redis.call('HSET', key, 'state', 'dead', 'error', ARGV[i + 2], 'finished_at', now)
+      redis.call('HDEL', key, 'worker')
+      redis.call('ZADD', dead, now, id)
+      buried = buried + 1
+      out[#out + 1] = 2
+    end
+  end
+end
+if retried > 0 then redis.call('HINCRBY', stats, 'retried', retried) end
+if buried > 0 then redis.call('HINCRBY', stats, 'dead', buried) end
+if new_head then redis.call('PUBLISH', channel, 's:' .. shard .. ':' .. string.format('%d', head)) end
+return out

@@ -1,0 +1,581 @@
+//! The producer side: [`Client`] enqueues, cancels and inspects tasks; [`TaskCall`] is one call
+//! of a task with its options.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::AsyncCommands;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::id::{validate_id, validate_queue, TaskId};
+use crate::info::{QueueStats, TaskInfo, TaskState};
+use crate::scripts::{CancelReply, Due, NewTask, Outcome};
+use crate::store::{retry_transient, Partition, Store};
+use crate::task::Task;
+
+/// Settings of a [`Client`]. Every field has a documented default; build with
+/// [`ClientConfig::new`] and the setters.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    url: String,
+    namespace: String,
+    default_shards: u16,
+    queue_shards: HashMap<String, u16>,
+    max_payload_bytes: usize,
+    cancelled_ttl: Duration,
+    retry_attempts: u32,
+}
+
+impl ClientConfig {
+    /// Settings for the Redis at `url`, with defaults for everything else.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            namespace: "sched".into(),
+            default_shards: 16,
+            queue_shards: HashMap::new(),
+            max_payload_bytes: 1 << 20,
+            cancelled_ttl: Duration::from_secs(3600),
+            retry_attempts: 5,
+        }
+    }
+
+    /// Key namespace, the prefix of every key. Default `sched`.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+
+    /// Shards of a queue this process is the first to use. Default 16. A queue already recorded in
+    /// Redis keeps its recorded count.
+    pub fn default_shards(mut self, shards: u16) -> Self {
+        self.default_shards = shards.max(1);
+        self
+    }
+
+    /// Requires `queue` to have exactly `shards` shards: recorded on first use, and an
+    /// [`Error::ShardMismatch`] if Redis records another count.
+    pub fn queue_shards(mut self, queue: impl Into<String>, shards: u16) -> Self {
+        self.queue_shards.insert(queue.into(), shards.max(1));
+        self
+    }
+
+    /// Largest encoded argument payload accepted, in bytes. Default 1 MiB.
+    pub fn max_payload_bytes(mut self, max: usize) -> Self {
+        self.max_payload_bytes = max;
+        self
+    }
+
+    /// How long a cancelled task's record is kept. Default 1 hour; zero deletes it at once.
+    pub fn cancelled_ttl(mut self, ttl: Duration) -> Self {
+        self.cancelled_ttl = ttl;
+        self
+    }
+
+    /// Attempts of an operation that fails with a transient Redis error (connection lost, Redis
+    /// loading, failover), with backoff from 50 ms to 2 s. Default 5; 1 means no retry. Safe
+    /// because enqueue is idempotent by task id.
+    pub fn retry_attempts(mut self, attempts: u32) -> Self {
+        self.retry_attempts = attempts.max(1);
+        self
+    }
+}
+
+/// The producer's handle: enqueue, cancel, inspect, wait for results.
+///
+/// Cheap to clone; clones share one multiplexed connection.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), scheduler_core::Error> {
+/// use scheduler_core::{Client, TaskRequest};
+/// use std::time::Duration;
+///
+/// let client = Client::connect("redis://127.0.0.1:6379").await?;
+/// let req = TaskRequest::new("send_reminder", "emails", &(42u64, "hi"))?
+///     .countdown(Duration::from_secs(30));
+/// let id = client.enqueue_request(req).await?;
+/// println!("{:?}", client.status(&id).await?.state);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    store: Store,
+    config: Arc<ClientConfig>,
+    // Shard counts read from Redis, per queue. A std mutex: held for a map lookup, never across
+    // an await.
+    shards: Arc<Mutex<HashMap<String, u16>>>,
+}
+
+impl Client {
+    /// Connects with default settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] or a Redis error when Redis cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::with_config(ClientConfig::new(url)).await
+    }
+
+    /// Connects with `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] or a Redis error when Redis cannot be reached.
+    pub async fn with_config(config: ClientConfig) -> Result<Self> {
+        let store = Store::connect(&config.url, &config.namespace).await?;
+        Ok(Self {
+            store,
+            config: Arc::new(config),
+            shards: Arc::default(),
+        })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The shard count of `queue`, registering it on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQueueName`], [`Error::ShardMismatch`], or a Redis error.
+    pub async fn shards(&self, queue: &str) -> Result<u16> {
+        if let Some(n) = self.shards.lock().expect("shard cache poisoned").get(queue) {
+            return Ok(*n);
+        }
+        let wanted = self.config.queue_shards.get(queue).copied();
+        let stored = retry_transient(self.config.retry_attempts, || {
+            self.store
+                .register_queue(queue, wanted.unwrap_or(self.config.default_shards))
+        })
+        .await?;
+        if let Some(configured) = wanted.filter(|w| *w != stored) {
+            return Err(Error::ShardMismatch {
+                queue: queue.to_owned(),
+                configured,
+                stored,
+            });
+        }
+        self.shards
+            .lock()
+            .expect("shard cache poisoned")
+            .insert(queue.to_owned(), stored);
+        Ok(stored)
+    }
+
+    async fn partition_of(&self, id: &TaskId) -> Result<Partition> {
+        validate_queue(id.queue())?;
+        validate_id(id.id())?;
+        let shards = self.shards(id.queue()).await?;
+        Ok(self.store.partition(id.queue(), id.shard(shards)))
+    }
+
+    /// Enqueues one call of a task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enqueue_request`], plus [`Error::Encode`] when the arguments cannot be encoded.
+    pub async fn enqueue<T: Task>(&self, call: TaskCall<T>) -> Result<TaskId> {
+        self.enqueue_request(call.into_request()?).await
+    }
+
+    /// Enqueues one task. With a caller-chosen id, a second enqueue of the same id returns the
+    /// same id and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PayloadTooLarge`], [`Error::InvalidQueueName`], [`Error::InvalidTaskId`],
+    /// [`Error::InvalidPriority`], [`Error::ShardMismatch`], or a Redis error that persisted
+    /// through the configured retries.
+    pub async fn enqueue_request(&self, req: TaskRequest) -> Result<TaskId> {
+        let mut out = self.enqueue_bulk(vec![req]).await?;
+        Ok(out.remove(0).0)
+    }
+
+    /// Enqueues many tasks: grouped by partition, at most 100 per script call, all calls sent in
+    /// pipelines of one round trip each. Returns, in input order, each id and whether it was
+    /// created (`false`: a task with that id existed already).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enqueue_request`]; a bad request fails the whole call before anything is sent.
+    pub async fn enqueue_bulk(&self, reqs: Vec<TaskRequest>) -> Result<Vec<(TaskId, bool)>> {
+        let mut groups: HashMap<Partition, Vec<(usize, NewTask)>> = HashMap::new();
+        let mut ids = Vec::with_capacity(reqs.len());
+        for (i, req) in reqs.into_iter().enumerate() {
+            if req.args.len() > self.config.max_payload_bytes {
+                return Err(Error::PayloadTooLarge {
+                    size: req.args.len(),
+                    max: self.config.max_payload_bytes,
+                });
+            }
+            if req.priority > 9 {
+                return Err(Error::InvalidPriority(req.priority));
+            }
+            let id = req
+                .id
+                .map_or_else(|| TaskId::generate(&req.queue), |id| TaskId::new(&req.queue, id));
+            let p = self.partition_of(&id).await?;
+            groups.entry(p).or_default().push((
+                i,
+                NewTask {
+                    id: id.id().to_owned(),
+                    name: req.name,
+                    args: req.args,
+                    due: req.due,
+                    max_retries: req.max_retries,
+                    timeout_ms: req.timeout.as_millis() as u64,
+                    priority: req.priority,
+                },
+            ));
+            ids.push(id);
+        }
+        let mut created = vec![false; ids.len()];
+        // Chunks of 100 tasks per script call bound the time one call holds Redis; 64 calls per
+        // pipeline bound the size of one round trip.
+        let chunks: Vec<(&Partition, Vec<usize>, Vec<NewTask>)> = groups
+            .iter()
+            .flat_map(|(p, items)| {
+                items.chunks(100).map(move |c| {
+                    (
+                        p,
+                        c.iter().map(|(i, _)| *i).collect(),
+                        c.iter().map(|(_, t)| t.clone()).collect(),
+                    )
+                })
+            })
+            .collect();
+        for window in chunks.chunks(64) {
+            let calls: Vec<(&Partition, &[NewTask])> =
+                window.iter().map(|(p, _, t)| (*p, &t[..])).collect();
+            let replies = retry_transient(self.config.retry_attempts, || {
+                self.store.enqueue_many(&calls)
+            })
+            .await?;
+            for ((_, idx, _), outs) in window.iter().zip(replies) {
+                for (i, o) in idx.iter().zip(outs) {
+                    created[*i] = o == Outcome::Done;
+                }
+            }
+        }
+        Ok(ids.into_iter().zip(created).collect())
+    }
+
+    /// Cancels a task that has not started.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::Running`] (a running task is not interrupted),
+    /// [`Error::AlreadyFinished`], or a Redis error.
+    pub async fn cancel(&self, id: &TaskId) -> Result<()> {
+        let p = self.partition_of(id).await?;
+        let ttl = self.config.cancelled_ttl.as_millis() as u64;
+        let reply = retry_transient(self.config.retry_attempts, || {
+            self.store.cancel(&p, id.id(), ttl)
+        })
+        .await?;
+        match reply {
+            CancelReply::Cancelled => Ok(()),
+            CancelReply::Running => Err(Error::Running(id.clone())),
+            CancelReply::Finished => Err(Error::AlreadyFinished(id.clone())),
+            CancelReply::NotFound => Err(Error::NotFound(id.clone())),
+        }
+    }
+
+    /// The task's record: state, attempts, last error...
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] (never existed, or expired after its TTL), or a Redis error.
+    pub async fn status(&self, id: &TaskId) -> Result<TaskInfo> {
+        let p = self.partition_of(id).await?;
+        let key = p.keys.task(id.id());
+        let fields: HashMap<String, Vec<u8>> = retry_transient(self.config.retry_attempts, || {
+            let mut conn = self.store.conn();
+            let key = key.clone();
+            async move { Ok(conn.hgetall(key).await?) }
+        })
+        .await?;
+        TaskInfo::from_fields(id.clone(), fields).ok_or_else(|| Error::NotFound(id.clone()))
+    }
+
+    /// The result of a finished task, decoded; `Ok(None)` while it has not finished.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskFailed`] for a dead task, [`Error::Cancelled`], [`Error::NotFound`],
+    /// [`Error::Decode`] when the result is not an `R`, or a Redis error.
+    pub async fn result<R: DeserializeOwned>(&self, id: &TaskId) -> Result<Option<R>> {
+        let info = self.status(id).await?;
+        match info.state {
+            TaskState::Succeeded => {
+                // A task without a return value stores no result: decode `()`-like types from nil.
+                let bytes = info.result.unwrap_or_else(|| vec![0xc0]);
+                Ok(Some(rmp_serde::from_slice(&bytes)?))
+            }
+            TaskState::Dead => Err(Error::TaskFailed {
+                id: id.clone(),
+                error: info.last_error.unwrap_or_default(),
+            }),
+            TaskState::Cancelled => Err(Error::Cancelled(id.clone())),
+            _ => Ok(None),
+        }
+    }
+
+    /// Waits until the task finishes and returns its result, checking every 5 ms at first and
+    /// backing off to every 250 ms.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] after `timeout`, and the errors of [`Client::result`].
+    pub async fn wait_result<R: DeserializeOwned>(&self, id: &TaskId, timeout: Duration) -> Result<R> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut every = Duration::from_millis(5);
+        loop {
+            if let Some(r) = self.result(id).await? {
+                return Ok(r);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(id.clone()));
+            }
+            tokio::time::sleep(every.min(deadline - now)).await;
+            every = (every * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Counts of `queue`: scheduled, ready, running, dead, and lifetime counters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQueueName`] or a Redis error.
+    pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
+        let shards = self.shards(queue).await?;
+        let mut stats = QueueStats {
+            queue: queue.to_owned(),
+            shards,
+            ..QueueStats::default()
+        };
+        let mut conn = self.store.conn();
+        for shard in 0..shards {
+            let p = self.store.partition(queue, shard);
+            let (s, r, a, d, c): (u64, u64, u64, u64, HashMap<String, u64>) = redis::pipe()
+                .zcard(p.keys.scheduled())
+                .zcard(p.keys.ready())
+                .zcard(p.keys.active())
+                .zcard(p.keys.dead())
+                .hgetall(p.keys.stats())
+                .query_async(&mut conn)
+                .await?;
+            stats.scheduled += s;
+            stats.ready += r;
+            stats.active += a;
+            stats.dead += d;
+            for (k, v) in c {
+                *stats.counters.entry(k).or_default() += v;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// One task to enqueue, untyped: name, queue, encoded arguments and options.
+///
+/// [`TaskCall::into_request`] makes one from a typed call; build one by hand to enqueue a task
+/// whose type this process does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    name: String,
+    queue: String,
+    args: Vec<u8>,
+    id: Option<String>,
+    due: Due,
+    max_retries: u32,
+    timeout: Duration,
+    priority: u8,
+}
+
+impl TaskRequest {
+    /// A request to run handler `name` on `queue` with `args` (encoded as MessagePack), now, with
+    /// 3 retries, a 30 s timeout, priority 0.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when `args` cannot be encoded.
+    pub fn new(name: impl Into<String>, queue: impl Into<String>, args: &impl serde::Serialize) -> Result<Self> {
+        Ok(Self::from_encoded(name, queue, rmp_serde::to_vec(args)?))
+    }
+
+    /// As [`TaskRequest::new`] with arguments already encoded as MessagePack.
+    pub fn from_encoded(name: impl Into<String>, queue: impl Into<String>, args: Vec<u8>) -> Self {
+        Self {
+            name: name.into(),
+            queue: queue.into(),
+            args,
+            id: None,
+            due: Due::Delay(0),
+            max_retries: 3,
+            timeout: Duration::from_secs(30),
+            priority: 0,
+        }
+    }
+
+    /// Run `delay` after now, by the Redis server's clock. Replaces an earlier `countdown`/`eta`.
+    pub fn countdown(mut self, delay: Duration) -> Self {
+        self.due = Due::Delay(delay.as_millis() as u64);
+        self
+    }
+
+    /// Run at `when` (a time in the past: at once). Replaces an earlier `countdown`/`eta`.
+    pub fn eta(mut self, when: SystemTime) -> Self {
+        let ms = when
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.due = Due::At(ms);
+        self
+    }
+
+    /// Use this task id instead of a generated one: enqueueing the same id again is a no-op
+    /// that returns the existing task (idempotent enqueue, unique tasks).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Send to this queue instead of the task's default.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Retries allowed after the first run.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// Time limit of one run.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Priority 0 (lowest) to 9 (highest) within the queue.
+    pub fn priority(mut self, p: u8) -> Self {
+        self.priority = p;
+        self
+    }
+}
+
+/// A typed call of task `T`: its arguments and options, ready to send.
+///
+/// `#[task]` generates `<task>::new(args..)` returning one.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use scheduler_core::{Client, Task, TaskCall, TaskContext, TaskError};
+/// # struct Ping;
+/// # impl Task for Ping {
+/// #     const NAME: &'static str = "ping";
+/// #     type Args = ();
+/// #     type Output = ();
+/// #     async fn run(_: TaskContext, _: ()) -> Result<(), TaskError> { Ok(()) }
+/// # }
+/// # async fn demo(client: &Client) -> Result<(), scheduler_core::Error> {
+/// use std::time::Duration;
+/// let id = TaskCall::<Ping>::new(())
+///     .countdown(Duration::from_secs(30))
+///     .send(client)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct TaskCall<T: Task> {
+    args: T::Args,
+    req: TaskRequest,
+    _task: PhantomData<fn() -> T>,
+}
+
+impl<T: Task> TaskCall<T> {
+    /// A call with these arguments and `T`'s default options.
+    pub fn new(args: T::Args) -> Self {
+        let mut req = TaskRequest::from_encoded(T::NAME, T::QUEUE, Vec::new());
+        req.max_retries = T::MAX_RETRIES;
+        req.timeout = T::TIMEOUT;
+        req.priority = T::PRIORITY;
+        Self {
+            args,
+            req,
+            _task: PhantomData,
+        }
+    }
+
+    /// See [`TaskRequest::countdown`].
+    pub fn countdown(mut self, delay: Duration) -> Self {
+        self.req = self.req.countdown(delay);
+        self
+    }
+
+    /// See [`TaskRequest::eta`].
+    pub fn eta(mut self, when: SystemTime) -> Self {
+        self.req = self.req.eta(when);
+        self
+    }
+
+    /// See [`TaskRequest::id`].
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.req = self.req.id(id);
+        self
+    }
+
+    /// See [`TaskRequest::queue`].
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.req = self.req.queue(queue);
+        self
+    }
+
+    /// See [`TaskRequest::max_retries`].
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.req = self.req.max_retries(n);
+        self
+    }
+
+    /// See [`TaskRequest::timeout`].
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.req = self.req.timeout(t);
+        self
+    }
+
+    /// See [`TaskRequest::priority`].
+    pub fn priority(mut self, p: u8) -> Self {
+        self.req = self.req.priority(p);
+        self
+    }
+
+    /// Encodes the arguments into an untyped request.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when the arguments cannot be encoded.
+    pub fn into_request(self) -> Result<TaskRequest> {
+        let mut req = self.req;
+        req.args = rmp_serde::to_vec(&self.args)?;
+        Ok(req)
+    }
+
+    /// Enqueues the call on `client`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::enqueue`].
+    pub async fn send(self, client: &Client) -> Result<TaskId> {
+        client.enqueue(self).await
+    }
+}

@@ -1,0 +1,110 @@
+//! The error type of the client and the store.
+
+use crate::id::TaskId;
+
+/// Everything that can go wrong talking to the task store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Redis URL could not be parsed or names an unsupported scheme.
+    #[error("invalid Redis URL {url:?}: {source}")]
+    InvalidUrl {
+        /// The URL as given, password included only if the caller put it there.
+        url: String,
+        /// What the Redis client said.
+        source: redis::RedisError,
+    },
+    /// Redis answered with an error, or could not be reached (down, restarting, timed out).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Arguments or a result could not be serialised to MessagePack.
+    #[error("could not encode as MessagePack: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    /// Stored bytes could not be decoded into the requested type.
+    #[error("could not decode MessagePack: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// The encoded arguments are bigger than the configured cap.
+    #[error("payload of {size} bytes exceeds the cap of {max} bytes")]
+    PayloadTooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The configured cap in bytes.
+        max: usize,
+    },
+    /// A queue name that would break key names (allowed: 1-64 of `A-Z a-z 0-9 _ - .`).
+    #[error("invalid queue name {0:?}: use 1-64 characters of A-Z a-z 0-9 _ - .")]
+    InvalidQueueName(String),
+    /// A task id that is empty, too long, has control characters, or lacks the `queue/` part.
+    #[error("invalid task id {0:?}")]
+    InvalidTaskId(String),
+    /// A priority outside 0..=9.
+    #[error("invalid priority {0}: use 0 (lowest) to 9 (highest)")]
+    InvalidPriority(u8),
+    /// This client was configured with a shard count for a queue that differs from the one
+    /// recorded in Redis when the queue was first used.
+    #[error("queue {queue:?} has {stored} shards in Redis but this process is configured with {configured}")]
+    ShardMismatch {
+        /// The queue.
+        queue: String,
+        /// Shards configured in this process.
+        configured: u16,
+        /// Shards recorded in Redis.
+        stored: u16,
+    },
+    /// No such task (never existed, or its record expired after its TTL).
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    /// The task is running and cannot be cancelled.
+    #[error("task {0} is running and cannot be cancelled")]
+    Running(TaskId),
+    /// The task already finished (succeeded, dead or cancelled).
+    #[error("task {0} already finished")]
+    AlreadyFinished(TaskId),
+    /// The task failed for good; the text is its last error.
+    #[error("task {id} failed: {error}")]
+    TaskFailed {
+        /// The task.
+        id: TaskId,
+        /// Its last error.
+        error: String,
+    },
+    /// The task was cancelled.
+    #[error("task {0} was cancelled")]
+    Cancelled(TaskId),
+    /// Waiting for a result took longer than the caller allowed.
+    #[error("timed out waiting for task {0}")]
+    Timeout(TaskId),
+    /// Redis returned something the scripts never return: a version mismatch or a bug.
+    #[error("unexpected reply from Redis: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed: connection lost, Redis loading or restarting,
+    /// a failover in progress, a timeout. A caller's retry loop keys on this.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_cluster_error()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::BusyLoading
+                                | redis::ServerErrorKind::TryAgain
+                                | redis::ServerErrorKind::ClusterDown
+                                | redis::ServerErrorKind::MasterDown
+                                | redis::ServerErrorKind::ReadOnly
+                        )
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

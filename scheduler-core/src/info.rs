@@ -1,0 +1,149 @@
+//! What the store says about a task or a queue: [`TaskInfo`], [`TaskState`], [`QueueStats`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::id::TaskId;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TaskState {
+    /// Waiting for its due time (also between retries).
+    Scheduled,
+    /// Due, waiting for a worker.
+    Ready,
+    /// A worker holds a lease on it and runs it.
+    Running,
+    /// Finished successfully; the result, if any, is kept until the result TTL.
+    Succeeded,
+    /// Failed for good (retries exhausted, a non-retryable error, unknown task name, undecodable
+    /// arguments); it stays in the dead set with its last error.
+    Dead,
+    /// Withdrawn before it started.
+    Cancelled,
+}
+
+impl TaskState {
+    /// The name stored in the task hash's `state` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Scheduled => "scheduled",
+            TaskState::Ready => "ready",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Dead => "dead",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the task will never change again.
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "scheduled" => TaskState::Scheduled,
+            "ready" => TaskState::Ready,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "dead" => TaskState::Dead,
+            "cancelled" => TaskState::Cancelled,
+            other => return Err(format!("unknown task state {other:?}")),
+        })
+    }
+}
+
+/// A snapshot of one task record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// The task.
+    pub id: TaskId,
+    /// Handler name.
+    pub name: String,
+    /// Current state.
+    pub state: TaskState,
+    /// Runs started so far (a run lost with its worker counts).
+    pub attempts: u32,
+    /// Retries allowed after the first run.
+    pub max_retries: u32,
+    /// Priority 0..=9.
+    pub priority: u8,
+    /// When it is (or was last) due, unix ms.
+    pub run_at_ms: i64,
+    /// When it was enqueued, unix ms.
+    pub enqueued_at_ms: i64,
+    /// When it finished, unix ms, if it did.
+    pub finished_at_ms: Option<i64>,
+    /// The last error, if any run failed.
+    pub last_error: Option<String>,
+    /// The worker running it now, if any.
+    pub worker: Option<String>,
+    /// Arguments, MessagePack.
+    pub args: Vec<u8>,
+    /// Result, MessagePack, once succeeded with a result.
+    pub result: Option<Vec<u8>>,
+}
+
+impl TaskInfo {
+    /// Builds the snapshot from the fields of the task hash (`HGETALL`); `None` when the hash is
+    /// empty or has no valid state.
+    pub fn from_fields(id: TaskId, mut f: HashMap<String, Vec<u8>>) -> Option<Self> {
+        let text = |f: &mut HashMap<String, Vec<u8>>, k: &str| {
+            f.remove(k).map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        let num = |f: &mut HashMap<String, Vec<u8>>, k: &str| -> Option<i64> {
+            text(f, k).and_then(|s| s.parse().ok())
+        };
+        let state = text(&mut f, "state")?.parse().ok()?;
+        Some(Self {
+            id,
+            name: text(&mut f, "name").unwrap_or_default(),
+            state,
+            attempts: num(&mut f, "attempts").unwrap_or(0) as u32,
+            max_retries: num(&mut f, "max_retries").unwrap_or(0) as u32,
+            priority: num(&mut f, "priority").unwrap_or(0) as u8,
+            run_at_ms: num(&mut f, "run_at").unwrap_or(0),
+            enqueued_at_ms: num(&mut f, "enqueued_at").unwrap_or(0),
+            finished_at_ms: num(&mut f, "finished_at"),
+            last_error: text(&mut f, "error"),
+            worker: text(&mut f, "worker"),
+            args: f.remove("args").unwrap_or_default(),
+            result: f.remove("result"),
+        })
+    }
+}
+
+/// Counts of one queue, summed over its shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// The queue.
+    pub queue: String,
+    /// Its shard count.
+    pub shards: u16,
+    /// Tasks waiting for their due time.
+    pub scheduled: u64,
+    /// Tasks due and waiting for a worker.
+    pub ready: u64,
+    /// Tasks running under a lease.
+    pub active: u64,
+    /// Tasks in the dead set.
+    pub dead: u64,
+    /// Lifetime counters from the partitions' `stats` hashes (enqueued, promoted, succeeded,
+    /// retried, dead, reaped, cancelled).
+    pub counters: HashMap<String, u64>,
+}

@@ -1,0 +1,130 @@
+//! Every Redis key and channel name, one function each; nothing else formats a key.
+//!
+//! All keys of one partition (queue, shard) share the hash tag `{<queue>:<shard>}`, so every
+//! script touches one Redis Cluster slot. See `docs/redis-layout.md` for what each holds.
+
+/// Names of the keys of one namespace (default `sched`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    /// Key names under namespace `ns`.
+    pub fn new(ns: impl Into<String>) -> Self {
+        Self { ns: ns.into() }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    /// Hash `<ns>:queues`: queue name -> shard count. Written once per queue, read by every client.
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.ns)
+    }
+
+    /// Pub/sub channel `<ns>:wake:<queue>`: `r:<shard>` when a ready set got work,
+    /// `s:<shard>:<due ms>` when a scheduled set got a new head.
+    pub fn wake_channel(&self, queue: &str) -> String {
+        format!("{}:wake:{}", self.ns, queue)
+    }
+
+    /// Hash `<ns>:workers:<worker id>`, with a TTL: a live worker's heartbeat (host, pid, queues,
+    /// concurrency, running count, started and last-seen times).
+    pub fn worker(&self, worker_id: &str) -> String {
+        format!("{}:workers:{}", self.ns, worker_id)
+    }
+
+    /// Pattern matching every worker heartbeat key, for `SCAN`.
+    pub fn workers_pattern(&self) -> String {
+        format!("{}:workers:*", self.ns)
+    }
+
+    /// The keys of partition (`queue`, `shard`).
+    pub fn partition(&self, queue: &str, shard: u16) -> PartitionKeys {
+        PartitionKeys {
+            base: format!("{}:{{{}:{}}}", self.ns, queue, shard),
+        }
+    }
+}
+
+/// Key names of one partition, all under the hash tag `{<queue>:<shard>}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionKeys {
+    base: String,
+}
+
+impl PartitionKeys {
+    /// Sorted set `…:scheduled`: task id -> due time (unix ms), tasks waiting for their time.
+    pub fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.base)
+    }
+
+    /// Sorted set `…:ready`: task id -> (9 - priority) * 1e13 + due ms, tasks due and waiting for a
+    /// worker.
+    pub fn ready(&self) -> String {
+        format!("{}:ready", self.base)
+    }
+
+    /// Sorted set `…:active`: task id -> lease deadline (unix ms), tasks a worker is running.
+    pub fn active(&self) -> String {
+        format!("{}:active", self.base)
+    }
+
+    /// Sorted set `…:dead`: task id -> time of death (unix ms), tasks that failed for good.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.base)
+    }
+
+    /// Hash `…:stats`: counters enqueued, promoted, succeeded, retried, dead, reaped, cancelled.
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.base)
+    }
+
+    /// String `…:lock`, with a TTL: token of the promoter that owns this partition.
+    pub fn lock(&self) -> String {
+        format!("{}:lock", self.base)
+    }
+
+    /// Prefix of the task hashes, `…:t:`; scripts append the task id.
+    pub fn task_prefix(&self) -> String {
+        format!("{}:t:", self.base)
+    }
+
+    /// Hash `…:t:<id>`: the task record (name, queue, state, attempts, run_at, error, args...).
+    pub fn task(&self, id: &str) -> String {
+        format!("{}:t:{}", self.base, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key name, table-tested: a change of layout must be deliberate.
+    #[test]
+    fn key_names() {
+        let k = Keys::new("sched");
+        let p = k.partition("emails", 3);
+        let table = [
+            (k.queues(), "sched:queues"),
+            (k.wake_channel("emails"), "sched:wake:emails"),
+            (k.worker("w1"), "sched:workers:w1"),
+            (k.workers_pattern(), "sched:workers:*"),
+            (p.scheduled(), "sched:{emails:3}:scheduled"),
+            (p.ready(), "sched:{emails:3}:ready"),
+            (p.active(), "sched:{emails:3}:active"),
+            (p.dead(), "sched:{emails:3}:dead"),
+            (p.stats(), "sched:{emails:3}:stats"),
+            (p.lock(), "sched:{emails:3}:lock"),
+            (p.task_prefix(), "sched:{emails:3}:t:"),
+            (p.task("01J"), "sched:{emails:3}:t:01J"),
+        ];
+        for (got, want) in table {
+            assert_eq!(got, want);
+        }
+        assert_eq!(k.namespace(), "sched");
+    }
+}

@@ -1,0 +1,42 @@
+//! Core of the scheduler: the Redis task store, its Lua state machine, and the producer client.
+//!
+//! Tasks live in Redis, split into partitions (queue, shard); every key of a partition shares one
+//! hash tag, so each Lua script touches one partition (one Redis Cluster slot). Every state change
+//! of a task is one script; the Redis server clock decides what is due.
+//!
+//! # Layout
+//!
+//! - [`keys`]: every Redis key name, one function each.
+//! - [`scripts`]: one typed wrapper per Lua script of `lua/`.
+//! - [`store`]: [`Store`], the connection and the plumbing shared by every script call.
+//! - [`client`]: [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
+//! - [`task`]: the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
+//! - [`id`]: [`TaskId`], queue-name rules and the shard hash.
+//! - [`info`]: [`TaskInfo`], [`TaskState`], [`QueueStats`].
+//! - [`error`]: [`Error`].
+
+pub mod client;
+pub mod error;
+pub mod id;
+pub mod info;
+pub mod keys;
+pub mod scripts;
+pub mod store;
+pub mod task;
+
+pub use client::{Client, ClientConfig, TaskCall, TaskRequest};
+pub use error::{Error, Result};
+pub use id::TaskId;
+pub use info::{QueueStats, TaskInfo, TaskState};
+pub use store::Store;
+pub use task::{StateMap, Task, TaskContext, TaskError, TaskErrorKind};
+
+pub use redis;
+
+/// What `#[task]`-generated code reaches; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::client::TaskCall;
+    pub use crate::id::TaskId;
+    pub use crate::task::{Task, TaskContext, TaskError};
+}

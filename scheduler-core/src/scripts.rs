@@ -1,0 +1,506 @@
+//! One typed wrapper per Lua script of `lua/`; nothing else calls a script.
+//!
+//! The scripts are compiled into the binary (`include_str!`), each prefixed with
+//! `lua/_prelude.lua` (the server clock and shared helpers). Their headers document keys,
+//! arguments and every reply; the wrappers below turn replies into types.
+
+use std::sync::LazyLock;
+
+use redis::{Script, Value};
+
+use crate::error::{Error, Result};
+use crate::store::{Partition, Store};
+
+macro_rules! script {
+    ($name:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../../lua/_prelude.lua"),
+                include_str!(concat!("../../lua/", $name, ".lua"))
+            ))
+        })
+    };
+}
+
+static ENQUEUE: LazyLock<Script> = script!("enqueue");
+static PROMOTE: LazyLock<Script> = script!("promote");
+static CLAIM: LazyLock<Script> = script!("claim");
+static ACK: LazyLock<Script> = script!("ack");
+static RETRY: LazyLock<Script> = script!("retry");
+static REAP: LazyLock<Script> = script!("reap");
+static EXTEND: LazyLock<Script> = script!("extend");
+static RELEASE: LazyLock<Script> = script!("release");
+static CANCEL: LazyLock<Script> = script!("cancel");
+static LOCK_RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/lock_renew.lua")));
+static LOCK_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/lock_release.lua")));
+
+/// When a new task becomes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// This many milliseconds after the Redis server's now (0: at once).
+    Delay(u64),
+    /// At this unix time in milliseconds (in the past: at once).
+    At(i64),
+}
+
+/// A task to create, already encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Task id, unique within its queue.
+    pub id: String,
+    /// Handler name.
+    pub name: String,
+    /// Arguments, MessagePack.
+    pub args: Vec<u8>,
+    /// When it becomes due.
+    pub due: Due,
+    /// Retries allowed after the first run.
+    pub max_retries: u32,
+    /// Time limit of one run, in milliseconds.
+    pub timeout_ms: u64,
+    /// Priority 0..=9, higher first.
+    pub priority: u8,
+}
+
+/// Reply codes of the scripts that take a batch (negative codes are refusals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done as asked (created, acknowledged, extended, handed back).
+    Done,
+    /// Enqueue only: a task with this id existed already; nothing changed.
+    Exists,
+    /// Retry only: the task went to the dead set.
+    Dead,
+    /// The task is no longer running under this lease token (the lease expired and was reaped, or
+    /// another worker holds it now): nothing changed.
+    StaleLease,
+}
+
+/// What promote did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Promoted {
+    /// Tasks moved to the ready set.
+    pub moved: u64,
+    /// Due time of the new head of the scheduled set (unix ms), if any.
+    pub next_due_ms: Option<i64>,
+    /// The Redis server's clock at the time of the call (unix ms).
+    pub server_now_ms: i64,
+}
+
+/// What reap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Tasks whose lease expired, put back in the ready set.
+    pub requeued: u64,
+    /// Tasks whose lease expired with no retries left, moved to the dead set.
+    pub buried: u64,
+    /// Earliest lease deadline still held (unix ms), if any.
+    pub next_deadline_ms: Option<i64>,
+}
+
+/// A task taken into a lease by [`Store::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Task id.
+    pub id: String,
+    /// Fencing token: present it to ack, retry, extend or release.
+    pub token: i64,
+    /// Which run this is (1 = first).
+    pub attempt: u32,
+    /// Handler name.
+    pub name: String,
+    /// Arguments, MessagePack.
+    pub args: Vec<u8>,
+    /// Retries allowed after the first run.
+    pub max_retries: u32,
+    /// Time limit of one run, in milliseconds.
+    pub timeout_ms: u64,
+    /// When this run was due (unix ms, Redis clock).
+    pub due_ms: i64,
+}
+
+/// A batch of claimed tasks and the server time of the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The Redis server's clock at the claim (unix ms).
+    pub server_now_ms: i64,
+    /// The tasks.
+    pub tasks: Vec<Claimed>,
+}
+
+/// What cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReply {
+    /// Withdrawn.
+    Cancelled,
+    /// Running: left alone.
+    Running,
+    /// Succeeded, dead or cancelled before.
+    Finished,
+    /// No such task.
+    NotFound,
+}
+
+fn protocol(what: &str, v: &Value) -> Error {
+    Error::Protocol(format!("{what}: {v:?}"))
+}
+
+fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| protocol("expected an integer", v)),
+        _ => Err(protocol("expected an integer", v)),
+    }
+}
+
+fn bytes(v: Value) -> Result<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        other => Err(protocol("expected a string", &other)),
+    }
+}
+
+fn array(v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(protocol("expected an array", &other)),
+    }
+}
+
+fn opt_time(i: i64) -> Option<i64> {
+    (i >= 0).then_some(i)
+}
+
+fn outcomes(v: Value, map: fn(i64) -> Option<Outcome>) -> Result<Vec<Outcome>> {
+    array(v)?
+        .iter()
+        .map(|x| int(x).and_then(|i| map(i).ok_or_else(|| protocol("unknown reply code", x))))
+        .collect()
+}
+
+impl Store {
+    /// `enqueue.lua`: creates `tasks` in partition `p`, idempotently (existing ids untouched).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn enqueue(&self, p: &Partition, tasks: &[NewTask]) -> Result<Vec<Outcome>> {
+        let mut replies = self.enqueue_many(&[(p, tasks)]).await?;
+        Ok(replies.pop().unwrap_or_default())
+    }
+
+    /// `enqueue.lua` for several partitions in one pipelined round trip; one reply per group.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn enqueue_many(&self, groups: &[(&Partition, &[NewTask])]) -> Result<Vec<Vec<Outcome>>> {
+        let invs: Vec<_> = groups
+            .iter()
+            .map(|(p, tasks)| {
+                let mut inv = ENQUEUE.prepare_invoke();
+                inv.key(p.keys.scheduled())
+                    .key(p.keys.ready())
+                    .key(p.keys.stats())
+                    .arg(p.keys.task_prefix())
+                    .arg(&p.queue)
+                    .arg(&p.channel)
+                    .arg(p.shard);
+                for t in tasks.iter() {
+                    let (delay, at) = match t.due {
+                        Due::Delay(ms) => (ms as i64, 0),
+                        Due::At(ms) => (-1, ms),
+                    };
+                    inv.arg(&t.id)
+                        .arg(&t.name)
+                        .arg(&t.args[..])
+                        .arg(delay)
+                        .arg(at)
+                        .arg(t.max_retries)
+                        .arg(t.timeout_ms)
+                        .arg(t.priority);
+                }
+                inv
+            })
+            .collect();
+        self.run_pipeline(&invs)
+            .await?
+            .into_iter()
+            .map(|v| {
+                outcomes(v, |i| match i {
+                    1 => Some(Outcome::Done),
+                    0 => Some(Outcome::Exists),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// `promote.lua`: moves at most `batch` due tasks of `p` to its ready set.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn promote(&self, p: &Partition, batch: u32) -> Result<Promoted> {
+        let mut inv = PROMOTE.prepare_invoke();
+        inv.key(p.keys.scheduled())
+            .key(p.keys.ready())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(batch)
+            .arg(&p.channel)
+            .arg(p.shard);
+        let v = array(self.run_script(&inv).await?)?;
+        if v.len() != 3 {
+            return Err(Error::Protocol(format!("promote returned {v:?}")));
+        }
+        Ok(Promoted {
+            moved: int(&v[0])? as u64,
+            next_due_ms: opt_time(int(&v[1])?),
+            server_now_ms: int(&v[2])?,
+        })
+    }
+
+    /// `claim.lua`: takes at most `batch` ready tasks of `p` into leases of `lease_ms`.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn claim(&self, p: &Partition, batch: u32, lease_ms: u64, worker: &str) -> Result<Claim> {
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(p.keys.ready())
+            .key(p.keys.active())
+            .arg(p.keys.task_prefix())
+            .arg(batch)
+            .arg(lease_ms)
+            .arg(worker);
+        let mut it = array(self.run_script(&inv).await?)?.into_iter();
+        let now = it.next().ok_or_else(|| Error::Protocol("claim returned nothing".into()))?;
+        let server_now_ms = int(&now)?;
+        let rest: Vec<Value> = it.collect();
+        if rest.len() % 8 != 0 {
+            return Err(Error::Protocol(format!("claim returned {} values", rest.len())));
+        }
+        let mut tasks = Vec::with_capacity(rest.len() / 8);
+        let mut it = rest.into_iter();
+        while let Some(id) = it.next() {
+            let mut next = || it.next().ok_or_else(|| Error::Protocol("short claim reply".into()));
+            let token = int(&next()?)?;
+            let attempt = int(&next()?)? as u32;
+            let name = String::from_utf8_lossy(&bytes(next()?)?).into_owned();
+            let args = bytes(next()?)?;
+            let max_retries = int(&next()?)? as u32;
+            let timeout_ms = int(&next()?)? as u64;
+            let due_ms = int(&next()?)?;
+            tasks.push(Claimed {
+                id: String::from_utf8_lossy(&bytes(id)?).into_owned(),
+                token,
+                attempt,
+                name,
+                args,
+                max_retries,
+                timeout_ms,
+                due_ms,
+            });
+        }
+        Ok(Claim { server_now_ms, tasks })
+    }
+
+    /// `ack.lua`: marks tasks succeeded, each `(id, token, result)`, for several partitions in one
+    /// pipelined round trip. Results expire after `result_ttl_ms` (0: the task is deleted).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn ack_many(
+        &self,
+        groups: &[(&Partition, Vec<(&str, i64, &[u8])>)],
+        result_ttl_ms: u64,
+    ) -> Result<Vec<Vec<Outcome>>> {
+        let invs: Vec<_> = groups
+            .iter()
+            .map(|(p, items)| {
+                let mut inv = ACK.prepare_invoke();
+                inv.key(p.keys.active())
+                    .key(p.keys.stats())
+                    .arg(p.keys.task_prefix())
+                    .arg(result_ttl_ms);
+                for (id, token, result) in items {
+                    inv.arg(*id).arg(*token).arg(*result);
+                }
+                inv
+            })
+            .collect();
+        self.run_pipeline(&invs)
+            .await?
+            .into_iter()
+            .map(|v| outcomes(v, fenced))
+            .collect()
+    }
+
+    /// `retry.lua`: after failed runs, schedules each `(id, token, error, delay)` again after
+    /// `delay` ms, or buries it (delay `None`, or no retries left).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn retry(&self, p: &Partition, items: &[(&str, i64, &str, Option<u64>)]) -> Result<Vec<Outcome>> {
+        let mut inv = RETRY.prepare_invoke();
+        inv.key(p.keys.active())
+            .key(p.keys.scheduled())
+            .key(p.keys.dead())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(&p.channel)
+            .arg(p.shard);
+        for (id, token, error, delay) in items {
+            inv.arg(*id)
+                .arg(*token)
+                .arg(*error)
+                .arg(delay.map_or(-1, |d| d as i64));
+        }
+        outcomes(self.run_script(&inv).await?, |i| match i {
+            1 => Some(Outcome::Done),
+            2 => Some(Outcome::Dead),
+            -1 => Some(Outcome::StaleLease),
+            _ => None,
+        })
+    }
+
+    /// `reap.lua`: recovers at most `batch` tasks of `p` whose lease expired.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn reap(&self, p: &Partition, batch: u32) -> Result<Reaped> {
+        let mut inv = REAP.prepare_invoke();
+        inv.key(p.keys.active())
+            .key(p.keys.ready())
+            .key(p.keys.dead())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(batch)
+            .arg(&p.channel)
+            .arg(p.shard);
+        let v = array(self.run_script(&inv).await?)?;
+        if v.len() != 3 {
+            return Err(Error::Protocol(format!("reap returned {v:?}")));
+        }
+        Ok(Reaped {
+            requeued: int(&v[0])? as u64,
+            buried: int(&v[1])? as u64,
+            next_deadline_ms: opt_time(int(&v[2])?),
+        })
+    }
+
+    /// `extend.lua`: renews the leases `(id, token)` of `p` to `lease_ms` from now.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn extend(&self, p: &Partition, lease_ms: u64, items: &[(&str, i64)]) -> Result<Vec<Outcome>> {
+        let mut inv = EXTEND.prepare_invoke();
+        inv.key(p.keys.active()).arg(p.keys.task_prefix()).arg(lease_ms);
+        for (id, token) in items {
+            inv.arg(*id).arg(*token);
+        }
+        outcomes(self.run_script(&inv).await?, fenced)
+    }
+
+    /// `release.lua`: hands running tasks `(id, token)` of `p` back to the ready set at once,
+    /// without counting the attempt.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn release(&self, p: &Partition, items: &[(&str, i64)]) -> Result<Vec<Outcome>> {
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(p.keys.active())
+            .key(p.keys.ready())
+            .arg(p.keys.task_prefix())
+            .arg(&p.channel)
+            .arg(p.shard);
+        for (id, token) in items {
+            inv.arg(*id).arg(*token);
+        }
+        outcomes(self.run_script(&inv).await?, fenced)
+    }
+
+    /// `cancel.lua`: withdraws task `id` of `p` unless it started; its record then expires after
+    /// `ttl_ms` (0: deleted at once).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn cancel(&self, p: &Partition, id: &str, ttl_ms: u64) -> Result<CancelReply> {
+        let mut inv = CANCEL.prepare_invoke();
+        inv.key(p.keys.scheduled())
+            .key(p.keys.ready())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(ttl_ms)
+            .arg(id);
+        let v = self.run_script(&inv).await?;
+        match int(&v)? {
+            1 => Ok(CancelReply::Cancelled),
+            2 => Ok(CancelReply::Running),
+            3 => Ok(CancelReply::Finished),
+            0 => Ok(CancelReply::NotFound),
+            _ => Err(protocol("cancel", &v)),
+        }
+    }
+
+    /// Takes the promoter lock of `p` with `token` for `ttl_ms` (`SET NX PX`); true if we got it.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn lock_acquire(&self, p: &Partition, token: &str, ttl_ms: u64) -> Result<bool> {
+        let mut conn = self.conn();
+        let v: Option<String> = redis::cmd("SET")
+            .arg(p.keys.lock())
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await?;
+        Ok(v.is_some())
+    }
+
+    /// `lock_renew.lua`: extends our promoter lock of `p`; false if we no longer hold it.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn lock_renew(&self, p: &Partition, token: &str, ttl_ms: u64) -> Result<bool> {
+        let mut inv = LOCK_RENEW.prepare_invoke();
+        inv.key(p.keys.lock()).arg(token).arg(ttl_ms);
+        Ok(int(&self.run_script(&inv).await?)? == 1)
+    }
+
+    /// `lock_release.lua`: deletes our promoter lock of `p` (compare-and-delete).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn lock_release(&self, p: &Partition, token: &str) -> Result<bool> {
+        let mut inv = LOCK_RELEASE.prepare_invoke();
+        inv.key(p.keys.lock()).arg(token);
+        Ok(int(&self.run_script(&inv).await?)? == 1)
+    }
+}
+
+fn fenced(i: i64) -> Option<Outcome> {
+    match i {
+        1 => Some(Outcome::Done),
+        -1 => Some(Outcome::StaleLease),
+        _ => None,
+    }
+}

@@ -1,0 +1,268 @@
+//! The [`Task`] trait that `#[task]` implements, the context a running task sees, and the error a
+//! handler returns.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::TaskCall;
+use crate::id::TaskId;
+
+/// A kind of task: its name, its default options, its argument and output types, and the code
+/// that runs it.
+///
+/// You rarely implement this by hand: `#[task]` on an `async fn` generates a unit struct with the
+/// function's name that implements it. The struct is what you register with a worker, and
+/// `<name>::new(args..)` builds a [`TaskCall`] to enqueue.
+///
+/// # Examples
+///
+/// ```
+/// use scheduler_core::{Task, TaskContext, TaskError};
+/// use std::time::Duration;
+///
+/// struct Add;
+///
+/// impl Task for Add {
+///     const NAME: &'static str = "add";
+///     const QUEUE: &'static str = "math";
+///     const MAX_RETRIES: u32 = 2;
+///     const TIMEOUT: Duration = Duration::from_secs(5);
+///     type Args = (i64, i64);
+///     type Output = i64;
+///
+///     async fn run(_ctx: TaskContext, (a, b): (i64, i64)) -> Result<i64, TaskError> {
+///         Ok(a + b)
+///     }
+/// }
+/// ```
+pub trait Task: Send + Sync + 'static {
+    /// The name workers look the handler up by. Unique among the tasks of one deployment.
+    const NAME: &'static str;
+    /// The queue tasks of this kind go to unless a call says otherwise. Default `"default"`.
+    const QUEUE: &'static str = "default";
+    /// How many times a failed run is retried (so at most `MAX_RETRIES + 1` runs). Default 3.
+    const MAX_RETRIES: u32 = 3;
+    /// How long one run may take before it is cancelled and counted as failed. Default 30 s.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    /// Priority 0 (lowest, the default) to 9 (highest) within the queue.
+    const PRIORITY: u8 = 0;
+    /// The arguments, serialised with MessagePack (a tuple for a function's parameters).
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// What a successful run returns, stored as the task's result (MessagePack).
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Runs one attempt of the task.
+    fn run(
+        ctx: TaskContext,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send;
+
+    /// Builds a call of this task with these arguments and its default options.
+    fn call(args: Self::Args) -> TaskCall<Self>
+    where
+        Self: Sized,
+    {
+        TaskCall::new(args)
+    }
+}
+
+/// Shared application state (a database pool, an HTTP client...) handed to every task run.
+///
+/// Values are stored by type; a worker's builder adds them with `.state(value)`.
+#[derive(Clone, Default)]
+pub struct StateMap {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl StateMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a value, replacing any earlier value of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// The value of type `T`, if one was added.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| Arc::clone(v).downcast::<T>().ok())
+    }
+}
+
+impl fmt::Debug for StateMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMap")
+            .field("values", &self.values.len())
+            .finish()
+    }
+}
+
+/// What a running task knows about itself, and the way to the worker's shared state.
+///
+/// A `#[task]` function receives it when its first parameter has the type `TaskContext`.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    id: TaskId,
+    attempt: u32,
+    max_retries: u32,
+    due_ms: i64,
+    state: Arc<StateMap>,
+}
+
+impl TaskContext {
+    /// A context; workers build these, tests of task functions may too.
+    pub fn new(id: TaskId, attempt: u32, max_retries: u32, due_ms: i64, state: Arc<StateMap>) -> Self {
+        Self {
+            id,
+            attempt,
+            max_retries,
+            due_ms,
+            state,
+        }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// Which run this is: 1 for the first, 2 for the first retry...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The task's retry budget.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// When this run was due, unix milliseconds on the Redis server's clock.
+    pub fn due_ms(&self) -> i64 {
+        self.due_ms
+    }
+
+    /// The shared value of type `T` the worker was built with.
+    ///
+    /// # Errors
+    ///
+    /// A [`TaskError::fail`] naming the type when the worker has no such value: a deployment
+    /// mistake that retrying cannot fix.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, TaskError> {
+        self.state.get::<T>().ok_or_else(|| {
+            TaskError::fail(format!(
+                "no shared state of type {} was given to the worker",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// What a handler returns when a run did not succeed, and what should happen next.
+///
+/// Any `std::error::Error` converts into a retryable `TaskError` with `?`. `TaskError` does not
+/// itself implement `std::error::Error`, which is what lets that conversion exist.
+#[derive(Debug)]
+pub struct TaskError {
+    kind: TaskErrorKind,
+    message: String,
+}
+
+/// What a failed run asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskErrorKind {
+    /// Retry with the task's backoff, while retries remain.
+    Retry,
+    /// Retry after exactly this delay, while retries remain.
+    RetryAfter(Duration),
+    /// Fail now, without retrying: the task goes to the dead set.
+    Fail,
+}
+
+impl TaskError {
+    /// A failure to retry with the configured backoff.
+    pub fn retry(message: impl fmt::Display) -> Self {
+        Self {
+            kind: TaskErrorKind::Retry,
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure to retry after `delay` (for example what a rate-limited API asked for).
+    pub fn retry_after(message: impl fmt::Display, delay: Duration) -> Self {
+        Self {
+            kind: TaskErrorKind::RetryAfter(delay),
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure that retrying cannot fix: the task goes to the dead set at once.
+    pub fn fail(message: impl fmt::Display) -> Self {
+        Self {
+            kind: TaskErrorKind::Fail,
+            message: message.to_string(),
+        }
+    }
+
+    /// What the failure asks for.
+    pub fn kind(&self) -> TaskErrorKind {
+        self.kind
+    }
+
+    /// The error text stored with the task.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    fn from(e: E) -> Self {
+        TaskError::retry(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("boom")]
+    struct Boom;
+
+    /// `?` on any std error gives a retryable task error carrying its text.
+    #[test]
+    fn std_errors_convert_to_retry() {
+        let e: TaskError = Boom.into();
+        assert_eq!(e.kind(), TaskErrorKind::Retry);
+        assert_eq!(e.message(), "boom");
+    }
+
+    /// State is found by type, and a missing type is a non-retryable failure naming the type.
+    #[test]
+    fn state_by_type() {
+        let mut m = StateMap::new();
+        m.insert(7u32);
+        let ctx = TaskContext::new(TaskId::new("q", "x"), 1, 0, 0, Arc::new(m));
+        assert_eq!(*ctx.state::<u32>().unwrap(), 7);
+        let err = ctx.state::<String>().unwrap_err();
+        assert_eq!(err.kind(), TaskErrorKind::Fail);
+        assert!(err.message().contains("alloc::string::String"));
+    }
+}
