@@ -218,9 +218,10 @@ impl Client {
             if req.priority > 9 {
                 return Err(Error::InvalidPriority(req.priority));
             }
-            let id = req
-                .id
-                .map_or_else(|| TaskId::generate(&req.queue), |id| TaskId::new(&req.queue, id));
+            let id = req.id.map_or_else(
+                || TaskId::generate(&req.queue),
+                |id| TaskId::new(&req.queue, id),
+            );
             let p = self.partition_of(&id).await?;
             groups.entry(p).or_default().push((
                 i,
@@ -334,7 +335,11 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::Timeout`] after `timeout`, and the errors of [`Client::result`].
-    pub async fn wait_result<R: DeserializeOwned>(&self, id: &TaskId, timeout: Duration) -> Result<R> {
+    pub async fn wait_result<R: DeserializeOwned>(
+        &self,
+        id: &TaskId,
+        timeout: Duration,
+    ) -> Result<R> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut every = Duration::from_millis(5);
         loop {
@@ -408,7 +413,11 @@ impl TaskRequest {
     /// # Errors
     ///
     /// [`Error::Encode`] when `args` cannot be encoded.
-    pub fn new(name: impl Into<String>, queue: impl Into<String>, args: &impl serde::Serialize) -> Result<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        queue: impl Into<String>,
+        args: &impl serde::Serialize,
+    ) -> Result<Self> {
         Ok(Self::from_encoded(name, queue, rmp_serde::to_vec(args)?))
     }
 

@@ -134,7 +134,10 @@ mod tests {
         assert_eq!((id.queue(), id.id()), ("q", "a/b"));
         assert_eq!(id.to_string(), "q/a/b");
         for bad in ["", "q", "/x", "q/"] {
-            assert!(matches!(bad.parse::<TaskId>(), Err(Error::InvalidTaskId(_))), "{bad}");
+            assert!(
+                matches!(bad.parse::<TaskId>(), Err(Error::InvalidTaskId(_))),
+                "{bad}"
+            );
         }
     }
 

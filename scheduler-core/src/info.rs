@@ -40,7 +40,10 @@ impl TaskState {
 
     /// Whether the task will never change again.
     pub fn is_finished(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled
+        )
     }
 }
 
@@ -103,7 +106,8 @@ impl TaskInfo {
     /// empty or has no valid state.
     pub fn from_fields(id: TaskId, mut f: HashMap<String, Vec<u8>>) -> Option<Self> {
         let text = |f: &mut HashMap<String, Vec<u8>>, k: &str| {
-            f.remove(k).map(|v| String::from_utf8_lossy(&v).into_owned())
+            f.remove(k)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
         };
         let num = |f: &mut HashMap<String, Vec<u8>>, k: &str| -> Option<i64> {
             text(f, k).and_then(|s| s.parse().ok())

@@ -6,14 +6,14 @@
 //!
 //! # Layout
 //!
-//! - [`keys`]: every Redis key name, one function each.
-//! - [`scripts`]: one typed wrapper per Lua script of `lua/`.
-//! - [`store`]: [`Store`], the connection and the plumbing shared by every script call.
-//! - [`client`]: [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
-//! - [`task`]: the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
-//! - [`id`]: [`TaskId`], queue-name rules and the shard hash.
-//! - [`info`]: [`TaskInfo`], [`TaskState`], [`QueueStats`].
-//! - [`error`]: [`Error`].
+//! - [`keys`] — every Redis key name, one function each.
+//! - [`scripts`] — one typed wrapper per Lua script of `lua/`.
+//! - [`store`] — [`Store`], the connection and the plumbing shared by every script call.
+//! - [`client`] — [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
+//! - [`task`] — the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
+//! - [`id`] — [`TaskId`], queue-name rules and the shard hash.
+//! - [`info`] — [`TaskInfo`], [`TaskState`], [`QueueStats`].
+//! - [`error`] — [`Error`].
 
 pub mod client;
 pub mod error;

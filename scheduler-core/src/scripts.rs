@@ -36,6 +36,12 @@ static LOCK_RENEW: LazyLock<Script> =
 static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/lock_release.lua")));
 
+/// One acknowledgement: task id, lease token, result (MessagePack, empty for none).
+pub type AckItem<'a> = (&'a str, i64, &'a [u8]);
+
+/// One failure report: task id, lease token, error text, retry delay in ms (`None`: bury now).
+pub type FailItem<'a> = (&'a str, i64, &'a str, Option<u64>);
+
 /// When a new task becomes due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -200,7 +206,10 @@ impl Store {
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn enqueue_many(&self, groups: &[(&Partition, &[NewTask])]) -> Result<Vec<Vec<Outcome>>> {
+    pub async fn enqueue_many(
+        &self,
+        groups: &[(&Partition, &[NewTask])],
+    ) -> Result<Vec<Vec<Outcome>>> {
         let invs: Vec<_> = groups
             .iter()
             .map(|(p, tasks)| {
@@ -272,7 +281,13 @@ impl Store {
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn claim(&self, p: &Partition, batch: u32, lease_ms: u64, worker: &str) -> Result<Claim> {
+    pub async fn claim(
+        &self,
+        p: &Partition,
+        batch: u32,
+        lease_ms: u64,
+        worker: &str,
+    ) -> Result<Claim> {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(p.keys.ready())
             .key(p.keys.active())
@@ -281,16 +296,24 @@ impl Store {
             .arg(lease_ms)
             .arg(worker);
         let mut it = array(self.run_script(&inv).await?)?.into_iter();
-        let now = it.next().ok_or_else(|| Error::Protocol("claim returned nothing".into()))?;
+        let now = it
+            .next()
+            .ok_or_else(|| Error::Protocol("claim returned nothing".into()))?;
         let server_now_ms = int(&now)?;
         let rest: Vec<Value> = it.collect();
-        if rest.len() % 8 != 0 {
-            return Err(Error::Protocol(format!("claim returned {} values", rest.len())));
+        if !rest.len().is_multiple_of(8) {
+            return Err(Error::Protocol(format!(
+                "claim returned {} values",
+                rest.len()
+            )));
         }
         let mut tasks = Vec::with_capacity(rest.len() / 8);
         let mut it = rest.into_iter();
         while let Some(id) = it.next() {
-            let mut next = || it.next().ok_or_else(|| Error::Protocol("short claim reply".into()));
+            let mut next = || {
+                it.next()
+                    .ok_or_else(|| Error::Protocol("short claim reply".into()))
+            };
             let token = int(&next()?)?;
             let attempt = int(&next()?)? as u32;
             let name = String::from_utf8_lossy(&bytes(next()?)?).into_owned();
@@ -309,7 +332,10 @@ impl Store {
                 due_ms,
             });
         }
-        Ok(Claim { server_now_ms, tasks })
+        Ok(Claim {
+            server_now_ms,
+            tasks,
+        })
     }
 
     /// `ack.lua`: marks tasks succeeded, each `(id, token, result)`, for several partitions in one
@@ -320,7 +346,7 @@ impl Store {
     /// A Redis error.
     pub async fn ack_many(
         &self,
-        groups: &[(&Partition, Vec<(&str, i64, &[u8])>)],
+        groups: &[(&Partition, Vec<AckItem<'_>>)],
         result_ttl_ms: u64,
     ) -> Result<Vec<Vec<Outcome>>> {
         let invs: Vec<_> = groups
@@ -350,7 +376,7 @@ impl Store {
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn retry(&self, p: &Partition, items: &[(&str, i64, &str, Option<u64>)]) -> Result<Vec<Outcome>> {
+    pub async fn retry(&self, p: &Partition, items: &[FailItem<'_>]) -> Result<Vec<Outcome>> {
         let mut inv = RETRY.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.scheduled())
@@ -404,9 +430,16 @@ impl Store {
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn extend(&self, p: &Partition, lease_ms: u64, items: &[(&str, i64)]) -> Result<Vec<Outcome>> {
+    pub async fn extend(
+        &self,
+        p: &Partition,
+        lease_ms: u64,
+        items: &[(&str, i64)],
+    ) -> Result<Vec<Outcome>> {
         let mut inv = EXTEND.prepare_invoke();
-        inv.key(p.keys.active()).arg(p.keys.task_prefix()).arg(lease_ms);
+        inv.key(p.keys.active())
+            .arg(p.keys.task_prefix())
+            .arg(lease_ms);
         for (id, token) in items {
             inv.arg(*id).arg(*token);
         }

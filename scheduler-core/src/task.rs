@@ -122,7 +122,13 @@ pub struct TaskContext {
 
 impl TaskContext {
     /// A context; workers build these, tests of task functions may too.
-    pub fn new(id: TaskId, attempt: u32, max_retries: u32, due_ms: i64, state: Arc<StateMap>) -> Self {
+    pub fn new(
+        id: TaskId,
+        attempt: u32,
+        max_retries: u32,
+        due_ms: i64,
+        state: Arc<StateMap>,
+    ) -> Self {
         Self {
             id,
             attempt,

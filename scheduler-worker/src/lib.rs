@@ -1,4 +1,42 @@
-//! worker
+//! Worker runtime of the scheduler: runs registered tasks from Redis with a concurrency limit,
+//! time limits, retries and leases; promotes delayed tasks at their due time; recovers the tasks
+//! of dead workers; shuts down gracefully.
+//!
+//! Re-exports everything of [`scheduler_core`] and, with the `macros` feature (default), the
+//! `#[task]` attribute.
+//!
+//! # Layout
+//!
+//! One background component per file, each a task spawned by [`Worker::run`]:
+//!
+//! - `notify`: the pub/sub listener; wakes the fetcher and the promoter.
+//! - `promoter`: per-partition locks; moves due tasks to ready at their exact time; reaps
+//!   expired leases.
+//! - `fetcher`: claims ready tasks in batches into free execution slots.
+//! - `executor`: runs one task with its time limit, catches panics, decides ack/retry/bury.
+//! - `acker`: writes outcomes in batches.
+//! - `lease`: renews leases of running tasks.
+//! - `heartbeat`: advertises the live worker.
+//!
+//! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`].
+
+mod acker;
+pub mod backoff;
+pub mod config;
+mod executor;
+mod fetcher;
+mod heartbeat;
+mod lease;
+mod notify;
+mod promoter;
+mod registry;
+mod shared;
+pub mod worker;
+
+pub use backoff::Backoff;
+pub use config::WorkerConfig;
+pub use worker::{ShutdownHandle, Worker, WorkerBuilder, WorkerReport};
+
 pub use scheduler_core::*;
 #[cfg(feature = "macros")]
 pub use scheduler_macros::task;

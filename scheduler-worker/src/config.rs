@@ -1,0 +1,74 @@
+//! [`WorkerConfig`]: every setting of a worker, with its default.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::backoff::Backoff;
+
+/// Settings of a worker process. Build with [`crate::Worker::builder`]; every field has a
+/// documented default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerConfig {
+    /// Redis URL. Default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Key namespace. Default `sched`.
+    pub namespace: String,
+    /// Queues to serve. Default (empty): the default queues of the registered tasks.
+    pub queues: Vec<String>,
+    /// Shards of a queue this worker is the first to use. Default 16.
+    pub default_shards: u16,
+    /// Required shard counts per queue (an error at start if Redis records another).
+    pub queue_shards: HashMap<String, u16>,
+    /// Tasks run at once by this process. Default 64.
+    pub concurrency: usize,
+    /// Most tasks one claim takes. Default 100 (capped by free concurrency).
+    pub claim_batch: usize,
+    /// Most tasks one promote or reap call moves. Default 500: keeps one script call around a
+    /// millisecond even with a deep backlog.
+    pub promote_batch: u32,
+    /// Lease (visibility timeout) of a claimed task; renewed every third of it while the task
+    /// runs, so it only runs out when the worker is gone or stalled. Default 30 s.
+    pub lease: Duration,
+    /// TTL of a promoter lock; renewed every third of it. A dead worker's partitions are taken
+    /// over within this time. Default 15 s.
+    pub lock_ttl: Duration,
+    /// Safety sweep: how often every partition is checked for ready and due work even without a
+    /// notification (covers lost pub/sub messages). Default 10 s.
+    pub sweep_interval: Duration,
+    /// How long a graceful shutdown waits for running tasks before handing them back. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// How long a succeeded task's record and result are kept. Default 24 h; zero deletes the
+    /// record on success.
+    pub result_ttl: Duration,
+    /// Largest argument payload run, in bytes; a bigger one is dead-lettered. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// Delay before retries. Default: exponential from 1 s, doubling, capped at 10 min, full
+    /// jitter.
+    pub backoff: Backoff,
+    /// Heartbeat period; the heartbeat key lives three periods. Default 5 s.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            namespace: "sched".into(),
+            queues: Vec::new(),
+            default_shards: 16,
+            queue_shards: HashMap::new(),
+            concurrency: 64,
+            claim_batch: 100,
+            promote_batch: 500,
+            lease: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(15),
+            sweep_interval: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            result_ttl: Duration::from_secs(24 * 3600),
+            max_payload_bytes: 1 << 20,
+            backoff: Backoff::default(),
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The executor: runs one claimed task with its time limit, catches panics, decides what the
+//! outcome means (ack, retry after a delay, bury) and hands it to the acker.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use scheduler_core::scripts::Claimed;
+use scheduler_core::{TaskContext, TaskErrorKind, TaskId};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::acker::{AckMsg, Completion, Verdict};
+use crate::registry::RunError;
+use crate::shared::Shared;
+
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    idx: usize,
+    task: Claimed,
+    claimed_at_ms: i64,
+    permit: OwnedSemaphorePermit,
+) {
+    let p = &shared.partitions[idx];
+    let lateness_ms = claimed_at_ms - task.due_ms;
+    let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
+    let verdict = run(&shared, idx, &task).instrument_in(span.clone()).await;
+    span.in_scope(|| match &verdict {
+        Verdict::Ack(_) => tracing::debug!(lateness_ms, "succeeded"),
+        Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),
+        Verdict::Bury(err) => tracing::warn!(error = %err, "failed; not retryable"),
+    });
+    // Exactly one of us and a shutdown that hands tasks back acts on this task: whoever removes
+    // the in-flight entry.
+    let mine = shared
+        .inflight
+        .lock()
+        .expect("inflight poisoned")
+        .remove(&(idx, task.id.clone()))
+        .is_some();
+    if mine {
+        let _ = shared.acker_tx.send(AckMsg::Done(Completion {
+            idx,
+            id: task.id,
+            token: task.token,
+            verdict,
+        }));
+    }
+    drop(permit);
+}
+
+trait InstrumentIn: std::future::Future + Sized {
+    fn instrument_in(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
+        tracing::Instrument::instrument(self, span)
+    }
+}
+impl<F: std::future::Future> InstrumentIn for F {}
+
+async fn run(shared: &Shared, idx: usize, task: &Claimed) -> Verdict {
+    let p = &shared.partitions[idx];
+    if task.args.len() > shared.cfg.max_payload_bytes {
+        return Verdict::Bury(format!(
+            "payload of {} bytes exceeds the worker's cap of {} bytes",
+            task.args.len(),
+            shared.cfg.max_payload_bytes
+        ));
+    }
+    let Some(handler) = shared.registry.get(&task.name) else {
+        return Verdict::Bury(format!(
+            "unknown task name {:?}: no handler registered on worker {} (registered: {})",
+            task.name,
+            shared.worker_id,
+            shared.registry.names().join(", ")
+        ));
+    };
+    let ctx = TaskContext::new(
+        TaskId::new(&p.queue, &task.id),
+        task.attempt,
+        task.max_retries,
+        task.due_ms,
+        Arc::clone(&shared.state),
+    );
+    let limit = Duration::from_millis(task.timeout_ms.max(1));
+    let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
+    let backoff = || shared.cfg.backoff.delay(task.attempt);
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(Ok(bytes))) => Verdict::Ack(bytes),
+        Ok(Ok(Err(RunError::Decode(e)))) => Verdict::Bury(format!(
+            "cannot decode the arguments of task {:?} ({} bytes): {e}",
+            task.name,
+            task.args.len()
+        )),
+        Ok(Ok(Err(RunError::Encode(e)))) => Verdict::Bury(format!(
+            "cannot encode the result of task {:?}: {e}",
+            task.name
+        )),
+        Ok(Ok(Err(RunError::Task(e)))) => match e.kind() {
+            TaskErrorKind::RetryAfter(d) => Verdict::Retry(e.message().to_owned(), d),
+            TaskErrorKind::Fail => Verdict::Bury(e.message().to_owned()),
+            _ => Verdict::Retry(e.message().to_owned(), backoff()),
+        },
+        Ok(Err(panic)) => {
+            crate::shared::Counters::add(&shared.counters.panicked, 1);
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            Verdict::Retry(format!("panicked: {msg}"), backoff())
+        }
+        Err(_) => {
+            crate::shared::Counters::add(&shared.counters.timed_out, 1);
+            Verdict::Retry(format!("timed out after {limit:?}"), backoff())
+        }
+    }
+}

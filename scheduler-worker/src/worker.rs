@@ -1,0 +1,438 @@
+//! [`Worker`] and its builder: wires the background components together and runs the graceful
+//! shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use scheduler_core::{Client, ClientConfig, Error, StateMap, Task};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::acker::{self, AckMsg};
+use crate::backoff::Backoff;
+use crate::config::WorkerConfig;
+use crate::registry::Registry;
+use crate::shared::{Counters, Shared};
+use crate::{fetcher, heartbeat, lease, notify, promoter};
+
+/// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
+#[derive(Debug, Default)]
+pub struct WorkerBuilder {
+    cfg: WorkerConfig,
+    registry: Registry,
+    state: StateMap,
+}
+
+impl WorkerBuilder {
+    /// Redis URL. Default `redis://127.0.0.1:6379`.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.cfg.redis_url = url.into();
+        self
+    }
+
+    /// Key namespace. Default `sched`.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.cfg.namespace = ns.into();
+        self
+    }
+
+    /// Registers task `T` (pass the unit struct `#[task]` generates).
+    pub fn register<T: Task>(mut self, _task: T) -> Self {
+        self.registry.register::<T>();
+        self
+    }
+
+    /// Adds shared state reachable from tasks with `ctx.state::<T>()`.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Queues to serve, replacing the default (the registered tasks' queues).
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cfg.queues = queues.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Tasks run at once. Default 64.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.cfg.concurrency = n.max(1);
+        self
+    }
+
+    /// Shards of a queue this worker is the first to use. Default 16.
+    pub fn default_shards(mut self, shards: u16) -> Self {
+        self.cfg.default_shards = shards.max(1);
+        self
+    }
+
+    /// Requires `queue` to have `shards` shards.
+    pub fn queue_shards(mut self, queue: impl Into<String>, shards: u16) -> Self {
+        self.cfg.queue_shards.insert(queue.into(), shards.max(1));
+        self
+    }
+
+    /// How long shutdown waits for running tasks before handing them back. Default 30 s.
+    pub fn shutdown_timeout(mut self, t: Duration) -> Self {
+        self.cfg.shutdown_timeout = t;
+        self
+    }
+
+    /// Lease length of a claimed task. Default 30 s.
+    pub fn lease(mut self, t: Duration) -> Self {
+        self.cfg.lease = t.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Promoter lock TTL. Default 15 s.
+    pub fn lock_ttl(mut self, t: Duration) -> Self {
+        self.cfg.lock_ttl = t.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Safety sweep interval. Default 10 s.
+    pub fn sweep_interval(mut self, t: Duration) -> Self {
+        self.cfg.sweep_interval = t.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long results of succeeded tasks are kept. Default 24 h.
+    pub fn result_ttl(mut self, t: Duration) -> Self {
+        self.cfg.result_ttl = t;
+        self
+    }
+
+    /// Retry backoff. Default exponential with full jitter.
+    pub fn backoff(mut self, b: Backoff) -> Self {
+        self.cfg.backoff = b;
+        self
+    }
+
+    /// Largest argument payload run, in bytes. Default 1 MiB.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.cfg.max_payload_bytes = n;
+        self
+    }
+
+    /// Replaces every setting at once.
+    pub fn config(mut self, cfg: WorkerConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Connects to Redis and resolves the partitions to serve.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`], a Redis error when Redis cannot be reached,
+    /// [`Error::InvalidQueueName`], [`Error::ShardMismatch`].
+    pub async fn build(self) -> Result<Worker, Error> {
+        let mut ccfg = ClientConfig::new(&self.cfg.redis_url)
+            .namespace(&self.cfg.namespace)
+            .default_shards(self.cfg.default_shards);
+        for (q, n) in &self.cfg.queue_shards {
+            ccfg = ccfg.queue_shards(q, *n);
+        }
+        let client = Client::with_config(ccfg).await?;
+        let mut queues = self.cfg.queues.clone();
+        if queues.is_empty() {
+            queues = self
+                .registry
+                .default_queues()
+                .iter()
+                .map(|q| (*q).to_owned())
+                .collect();
+        }
+        if queues.is_empty() {
+            queues.push("default".to_owned());
+        }
+        let mut partitions = Vec::new();
+        for q in &queues {
+            let shards = client.shards(q).await?;
+            for s in 0..shards {
+                partitions.push(client.store().partition(q, s));
+            }
+        }
+        warn_on_eviction(&client).await;
+        Ok(Worker {
+            client,
+            cfg: self.cfg,
+            registry: self.registry,
+            state: Arc::new(self.state),
+            partitions,
+            stop: CancellationToken::new(),
+        })
+    }
+}
+
+async fn warn_on_eviction(client: &Client) {
+    let mut conn = client.store().conn();
+    let policy: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut conn)
+        .await;
+    if let Ok(v) = policy {
+        if let Some(p) = v.get(1).filter(|p| p.as_str() != "noeviction") {
+            tracing::warn!(policy = %p, "Redis maxmemory-policy is not noeviction: Redis may evict task records under memory pressure and lose tasks");
+        }
+    }
+}
+
+/// A worker process: runs registered tasks from its queues, promotes due tasks, recovers tasks
+/// of dead workers.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), scheduler_core::Error> {
+/// use scheduler_worker::Worker;
+/// Worker::builder()
+///     .redis_url("redis://127.0.0.1:6379")
+///     .queues(["emails"])
+///     .concurrency(64)
+///     .build()
+///     .await?
+///     .run_until_shutdown_signal()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Worker {
+    client: Client,
+    cfg: WorkerConfig,
+    registry: Registry,
+    state: Arc<StateMap>,
+    partitions: Vec<scheduler_core::store::Partition>,
+    stop: CancellationToken,
+}
+
+/// Stops a running [`Worker`] gracefully from elsewhere.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+/// What one run of a worker did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Tasks claimed.
+    pub claimed: u64,
+    /// Runs acknowledged as succeeded.
+    pub succeeded: u64,
+    /// Failed runs scheduled for retry.
+    pub retried: u64,
+    /// Failed runs buried in the dead set.
+    pub dead: u64,
+    /// Outcomes rejected because the lease had been lost.
+    pub stale: u64,
+    /// Runs that panicked.
+    pub panicked: u64,
+    /// Runs that hit their time limit.
+    pub timed_out: u64,
+    /// Tasks this process promoted.
+    pub promoted: u64,
+    /// Expired leases this process recovered.
+    pub reaped: u64,
+    /// Running tasks handed back at shutdown.
+    pub released: u64,
+}
+
+impl Worker {
+    /// A builder with default settings.
+    pub fn builder() -> WorkerBuilder {
+        WorkerBuilder::default()
+    }
+
+    /// A handle that starts the graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.stop.clone())
+    }
+
+    /// A client sharing this worker's connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs until SIGTERM or SIGINT (Ctrl-C), then shuts down gracefully.
+    ///
+    /// # Errors
+    ///
+    /// When the signal handlers cannot be installed.
+    pub async fn run_until_shutdown_signal(self) -> Result<WorkerReport, Error> {
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::Protocol(format!("cannot install SIGTERM handler: {e}")))?;
+        let signal = async move {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received");
+        };
+        Ok(self.run(signal).await)
+    }
+
+    /// Runs until `shutdown` completes or a [`ShutdownHandle`] fires, then shuts down: stops
+    /// fetching and promoting, waits up to the shutdown timeout for running tasks, hands the rest
+    /// back to the ready set at once, writes every outcome, and returns what it did.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> WorkerReport {
+        let worker_id = worker_id();
+        let (promoter_tx, promoter_rx) = mpsc::unbounded_channel();
+        let (acker_tx, acker_rx) = mpsc::unbounded_channel();
+        let index: HashMap<(String, u16), usize> = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.queue.clone(), p.shard), i))
+            .collect();
+        let n = self.partitions.len();
+        let shared = Arc::new(Shared {
+            store: self.client.store().clone(),
+            cfg: self.cfg,
+            worker_id: worker_id.clone(),
+            registry: self.registry,
+            state: self.state,
+            partitions: self.partitions,
+            index,
+            ready_flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            ready_notify: Notify::new(),
+            promoter_tx,
+            acker_tx,
+            inflight: Default::default(),
+            counters: Counters::default(),
+            stop_intake: self.stop.clone(),
+            stop_all: CancellationToken::new(),
+        });
+        tracing::info!(worker = %worker_id, partitions = n, tasks = ?shared.registry.names(), concurrency = shared.cfg.concurrency, "worker started");
+        let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let executors = TaskTracker::new();
+        let started_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let bg = TaskTracker::new();
+        let acker = tokio::spawn(acker::run(Arc::clone(&shared), acker_rx));
+        bg.spawn(notify::run(Arc::clone(&shared)));
+        bg.spawn(promoter::run(Arc::clone(&shared), promoter_rx));
+        bg.spawn(fetcher::run(
+            Arc::clone(&shared),
+            Arc::clone(&slots),
+            executors.clone(),
+        ));
+        let lease = tokio::spawn(lease::run(Arc::clone(&shared)));
+        let beat = tokio::spawn(heartbeat::run(Arc::clone(&shared), started_ms));
+
+        tokio::select! {
+            () = shutdown => {}
+            () = self.stop.cancelled() => {}
+        }
+        // 1. Stop taking work: fetcher, promoter (releases its locks) and listener end.
+        shared.stop_intake.cancel();
+        bg.close();
+        bg.wait().await;
+        // 2. Let running tasks finish, up to the shutdown timeout.
+        executors.close();
+        let finished = tokio::time::timeout(shared.cfg.shutdown_timeout, executors.wait())
+            .await
+            .is_ok();
+        // 3. Hand back, at once, whatever still runs.
+        if !finished {
+            let left: Vec<((usize, String), i64)> = {
+                let mut inflight = shared.inflight.lock().expect("inflight poisoned");
+                inflight
+                    .drain()
+                    .map(|(k, f)| {
+                        f.abort.abort();
+                        (k, f.token)
+                    })
+                    .collect()
+            };
+            release(&shared, left).await;
+            executors.wait().await;
+        }
+        // 4. Write every outcome still queued, then stop the rest.
+        let (tx, rx) = oneshot::channel();
+        if shared.acker_tx.send(AckMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        shared.stop_all.cancel();
+        let _ = lease.await;
+        let _ = beat.await;
+        acker.abort();
+        let c = &shared.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let report = WorkerReport {
+            claimed: get(&c.claimed),
+            succeeded: get(&c.succeeded),
+            retried: get(&c.retried),
+            dead: get(&c.dead),
+            stale: get(&c.stale),
+            panicked: get(&c.panicked),
+            timed_out: get(&c.timed_out),
+            promoted: get(&c.promoted),
+            reaped: get(&c.reaped),
+            released: get(&c.released),
+        };
+        tracing::info!(worker = %worker_id, ?report, "worker stopped");
+        report
+    }
+}
+
+async fn release(shared: &Shared, left: Vec<((usize, String), i64)>) {
+    let mut by_part: HashMap<usize, Vec<(String, i64)>> = HashMap::new();
+    for ((idx, id), token) in left {
+        by_part.entry(idx).or_default().push((id, token));
+    }
+    for (idx, items) in by_part {
+        let p = &shared.partitions[idx];
+        let refs: Vec<(&str, i64)> = items.iter().map(|(i, t)| (i.as_str(), *t)).collect();
+        match scheduler_core::store::retry_transient(10, || shared.store.release(p, &refs)).await {
+            Ok(outs) => {
+                let n = outs
+                    .iter()
+                    .filter(|o| **o == scheduler_core::scripts::Outcome::Done)
+                    .count();
+                Counters::add(&shared.counters.released, n as u64);
+                tracing::info!(queue = %p.queue, shard = p.shard, released = n, "handed running tasks back");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not hand tasks back; they return when their lease expires")
+            }
+        }
+    }
+}
+
+/// `<host>:<pid>:<random>`: unique per process, readable by operators.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "{host}:{}:{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}

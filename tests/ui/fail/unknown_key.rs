@@ -1,0 +1,9 @@
+use scheduler::{task, TaskError};
+
+#[task(queu = "emails")]
+async fn send(user_id: u64) -> Result<(), TaskError> {
+    let _ = user_id;
+    Ok(())
+}
+
+fn main() {}
