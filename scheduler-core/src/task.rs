@@ -117,6 +117,7 @@ pub struct TaskContext {
     attempt: u32,
     max_retries: u32,
     due_ms: i64,
+    claimed_at_ms: i64,
     state: Arc<StateMap>,
 }
 
@@ -134,8 +135,21 @@ impl TaskContext {
             attempt,
             max_retries,
             due_ms,
+            claimed_at_ms: due_ms,
             state,
         }
+    }
+
+    /// Sets when the worker claimed this run (unix ms, Redis clock); workers call it.
+    pub fn with_claimed_at(mut self, ms: i64) -> Self {
+        self.claimed_at_ms = ms;
+        self
+    }
+
+    /// When the worker claimed this run, unix milliseconds on the Redis server's clock. Minus
+    /// [`TaskContext::due_ms`], it is how late the run started.
+    pub fn claimed_at_ms(&self) -> i64 {
+        self.claimed_at_ms
     }
 
     /// The task's id.

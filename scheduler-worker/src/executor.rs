@@ -24,7 +24,7 @@ pub(crate) async fn execute(
     let p = &shared.partitions[idx];
     let lateness_ms = claimed_at_ms - task.due_ms;
     let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
-    let verdict = run(&shared, idx, &task).instrument_in(span.clone()).await;
+    let verdict = run(&shared, idx, &task, claimed_at_ms).instrument_in(span.clone()).await;
     span.in_scope(|| match &verdict {
         Verdict::Ack(_) => tracing::debug!(lateness_ms, "succeeded"),
         Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),
@@ -56,7 +56,7 @@ trait InstrumentIn: std::future::Future + Sized {
 }
 impl<F: std::future::Future> InstrumentIn for F {}
 
-async fn run(shared: &Shared, idx: usize, task: &Claimed) -> Verdict {
+async fn run(shared: &Shared, idx: usize, task: &Claimed, claimed_at_ms: i64) -> Verdict {
     let p = &shared.partitions[idx];
     if task.args.len() > shared.cfg.max_payload_bytes {
         return Verdict::Bury(format!(
@@ -79,7 +79,8 @@ async fn run(shared: &Shared, idx: usize, task: &Claimed) -> Verdict {
         task.max_retries,
         task.due_ms,
         Arc::clone(&shared.state),
-    );
+    )
+    .with_claimed_at(claimed_at_ms);
     let limit = Duration::from_millis(task.timeout_ms.max(1));
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
     let backoff = || shared.cfg.backoff.delay(task.attempt);
