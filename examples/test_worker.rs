@@ -1,0 +1,109 @@
+//! A worker binary used by the integration tests (`tests/worker_recovery.rs`); not an example
+//! to copy.
+//!
+//! The tests start it as a child process, then kill it with SIGKILL (crash recovery) or stop it
+//! with SIGTERM (graceful shutdown), which an in-process worker cannot show.
+//!
+//! It registers one task, `sleep_then_record(ms, tag)`: sleep `ms` milliseconds, then `RPUSH`
+//! `<tag>:<attempt>` to the Redis list `--record-list`, so a test sees which runs completed.
+//!
+//! On a graceful stop it prints the worker's report to stdout as `key=value` lines
+//! (`released=2`, ...) and exits 0.
+//!
+//! ```text
+//! cargo run --example test_worker -- --redis-url redis://127.0.0.1:7000 --queue q --lease-ms 1000
+//! ```
+
+use std::time::Duration;
+
+use clap::Parser;
+use scheduler::redis::aio::ConnectionManager;
+use scheduler::redis::AsyncCommands;
+use scheduler::{task, TaskContext, TaskError, Worker};
+
+/// Flags of the test worker; every one also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(about = "Worker process driven by the integration tests")]
+struct Args {
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Key namespace.
+    #[arg(long, env = "SCHED_NAMESPACE", default_value = "sched")]
+    namespace: String,
+    /// Queue to serve.
+    #[arg(long, env = "SCHED_QUEUE", default_value = "default")]
+    queue: String,
+    /// Tasks run at once.
+    #[arg(long, env = "SCHED_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+    /// Lease (visibility timeout) of a claimed task, ms.
+    #[arg(long, env = "SCHED_LEASE_MS", default_value_t = 30_000)]
+    lease_ms: u64,
+    /// Promoter lock TTL, ms.
+    #[arg(long, env = "SCHED_LOCK_TTL_MS", default_value_t = 15_000)]
+    lock_ttl_ms: u64,
+    /// How long a graceful shutdown waits for running tasks, ms.
+    #[arg(long, env = "SCHED_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    shutdown_timeout_ms: u64,
+    /// Redis list that `sleep_then_record` appends `<tag>:<attempt>` to.
+    #[arg(long, env = "SCHED_RECORD_LIST", default_value = "test:record")]
+    record_list: String,
+}
+
+/// Where `sleep_then_record` writes: a connection and the list's key.
+#[derive(Debug)]
+struct Recorder {
+    conn: ConnectionManager,
+    list: String,
+}
+
+/// Sleeps `ms` milliseconds, then appends `<tag>:<attempt>` to the record list.
+#[task(name = "sleep_then_record", max_retries = 3)]
+async fn sleep_then_record(ctx: TaskContext, ms: u64, tag: String) -> Result<(), TaskError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let rec = ctx.state::<Recorder>()?;
+    let mut conn = rec.conn.clone();
+    let _: i64 = conn
+        .rpush(&rec.list, format!("{tag}:{}", ctx.attempt()))
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let conn = scheduler::redis::Client::open(args.redis_url.as_str())?
+        .get_connection_manager()
+        .await?;
+    let worker = Worker::builder()
+        .redis_url(&args.redis_url)
+        .namespace(&args.namespace)
+        .queues([args.queue.as_str()])
+        .concurrency(args.concurrency)
+        .lease(Duration::from_millis(args.lease_ms))
+        .lock_ttl(Duration::from_millis(args.lock_ttl_ms))
+        .sweep_interval(Duration::from_millis(500))
+        .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
+        .register(sleep_then_record)
+        .state(Recorder {
+            conn,
+            list: args.record_list,
+        })
+        .build()
+        .await?;
+    let report = worker.run_until_shutdown_signal().await?;
+    println!("claimed={}", report.claimed);
+    println!("succeeded={}", report.succeeded);
+    println!("released={}", report.released);
+    println!("retried={}", report.retried);
+    println!("dead={}", report.dead);
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The worker binary of the kind you deploy on many hosts (systemd, Kubernetes): serves the demo
+//! tasks of `examples/demo/tasks.rs` until SIGTERM or SIGINT, then shuts down gracefully.
+//!
+//! ```text
+//! cargo run --release --example worker -- --redis-url redis://127.0.0.1:6379 --concurrency 64
+//! REDIS_URL=redis://10.0.0.5:6379 WORKER_QUEUES=emails,default cargo run --example worker
+//! ```
+//!
+//! Logs: `RUST_LOG` sets the filter (default `info`), `--log-format json` emits JSON lines.
+
+#[path = "demo/tasks.rs"]
+mod tasks;
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use scheduler::Worker;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs scheduler tasks from Redis.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Redis URL.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Key namespace.
+    #[arg(long, env = "SCHED_NAMESPACE", default_value = "sched")]
+    namespace: String,
+    /// Queues to serve, comma-separated (default: the queues of the registered tasks).
+    #[arg(long, env = "WORKER_QUEUES", value_delimiter = ',')]
+    queues: Vec<String>,
+    /// Tasks run at once by this process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// Shards of a queue this worker is the first to use.
+    #[arg(long, env = "WORKER_SHARDS", default_value_t = 16)]
+    shards: u16,
+    /// Seconds a graceful shutdown waits for running tasks before handing them back.
+    #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    shutdown_timeout_secs: u64,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+    let mut builder = Worker::builder()
+        .redis_url(&args.redis_url)
+        .namespace(&args.namespace)
+        .register(tasks::send_reminder)
+        .register(tasks::expire_coupon)
+        .register(tasks::render_receipt)
+        .concurrency(args.concurrency)
+        .default_shards(args.shards)
+        .shutdown_timeout(Duration::from_secs(args.shutdown_timeout_secs));
+    if !args.queues.is_empty() {
+        builder = builder.queues(args.queues);
+    }
+    let report = builder.build().await?.run_until_shutdown_signal().await?;
+    tracing::info!(?report, "bye");
+    Ok(())
+}
