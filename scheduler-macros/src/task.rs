@@ -179,7 +179,7 @@ fn parse_one(attrs: &mut TaskAttrs, seen: &mut Vec<String>, meta: &Meta) -> syn:
         "priority" => {
             let lit = lit_int(&key, value, "5")?;
             check_suffix(lit, "u8", "priority")?;
-            let priority = lit.base10_parse::<u64>().ok().filter(|p| *p <= 9);
+            let priority = lit.base10_parse::<u8>().ok().filter(|p| *p <= 9);
             let Some(priority) = priority else {
                 return Err(syn::Error::new_spanned(
                     lit,
@@ -189,8 +189,7 @@ fn parse_one(attrs: &mut TaskAttrs, seen: &mut Vec<String>, meta: &Meta) -> syn:
                     ),
                 ));
             };
-            // Checked above to be at most 9.
-            attrs.priority = Some(priority as u8);
+            attrs.priority = Some(priority);
         }
         "crate" => {
             let lit = lit_str(&key, value, "\"::scheduler\"")?;
@@ -541,7 +540,6 @@ fn generate(func: &ItemFn, attrs: &TaskAttrs, sig: &TaskSig) -> TokenStream {
     // names (a parameter called `args` or `ctx`, say).
     let ctx = Ident::new("__ctx", Span::mixed_site());
     let args = Ident::new("__args", Span::mixed_site());
-    let result = Ident::new("__result", Span::mixed_site());
     let locals: Vec<Ident> = (0..sig.params.len())
         .map(|i| format_ident!("__arg{}", i, span = Span::mixed_site()))
         .collect();
@@ -553,13 +551,19 @@ fn generate(func: &ItemFn, attrs: &TaskAttrs, sig: &TaskSig) -> TokenStream {
     };
     let call = quote!(Self::__run(#ctx_arg #(#locals),*).await);
     let finish = match &sig.result {
-        // Spanned at `E` so that "`From<E>` is not implemented for `TaskError`" points there.
+        // The conversion is spanned at `E`, so that "`NotAnError: std::error::Error` is not
+        // satisfied" points at the user's error type rather than at `#[task]`.
         Some((_, err)) => {
-            let into = quote_spanned!(err.span()=> ::core::convert::Into::into);
+            let error = Ident::new("__error", Span::mixed_site());
+            let value = Ident::new("__value", Span::mixed_site());
+            let into = quote_spanned! {err.span()=>
+                <#err as ::core::convert::Into<#private::TaskError>>::into
+            };
             quote! {
-                let #result: ::core::result::Result<Self::Output, #private::TaskError> =
-                    ::core::result::Result::map_err(#call, #into);
-                #result
+                match #call {
+                    ::core::result::Result::Ok(#value) => ::core::result::Result::Ok(#value),
+                    ::core::result::Result::Err(#error) => ::core::result::Result::Err(#into(#error)),
+                }
             }
         }
         None => quote! {

@@ -30,11 +30,12 @@ pub struct WorkerConfig {
     /// Lease (visibility timeout) of a claimed task; renewed every third of it while the task
     /// runs, so it only runs out when the worker is gone or stalled. Default 30 s.
     pub lease: Duration,
-    /// TTL of a promoter lock; renewed every third of it. A dead worker's partitions are taken
-    /// over within this time. Default 15 s.
+    /// TTL of a promoter lock; renewed every third of it while its partition has work due within
+    /// one TTL. A dead worker's partitions are taken over within about this time. Default 10 s.
     pub lock_ttl: Duration,
-    /// Safety sweep: how often every partition is checked for ready and due work even without a
-    /// notification (covers lost pub/sub messages). Default 10 s.
+    /// Safety sweep: how often every partition's heads are read (three reads per partition, one
+    /// round trip) even without a notification. Notifications are not lost while the pub/sub
+    /// connection lives, and a reconnect triggers a sweep, so this is a backstop. Default 30 s.
     pub sweep_interval: Duration,
     /// How long a graceful shutdown waits for running tasks before handing them back. Default 30 s.
     pub shutdown_timeout: Duration,
@@ -62,8 +63,8 @@ impl Default for WorkerConfig {
             claim_batch: 100,
             promote_batch: 500,
             lease: Duration::from_secs(30),
-            lock_ttl: Duration::from_secs(15),
-            sweep_interval: Duration::from_secs(10),
+            lock_ttl: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             result_ttl: Duration::from_secs(24 * 3600),
             max_payload_bytes: 1 << 20,

@@ -1,5 +1,6 @@
 //! The fetcher: claims ready tasks in batches, as many as there are free execution slots, from
-//! partitions flagged as having work, and hands each to an executor.
+//! partitions flagged as having work, and hands each to an executor. Flags are set by wake-up
+//! notifications and by the promoter's sweep; an idle fetcher sends Redis nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,8 +17,6 @@ use crate::shared::{Counters, Inflight, Shared};
 pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: TaskTracker) {
     let n = shared.partitions.len();
     let mut cursor = 0usize;
-    let mut sweep = tokio::time::interval(shared.cfg.sweep_interval);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::from_millis(50);
     loop {
         // Wait for one free slot, then take every other free slot up to a batch without waiting.
@@ -43,7 +42,6 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
             tokio::select! {
                 () = shared.stop_intake.cancelled() => return,
                 () = shared.ready_notify.notified() => {}
-                _ = sweep.tick() => shared.mark_all_ready(),
             }
         };
         // Clear before claiming: a notification that arrives during the claim sets it again.

@@ -92,13 +92,13 @@ impl WorkerBuilder {
         self
     }
 
-    /// Promoter lock TTL. Default 15 s.
+    /// Promoter lock TTL. Default 10 s.
     pub fn lock_ttl(mut self, t: Duration) -> Self {
         self.cfg.lock_ttl = t.max(Duration::from_millis(300));
         self
     }
 
-    /// Safety sweep interval. Default 10 s.
+    /// Safety sweep interval. Default 30 s.
     pub fn sweep_interval(mut self, t: Duration) -> Self {
         self.cfg.sweep_interval = t.max(Duration::from_millis(10));
         self

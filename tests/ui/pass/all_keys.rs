@@ -20,7 +20,7 @@ impl std::error::Error for PaymentError {}
     max_retries = 10,
     timeout = 90,
     priority = 9,
-    crate = "::scheduler",
+    crate = "::scheduler"
 )]
 pub(crate) async fn charge(order: u64, cents: i64) -> Result<bool, PaymentError> {
     if cents < 0 {
