@@ -31,8 +31,9 @@ impl Keys {
         format!("{}:wake:{}", self.ns, queue)
     }
 
-    /// Hash `<ns>:workers:<worker id>`, with a TTL: a live worker's heartbeat (host, pid, queues,
-    /// concurrency, running count, started and last-seen times).
+    /// Hash `<ns>:workers:<worker id>`, with a TTL of three heartbeat intervals: a live worker's
+    /// heartbeat (pid, queues, concurrency, running count, succeeded and failed counts, start time
+    /// by the worker host's clock). The worker id is `<host>:<pid>:<random>`.
     pub fn worker(&self, worker_id: &str) -> String {
         format!("{}:workers:{}", self.ns, worker_id)
     }
@@ -62,8 +63,9 @@ impl PartitionKeys {
         format!("{}:scheduled", self.base)
     }
 
-    /// Sorted set `…:ready`: task id -> (9 - priority) * 1e13 + due ms, tasks due and waiting for a
-    /// worker.
+    /// Sorted set `…:ready`: task id -> (9 - priority) * 1e13 + ms, tasks due and waiting for a
+    /// worker. The ms part is the due time for promoted tasks, the server time of the hand-back
+    /// for tasks reaped or released.
     pub fn ready(&self) -> String {
         format!("{}:ready", self.base)
     }
