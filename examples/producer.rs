@@ -35,10 +35,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = Client::with_config(ClientConfig::new(&args.redis_url).namespace(&args.namespace)).await?;
+    let client =
+        Client::with_config(ClientConfig::new(&args.redis_url).namespace(&args.namespace)).await?;
 
     // Now, after a delay, and at a moment.
-    let now = tasks::expire_coupon::new("SPRING24".into()).send(&client).await?;
+    let now = tasks::expire_coupon::new("SPRING24".into())
+        .send(&client)
+        .await?;
     let later = tasks::send_reminder::new(7, "your trial ends soon".into())
         .countdown(Duration::from_secs(2))
         .send(&client)
@@ -50,8 +53,14 @@ async fn main() -> anyhow::Result<()> {
     println!("enqueued {now}, {later} (in 2 s), {at} (at now + 3 s)");
 
     // A unique id makes enqueue idempotent: the second call returns the same task.
-    let a = tasks::expire_coupon::new("ORDER-1".into()).id("expire-ORDER-1").send(&client).await?;
-    let b = tasks::expire_coupon::new("ORDER-1".into()).id("expire-ORDER-1").send(&client).await?;
+    let a = tasks::expire_coupon::new("ORDER-1".into())
+        .id("expire-ORDER-1")
+        .send(&client)
+        .await?;
+    let b = tasks::expire_coupon::new("ORDER-1".into())
+        .id("expire-ORDER-1")
+        .send(&client)
+        .await?;
     assert_eq!(a, b);
     println!("unique task {a} enqueued twice, stored once");
 
@@ -65,10 +74,16 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let created = client.enqueue_bulk(reqs).await?;
-    println!("bulk-enqueued {} reminders over {} s", created.len(), args.spread_secs);
+    println!(
+        "bulk-enqueued {} reminders over {} s",
+        created.len(),
+        args.spread_secs
+    );
 
     // A result.
-    let id = tasks::render_receipt::new(42, vec![1999, 500]).send(&client).await?;
+    let id = tasks::render_receipt::new(42, vec![1999, 500])
+        .send(&client)
+        .await?;
     let receipt: tasks::Receipt = client.wait_result(&id, Duration::from_secs(30)).await?;
     println!("receipt: {receipt:?}");
     Ok(())

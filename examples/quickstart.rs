@@ -51,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     // A namespace of our own, so the demo never touches anyone else's keys; deleted at the end.
     let ns = format!("quickstart-{}", std::process::id());
-    let client = Client::with_config(ClientConfig::new(&url).namespace(&ns).default_shards(4)).await?;
+    let client =
+        Client::with_config(ClientConfig::new(&url).namespace(&ns).default_shards(4)).await?;
 
     let worker = Worker::builder()
         .redis_url(&url)
@@ -72,7 +73,13 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     println!("scheduling reminders due in 0, 250, 500, 1000 and 2000 ms (namespace {ns})");
     let mut ids = Vec::new();
-    for (user, ms) in [("ann", 0u64), ("bob", 250), ("cleo", 500), ("dan", 1000), ("eve", 2000)] {
+    for (user, ms) in [
+        ("ann", 0u64),
+        ("bob", 250),
+        ("cleo", 500),
+        ("dan", 1000),
+        ("eve", 2000),
+    ] {
         let id = remind::new(user.into(), ms)
             .countdown(Duration::from_millis(ms))
             .send(&client)
@@ -93,7 +100,9 @@ async fn main() -> anyhow::Result<()> {
     let sum: i64 = client.wait_result(&sum_id, Duration::from_secs(10)).await?;
     println!("  add(2, 3) = {sum}");
     for id in ids.iter().chain([&flaky_id]) {
-        client.wait_result::<()>(id, Duration::from_secs(10)).await?;
+        client
+            .wait_result::<()>(id, Duration::from_secs(10))
+            .await?;
     }
     // The doomed task fails, is retried once after 300 ms, then goes to the dead set.
     let err = client
@@ -122,7 +131,10 @@ async fn main() -> anyhow::Result<()> {
 
     stop.shutdown();
     let report = running.await?;
-    println!("worker stopped: {} succeeded, {} retried, {} dead", report.succeeded, report.retried, report.dead);
+    println!(
+        "worker stopped: {} succeeded, {} retried, {} dead",
+        report.succeeded, report.retried, report.dead
+    );
     delete_namespace(&client, &ns).await?;
     Ok(())
 }
@@ -141,7 +153,10 @@ async fn delete_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
             .query_async(&mut conn)
             .await?;
         if !keys.is_empty() {
-            redis::cmd("DEL").arg(&keys).query_async::<()>(&mut conn).await?;
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
         }
         if next == 0 {
             return Ok(());

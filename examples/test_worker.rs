@@ -105,5 +105,7 @@ async fn main() -> anyhow::Result<()> {
     println!("released={}", report.released);
     println!("retried={}", report.retried);
     println!("dead={}", report.dead);
+    println!("stale={}", report.stale);
+    println!("reaped={}", report.reaped);
     Ok(())
 }

@@ -18,3 +18,10 @@ local function head_of(zkey)
   if h[2] then return tonumber(h[2]) end
   return -1
 end
+
+-- ZREM of many members, in chunks: Lua's unpack() fails beyond ~8000 values.
+local function zrem_all(zkey, ids)
+  for i = 1, #ids, 1000 do
+    redis.call('ZREM', zkey, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+end

@@ -40,7 +40,7 @@ for i = 3, #ARGV, 3 do
   end
 end
 if done > 0 then
-  redis.call('ZREM', active, unpack(removed))
+  zrem_all(active, removed)
   redis.call('HINCRBY', stats, 'succeeded', done)
 end
 return out

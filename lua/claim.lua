@@ -15,13 +15,14 @@
 -- ARGV[3] lease length (ms)
 -- ARGV[4] worker id (free text, shown to operators)
 --
--- Output: { server now (unix ms), then 8 values per claimed task: id, token, attempts, name,
---           args (MessagePack bytes), max retries, timeout (ms), due time (unix ms) }
+-- Output: { server now (unix ms), ids popped (claimed or dropped; fewer than the batch size means
+--           the ready set is now empty), then 8 values per claimed task: id, token, attempts,
+--           name, args (MessagePack bytes), max retries, timeout (ms), due time (unix ms) }
 local ready, active = KEYS[1], KEYS[2]
 local prefix, batch, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
-local out = { now }
 local popped = redis.call('ZPOPMIN', ready, batch)
+local out = { now, #popped / 2 }
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id

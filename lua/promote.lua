@@ -4,7 +4,7 @@
 --   1. Read the server clock; take at most ARGV[2] ids whose due time is <= now.
 --   2. For each: state `scheduled` -> `ready`, add to the ready set scored by priority and due
 --      time, remove from the scheduled set. An id whose hash is gone (expired, deleted by hand)
---      is only removed from the scheduled set.
+--      or whose state is not `scheduled` is only removed from the scheduled set.
 --   3. Publish `r:<shard>` when the ready set went from empty to non-empty.
 -- Two promoters racing on one partition cannot move a task twice: this script is atomic and a
 -- task leaves the scheduled set in the same step that puts it in the ready set.
@@ -30,14 +30,15 @@ if #due > 0 then
     local id = due[i]
     local key = prefix .. id
     ids[#ids + 1] = id
-    local priority = redis.call('HGET', key, 'priority')
-    if priority then
+    local f = redis.call('HMGET', key, 'state', 'priority')
+    if f[1] == 'scheduled' then
+      local priority = f[2]
       redis.call('HSET', key, 'state', 'ready')
       redis.call('ZADD', ready, ready_score(priority, tonumber(due[i + 1])), id)
       moved = moved + 1
     end
   end
-  redis.call('ZREM', sched, unpack(ids))
+  zrem_all(sched, ids)
   if moved > 0 then
     redis.call('HINCRBY', stats, 'promoted', moved)
     if was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end

@@ -44,7 +44,7 @@ if #expired > 0 then
       end
     end
   end
-  redis.call('ZREM', active, unpack(expired))
+  zrem_all(active, expired)
   if requeued > 0 then
     redis.call('HINCRBY', stats, 'reaped', requeued)
     if was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end

@@ -138,7 +138,8 @@ async fn sleeper(ctx: TaskContext) -> Result<(), TaskError> {
 /// Succeeds and counts itself.
 #[task(name = "fine", queue = "failures")]
 async fn fine(ctx: TaskContext) -> Result<(), TaskError> {
-    ctx.state::<Arc<AtomicU64>>()?.fetch_add(1, Ordering::SeqCst);
+    ctx.state::<Arc<AtomicU64>>()?
+        .fetch_add(1, Ordering::SeqCst);
     Ok(())
 }
 
@@ -240,7 +241,10 @@ async fn retries_follow_the_backoff() {
         .wait_result(&id, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(out, 3, "the third attempt succeeded and returned its number");
+    assert_eq!(
+        out, 3,
+        "the third attempt succeeded and returned its number"
+    );
     let info = client.status(&id).await.unwrap();
     assert_eq!(info.state, TaskState::Succeeded);
     assert_eq!(info.attempts, 3);
@@ -277,9 +281,9 @@ async fn retry_after_and_fail_now() {
     let redis = RedisServer::start();
     let url = redis.url();
     let log = RunLog::new(&url).await;
-    let w = Running::start(worker(&url, "after", &log).backoff(Backoff::Fixed(
-        Duration::from_millis(10),
-    )))
+    let w = Running::start(
+        worker(&url, "after", &log).backoff(Backoff::Fixed(Duration::from_millis(10))),
+    )
     .await;
     let client = client(&url, "after").await;
 
@@ -318,9 +322,9 @@ async fn exhausted_retries_go_to_the_dead_letter_set() {
     let redis = RedisServer::start();
     let url = redis.url();
     let log = RunLog::new(&url).await;
-    let w = Running::start(worker(&url, "dead", &log).backoff(Backoff::Fixed(
-        Duration::from_millis(20),
-    )))
+    let w = Running::start(
+        worker(&url, "dead", &log).backoff(Backoff::Fixed(Duration::from_millis(20))),
+    )
     .await;
     let client = client(&url, "dead").await;
 
@@ -378,13 +382,7 @@ async fn panics_and_timeouts_fail_the_run_not_the_worker() {
     let mut panicking = Vec::new();
     let mut slow = Vec::new();
     for _ in 0..2 {
-        panicking.push(
-            panicky::new()
-                .max_retries(1)
-                .send(&client)
-                .await
-                .unwrap(),
-        );
+        panicking.push(panicky::new().max_retries(1).send(&client).await.unwrap());
         slow.push(
             sleeper::new()
                 .max_retries(0)

@@ -17,7 +17,11 @@ pub(crate) struct Receipt {
 
 /// Sends a reminder to a user (here: logs it, with the lateness on the Redis clock).
 #[task(queue = "emails", max_retries = 5, timeout = "30s")]
-pub(crate) async fn send_reminder(ctx: TaskContext, user_id: u64, text: String) -> Result<(), TaskError> {
+pub(crate) async fn send_reminder(
+    ctx: TaskContext,
+    user_id: u64,
+    text: String,
+) -> Result<(), TaskError> {
     tracing::info!(
         user_id,
         text,

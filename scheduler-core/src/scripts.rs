@@ -36,6 +36,9 @@ static LOCK_RENEW: LazyLock<Script> =
 static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/lock_release.lua")));
 
+/// Largest batch one script call takes: keeps each call around a few milliseconds at most.
+pub const MAX_BATCH: u32 = 5000;
+
 /// One acknowledgement: task id, lease token, result (MessagePack, empty for none).
 pub type AckItem<'a> = (&'a str, i64, &'a [u8]);
 
@@ -132,6 +135,9 @@ pub struct Claimed {
 pub struct Claim {
     /// The Redis server's clock at the claim (unix ms).
     pub server_now_ms: i64,
+    /// Ids taken from the ready set, including any dropped because their task was gone or not
+    /// ready; fewer than the batch size means the ready set is now empty.
+    pub popped: u32,
     /// The tasks.
     pub tasks: Vec<Claimed>,
 }
@@ -262,7 +268,7 @@ impl Store {
             .key(p.keys.ready())
             .key(p.keys.stats())
             .arg(p.keys.task_prefix())
-            .arg(batch)
+            .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
             .arg(p.shard);
         let v = array(self.run_script(&inv).await?)?;
@@ -292,7 +298,7 @@ impl Store {
         inv.key(p.keys.ready())
             .key(p.keys.active())
             .arg(p.keys.task_prefix())
-            .arg(batch)
+            .arg(batch.clamp(1, MAX_BATCH))
             .arg(lease_ms)
             .arg(worker);
         let mut it = array(self.run_script(&inv).await?)?.into_iter();
@@ -300,6 +306,10 @@ impl Store {
             .next()
             .ok_or_else(|| Error::Protocol("claim returned nothing".into()))?;
         let server_now_ms = int(&now)?;
+        let popped = int(&it
+            .next()
+            .ok_or_else(|| Error::Protocol("claim returned no count".into()))?)?
+            as u32;
         let rest: Vec<Value> = it.collect();
         if !rest.len().is_multiple_of(8) {
             return Err(Error::Protocol(format!(
@@ -334,6 +344,7 @@ impl Store {
         }
         Ok(Claim {
             server_now_ms,
+            popped,
             tasks,
         })
     }
@@ -411,7 +422,7 @@ impl Store {
             .key(p.keys.dead())
             .key(p.keys.stats())
             .arg(p.keys.task_prefix())
-            .arg(batch)
+            .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
             .arg(p.shard);
         let v = array(self.run_script(&inv).await?)?;

@@ -24,7 +24,9 @@ pub(crate) async fn execute(
     let p = &shared.partitions[idx];
     let lateness_ms = claimed_at_ms - task.due_ms;
     let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
-    let verdict = run(&shared, idx, &task, claimed_at_ms).instrument_in(span.clone()).await;
+    let verdict = run(&shared, idx, &task, claimed_at_ms)
+        .instrument_in(span.clone())
+        .await;
     span.in_scope(|| match &verdict {
         Verdict::Ack(_) => tracing::debug!(lateness_ms, "succeeded"),
         Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),

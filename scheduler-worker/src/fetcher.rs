@@ -56,7 +56,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         {
             Ok(claim) => {
                 backoff = Duration::from_millis(50);
-                if claim.tasks.len() == want {
+                if claim.popped as usize >= want {
                     // A full batch: there may be more.
                     shared.ready_flags[idx].store(true, Ordering::Release);
                 }

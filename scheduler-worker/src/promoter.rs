@@ -196,9 +196,17 @@ impl Promoter {
             let mut pipe = redis::pipe();
             pipe.cmd("TIME");
             for p in chunk {
-                pipe.cmd("ZRANGE").arg(p.keys.scheduled()).arg(0).arg(0).arg("WITHSCORES");
+                pipe.cmd("ZRANGE")
+                    .arg(p.keys.scheduled())
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES");
                 pipe.zcard(p.keys.ready());
-                pipe.cmd("ZRANGE").arg(p.keys.active()).arg(0).arg(0).arg("WITHSCORES");
+                pipe.cmd("ZRANGE")
+                    .arg(p.keys.active())
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES");
             }
             type Head = Vec<(String, i64)>;
             let sent = Instant::now();
@@ -219,9 +227,18 @@ impl Promoter {
             }
             for k in 0..chunk.len() {
                 let idx = chunk_no * 64 + k;
-                let sched: Head = it.next().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
-                let ready: u64 = it.next().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or(0);
-                let active: Head = it.next().and_then(|v| redis::from_redis_value(v).ok()).unwrap_or_default();
+                let sched: Head = it
+                    .next()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or_default();
+                let ready: u64 = it
+                    .next()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or(0);
+                let active: Head = it
+                    .next()
+                    .and_then(|v| redis::from_redis_value(v).ok())
+                    .unwrap_or_default();
                 if let Some((_, due)) = sched.first() {
                     self.on_head(idx, *due);
                 }
@@ -284,7 +301,8 @@ impl Promoter {
                     // No lease held: nothing to reap until someone claims, and a lease taken
                     // from now on ends at least one lease length away; the sweep finds it.
                     break r.next_deadline_ms.map(|ms| {
-                        self.instant_of(ms).max(Instant::now() + Duration::from_millis(1))
+                        self.instant_of(ms)
+                            .max(Instant::now() + Duration::from_millis(1))
                     });
                 }
                 Err(e) => {
@@ -305,7 +323,11 @@ impl Promoter {
                 continue;
             };
             let p = &shared.partitions[idx];
-            match shared.store.lock_renew(p, &token, ttl.as_millis() as u64).await {
+            match shared
+                .store
+                .lock_renew(p, &token, ttl.as_millis() as u64)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::info!(queue = %p.queue, shard = p.shard, "promoter lock lost to another worker");

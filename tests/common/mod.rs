@@ -1,7 +1,7 @@
 //! Test support shared by the integration tests: throwaway `redis-server` processes and the
 //! example binaries run as separate worker processes.
 // Each test file compiles this module on its own and uses a part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -147,7 +147,11 @@ pub fn example_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test exe");
     // target/<profile>/deps/<test> -> target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir").to_owned();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("profile dir")
+        .to_owned();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap();

@@ -1,0 +1,161 @@
+//! `scheduler-bench`: the benchmarks of issue 3, one scenario per run.
+//!
+//! ```text
+//! cargo run --release -p scheduler-bench -- <scenario> [--tasks N] [--spread-secs S]
+//!     [--redis-url URL] [--shards K] [--workers W] [--concurrency C]
+//! ```
+//!
+//! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, and `profile`
+//! (Redis cost of each script per task). Without `--redis-url` the bench starts a redis-server of
+//! its own on a free port (default settings, no persistence) and kills it at the end. Each run
+//! uses a fresh key namespace and deletes it afterwards (unless `--keep`). Workers are separate
+//! processes: this binary started again with `--role worker`. The last line printed is one JSON
+//! object; docs/benchmarks.md describes every key.
+
+mod pool;
+mod probe;
+mod scenarios;
+mod stats;
+mod task;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Enqueue N (single calls, then bulk), then worker processes drain all 2N.
+    Throughput,
+    /// N tasks due uniformly over S seconds while workers run: start minus due.
+    Lateness,
+    /// N tasks due in one hour: used_memory and keys per task.
+    Memory,
+    /// N tasks already due when the workers start: drain rate, longest command.
+    Backlog,
+    /// Idle workers on an empty queue: Redis commands per second per worker.
+    Idle,
+    /// processed/s by shards x worker processes; lateness by due rate.
+    Scale,
+    /// Redis cost per task of each script (enqueue, promote, claim, ack).
+    Profile,
+}
+
+/// What this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// Runs a scenario (the default).
+    Bench,
+    /// A worker process started by a scenario.
+    Worker,
+}
+
+/// Benchmarks of the scheduler against a Redis it is given or starts itself.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "scheduler-bench", version)]
+pub(crate) struct Args {
+    /// Scenario to run.
+    #[arg(value_enum, required_unless_present = "role")]
+    scenario: Option<Scenario>,
+    /// Number of tasks (default per scenario: throughput 100000 (drains 2x), lateness 20000,
+    /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000).
+    #[arg(long)]
+    pub(crate) tasks: Option<u64>,
+    /// Seconds the due times are spread over (lateness: 10, scale's lateness runs: 4).
+    #[arg(long)]
+    pub(crate) spread_secs: Option<f64>,
+    /// Redis to use; without it a throwaway redis-server is started on a free port.
+    #[arg(long)]
+    pub(crate) redis_url: Option<String>,
+    /// Shards of the bench queue (default 16).
+    #[arg(long)]
+    pub(crate) shards: Option<u16>,
+    /// Worker processes (default 1; idle: 4).
+    #[arg(long)]
+    pub(crate) workers: Option<usize>,
+    /// Tasks run at once per worker process.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) concurrency: usize,
+    /// Concurrent producers of single enqueues (throughput), sharing one connection.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) producers: usize,
+    /// Tasks per bulk enqueue call.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) bulk_chunk: usize,
+    /// idle: measuring window in seconds (after 3 s of settling).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) window_secs: f64,
+    /// scale: due rates per second of the lateness runs, comma-separated (default
+    /// 1000,10000,50000).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) rates: Option<Vec<u64>>,
+    /// Keep the run's keys instead of deleting its namespace at the end.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// `worker` for the worker processes the bench starts.
+    #[arg(long, value_enum, default_value = "bench")]
+    role: Role,
+    /// Worker role: key namespace.
+    #[arg(long, hide = true)]
+    namespace: Option<String>,
+    /// Worker role: Redis clock minus local clock, µs.
+    #[arg(long, hide = true, default_value_t = 0, allow_hyphen_values = true)]
+    offset_us: i64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match args.role {
+            Role::Worker => {
+                let spec = pool::WorkerSpec {
+                    url: args.redis_url.clone().context("--redis-url")?,
+                    namespace: args.namespace.clone().context("--namespace")?,
+                    shards: args.shards.unwrap_or(16),
+                    concurrency: args.concurrency,
+                    offset_us: args.offset_us,
+                };
+                pool::child_main(spec).await
+            }
+            Role::Bench => bench(args).await,
+        }
+    })
+}
+
+async fn bench(args: Args) -> Result<()> {
+    scenarios::check_args(&args)?;
+    let scenario = args.scenario.context("name a scenario")?;
+    let mut env = probe::Env::setup(args.redis_url.clone()).await?;
+    println!(
+        "scheduler-bench {scenario:?}: Redis {} at {}{}, clock offset {} µs, load average {:.2}",
+        env.version,
+        env.url,
+        if args.redis_url.is_none() {
+            " (own redis-server)"
+        } else {
+            ""
+        },
+        env.offset_us,
+        probe::load_avg()
+    );
+    let out = match scenario {
+        Scenario::Throughput => scenarios::throughput(&mut env, &args).await?,
+        Scenario::Lateness => scenarios::lateness(&mut env, &args).await?,
+        Scenario::Memory => scenarios::memory(&mut env, &args).await?,
+        Scenario::Backlog => scenarios::backlog(&mut env, &args).await?,
+        Scenario::Idle => scenarios::idle(&mut env, &args).await?,
+        Scenario::Scale => scenarios::scale(&mut env, &args).await?,
+        Scenario::Profile => scenarios::profile(&mut env, &args).await?,
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}

@@ -1,0 +1,769 @@
+//! The scenarios of issue 3. Each returns its JSON object (printed last by `main`) and prints a
+//! short human summary on the way.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use scheduler::redis::{self, Value as RValue};
+use scheduler::{Client, ClientConfig, TaskRequest};
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::pool::{Pool, WorkerSpec};
+use crate::probe::{round2, Env};
+use crate::stats::{lost_and_duplicates, Lateness};
+use crate::task::{self, local_us, pad, QUEUE};
+use crate::Args;
+
+/// A namespace no other run uses.
+pub(crate) fn fresh_namespace() -> String {
+    format!("bench-{}-{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// A client on namespace `ns` whose bench queue has `shards` shards.
+async fn client(env: &Env, ns: &str, shards: u16) -> Result<Client> {
+    let c = Client::with_config(
+        ClientConfig::new(&env.url)
+            .namespace(ns)
+            .queue_shards(QUEUE, shards),
+    )
+    .await?;
+    c.shards(QUEUE).await?;
+    Ok(c)
+}
+
+fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec {
+    WorkerSpec {
+        url: env.url.clone(),
+        namespace: ns.to_owned(),
+        shards,
+        concurrency: args.concurrency,
+        offset_us: env.offset_us,
+    }
+}
+
+fn per_s(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        (n as f64 / secs).round()
+    } else {
+        0.0
+    }
+}
+
+/// Enqueues tasks `range` one call each from `producers` concurrent producers sharing `client`
+/// (one multiplexed connection); seconds taken.
+async fn enqueue_single(
+    client: &Client,
+    range: std::ops::Range<u64>,
+    producers: usize,
+) -> Result<f64> {
+    let next = Arc::new(AtomicU64::new(range.start));
+    let end = range.end;
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..producers.max(1) {
+        let c = client.clone();
+        let next = Arc::clone(&next);
+        set.spawn(async move {
+            let pad = pad();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                task::call(i, &pad).send(&c).await?;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// When a task becomes due.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    Now,
+    In(Duration),
+}
+
+fn request(seq: u64, pad: &str, when: When) -> Result<TaskRequest> {
+    let call = task::call(seq, pad);
+    let call = match when {
+        When::Now => call,
+        When::In(d) => call.countdown(d),
+    };
+    Ok(call.into_request()?)
+}
+
+/// Enqueues tasks `range` with the bulk API, `chunk` per call, from `producers` concurrent
+/// producers each sending one chunk at a time; seconds taken.
+async fn enqueue_bulk(
+    client: &Client,
+    range: std::ops::Range<u64>,
+    chunk: usize,
+    producers: usize,
+    when: When,
+) -> Result<f64> {
+    let chunk = chunk.max(1) as u64;
+    let next = Arc::new(AtomicU64::new(range.start));
+    let end = range.end;
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..producers.max(1) {
+        let c = client.clone();
+        let next = Arc::clone(&next);
+        set.spawn(async move {
+            let pad = pad();
+            loop {
+                let from = next.fetch_add(chunk, Ordering::Relaxed);
+                if from >= end {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let reqs = (from..(from + chunk).min(end))
+                    .map(|i| request(i, &pad, when))
+                    .collect::<Result<Vec<_>>>()?;
+                c.enqueue_bulk(reqs).await?;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Waits until the queue holds nothing scheduled, ready or running (every run acknowledged).
+async fn wait_queue_empty(client: &Client, timeout: Duration) -> Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = client.queue_stats(QUEUE).await?;
+        if s.scheduled + s.ready + s.active == 0 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "queue not empty after {timeout:?}: {} scheduled, {} ready, {} running",
+                s.scheduled,
+                s.ready,
+                s.active
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// What draining a queue with a pool of worker processes measured.
+#[derive(Debug)]
+struct Drain {
+    secs: f64,
+    lost: u64,
+    duplicates: u64,
+    worker_cpu_us: u64,
+    cost: crate::probe::Cost,
+}
+
+impl Drain {
+    fn processed_per_s(&self, n: u64) -> f64 {
+        per_s(n, self.secs)
+    }
+}
+
+/// Starts `workers` worker processes on a queue already holding tasks `0..n`, and measures the
+/// time until all ran and the queue is empty.
+async fn drain(
+    env: &mut Env,
+    args: &Args,
+    client: &Client,
+    ns: &str,
+    shards: u16,
+    workers: usize,
+    n: u64,
+) -> Result<Drain> {
+    let mut pool = Pool::spawn(workers, &spec(env, args, ns, shards)).await?;
+    let before = env.snapshot().await?;
+    let go = pool.go().await?;
+    let timeout = Duration::from_secs(60) + Duration::from_millis(n / 5);
+    let seen = pool.wait_runs(n, timeout).await;
+    if seen.is_none() {
+        eprintln!("  only {} of {n} tasks ran within {timeout:?}", pool.runs());
+    }
+    let done = match wait_queue_empty(client, Duration::from_secs(10)).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("  {e}");
+            Instant::now()
+        }
+    };
+    let after = env.snapshot().await?;
+    let worker_cpu_us = pool.cpu_us_since_go();
+    let report = pool.stop().await?;
+    let (lost, duplicates) = lost_and_duplicates(&report.runs, n);
+    Ok(Drain {
+        secs: done.duration_since(go).as_secs_f64(),
+        lost,
+        duplicates,
+        worker_cpu_us,
+        cost: before.cost_to(&after),
+    })
+}
+
+async fn cleanup(env: &mut Env, args: &Args, ns: &str) -> Result<()> {
+    if !args.keep {
+        env.delete_namespace(ns).await?;
+    }
+    Ok(())
+}
+
+fn base(env: &Env, args: &Args, scenario: &str, load_start: f64) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("scenario".into(), json!(scenario));
+    m.insert("system".into(), json!("scheduler"));
+    m.insert("redis_version".into(), json!(env.version));
+    m.insert("concurrency".into(), json!(args.concurrency));
+    m.insert("load_avg_1m_start".into(), json!(load_start));
+    m.insert("load_avg_1m_end".into(), json!(crate::probe::load_avg()));
+    m
+}
+
+/// `throughput`: N single enqueues from concurrent producers, N bulk enqueues, then worker
+/// processes drain all 2N.
+pub(crate) async fn throughput(env: &mut Env, args: &Args) -> Result<Value> {
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(100_000);
+    let shards = args.shards.unwrap_or(16);
+    let workers = args.workers.unwrap_or(1);
+    let ns = fresh_namespace();
+    let client = client(env, &ns, shards).await?;
+
+    let s0 = env.snapshot().await?;
+    let single = enqueue_single(&client, 0..n, args.producers).await?;
+    let s1 = env.snapshot().await?;
+    let bulk = enqueue_bulk(&client, n..2 * n, args.bulk_chunk, 1, When::Now).await?;
+    let s2 = env.snapshot().await?;
+    println!(
+        "enqueue: {n} single calls from {} producers in {single:.2} s ({:.0}/s); {n} in bulk chunks of {} in {bulk:.2} s ({:.0}/s)",
+        args.producers,
+        per_s(n, single),
+        args.bulk_chunk,
+        per_s(n, bulk)
+    );
+    let d = drain(env, args, &client, &ns, shards, workers, 2 * n).await?;
+    println!(
+        "processed: {} tasks by {workers} worker process(es) x {} concurrency in {:.2} s ({:.0}/s); lost {}, duplicates {}",
+        2 * n,
+        args.concurrency,
+        d.secs,
+        d.processed_per_s(2 * n),
+        d.lost,
+        d.duplicates
+    );
+    cleanup(env, args, &ns).await?;
+    let mut m = base(env, args, "throughput", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("processed_tasks".into(), json!(2 * n));
+    m.insert("shards".into(), json!(shards));
+    m.insert("workers".into(), json!(workers));
+    m.insert("producers".into(), json!(args.producers));
+    m.insert("bulk_chunk".into(), json!(args.bulk_chunk));
+    m.insert("enqueue_per_s".into(), json!(per_s(n, single)));
+    m.insert("enqueue_bulk_per_s".into(), json!(per_s(n, bulk)));
+    m.insert("processed_per_s".into(), json!(d.processed_per_s(2 * n)));
+    m.insert("lost".into(), json!(d.lost));
+    m.insert("duplicates".into(), json!(d.duplicates));
+    m.insert(
+        "worker_cpu_us_per_task".into(),
+        json!(round2(d.worker_cpu_us as f64 / (2 * n) as f64)),
+    );
+    m.insert(
+        "profile".into(),
+        json!({
+            "enqueue": s0.cost_to(&s1).to_json(n),
+            "enqueue_bulk": s1.cost_to(&s2).to_json(n),
+            "drain": d.cost.to_json(2 * n),
+        }),
+    );
+    Ok(Value::Object(m))
+}
+
+/// What a lateness run measured.
+#[derive(Debug)]
+struct LateRun {
+    late: Lateness,
+    lost: u64,
+    duplicates: u64,
+    cost: crate::probe::Cost,
+    worker_cpu_us: u64,
+    max_ahead_ms: f64,
+}
+
+/// With the workers running, schedules `n` tasks due uniformly over `spread` seconds starting one
+/// second from now; the producer sends them in bulk, each at least `lead` before it is due.
+async fn lateness_run(
+    env: &mut Env,
+    args: &Args,
+    n: u64,
+    spread: f64,
+    shards: u16,
+    workers: usize,
+) -> Result<LateRun> {
+    let ns = fresh_namespace();
+    let client = client(env, &ns, shards).await?;
+    let mut pool = Pool::spawn(workers, &spec(env, args, &ns, shards)).await?;
+    let before = env.snapshot().await?;
+    pool.go().await?;
+    // Let the workers subscribe and sweep before the first task is due.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lead_ms = 1000i64;
+    let offset_ms = env.offset_us / 1000;
+    let t0 = env.redis_now_ms().await? + lead_ms;
+    let span_ms = spread * 1000.0;
+    let due = |i: u64| t0 + (span_ms * (i as f64 + 0.5) / n as f64) as i64;
+    let pad = pad();
+    let mut next = 0u64;
+    // How far ahead of its due time the last task of each bulk was sent at the latest, to check
+    // that the producer kept up (a negative value: the producer was late, not the scheduler).
+    let mut min_ahead_ms = f64::MAX;
+    while next < n {
+        let now_ms = (local_us() + env.offset_us) / 1000;
+        let horizon = now_ms + lead_ms;
+        let mut reqs = Vec::new();
+        while next < n && due(next) <= horizon && reqs.len() < args.bulk_chunk {
+            let at = UNIX_EPOCH + Duration::from_millis((due(next) - offset_ms) as u64);
+            reqs.push(at_request(next, &pad, at)?);
+            next += 1;
+        }
+        if reqs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let last_due = due(next - 1);
+        client.enqueue_bulk(reqs).await?;
+        let sent_ms = (local_us() + env.offset_us) as f64 / 1000.0;
+        min_ahead_ms = min_ahead_ms.min(last_due as f64 - sent_ms);
+    }
+    let end = t0 + span_ms as i64;
+    let wait = Duration::from_millis((end - env.redis_now_ms().await?).max(0) as u64)
+        + Duration::from_secs(60);
+    if pool.wait_runs(n, wait).await.is_none() {
+        eprintln!("  only {} of {n} tasks ran", pool.runs());
+    }
+    let after = env.snapshot().await?;
+    let worker_cpu_us = pool.cpu_us_since_go();
+    let report = pool.stop().await?;
+    let (lost, duplicates) = lost_and_duplicates(&report.runs, n);
+    let late = Lateness::of(&report.runs);
+    cleanup(env, args, &ns).await?;
+    Ok(LateRun {
+        late,
+        lost,
+        duplicates,
+        cost: before.cost_to(&after),
+        worker_cpu_us,
+        max_ahead_ms: round2(min_ahead_ms),
+    })
+}
+
+fn at_request(seq: u64, pad: &str, at: SystemTime) -> Result<TaskRequest> {
+    Ok(task::call(seq, pad).eta(at).into_request()?)
+}
+
+/// `lateness`: N tasks due uniformly over S seconds, scheduled while the workers run.
+pub(crate) async fn lateness(env: &mut Env, args: &Args) -> Result<Value> {
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(20_000);
+    let spread = args.spread_secs.unwrap_or(10.0);
+    let shards = args.shards.unwrap_or(16);
+    let workers = args.workers.unwrap_or(1);
+    let r = lateness_run(env, args, n, spread, shards, workers).await?;
+    let l = &r.late;
+    println!(
+        "lateness of {n} tasks due over {spread} s ({:.0}/s), claim - due on the Redis clock: p50 {} p90 {} p99 {} max {} ms, {} early",
+        n as f64 / spread,
+        l.claim.p50,
+        l.claim.p90,
+        l.claim.p99,
+        l.claim.max,
+        l.early
+    );
+    println!(
+        "  handler start - due (real clock, µs resolution): p50 {} p90 {} p99 {} max {} ms, {} early; lost {}, duplicates {}",
+        l.start.p50, l.start.p90, l.start.p99, l.start.max, l.early_start, r.lost, r.duplicates
+    );
+    let mut m = base(env, args, "lateness", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("spread_secs".into(), json!(spread));
+    m.insert("shards".into(), json!(shards));
+    m.insert("workers".into(), json!(workers));
+    m.insert("lateness_ms".into(), l.claim.to_json());
+    m.insert("early".into(), json!(l.early));
+    m.insert("lateness_start_ms".into(), l.start.to_json());
+    m.insert("early_start".into(), json!(l.early_start));
+    m.insert("lost".into(), json!(r.lost));
+    m.insert("duplicates".into(), json!(r.duplicates));
+    m.insert("producer_min_ahead_ms".into(), json!(r.max_ahead_ms));
+    m.insert(
+        "worker_cpu_us_per_task".into(),
+        json!(round2(r.worker_cpu_us as f64 / n.max(1) as f64)),
+    );
+    m.insert("profile".into(), r.cost.to_json(n));
+    Ok(Value::Object(m))
+}
+
+/// `memory`: N tasks due in one hour; used_memory and DBSIZE deltas.
+pub(crate) async fn memory(env: &mut Env, args: &Args) -> Result<Value> {
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(100_000);
+    let shards = args.shards.unwrap_or(16);
+    let ns = fresh_namespace();
+    let client = client(env, &ns, shards).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (m0, k0) = (env.used_memory().await?, env.dbsize().await?);
+    let secs = enqueue_bulk(
+        &client,
+        0..n,
+        args.bulk_chunk,
+        1,
+        When::In(Duration::from_secs(3600)),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (m1, k1) = (env.used_memory().await?, env.dbsize().await?);
+    let bytes = (m1 - m0) as f64 / n as f64;
+    println!(
+        "memory: {n} tasks due in 1 h take {} bytes of used_memory ({bytes:.0} B/task) and {} keys",
+        m1 - m0,
+        k1 - k0
+    );
+    cleanup(env, args, &ns).await?;
+    let mut m = base(env, args, "memory", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("shards".into(), json!(shards));
+    m.insert("bytes_per_task".into(), json!(bytes.round()));
+    m.insert("used_memory_delta".into(), json!(m1 - m0));
+    m.insert("keys_created".into(), json!(k1 - k0));
+    m.insert("enqueue_bulk_per_s".into(), json!(per_s(n, secs)));
+    Ok(Value::Object(m))
+}
+
+/// `backlog`: N tasks already due when the workers start; drain rate and the longest command.
+pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(1_000_000);
+    let shards = args.shards.unwrap_or(16);
+    let workers = args.workers.unwrap_or(1);
+    let ns = fresh_namespace();
+    let client = client(env, &ns, shards).await?;
+    let fill = enqueue_bulk(&client, 0..n, args.bulk_chunk, 4, When::Now).await?;
+    println!(
+        "backlog: {n} due tasks enqueued in {fill:.1} s ({:.0}/s, 4 bulk producers)",
+        per_s(n, fill)
+    );
+    let old_slow = env.config_set("slowlog-log-slower-than", "1000").await?;
+    let old_len = env.config_set("slowlog-max-len", "1024").await?;
+    let old_lat = env.config_set("latency-monitor-threshold", "1").await?;
+    redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query_async::<()>(&mut env.admin)
+        .await?;
+    redis::cmd("LATENCY")
+        .arg("RESET")
+        .query_async::<()>(&mut env.admin)
+        .await?;
+    let d = drain(env, args, &client, &ns, shards, workers, n).await?;
+    let slow: Vec<RValue> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1024)
+        .query_async(&mut env.admin)
+        .await?;
+    let latest: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY")
+        .arg("LATEST")
+        .query_async(&mut env.admin)
+        .await
+        .unwrap_or_default();
+    env.config_set("slowlog-log-slower-than", &old_slow).await?;
+    env.config_set("slowlog-max-len", &old_len).await?;
+    env.config_set("latency-monitor-threshold", &old_lat)
+        .await?;
+    let mut slow_entries: Vec<(i64, String)> = slow
+        .into_iter()
+        .filter_map(|e| match e {
+            RValue::Array(f) if f.len() >= 4 => {
+                let us: i64 = redis::from_redis_value_ref(&f[2]).ok()?;
+                let cmd: Vec<String> = redis::from_redis_value_ref(&f[3]).unwrap_or_default();
+                Some((us, cmd.into_iter().take(2).collect::<Vec<_>>().join(" ")))
+            }
+            _ => None,
+        })
+        .collect();
+    slow_entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let max_us = slow_entries.first().map_or(0, |e| e.0);
+    let over_10ms = slow_entries.iter().filter(|e| e.0 > 10_000).count();
+    println!(
+        "drained {n} in {:.2} s ({:.0}/s) with {workers} worker process(es); lost {}, duplicates {}",
+        d.secs,
+        d.processed_per_s(n),
+        d.lost,
+        d.duplicates
+    );
+    println!(
+        "  commands over 1 ms: {} (over 10 ms: {over_10ms}); longest {:.2} ms{}",
+        slow_entries.len(),
+        max_us as f64 / 1000.0,
+        slow_entries
+            .first()
+            .map(|e| format!(" ({})", e.1))
+            .unwrap_or_default()
+    );
+    cleanup(env, args, &ns).await?;
+    let mut m = base(env, args, "backlog", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("shards".into(), json!(shards));
+    m.insert("workers".into(), json!(workers));
+    m.insert("enqueue_bulk_per_s".into(), json!(per_s(n, fill)));
+    m.insert("processed_per_s".into(), json!(d.processed_per_s(n)));
+    m.insert("lost".into(), json!(d.lost));
+    m.insert("duplicates".into(), json!(d.duplicates));
+    m.insert(
+        "max_script_ms".into(),
+        json!(round2(max_us as f64 / 1000.0)),
+    );
+    m.insert("slowlog_over_1ms".into(), json!(slow_entries.len()));
+    m.insert("slowlog_over_10ms".into(), json!(over_10ms));
+    m.insert(
+        "latency_latest".into(),
+        Value::Object(
+            latest
+                .into_iter()
+                .map(|(ev, _, last, max)| (ev, json!({ "latest_ms": last, "max_ms": max })))
+                .collect(),
+        ),
+    );
+    m.insert(
+        "worker_cpu_us_per_task".into(),
+        json!(round2(d.worker_cpu_us as f64 / n.max(1) as f64)),
+    );
+    m.insert("profile".into(), d.cost.to_json(n));
+    Ok(Value::Object(m))
+}
+
+/// `idle`: W workers on an empty queue; Redis commands per second per worker.
+pub(crate) async fn idle(env: &mut Env, args: &Args) -> Result<Value> {
+    let load = crate::probe::load_avg();
+    let shards = args.shards.unwrap_or(16);
+    let workers = args.workers.unwrap_or(4);
+    let window = args.window_secs;
+    let ns = fresh_namespace();
+    let _client = client(env, &ns, shards).await?;
+    let mut pool = Pool::spawn(workers, &spec(env, args, &ns, shards)).await?;
+    pool.go().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s0 = env.snapshot().await?;
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let s1 = env.snapshot().await?;
+    pool.stop().await?;
+    let cost = s0.cost_to(&s1);
+    let per = cost.calls() as f64 / workers as f64 / cost.secs;
+    println!(
+        "idle: {workers} workers x {shards} shards sent {} commands in {:.1} s: {per:.2}/s per worker ({:?})",
+        cost.calls(),
+        cost.secs,
+        cost.cmds
+    );
+    cleanup(env, args, &ns).await?;
+    let mut m = base(env, args, "idle", load);
+    m.insert("shards".into(), json!(shards));
+    m.insert("workers".into(), json!(workers));
+    m.insert("window_secs".into(), json!(round2(cost.secs)));
+    m.insert("idle_cmds_per_s_per_worker".into(), json!(round2(per)));
+    m.insert("profile".into(), cost.to_json(0));
+    Ok(Value::Object(m))
+}
+
+/// `scale`: processed/s for shards x worker processes, and lateness against due rate.
+pub(crate) async fn scale(env: &mut Env, args: &Args) -> Result<Value> {
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(50_000);
+    let mut grid = Vec::new();
+    println!("processed/s of {n} queued tasks, by shards x worker processes:");
+    println!("  shards  workers  processed/s  lost  dup  redis_cpu_busy  redis_us/task  worker_cpu_us/task");
+    for shards in [1u16, 16, 64] {
+        for workers in [1usize, 2, 4] {
+            let ns = fresh_namespace();
+            let client = client(env, &ns, shards).await?;
+            enqueue_bulk(&client, 0..n, args.bulk_chunk, 2, When::Now).await?;
+            let d = drain(env, args, &client, &ns, shards, workers, n).await?;
+            cleanup(env, args, &ns).await?;
+            let busy = d.cost.cpu_s / d.secs.max(1e-9);
+            let redis_us = d.cost.cpu_s * 1e6 / n as f64;
+            let worker_us = d.worker_cpu_us as f64 / n as f64;
+            println!(
+                "  {shards:>6}  {workers:>7}  {:>11.0}  {:>4}  {:>3}  {busy:>14.2}  {redis_us:>13.2}  {worker_us:>18.2}",
+                d.processed_per_s(n),
+                d.lost,
+                d.duplicates
+            );
+            grid.push(json!({
+                "shards": shards, "workers": workers, "tasks": n,
+                "processed_per_s": d.processed_per_s(n), "lost": d.lost, "duplicates": d.duplicates,
+                "redis_cpu_busy": round2(busy), "redis_cpu_us_per_task": round2(redis_us),
+                "worker_cpu_us_per_task": round2(worker_us),
+            }));
+        }
+    }
+    let spread = args.spread_secs.unwrap_or(4.0);
+    let shards = args.shards.unwrap_or(16);
+    let workers = args.workers.unwrap_or(1);
+    let rates = args
+        .rates
+        .clone()
+        .unwrap_or_else(|| vec![1_000, 10_000, 50_000]);
+    let mut by_rate = Vec::new();
+    println!("lateness (claim - due, ms) by due rate, {spread} s each, {shards} shards, {workers} worker process(es):");
+    println!("  rate/s   tasks    p50    p90    p99    max  early  lost  redis_cpu_busy");
+    for rate in rates {
+        let tasks = (rate as f64 * spread).round() as u64;
+        let r = lateness_run(env, args, tasks, spread, shards, workers).await?;
+        let busy = r.cost.cpu_s / r.cost.secs.max(1e-9);
+        let c = r.late.claim;
+        println!(
+            "  {rate:>6}  {tasks:>6}  {:>5}  {:>5}  {:>5}  {:>5}  {:>5}  {:>4}  {busy:>14.2}",
+            c.p50, c.p90, c.p99, c.max, r.late.early, r.lost
+        );
+        by_rate.push(json!({
+            "rate_per_s": rate, "tasks": tasks, "spread_secs": spread,
+            "lateness_ms": c.to_json(), "early": r.late.early,
+            "lateness_start_ms": r.late.start.to_json(), "early_start": r.late.early_start,
+            "lost": r.lost, "duplicates": r.duplicates, "producer_min_ahead_ms": r.max_ahead_ms,
+            "redis_cpu_busy": round2(busy),
+        }));
+    }
+    let mut m = base(env, args, "scale", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("throughput_grid".into(), json!(grid));
+    m.insert("lateness_by_rate".into(), json!(by_rate));
+    Ok(Value::Object(m))
+}
+
+/// `profile`: Redis cost of each script per task, step by step through the store API: bulk
+/// enqueue (delayed), promote, claim, ack.
+pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
+    use scheduler::scripts::AckItem;
+
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(100_000);
+    let shards = args.shards.unwrap_or(16);
+    let ns = fresh_namespace();
+    let client = client(env, &ns, shards).await?;
+    let store = client.store().clone();
+    let parts: Vec<_> = (0..shards).map(|s| store.partition(QUEUE, s)).collect();
+    let delay = Duration::from_millis(2000 + n / 20);
+    let s0 = env.snapshot().await?;
+    let started = Instant::now();
+    enqueue_bulk(&client, 0..n, args.bulk_chunk, 1, When::In(delay)).await?;
+    let s1 = env.snapshot().await?;
+    let stats = client.queue_stats(QUEUE).await?;
+    if stats.ready > 0 {
+        eprintln!(
+            "  {} tasks were due before enqueue ended; promote sees fewer",
+            stats.ready
+        );
+    }
+    tokio::time::sleep(
+        (started + delay + Duration::from_millis(50)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let s2 = env.snapshot().await?;
+    let mut promoted = 0;
+    for p in &parts {
+        loop {
+            let r = store.promote(p, 500).await?;
+            promoted += r.moved;
+            if r.moved < 500 {
+                break;
+            }
+        }
+    }
+    let s3 = env.snapshot().await?;
+    let mut claimed = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        loop {
+            let c = store.claim(p, 100, 600_000, "profile").await?;
+            let got = c.tasks.len();
+            claimed.extend(c.tasks.into_iter().map(|t| (i, t.id, t.token)));
+            if got < 100 {
+                break;
+            }
+        }
+    }
+    let s4 = env.snapshot().await?;
+    let mut by_part: Vec<Vec<(String, i64)>> = vec![Vec::new(); parts.len()];
+    for (i, id, token) in claimed.iter().cloned() {
+        by_part[i].push((id, token));
+    }
+    let groups: Vec<(&scheduler::store::Partition, Vec<AckItem<'_>>)> = by_part
+        .iter()
+        .enumerate()
+        .flat_map(|(i, items)| {
+            items.chunks(100).map(move |c| {
+                (
+                    &parts[i],
+                    c.iter().map(|(id, t)| (id.as_str(), *t, &[][..])).collect(),
+                )
+            })
+        })
+        .collect();
+    for chunk in groups.chunks(64) {
+        store.ack_many(chunk, 86_400_000).await?;
+    }
+    let s5 = env.snapshot().await?;
+    let steps = [
+        ("enqueue_bulk", s0.cost_to(&s1), n),
+        ("promote", s2.cost_to(&s3), promoted),
+        ("claim", s3.cost_to(&s4), claimed.len() as u64),
+        ("ack", s4.cost_to(&s5), claimed.len() as u64),
+    ];
+    println!("Redis cost per task, by step ({n} tasks, {shards} shards, batches: enqueue {} per call / 100 per script, promote 500, claim 100, ack 100):", args.bulk_chunk);
+    println!("  step           tasks  calls/task  cmd_us/task  redis_cpu_us/task");
+    let mut out = serde_json::Map::new();
+    let (mut total_cmd, mut total_cpu) = (0.0, 0.0);
+    for (name, cost, tasks) in &steps {
+        let j = cost.to_json(*tasks);
+        total_cmd += j["cmd_usec_per_task"].as_f64().unwrap_or(0.0);
+        total_cpu += j["redis_cpu_us_per_task"].as_f64().unwrap_or(0.0);
+        println!(
+            "  {name:<12} {tasks:>7}  {:>10}  {:>11}  {:>17}",
+            j["redis_calls_per_task"], j["cmd_usec_per_task"], j["redis_cpu_us_per_task"]
+        );
+        out.insert((*name).to_owned(), j);
+    }
+    println!(
+        "  whole life: {:.2} us of command time, {:.2} us of Redis CPU per task (ceiling ~{:.0} tasks/s on one Redis core)",
+        total_cmd,
+        total_cpu,
+        1e6 / total_cpu.max(1e-9)
+    );
+    cleanup(env, args, &ns).await?;
+    let mut m = base(env, args, "profile", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("shards".into(), json!(shards));
+    m.insert("steps".into(), Value::Object(out));
+    m.insert("cmd_usec_per_task".into(), json!(round2(total_cmd)));
+    m.insert("redis_cpu_us_per_task".into(), json!(round2(total_cpu)));
+    Ok(Value::Object(m))
+}
+
+/// Fails with a clear message when a scenario needs tasks and got none.
+pub(crate) fn check_args(args: &Args) -> Result<()> {
+    if args.tasks == Some(0) {
+        bail!("--tasks must be at least 1");
+    }
+    if args.concurrency == 0 || args.producers == 0 || args.bulk_chunk == 0 {
+        bail!("--concurrency, --producers and --bulk-chunk must be at least 1");
+    }
+    Ok(())
+}

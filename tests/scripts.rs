@@ -1,0 +1,2251 @@
+//! Table-driven tests of every Lua script's state transitions, in the manner of asynq's
+//! `rdb_test.go`: each case seeds the keys of one partition, makes one script call through its
+//! typed wrapper, and asserts the reply and the whole resulting state of the partition: every key
+//! that exists, every field of every task hash and its TTL, every sorted set with its scores, the
+//! stats counters, and the wake-up messages published.
+//!
+//! Each test starts its own `redis-server`; the cases of one test use one queue each, so they do
+//! not see each other. Times that come from the Redis clock are checked against `TIME` read just
+//! before and just after the call; seeded times are fixed, far in the past (`1000`) or far in the
+//! future ([`FAR`]), so most scores are exact.
+
+// `common` is shared by several test crates; its `pub` items are reachable from none of them.
+#[allow(unreachable_pub)]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::Connection;
+use scheduler::scripts::{
+    AckItem, CancelReply, Claimed, Due, FailItem, NewTask, Outcome, MAX_BATCH,
+};
+use scheduler::store::{Partition, Store};
+
+use common::RedisServer;
+
+/// Every partition of these tests is shard 3, so a wrong shard in a message shows.
+const SHARD: u16 = 3;
+/// A due time or lease deadline far in the future (2096), never reached by a test.
+const FAR: i64 = 4_000_000_000_000;
+/// The arguments of every seeded task: MessagePack `[42]`.
+const ARGS: &[u8] = &[0x91, 0x2a];
+/// Sentinel published after a call, so we know every message of the call has arrived.
+const END: &str = "--end--";
+
+/// Score of a task in a ready set, as `_prelude.lua` computes it.
+fn ready_score(priority: i64, t: i64) -> i64 {
+    (9 - priority) * 10_000_000_000_000 + t
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expected values
+// ---------------------------------------------------------------------------------------------
+
+/// The Redis clock around one call: `TIME` just before and just after, unix ms.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    t0: i64,
+    t1: i64,
+}
+
+/// An expected value of a hash field, a sorted-set score or a reply number.
+#[derive(Debug, Clone, PartialEq)]
+enum W {
+    /// This integer.
+    I(i64),
+    /// These bytes.
+    B(Vec<u8>),
+    /// The script's server clock plus this offset (ms): within `[t0 + off, t1 + off]`.
+    Now(i64),
+}
+
+impl From<i64> for W {
+    fn from(i: i64) -> Self {
+        W::I(i)
+    }
+}
+
+impl From<&str> for W {
+    fn from(s: &str) -> Self {
+        W::B(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&[u8]> for W {
+    fn from(b: &[u8]) -> Self {
+        W::B(b.to_vec())
+    }
+}
+
+impl W {
+    /// The bytes to write when seeding (seeds are exact).
+    fn seed_bytes(&self) -> Vec<u8> {
+        match self {
+            W::I(i) => i.to_string().into_bytes(),
+            W::B(b) => b.clone(),
+            W::Now(_) => panic!("a seed holds exact values only"),
+        }
+    }
+
+    fn matches_int(&self, got: i64, c: Clock) -> bool {
+        match self {
+            W::I(i) => got == *i,
+            W::B(b) => b == got.to_string().as_bytes(),
+            W::Now(off) => (c.t0 + off..=c.t1 + off).contains(&got),
+        }
+    }
+
+    fn matches(&self, got: &[u8], c: Clock) -> bool {
+        match self {
+            W::B(b) => b == got,
+            _ => std::str::from_utf8(got)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .is_some_and(|g| self.matches_int(g, c)),
+        }
+    }
+}
+
+/// The fields of a task hash.
+#[derive(Debug, Clone)]
+struct Rec(BTreeMap<&'static str, W>);
+
+impl Rec {
+    /// The fields `enqueue.lua` writes, in state `state`, with fixed times: due at 1000,
+    /// enqueued at 900, priority 5, 3 retries, 30 s timeout, no attempt yet.
+    fn new(queue: &str, state: &str) -> Self {
+        Rec(BTreeMap::from([
+            ("name", W::from("job")),
+            ("queue", W::from(queue)),
+            ("state", W::from(state)),
+            ("attempts", W::I(0)),
+            ("max_retries", W::I(3)),
+            ("timeout_ms", W::I(30_000)),
+            ("priority", W::I(5)),
+            ("run_at", W::I(1000)),
+            ("enqueued_at", W::I(900)),
+            ("token", W::I(0)),
+            ("args", W::from(ARGS)),
+        ]))
+    }
+
+    fn with(mut self, field: &'static str, v: impl Into<W>) -> Self {
+        self.0.insert(field, v.into());
+        self
+    }
+
+    fn without(mut self, field: &'static str) -> Self {
+        self.0.remove(field);
+        self
+    }
+}
+
+/// A task claimed by worker `w1` at 950, holding lease `token`, on its attempt `attempts`.
+fn running(queue: &str, token: i64, attempts: i64) -> Rec {
+    Rec::new(queue, "running")
+        .with("token", token)
+        .with("attempts", attempts)
+        .with("worker", "w1")
+        .with("started_at", 950)
+}
+
+/// The whole state of one partition: its task hashes (with TTL in ms, if any), sorted sets in
+/// order with scores, and stats counters. A key not listed must not exist.
+#[derive(Debug, Clone, Default)]
+struct St {
+    tasks: Vec<(&'static str, Rec, Option<i64>)>,
+    scheduled: Vec<(&'static str, W)>,
+    ready: Vec<(&'static str, W)>,
+    active: Vec<(&'static str, W)>,
+    dead: Vec<(&'static str, W)>,
+    stats: Vec<(&'static str, i64)>,
+}
+
+impl St {
+    fn task(mut self, id: &'static str, rec: Rec) -> Self {
+        self.tasks.push((id, rec, None));
+        self
+    }
+
+    /// A task hash that expires `ttl_ms` after the call.
+    fn task_ttl(mut self, id: &'static str, rec: Rec, ttl_ms: i64) -> Self {
+        self.tasks.push((id, rec, Some(ttl_ms)));
+        self
+    }
+
+    fn sched(mut self, id: &'static str, score: impl Into<W>) -> Self {
+        self.scheduled.push((id, score.into()));
+        self
+    }
+
+    fn ready(mut self, id: &'static str, score: impl Into<W>) -> Self {
+        self.ready.push((id, score.into()));
+        self
+    }
+
+    fn active(mut self, id: &'static str, score: impl Into<W>) -> Self {
+        self.active.push((id, score.into()));
+        self
+    }
+
+    fn dead(mut self, id: &'static str, score: impl Into<W>) -> Self {
+        self.dead.push((id, score.into()));
+        self
+    }
+
+    fn stat(mut self, counter: &'static str, n: i64) -> Self {
+        self.stats.push((counter, n));
+        self
+    }
+
+    fn zsets(&self, p: &Partition) -> [(String, &[(&'static str, W)]); 4] {
+        [
+            (p.keys.scheduled(), &self.scheduled),
+            (p.keys.ready(), &self.ready),
+            (p.keys.active(), &self.active),
+            (p.keys.dead(), &self.dead),
+        ]
+    }
+
+    /// Writes this state into partition `p` with raw commands.
+    fn seed(&self, conn: &mut Connection, p: &Partition) {
+        for (id, rec, ttl) in &self.tasks {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(p.keys.task(id));
+            for (f, v) in &rec.0 {
+                cmd.arg(*f).arg(v.seed_bytes());
+            }
+            let _: () = cmd.query(conn).unwrap();
+            if let Some(ms) = ttl {
+                let _: () = redis::cmd("PEXPIRE")
+                    .arg(p.keys.task(id))
+                    .arg(*ms)
+                    .query(conn)
+                    .unwrap();
+            }
+        }
+        for (key, set) in self.zsets(p) {
+            for (id, score) in set {
+                let _: () = redis::cmd("ZADD")
+                    .arg(&key)
+                    .arg(score.seed_bytes())
+                    .arg(*id)
+                    .query(conn)
+                    .unwrap();
+            }
+        }
+        for (counter, n) in &self.stats {
+            let _: () = redis::cmd("HSET")
+                .arg(p.keys.stats())
+                .arg(*counter)
+                .arg(*n)
+                .query(conn)
+                .unwrap();
+        }
+    }
+}
+
+/// Every key of partition `p` (all share its hash tag).
+fn partition_keys(conn: &mut Connection, p: &Partition) -> BTreeSet<String> {
+    let stats = p.keys.stats();
+    let base = stats
+        .strip_suffix("stats")
+        .expect("stats key ends in `stats`");
+    redis::cmd("KEYS")
+        .arg(format!("{base}*"))
+        .query(conn)
+        .unwrap()
+}
+
+/// Asserts that partition `p` holds exactly `want`, nothing more.
+fn assert_state(conn: &mut Connection, p: &Partition, want: &St, c: Clock, case: &str) {
+    let mut expect = BTreeSet::new();
+    for (id, _, _) in &want.tasks {
+        expect.insert(p.keys.task(id));
+    }
+    for (key, set) in want.zsets(p) {
+        if !set.is_empty() {
+            expect.insert(key);
+        }
+    }
+    if !want.stats.is_empty() {
+        expect.insert(p.keys.stats());
+    }
+    assert_eq!(
+        partition_keys(conn, p),
+        expect,
+        "{case}: keys of the partition"
+    );
+
+    for (id, rec, ttl) in &want.tasks {
+        let key = p.keys.task(id);
+        let got: BTreeMap<String, Vec<u8>> = redis::cmd("HGETALL").arg(&key).query(conn).unwrap();
+        let got_fields: Vec<&str> = got.keys().map(String::as_str).collect();
+        let want_fields: Vec<&str> = rec.0.keys().copied().collect();
+        assert_eq!(got_fields, want_fields, "{case}: fields of task {id}");
+        for (field, w) in &rec.0 {
+            let v = &got[*field];
+            assert!(
+                w.matches(v, c),
+                "{case}: task {id} field {field} = {:?}, want {w:?} ({c:?})",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let pttl: i64 = redis::cmd("PTTL").arg(&key).query(conn).unwrap();
+        match ttl {
+            None => assert_eq!(pttl, -1, "{case}: task {id} must not expire"),
+            Some(t) => assert!(
+                pttl <= *t && pttl > t - 2000,
+                "{case}: task {id} PTTL {pttl}, want about {t}"
+            ),
+        }
+    }
+
+    for (key, set) in want.zsets(p) {
+        let got: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(conn)
+            .unwrap();
+        let got_ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+        let want_ids: Vec<&str> = set.iter().map(|(id, _)| *id).collect();
+        assert_eq!(got_ids, want_ids, "{case}: members of {key}");
+        for ((id, score), (_, w)) in got.iter().zip(set) {
+            assert!(
+                score.fract() == 0.0 && w.matches_int(*score as i64, c),
+                "{case}: score of {id} in {key} = {score}, want {w:?} ({c:?})"
+            );
+        }
+    }
+
+    let got: BTreeMap<String, i64> = redis::cmd("HGETALL")
+        .arg(p.keys.stats())
+        .query(conn)
+        .unwrap();
+    let want_stats: BTreeMap<String, i64> = want
+        .stats
+        .iter()
+        .map(|(k, n)| (k.to_string(), *n))
+        .collect();
+    assert_eq!(got, want_stats, "{case}: stats");
+}
+
+/// An expected wake-up message.
+#[derive(Debug, Clone)]
+enum M {
+    /// `r:<shard>`: the ready set got work.
+    R,
+    /// `s:<shard>:<due>`: the scheduled set got an earlier head.
+    S(W),
+}
+
+fn assert_msgs(got: &[String], want: &[M], c: Clock, case: &str) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{case}: messages {got:?}, want {want:?}"
+    );
+    for (g, w) in got.iter().zip(want) {
+        match w {
+            M::R => assert_eq!(g, &format!("r:{SHARD}"), "{case}: message"),
+            M::S(due) => {
+                let n = g
+                    .strip_prefix(&format!("s:{SHARD}:"))
+                    .unwrap_or_else(|| panic!("{case}: message {g}, want s:{SHARD}:<due>"));
+                assert!(
+                    due.matches(n.as_bytes(), c),
+                    "{case}: message {g}, want due {due:?} ({c:?})"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running one case
+// ---------------------------------------------------------------------------------------------
+
+/// A throwaway Redis and a store on it, namespace `t`.
+struct Fx {
+    server: RedisServer,
+    store: Store,
+}
+
+async fn fx() -> Fx {
+    let server = RedisServer::start();
+    let store = Store::connect(&server.url(), "t").await.unwrap();
+    Fx { server, store }
+}
+
+/// Reads the Redis clock (unix ms) the way `_prelude.lua` does.
+fn server_ms(conn: &mut Connection) -> i64 {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query(conn).unwrap();
+    s * 1000 + us / 1000
+}
+
+/// What one call gave.
+struct Ran<T> {
+    p: Partition,
+    reply: T,
+    clock: Clock,
+    msgs: Vec<String>,
+}
+
+/// Seeds partition (`queue`, [`SHARD`]) with `seed`, listens on its wake-up channel, makes the
+/// call, and collects the messages it published.
+async fn run<T>(
+    fx: &Fx,
+    queue: &str,
+    seed: &St,
+    call: impl AsyncFnOnce(&Store, &Partition) -> T,
+) -> Ran<T> {
+    let p = fx.store.partition(queue, SHARD);
+    let mut conn = fx.server.conn();
+    seed.seed(&mut conn, &p);
+    let mut sub = fx.store.redis_client().get_async_pubsub().await.unwrap();
+    sub.subscribe(&p.channel).await.unwrap();
+    let t0 = server_ms(&mut conn);
+    let reply = call(&fx.store, &p).await;
+    let t1 = server_ms(&mut conn);
+    // Messages reach a subscriber in publish order: once the sentinel arrives, all of the
+    // call's messages have.
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&p.channel)
+        .arg(END)
+        .query(&mut conn)
+        .unwrap();
+    let mut msgs = Vec::new();
+    let mut stream = sub.on_message();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("no wake-up message within 5 s")
+            .expect("pub/sub stream closed");
+        let payload: String = msg.get_payload().unwrap();
+        if payload == END {
+            break;
+        }
+        msgs.push(payload);
+    }
+    Ran {
+        p,
+        reply,
+        clock: Clock { t0, t1 },
+        msgs,
+    }
+}
+
+fn new_task(id: &str, due: Due, priority: u8) -> NewTask {
+    NewTask {
+        id: id.into(),
+        name: "job".into(),
+        args: ARGS.to_vec(),
+        due,
+        max_retries: 3,
+        timeout_ms: 30_000,
+        priority,
+    }
+}
+
+/// The record `enqueue.lua` writes for [`new_task`], due at `run_at`.
+fn enqueued(queue: &str, state: &str, priority: i64, run_at: W) -> Rec {
+    Rec::new(queue, state)
+        .with("priority", priority)
+        .with("run_at", run_at)
+        .with("enqueued_at", W::Now(0))
+}
+
+/// A task in state `state` with priority `priority`, due at `run_at`.
+fn at(queue: &str, state: &str, priority: i64, run_at: i64) -> Rec {
+    Rec::new(queue, state)
+        .with("priority", priority)
+        .with("run_at", run_at)
+}
+
+// ---------------------------------------------------------------------------------------------
+// enqueue
+// ---------------------------------------------------------------------------------------------
+
+struct EnqueueCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    tasks: Vec<NewTask>,
+    reply: Vec<Outcome>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+/// enqueue puts due tasks in the ready set and delayed ones in the scheduled set, leaves an
+/// existing id untouched, counts `enqueued`, and publishes `r:` only when the ready set was empty
+/// and `s:` only when the scheduled head got earlier.
+#[tokio::test]
+async fn enqueue_transitions() {
+    use Due::{At, Delay};
+    let cases = [
+        EnqueueCase {
+            name: "due now goes to ready, scored by priority then due time",
+            seed: |_| St::default(),
+            tasks: vec![new_task("a", Delay(0), 3)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", enqueued(q, "ready", 3, W::Now(0)))
+                    .ready("a", W::Now(ready_score(3, 0)))
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![M::R],
+        },
+        EnqueueCase {
+            name: "delayed goes to scheduled at server now + delay",
+            seed: |_| St::default(),
+            tasks: vec![new_task("a", Delay(60_000), 5)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", enqueued(q, "scheduled", 5, W::Now(60_000)))
+                    .sched("a", W::Now(60_000))
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![M::S(W::Now(60_000))],
+        },
+        EnqueueCase {
+            name: "absolute run-at in the past goes to ready at that time",
+            seed: |_| St::default(),
+            tasks: vec![new_task("a", At(1000), 0)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", enqueued(q, "ready", 0, W::I(1000)))
+                    .ready("a", ready_score(0, 1000))
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![M::R],
+        },
+        EnqueueCase {
+            name: "absolute run-at in the future goes to scheduled",
+            seed: |_| St::default(),
+            tasks: vec![new_task("a", At(FAR), 5)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", enqueued(q, "scheduled", 5, W::I(FAR)))
+                    .sched("a", FAR)
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![M::S(W::I(FAR))],
+        },
+        EnqueueCase {
+            name: "duplicate id replies 0 and leaves the record as it was",
+            seed: |q| {
+                St::default()
+                    .task("a", running(q, 7, 1).with("name", "old"))
+                    .active("a", FAR)
+            },
+            tasks: vec![new_task("a", Delay(0), 9)],
+            reply: vec![Outcome::Exists],
+            want: |q| {
+                St::default()
+                    .task("a", running(q, 7, 1).with("name", "old"))
+                    .active("a", FAR)
+            },
+            msgs: vec![],
+        },
+        EnqueueCase {
+            name: "several tasks in one call, one duplicate within the call",
+            seed: |_| St::default().stat("enqueued", 10),
+            tasks: vec![
+                new_task("a", Delay(0), 9),
+                new_task("b", Delay(60_000), 5),
+                new_task("c", At(1000), 0),
+                new_task("a", Delay(0), 1),
+                new_task("d", Delay(30_000), 5),
+            ],
+            reply: vec![
+                Outcome::Done,
+                Outcome::Done,
+                Outcome::Done,
+                Outcome::Exists,
+                Outcome::Done,
+            ],
+            want: |q| {
+                St::default()
+                    .task("a", enqueued(q, "ready", 9, W::Now(0)))
+                    .task("b", enqueued(q, "scheduled", 5, W::Now(60_000)))
+                    .task("c", enqueued(q, "ready", 0, W::I(1000)))
+                    .task("d", enqueued(q, "scheduled", 5, W::Now(30_000)))
+                    .ready("a", W::Now(ready_score(9, 0)))
+                    .ready("c", ready_score(0, 1000))
+                    .sched("d", W::Now(30_000))
+                    .sched("b", W::Now(60_000))
+                    .stat("enqueued", 14)
+            },
+            // One `s:` per call, naming the final (earliest) head.
+            msgs: vec![M::R, M::S(W::Now(30_000))],
+        },
+        EnqueueCase {
+            name: "ready set already non-empty: no r: message",
+            seed: |q| St::default().task("x", at(q, "ready", 5, 5)).ready("x", 5),
+            tasks: vec![new_task("a", Delay(0), 5)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("x", at(q, "ready", 5, 5))
+                    .task("a", enqueued(q, "ready", 5, W::Now(0)))
+                    .ready("x", 5)
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![],
+        },
+        EnqueueCase {
+            name: "due after the scheduled head: no s: message",
+            seed: |q| {
+                St::default()
+                    .task("x", at(q, "scheduled", 5, FAR))
+                    .sched("x", FAR)
+            },
+            tasks: vec![new_task("a", At(FAR + 1000), 5)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("x", at(q, "scheduled", 5, FAR))
+                    .task("a", enqueued(q, "scheduled", 5, W::I(FAR + 1000)))
+                    .sched("x", FAR)
+                    .sched("a", FAR + 1000)
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![],
+        },
+        EnqueueCase {
+            name: "due before the scheduled head: s: with the new head",
+            seed: |q| {
+                St::default()
+                    .task("x", at(q, "scheduled", 5, FAR))
+                    .sched("x", FAR)
+            },
+            tasks: vec![new_task("a", At(FAR - 1000), 5)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("x", at(q, "scheduled", 5, FAR))
+                    .task("a", enqueued(q, "scheduled", 5, W::I(FAR - 1000)))
+                    .sched("a", FAR - 1000)
+                    .sched("x", FAR)
+                    .stat("enqueued", 1)
+            },
+            msgs: vec![M::S(W::I(FAR - 1000))],
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("enq{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.enqueue(p, &case.tasks).await.unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}
+
+/// enqueue_many runs one enqueue per partition in one pipeline (through the NOSCRIPT fallback on
+/// a fresh server) and writes each group into its own partition only.
+#[tokio::test]
+async fn enqueue_many_writes_each_partition() {
+    let fx = fx().await;
+    let p1 = fx.store.partition("many", 1);
+    let p2 = fx.store.partition("many", 2);
+    let mut conn = fx.server.conn();
+    let t0 = server_ms(&mut conn);
+    let g1 = [new_task("a", Due::Delay(0), 5)];
+    let g2 = [
+        new_task("b", Due::At(FAR), 5),
+        new_task("c", Due::At(1000), 2),
+    ];
+    let reply = fx
+        .store
+        .enqueue_many(&[(&p1, &g1[..]), (&p2, &g2[..])])
+        .await
+        .unwrap();
+    let c = Clock {
+        t0,
+        t1: server_ms(&mut conn),
+    };
+    assert_eq!(
+        reply,
+        vec![vec![Outcome::Done], vec![Outcome::Done, Outcome::Done]]
+    );
+    let want1 = St::default()
+        .task("a", enqueued("many", "ready", 5, W::Now(0)))
+        .ready("a", W::Now(ready_score(5, 0)))
+        .stat("enqueued", 1);
+    let want2 = St::default()
+        .task("b", enqueued("many", "scheduled", 5, W::I(FAR)))
+        .task("c", enqueued("many", "ready", 2, W::I(1000)))
+        .sched("b", FAR)
+        .ready("c", ready_score(2, 1000))
+        .stat("enqueued", 2);
+    assert_state(&mut conn, &p1, &want1, c, "shard 1");
+    assert_state(&mut conn, &p2, &want2, c, "shard 2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// promote
+// ---------------------------------------------------------------------------------------------
+
+struct PromoteCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    batch: u32,
+    moved: u64,
+    next_due: Option<i64>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+/// promote moves only due tasks, at most a batch, scored by priority and due time; drops ids
+/// whose hash is gone; counts `promoted`; replies with the next head and the server clock; and
+/// publishes `r:` only when the ready set was empty.
+#[tokio::test]
+async fn promote_transitions() {
+    let cases = [
+        PromoteCase {
+            name: "only due tasks move, state ready",
+            seed: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 2, 1000))
+                    .task("b", at(q, "scheduled", 9, 2000))
+                    .task("c", at(q, "scheduled", 5, FAR))
+                    .sched("a", 1000)
+                    .sched("b", 2000)
+                    .sched("c", FAR)
+            },
+            batch: 100,
+            moved: 2,
+            next_due: Some(FAR),
+            want: |q| {
+                St::default()
+                    .task("a", at(q, "ready", 2, 1000))
+                    .task("b", at(q, "ready", 9, 2000))
+                    .task("c", at(q, "scheduled", 5, FAR))
+                    .sched("c", FAR)
+                    .ready("b", ready_score(9, 2000))
+                    .ready("a", ready_score(2, 1000))
+                    .stat("promoted", 2)
+            },
+            msgs: vec![M::R],
+        },
+        PromoteCase {
+            name: "batch limit honoured, earliest first; next head may already be due",
+            seed: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, 1000))
+                    .task("b", at(q, "scheduled", 5, 2000))
+                    .task("c", at(q, "scheduled", 5, 3000))
+                    .sched("a", 1000)
+                    .sched("b", 2000)
+                    .sched("c", 3000)
+            },
+            batch: 2,
+            moved: 2,
+            next_due: Some(3000),
+            want: |q| {
+                St::default()
+                    .task("a", at(q, "ready", 5, 1000))
+                    .task("b", at(q, "ready", 5, 2000))
+                    .task("c", at(q, "scheduled", 5, 3000))
+                    .sched("c", 3000)
+                    .ready("a", ready_score(5, 1000))
+                    .ready("b", ready_score(5, 2000))
+                    .stat("promoted", 2)
+            },
+            msgs: vec![M::R],
+        },
+        PromoteCase {
+            name: "id whose hash is gone is only removed from scheduled",
+            seed: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, 2000))
+                    .sched("ghost", 1000)
+                    .sched("a", 2000)
+            },
+            batch: 100,
+            moved: 1,
+            next_due: None,
+            want: |q| {
+                St::default()
+                    .task("a", at(q, "ready", 5, 2000))
+                    .ready("a", ready_score(5, 2000))
+                    .stat("promoted", 1)
+            },
+            msgs: vec![M::R],
+        },
+        PromoteCase {
+            name: "only ghosts: removed, nothing counted, no message",
+            seed: |_| St::default().sched("ghost", 1000),
+            batch: 100,
+            moved: 0,
+            next_due: None,
+            want: |_| St::default(),
+            msgs: vec![],
+        },
+        PromoteCase {
+            name: "ready set already non-empty: no r: message, counter adds up",
+            seed: |q| {
+                St::default()
+                    .task("x", at(q, "ready", 5, 5))
+                    .task("a", at(q, "scheduled", 5, 1000))
+                    .ready("x", 5)
+                    .sched("a", 1000)
+                    .stat("promoted", 5)
+            },
+            batch: 100,
+            moved: 1,
+            next_due: None,
+            want: |q| {
+                St::default()
+                    .task("x", at(q, "ready", 5, 5))
+                    .task("a", at(q, "ready", 5, 1000))
+                    .ready("x", 5)
+                    .ready("a", ready_score(5, 1000))
+                    .stat("promoted", 6)
+            },
+            msgs: vec![],
+        },
+        PromoteCase {
+            name: "nothing due: nothing moves",
+            seed: |q| {
+                St::default()
+                    .task("c", at(q, "scheduled", 5, FAR))
+                    .sched("c", FAR)
+            },
+            batch: 100,
+            moved: 0,
+            next_due: Some(FAR),
+            want: |q| {
+                St::default()
+                    .task("c", at(q, "scheduled", 5, FAR))
+                    .sched("c", FAR)
+            },
+            msgs: vec![],
+        },
+        PromoteCase {
+            name: "empty partition",
+            seed: |_| St::default(),
+            batch: 100,
+            moved: 0,
+            next_due: None,
+            want: |_| St::default(),
+            msgs: vec![],
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("pro{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.promote(p, case.batch).await.unwrap()
+        })
+        .await;
+        let r = ran.reply;
+        assert_eq!(r.moved, case.moved, "{}: moved", case.name);
+        assert_eq!(r.next_due_ms, case.next_due, "{}: next due", case.name);
+        assert!(
+            W::Now(0).matches_int(r.server_now_ms, ran.clock),
+            "{}: server now {} outside {:?}",
+            case.name,
+            r.server_now_ms,
+            ran.clock
+        );
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}
+
+/// promote never moves a task before its time on the server clock: enqueued with a 200 ms delay
+/// and promoted at once, nothing moves; once the server clock passes its due time, it moves.
+#[tokio::test]
+async fn promote_never_moves_a_task_early() {
+    let fx = fx().await;
+    let p = fx.store.partition("early", SHARD);
+    let mut conn = fx.server.conn();
+    let t0 = server_ms(&mut conn);
+    fx.store
+        .enqueue(&p, &[new_task("a", Due::Delay(200), 5)])
+        .await
+        .unwrap();
+    let r = fx.store.promote(&p, 100).await.unwrap();
+    let c = Clock {
+        t0,
+        t1: server_ms(&mut conn),
+    };
+    assert_eq!(r.moved, 0, "a task due in 200 ms moved at once");
+    let due = r.next_due_ms.expect("the task is still scheduled");
+    assert!(
+        W::Now(200).matches_int(due, c),
+        "due {due} outside {c:?}+200"
+    );
+    assert!(r.server_now_ms < due);
+    let want = St::default()
+        .task("a", enqueued("early", "scheduled", 5, W::I(due)))
+        .sched("a", due)
+        .stat("enqueued", 1);
+    assert_state(&mut conn, &p, &want, c, "before its time");
+
+    // Wait on the server's clock, not ours.
+    while server_ms(&mut conn) < due {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = fx.store.promote(&p, 100).await.unwrap();
+    assert_eq!((r.moved, r.next_due_ms), (1, None));
+    assert!(r.server_now_ms >= due);
+    let want = St::default()
+        .task("a", enqueued("early", "ready", 5, W::I(due)))
+        .ready("a", ready_score(5, due))
+        .stat("enqueued", 1)
+        .stat("promoted", 1);
+    assert_state(&mut conn, &p, &want, c, "after its time");
+}
+
+/// Eight promoters racing on one partition move each of 2,000 tasks exactly once: every task
+/// ends in the ready set, the moved counts add up to 2,000 and so does `promoted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_promoters_move_each_task_once() {
+    const N: usize = 2000;
+    let fx = fx().await;
+    let p = fx.store.partition("race", SHARD);
+    let tasks: Vec<NewTask> = (0..N)
+        .map(|i| new_task(&format!("t{i:04}"), Due::Delay(1 + (i % 50) as u64), 5))
+        .collect();
+    let reply = fx.store.enqueue(&p, &tasks).await.unwrap();
+    assert!(reply.iter().all(|o| *o == Outcome::Done));
+    let mut conn = fx.server.conn();
+    let scheduled: usize = redis::cmd("ZCARD")
+        .arg(p.keys.scheduled())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(scheduled, N, "every task starts scheduled");
+
+    let mut promoters = Vec::new();
+    for _ in 0..8 {
+        // A connection of its own each, as separate worker processes would have.
+        let store = Store::connect(&fx.server.url(), "t").await.unwrap();
+        let p = p.clone();
+        promoters.push(tokio::spawn(async move {
+            let mut moved = 0;
+            loop {
+                let r = store.promote(&p, 100).await.unwrap();
+                moved += r.moved;
+                if r.next_due_ms.is_none() {
+                    return moved;
+                }
+                if r.moved == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+    let mut moved = 0;
+    for h in promoters {
+        moved += h.await.unwrap();
+    }
+    assert_eq!(moved, N as u64, "moved counts of all promoters");
+
+    let ready: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(p.keys.ready())
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut conn)
+        .unwrap();
+    let ids: BTreeSet<&str> = ready.iter().map(|(id, _)| id.as_str()).collect();
+    let want: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ready.len(), N);
+    assert_eq!(ids, want, "every task in ready exactly once");
+    let mut pipe = redis::pipe();
+    for t in &tasks {
+        pipe.cmd("HMGET")
+            .arg(p.keys.task(&t.id))
+            .arg("state")
+            .arg("run_at");
+    }
+    let fields: Vec<(String, i64)> = pipe.query(&mut conn).unwrap();
+    let run_at: BTreeMap<&str, i64> = tasks
+        .iter()
+        .zip(&fields)
+        .map(|(t, (state, run_at))| {
+            assert_eq!(state, "ready", "state of {}", t.id);
+            (t.id.as_str(), *run_at)
+        })
+        .collect();
+    for (id, score) in &ready {
+        assert_eq!(*score as i64, ready_score(5, run_at[id.as_str()]), "{id}");
+    }
+    let stats: BTreeMap<String, i64> = redis::cmd("HGETALL")
+        .arg(p.keys.stats())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        stats,
+        BTreeMap::from([("enqueued".into(), N as i64), ("promoted".into(), N as i64)])
+    );
+    assert_eq!(
+        partition_keys(&mut conn, &p).len(),
+        N + 2,
+        "tasks, ready and stats only"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// claim
+// ---------------------------------------------------------------------------------------------
+
+struct ClaimCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    batch: u32,
+    lease: u64,
+    /// (id, token, attempt, due ms) of each task claimed, in order.
+    claimed: Vec<(&'static str, i64, u32, i64)>,
+    want: fn(&str) -> St,
+}
+
+/// A ready task with priority `priority`, due at `run_at`, as in a ready set.
+fn ready_task(q: &str, priority: i64, run_at: i64) -> Rec {
+    at(q, "ready", priority, run_at)
+}
+
+/// What claim makes of a task: running under worker `w1`, started now.
+fn claimed(rec: Rec, token: i64, attempts: i64) -> Rec {
+    rec.with("state", "running")
+        .with("token", token)
+        .with("attempts", attempts)
+        .with("worker", "w1")
+        .with("started_at", W::Now(0))
+}
+
+/// claim takes the highest priority, then oldest, ready tasks up to the batch; increments token
+/// and attempts; marks them running under the worker with a lease of now + lease; and drops ids
+/// whose hash is gone or whose state is not `ready`.
+#[tokio::test]
+async fn claim_transitions() {
+    let cases = [
+        ClaimCase {
+            name: "priority then age, batch limit, token and attempts incremented",
+            seed: |q| {
+                St::default()
+                    .task("lo_old", ready_task(q, 1, 1000))
+                    .task("hi_new", ready_task(q, 8, 5000))
+                    .task("hi_old", ready_task(q, 8, 2000))
+                    // Claimed twice before (a lost lease): token 4, attempts 2.
+                    .task(
+                        "mid",
+                        ready_task(q, 5, 1500)
+                            .with("token", 4)
+                            .with("attempts", 2)
+                            .with("error", "lease expired: worker lost during attempt 2"),
+                    )
+                    .ready("hi_old", ready_score(8, 2000))
+                    .ready("hi_new", ready_score(8, 5000))
+                    .ready("mid", ready_score(5, 1500))
+                    .ready("lo_old", ready_score(1, 1000))
+            },
+            batch: 3,
+            lease: 10_000,
+            claimed: vec![
+                ("hi_old", 1, 1, 2000),
+                ("hi_new", 1, 1, 5000),
+                ("mid", 5, 3, 1500),
+            ],
+            want: |q| {
+                St::default()
+                    .task("lo_old", ready_task(q, 1, 1000))
+                    .task("hi_new", claimed(ready_task(q, 8, 5000), 1, 1))
+                    .task("hi_old", claimed(ready_task(q, 8, 2000), 1, 1))
+                    .task(
+                        "mid",
+                        claimed(ready_task(q, 5, 1500), 5, 3)
+                            .with("error", "lease expired: worker lost during attempt 2"),
+                    )
+                    .ready("lo_old", ready_score(1, 1000))
+                    // Equal deadlines: Redis orders members lexicographically.
+                    .active("hi_new", W::Now(10_000))
+                    .active("hi_old", W::Now(10_000))
+                    .active("mid", W::Now(10_000))
+            },
+        },
+        ClaimCase {
+            name: "ids whose hash is gone or state is not ready are dropped",
+            seed: |q| {
+                St::default()
+                    .task("c", Rec::new(q, "cancelled").with("finished_at", 950))
+                    .task("a", ready_task(q, 5, 1000))
+                    .ready("ghost", 1)
+                    .ready("c", 2)
+                    .ready("a", ready_score(5, 1000))
+            },
+            batch: 10,
+            lease: 30_000,
+            claimed: vec![("a", 1, 1, 1000)],
+            want: |q| {
+                St::default()
+                    .task("c", Rec::new(q, "cancelled").with("finished_at", 950))
+                    .task("a", claimed(ready_task(q, 5, 1000), 1, 1))
+                    .active("a", W::Now(30_000))
+            },
+        },
+        ClaimCase {
+            name: "empty ready set: nothing claimed, server now only",
+            seed: |_| St::default(),
+            batch: 10,
+            lease: 30_000,
+            claimed: vec![],
+            want: |_| St::default(),
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("clm{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.claim(p, case.batch, case.lease, "w1").await.unwrap()
+        })
+        .await;
+        let want: Vec<Claimed> = case
+            .claimed
+            .iter()
+            .map(|&(id, token, attempt, due_ms)| Claimed {
+                id: id.into(),
+                token,
+                attempt,
+                name: "job".into(),
+                args: ARGS.to_vec(),
+                max_retries: 3,
+                timeout_ms: 30_000,
+                due_ms,
+            })
+            .collect();
+        assert_eq!(ran.reply.tasks, want, "{}: claimed", case.name);
+        assert!(
+            W::Now(0).matches_int(ran.reply.server_now_ms, ran.clock),
+            "{}: server now",
+            case.name
+        );
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &[], ran.clock, case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ack
+// ---------------------------------------------------------------------------------------------
+
+struct AckCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    items: Vec<AckItem<'static>>,
+    ttl: u64,
+    reply: Vec<Outcome>,
+    want: fn(&str) -> St,
+}
+
+/// What ack makes of a running task: succeeded now, no worker.
+fn succeeded(rec: Rec) -> Rec {
+    rec.with("state", "succeeded")
+        .with("finished_at", W::Now(0))
+        .without("worker")
+}
+
+/// ack with the right token marks the task succeeded, stores the result, sets the result TTL
+/// (0 deletes the hash), leaves the active set and counts `succeeded`; a wrong token, a task not
+/// running or a missing task replies -1 and changes nothing.
+#[tokio::test]
+async fn ack_transitions() {
+    let cases = [
+        AckCase {
+            name: "right token: succeeded, result stored, TTL set",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            items: vec![("a", 2, b"\xa2ok")],
+            ttl: 60_000,
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        succeeded(running(q, 2, 1)).with("result", &b"\xa2ok"[..]),
+                        60_000,
+                    )
+                    .stat("succeeded", 1)
+            },
+        },
+        AckCase {
+            name: "empty result: no result field",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            items: vec![("a", 2, b"")],
+            ttl: 60_000,
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task_ttl("a", succeeded(running(q, 2, 1)), 60_000)
+                    .stat("succeeded", 1)
+            },
+        },
+        AckCase {
+            name: "wrong token: -1, nothing changes",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            items: vec![("a", 1, b"x")],
+            ttl: 60_000,
+            reply: vec![Outcome::StaleLease],
+            want: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+        },
+        AckCase {
+            name: "not running (reaped back to ready): -1, nothing changes",
+            seed: |q| {
+                St::default()
+                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .ready("a", ready_score(5, 1000))
+            },
+            items: vec![("a", 2, b"x")],
+            ttl: 60_000,
+            reply: vec![Outcome::StaleLease],
+            want: |q| {
+                St::default()
+                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .ready("a", ready_score(5, 1000))
+            },
+        },
+        AckCase {
+            name: "missing task: -1, nothing created",
+            seed: |_| St::default(),
+            items: vec![("ghost", 1, b"x")],
+            ttl: 60_000,
+            reply: vec![Outcome::StaleLease],
+            want: |_| St::default(),
+        },
+        AckCase {
+            name: "ttl 0 deletes the hash",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            items: vec![("a", 2, b"x")],
+            ttl: 0,
+            reply: vec![Outcome::Done],
+            want: |_| St::default().stat("succeeded", 1),
+        },
+        AckCase {
+            name: "mixed batch: only the right token acknowledged, counter adds up",
+            seed: |q| {
+                St::default()
+                    .task("a", running(q, 2, 1))
+                    .task("b", running(q, 6, 2))
+                    .active("a", FAR)
+                    .active("b", FAR + 1)
+                    .stat("succeeded", 4)
+            },
+            items: vec![("a", 2, b""), ("b", 5, b"")],
+            ttl: 60_000,
+            reply: vec![Outcome::Done, Outcome::StaleLease],
+            want: |q| {
+                St::default()
+                    .task_ttl("a", succeeded(running(q, 2, 1)), 60_000)
+                    .task("b", running(q, 6, 2))
+                    .active("b", FAR + 1)
+                    .stat("succeeded", 5)
+            },
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("ack{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.ack_many(&[(p, case.items.clone())], case.ttl)
+                .await
+                .unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, vec![case.reply.clone()], "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &[], ran.clock, case.name);
+    }
+}
+
+/// ack_many acknowledges tasks of several partitions in one pipeline, each in its own partition.
+#[tokio::test]
+async fn ack_many_spans_partitions() {
+    let fx = fx().await;
+    let p1 = fx.store.partition("acks", 1);
+    let p2 = fx.store.partition("acks", 2);
+    let mut conn = fx.server.conn();
+    let seed = St::default()
+        .task("a", running("acks", 3, 1))
+        .active("a", FAR);
+    seed.seed(&mut conn, &p1);
+    seed.seed(&mut conn, &p2);
+    let t0 = server_ms(&mut conn);
+    let reply = fx
+        .store
+        .ack_many(
+            &[
+                (&p1, vec![("a", 3, &b""[..])]),
+                (&p2, vec![("a", 2, &b""[..])]),
+            ],
+            60_000,
+        )
+        .await
+        .unwrap();
+    let c = Clock {
+        t0,
+        t1: server_ms(&mut conn),
+    };
+    assert_eq!(reply, vec![vec![Outcome::Done], vec![Outcome::StaleLease]]);
+    let want1 = St::default()
+        .task_ttl("a", succeeded(running("acks", 3, 1)), 60_000)
+        .stat("succeeded", 1);
+    assert_state(&mut conn, &p1, &want1, c, "shard 1");
+    assert_state(&mut conn, &p2, &seed, c, "shard 2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// retry
+// ---------------------------------------------------------------------------------------------
+
+struct RetryCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    items: Vec<FailItem<'static>>,
+    reply: Vec<Outcome>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+/// What retry makes of a running task with retries left: scheduled at now + `delay`.
+fn rescheduled(rec: Rec, error: &str, delay: i64) -> Rec {
+    rec.with("state", "scheduled")
+        .with("run_at", W::Now(delay))
+        .with("error", error)
+        .without("worker")
+}
+
+/// What retry makes of a running task with no retries left: dead now.
+fn buried(rec: Rec, error: &str) -> Rec {
+    rec.with("state", "dead")
+        .with("error", error)
+        .with("finished_at", W::Now(0))
+        .without("worker")
+}
+
+/// retry schedules the next attempt at now + delay while attempts <= max_retries, buries the
+/// task (dead set, error kept) when retries are exhausted or the delay is `None`, and rejects a
+/// stale token or a task not running with -1 and no change.
+#[tokio::test]
+async fn retry_transitions() {
+    let cases = [
+        RetryCase {
+            name: "retries left: scheduled at now + delay with the error",
+            seed: |q| St::default().task("a", running(q, 3, 2)).active("a", FAR),
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", rescheduled(running(q, 3, 2), "boom", 5000))
+                    .sched("a", W::Now(5000))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(5000))],
+        },
+        RetryCase {
+            name: "attempts == max_retries: still one retry",
+            seed: |q| St::default().task("a", running(q, 3, 3)).active("a", FAR),
+            items: vec![("a", 3, "boom", Some(0))],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", rescheduled(running(q, 3, 3), "boom", 0))
+                    .sched("a", W::Now(0))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(0))],
+        },
+        RetryCase {
+            name: "retries exhausted: dead with the error",
+            seed: |q| St::default().task("a", running(q, 3, 4)).active("a", FAR),
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Dead],
+            want: |q| {
+                St::default()
+                    .task("a", buried(running(q, 3, 4), "boom"))
+                    .dead("a", W::Now(0))
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "delay None: dead even with retries left",
+            seed: |q| St::default().task("a", running(q, 3, 1)).active("a", FAR),
+            items: vec![("a", 3, "fatal", None)],
+            reply: vec![Outcome::Dead],
+            want: |q| {
+                St::default()
+                    .task("a", buried(running(q, 3, 1), "fatal"))
+                    .dead("a", W::Now(0))
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "stale token: -1, nothing changes",
+            seed: |q| St::default().task("a", running(q, 3, 1)).active("a", FAR),
+            items: vec![("a", 2, "boom", Some(5000))],
+            reply: vec![Outcome::StaleLease],
+            want: |q| St::default().task("a", running(q, 3, 1)).active("a", FAR),
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "not running: -1, nothing changes",
+            seed: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, FAR).with("token", 3))
+                    .sched("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::StaleLease],
+            want: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, FAR).with("token", 3))
+                    .sched("a", FAR)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "mixed batch behind an earlier head: no s: message, both counters",
+            seed: |q| {
+                St::default()
+                    .task("x", at(q, "scheduled", 5, 1000))
+                    .task("a", running(q, 3, 1))
+                    .task("b", running(q, 1, 4))
+                    .sched("x", 1000)
+                    .active("a", FAR)
+                    .active("b", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(5000)), ("b", 1, "bang", Some(5000))],
+            reply: vec![Outcome::Done, Outcome::Dead],
+            want: |q| {
+                St::default()
+                    .task("x", at(q, "scheduled", 5, 1000))
+                    .task("a", rescheduled(running(q, 3, 1), "boom", 5000))
+                    .task("b", buried(running(q, 1, 4), "bang"))
+                    .sched("x", 1000)
+                    .sched("a", W::Now(5000))
+                    .dead("b", W::Now(0))
+                    .stat("retried", 1)
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("rty{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.retry(p, &case.items).await.unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// reap
+// ---------------------------------------------------------------------------------------------
+
+struct ReapCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    batch: u32,
+    requeued: u64,
+    buried: u64,
+    next_deadline: Option<i64>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+/// reap sends expired leases with attempts left back to ready (error "lease expired"), buries
+/// those without, leaves unexpired leases alone, honours the batch, only unlists tasks no longer
+/// running, and replies with the next lease deadline.
+#[tokio::test]
+async fn reap_transitions() {
+    let cases = [
+        ReapCase {
+            name: "expired with attempts left: back to ready; unexpired untouched",
+            seed: |q| {
+                St::default()
+                    .task("a", running(q, 2, 1).with("priority", 4))
+                    .task("b", running(q, 1, 1))
+                    .active("a", 1000)
+                    .active("b", FAR)
+            },
+            batch: 100,
+            requeued: 1,
+            buried: 0,
+            next_deadline: Some(FAR),
+            want: |q| {
+                St::default()
+                    .task(
+                        "a",
+                        running(q, 2, 1)
+                            .with("priority", 4)
+                            .with("state", "ready")
+                            .with("error", "lease expired: worker lost during attempt 1")
+                            .without("worker"),
+                    )
+                    .task("b", running(q, 1, 1))
+                    .ready("a", W::Now(ready_score(4, 0)))
+                    .active("b", FAR)
+                    .stat("reaped", 1)
+            },
+            msgs: vec![M::R],
+        },
+        ReapCase {
+            name: "expired without attempts left: dead",
+            seed: |q| St::default().task("a", running(q, 2, 4)).active("a", 1000),
+            batch: 100,
+            requeued: 0,
+            buried: 1,
+            next_deadline: None,
+            want: |q| {
+                St::default()
+                    .task(
+                        "a",
+                        running(q, 2, 4)
+                            .with("state", "dead")
+                            .with("finished_at", W::Now(0))
+                            .with(
+                                "error",
+                                "lease expired: worker lost during attempt 4, no retries left",
+                            )
+                            .without("worker"),
+                    )
+                    .dead("a", W::Now(0))
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+        ReapCase {
+            name: "only unexpired leases: nothing changes",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            batch: 100,
+            requeued: 0,
+            buried: 0,
+            next_deadline: Some(FAR),
+            want: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            msgs: vec![],
+        },
+        ReapCase {
+            name: "batch limit: earliest deadlines first, next deadline already past",
+            seed: |q| {
+                St::default()
+                    .task("a", running(q, 1, 1))
+                    .task("b", running(q, 1, 1))
+                    .task("c", running(q, 1, 1))
+                    .task("x", ready_task(q, 9, 1))
+                    .ready("x", ready_score(9, 1))
+                    .active("a", 1000)
+                    .active("b", 2000)
+                    .active("c", 3000)
+            },
+            batch: 2,
+            requeued: 2,
+            buried: 0,
+            next_deadline: Some(3000),
+            want: |q| {
+                let lost = |r: Rec| {
+                    r.with("state", "ready")
+                        .with("error", "lease expired: worker lost during attempt 1")
+                        .without("worker")
+                };
+                St::default()
+                    .task("a", lost(running(q, 1, 1)))
+                    .task("b", lost(running(q, 1, 1)))
+                    .task("c", running(q, 1, 1))
+                    .task("x", ready_task(q, 9, 1))
+                    .ready("x", ready_score(9, 1))
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .ready("b", W::Now(ready_score(5, 0)))
+                    .active("c", 3000)
+                    .stat("reaped", 2)
+            },
+            // The ready set was not empty.
+            msgs: vec![],
+        },
+        ReapCase {
+            name: "no longer running (acked, or hash gone): only removed from active",
+            seed: |q| {
+                St::default()
+                    .task("a", succeeded_at(q))
+                    .active("a", 1000)
+                    .active("ghost", 1500)
+            },
+            batch: 100,
+            requeued: 0,
+            buried: 0,
+            next_deadline: None,
+            want: |q| St::default().task("a", succeeded_at(q)),
+            msgs: vec![],
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("rea{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.reap(p, case.batch).await.unwrap()
+        })
+        .await;
+        let r = ran.reply;
+        assert_eq!(
+            (r.requeued, r.buried, r.next_deadline_ms),
+            (case.requeued, case.buried, case.next_deadline),
+            "{}: reply",
+            case.name
+        );
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}
+
+/// A task that succeeded at 990 (seed value).
+fn succeeded_at(q: &str) -> Rec {
+    running(q, 2, 1)
+        .with("state", "succeeded")
+        .with("finished_at", 990)
+        .without("worker")
+}
+
+// ---------------------------------------------------------------------------------------------
+// extend
+// ---------------------------------------------------------------------------------------------
+
+struct ExtendCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    lease: u64,
+    items: Vec<(&'static str, i64)>,
+    reply: Vec<Outcome>,
+    want: fn(&str) -> St,
+}
+
+/// extend sets the lease deadline to now + lease only for a running task with the matching
+/// token; anything else replies -1 and changes nothing.
+#[tokio::test]
+async fn extend_transitions() {
+    let cases = [
+        ExtendCase {
+            name: "matching token: deadline renewed",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", 9000),
+            lease: 20_000,
+            items: vec![("a", 2)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("a", running(q, 2, 1))
+                    .active("a", W::Now(20_000))
+            },
+        },
+        ExtendCase {
+            name: "stale token: -1, deadline unchanged",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", 9000),
+            lease: 20_000,
+            items: vec![("a", 1)],
+            reply: vec![Outcome::StaleLease],
+            want: |q| St::default().task("a", running(q, 2, 1)).active("a", 9000),
+        },
+        ExtendCase {
+            name: "not running: -1, not added to active",
+            seed: |q| {
+                St::default()
+                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .ready("a", ready_score(5, 1000))
+            },
+            lease: 20_000,
+            items: vec![("a", 2)],
+            reply: vec![Outcome::StaleLease],
+            want: |q| {
+                St::default()
+                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .ready("a", ready_score(5, 1000))
+            },
+        },
+        ExtendCase {
+            name: "mixed batch: only the matching token renewed",
+            seed: |q| {
+                St::default()
+                    .task("a", running(q, 2, 1))
+                    .task("b", running(q, 7, 1))
+                    .active("a", 9000)
+                    .active("b", 9500)
+            },
+            lease: 20_000,
+            items: vec![("a", 2), ("b", 6)],
+            reply: vec![Outcome::Done, Outcome::StaleLease],
+            want: |q| {
+                St::default()
+                    .task("a", running(q, 2, 1))
+                    .task("b", running(q, 7, 1))
+                    .active("b", 9500)
+                    .active("a", W::Now(20_000))
+            },
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("ext{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.extend(p, case.lease, &case.items).await.unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &[], ran.clock, case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// release
+// ---------------------------------------------------------------------------------------------
+
+struct ReleaseCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    items: Vec<(&'static str, i64)>,
+    reply: Vec<Outcome>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+/// release hands a running task with the matching token back to ready at once, without counting
+/// the attempt, out of the active set; a stale token replies -1 and changes nothing.
+#[tokio::test]
+async fn release_transitions() {
+    let cases = [
+        ReleaseCase {
+            name: "matching token: back to ready, attempts - 1, out of active",
+            seed: |q| {
+                St::default()
+                    .task("a", running(q, 3, 2).with("priority", 6))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 3)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task(
+                        "a",
+                        running(q, 3, 1)
+                            .with("priority", 6)
+                            .with("state", "ready")
+                            .without("worker"),
+                    )
+                    .ready("a", W::Now(ready_score(6, 0)))
+            },
+            msgs: vec![M::R],
+        },
+        ReleaseCase {
+            name: "stale token: -1, nothing changes",
+            seed: |q| St::default().task("a", running(q, 3, 2)).active("a", FAR),
+            items: vec![("a", 2)],
+            reply: vec![Outcome::StaleLease],
+            want: |q| St::default().task("a", running(q, 3, 2)).active("a", FAR),
+            msgs: vec![],
+        },
+        ReleaseCase {
+            name: "ready set not empty: no r: message",
+            seed: |q| {
+                St::default()
+                    .task("x", ready_task(q, 5, 1))
+                    .task("a", running(q, 1, 1))
+                    .ready("x", ready_score(5, 1))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 1)],
+            reply: vec![Outcome::Done],
+            want: |q| {
+                St::default()
+                    .task("x", ready_task(q, 5, 1))
+                    .task(
+                        "a",
+                        running(q, 1, 0).with("state", "ready").without("worker"),
+                    )
+                    .ready("x", ready_score(5, 1))
+                    .ready("a", W::Now(ready_score(5, 0)))
+            },
+            msgs: vec![],
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("rel{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.release(p, &case.items).await.unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cancel
+// ---------------------------------------------------------------------------------------------
+
+struct CancelCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    ttl: u64,
+    reply: CancelReply,
+    want: fn(&str) -> St,
+}
+
+/// cancel withdraws a scheduled or ready task (state cancelled with a TTL, or deleted with TTL 0,
+/// counted), leaves a running task alone (Running), a finished one alone (Finished), and reports
+/// a missing one (NotFound).
+#[tokio::test]
+async fn cancel_transitions() {
+    let cases = [
+        CancelCase {
+            name: "scheduled: cancelled, expires after the TTL",
+            seed: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, FAR))
+                    .sched("a", FAR)
+            },
+            ttl: 60_000,
+            reply: CancelReply::Cancelled,
+            want: |q| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        at(q, "cancelled", 5, FAR).with("finished_at", W::Now(0)),
+                        60_000,
+                    )
+                    .stat("cancelled", 1)
+            },
+        },
+        CancelCase {
+            name: "ready: cancelled, expires after the TTL",
+            seed: |q| {
+                St::default()
+                    .task("a", ready_task(q, 5, 1000))
+                    .ready("a", ready_score(5, 1000))
+            },
+            ttl: 60_000,
+            reply: CancelReply::Cancelled,
+            want: |q| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        ready_task(q, 5, 1000)
+                            .with("state", "cancelled")
+                            .with("finished_at", W::Now(0)),
+                        60_000,
+                    )
+                    .stat("cancelled", 1)
+            },
+        },
+        CancelCase {
+            name: "ready with TTL 0: deleted",
+            seed: |q| {
+                St::default()
+                    .task("a", ready_task(q, 5, 1000))
+                    .ready("a", ready_score(5, 1000))
+                    .stat("cancelled", 2)
+            },
+            ttl: 0,
+            reply: CancelReply::Cancelled,
+            want: |_| St::default().stat("cancelled", 3),
+        },
+        CancelCase {
+            name: "running: Running, nothing changes",
+            seed: |q| St::default().task("a", running(q, 1, 1)).active("a", FAR),
+            ttl: 60_000,
+            reply: CancelReply::Running,
+            want: |q| St::default().task("a", running(q, 1, 1)).active("a", FAR),
+        },
+        CancelCase {
+            name: "succeeded: Finished, nothing changes",
+            seed: |q| St::default().task("a", succeeded_at(q)),
+            ttl: 60_000,
+            reply: CancelReply::Finished,
+            want: |q| St::default().task("a", succeeded_at(q)),
+        },
+        CancelCase {
+            name: "dead: Finished, nothing changes",
+            seed: |q| {
+                St::default()
+                    .task("a", Rec::new(q, "dead").with("finished_at", 990))
+                    .dead("a", 990)
+            },
+            ttl: 60_000,
+            reply: CancelReply::Finished,
+            want: |q| {
+                St::default()
+                    .task("a", Rec::new(q, "dead").with("finished_at", 990))
+                    .dead("a", 990)
+            },
+        },
+        CancelCase {
+            name: "cancelled before: Finished, nothing changes",
+            seed: |q| St::default().task("a", Rec::new(q, "cancelled").with("finished_at", 990)),
+            ttl: 60_000,
+            reply: CancelReply::Finished,
+            want: |q| St::default().task("a", Rec::new(q, "cancelled").with("finished_at", 990)),
+        },
+        CancelCase {
+            name: "missing: NotFound, nothing created",
+            seed: |_| St::default(),
+            ttl: 60_000,
+            reply: CancelReply::NotFound,
+            want: |_| St::default(),
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("cnl{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.cancel(p, "a", case.ttl).await.unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &[], ran.clock, case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// promoter lock
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum LockCall {
+    Acquire(&'static str, u64),
+    Renew(&'static str, u64),
+    Release(&'static str),
+}
+
+struct LockCase {
+    name: &'static str,
+    /// Holder and TTL (ms) of the lock before the call.
+    seed: Option<(&'static str, u64)>,
+    call: LockCall,
+    reply: bool,
+    /// Holder after the call and the TTL (ms) it was last given.
+    want: Option<(&'static str, i64)>,
+}
+
+/// The promoter lock is taken only when free (SET NX PX), and renewed or released only by the
+/// token that holds it.
+#[tokio::test]
+async fn lock_transitions() {
+    use LockCall::{Acquire, Release, Renew};
+    let cases = [
+        LockCase {
+            name: "acquire a free lock",
+            seed: None,
+            call: Acquire("A", 5000),
+            reply: true,
+            want: Some(("A", 5000)),
+        },
+        LockCase {
+            name: "acquire a lock held by another: refused",
+            seed: Some(("A", 5000)),
+            call: Acquire("B", 9000),
+            reply: false,
+            want: Some(("A", 5000)),
+        },
+        LockCase {
+            name: "renew our lock: new TTL",
+            seed: Some(("A", 5000)),
+            call: Renew("A", 20_000),
+            reply: true,
+            want: Some(("A", 20_000)),
+        },
+        LockCase {
+            name: "renew another's lock: refused, TTL unchanged",
+            seed: Some(("A", 5000)),
+            call: Renew("B", 20_000),
+            reply: false,
+            want: Some(("A", 5000)),
+        },
+        LockCase {
+            name: "renew an expired lock: refused, not recreated",
+            seed: None,
+            call: Renew("A", 20_000),
+            reply: false,
+            want: None,
+        },
+        LockCase {
+            name: "release our lock: deleted",
+            seed: Some(("A", 5000)),
+            call: Release("A"),
+            reply: true,
+            want: None,
+        },
+        LockCase {
+            name: "release another's lock: refused, kept",
+            seed: Some(("A", 5000)),
+            call: Release("B"),
+            reply: false,
+            want: Some(("A", 5000)),
+        },
+    ];
+    let fx = fx().await;
+    let mut conn = fx.server.conn();
+    for (i, case) in cases.iter().enumerate() {
+        let p = fx.store.partition(&format!("lck{i}"), SHARD);
+        if let Some((holder, ttl)) = case.seed {
+            let _: () = redis::cmd("SET")
+                .arg(p.keys.lock())
+                .arg(holder)
+                .arg("PX")
+                .arg(ttl)
+                .query(&mut conn)
+                .unwrap();
+        }
+        let got = match case.call {
+            Acquire(tok, ttl) => fx.store.lock_acquire(&p, tok, ttl).await,
+            Renew(tok, ttl) => fx.store.lock_renew(&p, tok, ttl).await,
+            Release(tok) => fx.store.lock_release(&p, tok).await,
+        }
+        .unwrap();
+        assert_eq!(got, case.reply, "{}: reply", case.name);
+        let holder: Option<String> = redis::cmd("GET")
+            .arg(p.keys.lock())
+            .query(&mut conn)
+            .unwrap();
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(p.keys.lock())
+            .query(&mut conn)
+            .unwrap();
+        match case.want {
+            None => {
+                assert_eq!(holder, None, "{}: holder", case.name);
+                assert_eq!(pttl, -2, "{}: PTTL", case.name);
+            }
+            Some((want, ttl)) => {
+                assert_eq!(holder.as_deref(), Some(want), "{}: holder", case.name);
+                assert!(
+                    pttl <= ttl && pttl > ttl - 2000,
+                    "{}: PTTL {pttl}, want about {ttl}",
+                    case.name
+                );
+            }
+        }
+        let want_keys: BTreeSet<String> = case.want.iter().map(|_| p.keys.lock()).collect();
+        assert_eq!(
+            partition_keys(&mut conn, &p),
+            want_keys,
+            "{}: keys",
+            case.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fencing, end to end
+// ---------------------------------------------------------------------------------------------
+
+/// Fencing across scripts: a worker whose lease expired and was reaped cannot acknowledge once
+/// the task is claimed again; its token (1) is rejected everywhere, the new holder's (2) works.
+#[tokio::test]
+async fn fencing_rejects_the_lost_workers_token() {
+    let fx = fx().await;
+    let p = fx.store.partition("fence", SHARD);
+    let s = &fx.store;
+    let mut conn = fx.server.conn();
+    s.enqueue(&p, &[new_task("a", Due::Delay(0), 5)])
+        .await
+        .unwrap();
+
+    let first = s.claim(&p, 10, 30, "w1").await.unwrap();
+    assert_eq!(first.tasks.len(), 1);
+    assert_eq!((first.tasks[0].token, first.tasks[0].attempt), (1, 1));
+
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let r = s.reap(&p, 100).await.unwrap();
+    assert_eq!((r.requeued, r.buried, r.next_deadline_ms), (1, 0, None));
+
+    // Between reap and the next claim the task is `ready`: token 1 is already refused.
+    assert_eq!(
+        s.extend(&p, 30_000, &[("a", 1)]).await.unwrap(),
+        vec![Outcome::StaleLease]
+    );
+
+    let second = s.claim(&p, 10, 30_000, "w2").await.unwrap();
+    assert_eq!(second.tasks.len(), 1);
+    assert_eq!((second.tasks[0].token, second.tasks[0].attempt), (2, 2));
+
+    let stale = [("a", 1, &b"late"[..])];
+    assert_eq!(
+        s.ack_many(&[(&p, stale.to_vec())], 60_000).await.unwrap(),
+        vec![vec![Outcome::StaleLease]]
+    );
+    assert_eq!(
+        s.retry(&p, &[("a", 1, "late", Some(0))]).await.unwrap(),
+        vec![Outcome::StaleLease]
+    );
+    assert_eq!(
+        s.release(&p, &[("a", 1)]).await.unwrap(),
+        vec![Outcome::StaleLease]
+    );
+    let state: (String, String, String) = redis::cmd("HMGET")
+        .arg(p.keys.task("a"))
+        .arg("state")
+        .arg("token")
+        .arg("worker")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(state, ("running".into(), "2".into(), "w2".into()));
+
+    let t0 = server_ms(&mut conn);
+    let fresh = [("a", 2, &b"ok"[..])];
+    assert_eq!(
+        s.ack_many(&[(&p, fresh.to_vec())], 60_000).await.unwrap(),
+        vec![vec![Outcome::Done]]
+    );
+    let c = Clock {
+        t0,
+        t1: server_ms(&mut conn),
+    };
+    let want = St::default()
+        .task_ttl(
+            "a",
+            enqueued("fence", "succeeded", 5, W::I(first.tasks[0].due_ms))
+                .with("enqueued_at", first.tasks[0].due_ms)
+                .with("token", 2)
+                .with("attempts", 2)
+                .with("started_at", second.server_now_ms)
+                .with("error", "lease expired: worker lost during attempt 1")
+                .with("result", "ok")
+                .with("finished_at", W::Now(0)),
+            60_000,
+        )
+        .stat("enqueued", 1)
+        .stat("reaped", 1)
+        .stat("succeeded", 1);
+    assert_state(&mut conn, &p, &want, c, "after the ack with token 2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// batch sizes
+// ---------------------------------------------------------------------------------------------
+
+/// Seeds `n` tasks `t00000`.. in state `state` into sorted set `zset` with score 1000, pipelined.
+fn seed_many(
+    conn: &mut Connection,
+    p: &Partition,
+    n: usize,
+    state: &str,
+    zset: &str,
+) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("t{i:05}")).collect();
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("HSET")
+            .arg(p.keys.task(id))
+            .arg("state")
+            .arg(state)
+            .arg("priority")
+            .arg(5)
+            .arg("run_at")
+            .arg(1000)
+            .arg("attempts")
+            .arg(1)
+            .arg("max_retries")
+            .arg(3)
+            .arg("token")
+            .arg(1)
+            .ignore();
+        pipe.cmd("ZADD").arg(zset).arg(1000).arg(id).ignore();
+    }
+    pipe.query::<()>(conn).unwrap();
+    ids
+}
+
+/// Batches of 10,000 never fail and never leave a task in two sets: promote and reap take at most
+/// `MAX_BATCH` per call, ack takes them all. (Lua's `unpack` is limited to about 8,000 values;
+/// the scripts remove members in chunks.)
+#[tokio::test]
+async fn batches_beyond_the_lua_unpack_limit() {
+    const N: usize = 10_000;
+    let fx = fx().await;
+    let mut conn = fx.server.conn();
+    let mut outcomes = Vec::new();
+    // What a failed call left behind: Redis does not roll back a script's writes before an error.
+    let card = |conn: &mut Connection, key: String| -> usize {
+        redis::cmd("ZCARD").arg(key).query(conn).unwrap()
+    };
+
+    let p = fx.store.partition("big-promote", SHARD);
+    seed_many(&mut conn, &p, N, "scheduled", &p.keys.scheduled());
+    let r = fx.store.promote(&p, N as u32).await;
+    outcomes.push((
+        "promote.lua",
+        r.map(|r| r.moved).map_err(|e| e.to_string()),
+        format!(
+            "scheduled {} ready {}",
+            card(&mut conn, p.keys.scheduled()),
+            card(&mut conn, p.keys.ready())
+        ),
+    ));
+
+    let p = fx.store.partition("big-reap", SHARD);
+    seed_many(&mut conn, &p, N, "running", &p.keys.active());
+    let r = fx.store.reap(&p, N as u32).await;
+    outcomes.push((
+        "reap.lua",
+        r.map(|r| r.requeued).map_err(|e| e.to_string()),
+        format!(
+            "active {} ready {}",
+            card(&mut conn, p.keys.active()),
+            card(&mut conn, p.keys.ready())
+        ),
+    ));
+
+    let p = fx.store.partition("big-ack", SHARD);
+    let ids = seed_many(&mut conn, &p, N, "running", &p.keys.active());
+    let items: Vec<AckItem<'_>> = ids.iter().map(|id| (id.as_str(), 1, &b""[..])).collect();
+    let r = fx.store.ack_many(&[(&p, items)], 0).await;
+    let keys = partition_keys(&mut conn, &p).len();
+    outcomes.push((
+        "ack.lua",
+        r.map(|v| v[0].iter().filter(|o| **o == Outcome::Done).count() as u64)
+            .map_err(|e| e.to_string()),
+        format!("active {} keys {keys}", card(&mut conn, p.keys.active())),
+    ));
+
+    // Promote and reap take at most MAX_BATCH per call (the caller loops); ack takes what it is
+    // given. Either way no call fails and no task is left in two sets.
+    let cap = MAX_BATCH as u64;
+    let rest = N as u64 - cap;
+    let want = [
+        (
+            "promote.lua",
+            Ok(cap),
+            format!("scheduled {rest} ready {cap}"),
+        ),
+        ("reap.lua", Ok(cap), format!("active {rest} ready {cap}")),
+        ("ack.lua", Ok(N as u64), "active 0 keys 1".to_owned()),
+    ];
+    assert_eq!(outcomes, want, "batches of {N}");
+}
