@@ -1,9 +1,15 @@
 -- Shared prelude, prepended to every script of lua/ at build time (see scheduler-core/src/scripts.rs).
 -- One clock decides when a task is due: the Redis server's. Hosts' clocks are never consulted.
 -- Redis 7 replicates script effects, so reading TIME before writing is safe on replicas and AOF.
-local function now_ms()
+-- Server time in microseconds (about 1.8e15: an exact integer in a Lua double).
+local function now_us()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- Server time in unix milliseconds, the unit of every score and time field.
+local function now_ms()
+  return math.floor(now_us() / 1000)
 end
 
 -- Score of a task in a ready sorted set: higher priority first (0..9), then older first.

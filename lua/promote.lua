@@ -17,10 +17,12 @@
 -- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[4] shard number
 --
--- Output: { moved, next due time (unix ms) or -1 when nothing is scheduled, server now (unix ms) }
+-- Output: { moved, next due time (unix ms) or -1 when nothing is scheduled, server now (unix ms),
+--           server now (unix microseconds, for callers that time their next call precisely) }
 local sched, ready, stats = KEYS[1], KEYS[2], KEYS[3]
 local prefix, batch, channel, shard = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local now = now_ms()
+local us = now_us()
+local now = math.floor(us / 1000)
 local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
 local moved = 0
 if #due > 0 then
@@ -44,4 +46,4 @@ if #due > 0 then
     if was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
   end
 end
-return { moved, head_of(sched), now }
+return { moved, head_of(sched), now, us }

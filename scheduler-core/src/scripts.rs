@@ -96,6 +96,8 @@ pub struct Promoted {
     pub next_due_ms: Option<i64>,
     /// The Redis server's clock at the time of the call (unix ms).
     pub server_now_ms: i64,
+    /// The same instant in unix microseconds.
+    pub server_now_us: i64,
 }
 
 /// What reap did.
@@ -272,13 +274,14 @@ impl Store {
             .arg(&p.channel)
             .arg(p.shard);
         let v = array(self.run_script(&inv).await?)?;
-        if v.len() != 3 {
+        if v.len() != 4 {
             return Err(Error::Protocol(format!("promote returned {v:?}")));
         }
         Ok(Promoted {
             moved: int(&v[0])? as u64,
             next_due_ms: opt_time(int(&v[1])?),
             server_now_ms: int(&v[2])?,
+            server_now_us: int(&v[3])?,
         })
     }
 

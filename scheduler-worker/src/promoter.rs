@@ -23,20 +23,22 @@ use tokio::time::Instant;
 
 use crate::shared::{Counters, PromoterEvent, Shared};
 
-/// Maps Redis server time (unix ms) to local instants.
+/// Maps Redis server time to local instants, to the microsecond: `at` is the local instant at
+/// which the server clock read `server_us` (the midpoint of the call that read it).
 #[derive(Debug, Clone, Copy)]
 struct Clock {
     at: Instant,
-    server_ms: i64,
+    server_us: i64,
 }
 
 impl Clock {
+    /// The local instant at which the server clock reaches `server_ms`.
     fn instant_of(&self, server_ms: i64) -> Instant {
-        let d = server_ms - self.server_ms;
+        let d = server_ms * 1000 - self.server_us;
         if d <= 0 {
             self.at
         } else {
-            self.at + Duration::from_millis(d as u64)
+            self.at + Duration::from_micros(d as u64)
         }
     }
 }
@@ -222,7 +224,7 @@ impl Promoter {
             if let Some(Ok((secs, micros))) = it.next().map(redis::from_redis_value::<(i64, i64)>) {
                 self.clock = Some(Clock {
                     at: sent + sent.elapsed() / 2,
-                    server_ms: secs * 1000 + micros / 1000,
+                    server_us: secs * 1_000_000 + micros,
                 });
             }
             for k in 0..chunk.len() {
@@ -265,7 +267,7 @@ impl Promoter {
                 Ok(r) => {
                     self.clock = Some(Clock {
                         at: sent + sent.elapsed() / 2,
-                        server_ms: r.server_now_ms,
+                        server_us: r.server_now_us,
                     });
                     Counters::add(&shared.counters.promoted, r.moved);
                     if r.moved >= u64::from(batch) {
