@@ -2249,3 +2249,59 @@ async fn batches_beyond_the_lua_unpack_limit() {
     ];
     assert_eq!(outcomes, want, "batches of {N}");
 }
+
+/// trim_dead deletes dead tasks past the age limit, then the oldest beyond the length limit, at
+/// most a batch per call, hash and dead-set entry together; newer dead tasks are untouched.
+#[tokio::test]
+async fn trim_dead_enforces_age_and_length() {
+    let fx = fx().await;
+    let mut conn = fx.server.conn();
+    let p = fx.store.partition("trim", SHARD);
+    let now = server_ms(&mut conn);
+    // Ten dead tasks: d0..d3 died an hour ago, d4..d9 died 1..6 ms ago (d4 oldest).
+    let mut pipe = redis::pipe();
+    for i in 0..10i64 {
+        let id = format!("d{i}");
+        let died = if i < 4 {
+            now - 3_600_000 - i
+        } else {
+            now - (10 - i)
+        };
+        pipe.hset(p.keys.task(&id), "state", "dead").ignore();
+        pipe.zadd(p.keys.dead(), &id, died).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    let dead = |conn: &mut Connection| -> Vec<String> {
+        redis::cmd("ZRANGE")
+            .arg(p.keys.dead())
+            .arg(0)
+            .arg(-1)
+            .query(conn)
+            .unwrap()
+    };
+    let exists = |conn: &mut Connection, id: &str| -> bool {
+        redis::cmd("EXISTS")
+            .arg(p.keys.task(id))
+            .query(conn)
+            .unwrap()
+    };
+
+    // Batch 3: only three of the four too-old tasks go, oldest first.
+    assert_eq!(fx.store.trim_dead(&p, 60_000, 100, 3).await.unwrap(), 3);
+    assert_eq!(dead(&mut conn).len(), 7);
+    assert!(!exists(&mut conn, "d3") && !exists(&mut conn, "d2") && !exists(&mut conn, "d1"));
+    assert!(exists(&mut conn, "d0"));
+
+    // The last old one, then the oldest beyond a length of 4: d0, then d4 and d5.
+    assert_eq!(fx.store.trim_dead(&p, 60_000, 4, 100).await.unwrap(), 3);
+    assert_eq!(dead(&mut conn), vec!["d6", "d7", "d8", "d9"]);
+    for id in ["d0", "d4", "d5"] {
+        assert!(!exists(&mut conn, id), "{id}");
+    }
+    for id in ["d6", "d7", "d8", "d9"] {
+        assert!(exists(&mut conn, id), "{id}");
+    }
+
+    // Within both limits: nothing to do.
+    assert_eq!(fx.store.trim_dead(&p, 60_000, 4, 100).await.unwrap(), 0);
+}

@@ -31,6 +31,7 @@ static REAP: LazyLock<Script> = script!("reap");
 static EXTEND: LazyLock<Script> = script!("extend");
 static RELEASE: LazyLock<Script> = script!("release");
 static CANCEL: LazyLock<Script> = script!("cancel");
+static TRIM_DEAD: LazyLock<Script> = script!("trim_dead");
 static LOCK_RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/lock_renew.lua")));
 static LOCK_RELEASE: LazyLock<Script> =
@@ -501,6 +502,28 @@ impl Store {
             0 => Ok(CancelReply::NotFound),
             _ => Err(protocol("cancel", &v)),
         }
+    }
+
+    /// `trim_dead.lua`: deletes at most `batch` dead tasks of `p` that died more than
+    /// `max_age_ms` ago or exceed the newest `max_len`; returns how many it deleted.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn trim_dead(
+        &self,
+        p: &Partition,
+        max_age_ms: u64,
+        max_len: u64,
+        batch: u32,
+    ) -> Result<u64> {
+        let mut inv = TRIM_DEAD.prepare_invoke();
+        inv.key(p.keys.dead())
+            .arg(p.keys.task_prefix())
+            .arg(max_age_ms)
+            .arg(max_len)
+            .arg(batch.clamp(1, MAX_BATCH));
+        Ok(int(&self.run_script(&inv).await?)? as u64)
     }
 
     /// Takes the promoter lock of `p` with `token` for `ttl_ms` (`SET NX PX`); true if we got it.

@@ -47,6 +47,13 @@ pub struct WorkerConfig {
     /// Delay before retries. Default: exponential from 1 s, doubling, capped at 10 min, full
     /// jitter.
     pub backoff: Backoff,
+    /// Dead tasks older than this are deleted by the janitor. Default 90 days.
+    pub dead_max_age: Duration,
+    /// At most this many dead tasks are kept per partition (queue shard); the oldest go first.
+    /// Default 10,000.
+    pub dead_max_len: u64,
+    /// How often the janitor enforces the dead-set retention. Default 5 minutes.
+    pub janitor_interval: Duration,
     /// Heartbeat period; the heartbeat key lives three periods. Default 5 s.
     pub heartbeat_interval: Duration,
 }
@@ -70,6 +77,9 @@ impl Default for WorkerConfig {
             max_payload_bytes: 1 << 20,
             backoff: Backoff::default(),
             heartbeat_interval: Duration::from_secs(5),
+            dead_max_age: Duration::from_secs(90 * 24 * 3600),
+            dead_max_len: 10_000,
+            janitor_interval: Duration::from_secs(300),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - `acker`: writes outcomes in batches.
 //! - `lease`: renews leases of running tasks.
 //! - `heartbeat`: advertises the live worker.
+//! - `janitor`: enforces the dead set's retention.
 //!
 //! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`].
 
@@ -26,6 +27,7 @@ pub mod config;
 mod executor;
 mod fetcher;
 mod heartbeat;
+mod janitor;
 mod lease;
 mod notify;
 mod promoter;

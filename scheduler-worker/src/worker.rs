@@ -17,7 +17,7 @@ use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
 use crate::registry::Registry;
 use crate::shared::{Counters, Shared};
-use crate::{fetcher, heartbeat, lease, notify, promoter};
+use crate::{fetcher, heartbeat, janitor, lease, notify, promoter};
 
 /// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
 #[derive(Debug, Default)]
@@ -119,6 +119,14 @@ impl WorkerBuilder {
     /// Largest argument payload run, in bytes. Default 1 MiB.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.cfg.max_payload_bytes = n;
+        self
+    }
+
+    /// Dead-set retention: maximum age, and maximum length per partition. Defaults 90 days and
+    /// 10,000.
+    pub fn dead_retention(mut self, max_age: Duration, max_len_per_partition: u64) -> Self {
+        self.cfg.dead_max_age = max_age;
+        self.cfg.dead_max_len = max_len_per_partition;
         self
     }
 
@@ -331,6 +339,7 @@ impl Worker {
         let acker = tokio::spawn(acker::run(Arc::clone(&shared), acker_rx));
         bg.spawn(notify::run(Arc::clone(&shared)));
         bg.spawn(promoter::run(Arc::clone(&shared), promoter_rx));
+        bg.spawn(janitor::run(Arc::clone(&shared)));
         bg.spawn(fetcher::run(
             Arc::clone(&shared),
             Arc::clone(&slots),
