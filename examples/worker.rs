@@ -7,6 +7,8 @@
 //! ```
 //!
 //! Logs: `RUST_LOG` sets the filter (default `info`), `--log-format json` emits JSON lines.
+//! Metrics: `--metrics-addr 0.0.0.0:9090` serves them in the Prometheus format (names in
+//! `scheduler::metrics`); `--queue-metrics-secs 15` adds the per-queue backlog gauge.
 
 #[path = "demo/tasks.rs"]
 mod tasks;
@@ -45,6 +47,12 @@ struct Args {
     /// Seconds a graceful shutdown waits for running tasks before handing them back.
     #[arg(long, env = "WORKER_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     shutdown_timeout_secs: u64,
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9090), at any path.
+    #[arg(long, env = "METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Publish each served queue's task counts as a gauge every this many seconds (0: off).
+    #[arg(long, env = "QUEUE_METRICS_SECS", default_value_t = 0)]
+    queue_metrics_secs: u64,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -61,6 +69,25 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
+    if let Some(addr) = args.metrics_addr {
+        // Lateness buckets from 1 ms: the precision we promise is a few milliseconds.
+        let lateness = [
+            0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+        ];
+        let duration = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(scheduler::metrics::LATENESS.into()),
+                &lateness,
+            )?
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(scheduler::metrics::DURATION.into()),
+                &duration,
+            )?
+            .install()?;
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
@@ -70,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
         .concurrency(args.concurrency)
         .default_shards(args.shards)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout_secs));
+    if args.queue_metrics_secs > 0 {
+        builder = builder.queue_metrics(Duration::from_secs(args.queue_metrics_secs));
+    }
     if !args.queues.is_empty() {
         builder = builder.queues(args.queues);
     }

@@ -231,14 +231,22 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
         Stdio::null(),
     );
 
-    // Highest priority, so it is among the first claimed; no retries left after one run.
-    let fragile = sleep_then_record::new(2_000, "fragile".into())
+    // No retries left after one run. Enqueued and running first, so that exactly two of the
+    // four others can run beside it (ready order holds within a partition only).
+    let fragile = sleep_then_record::new(5_000, "fragile".into())
         .queue(queue)
-        .priority(9)
         .max_retries(0)
         .send(&client)
         .await
         .unwrap();
+    wait_statuses(
+        &client,
+        std::slice::from_ref(&fragile),
+        "the worker process runs the fragile task",
+        Duration::from_secs(60),
+        |i| i[0].state == TaskState::Running,
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(
@@ -253,7 +261,7 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
         &client,
         &ids,
         "the worker process runs two tasks besides the fragile one",
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         |i| count(i, TaskState::Running) == 2,
     )
     .await;

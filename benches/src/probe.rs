@@ -285,12 +285,21 @@ impl Cost {
         self.cmds.values().map(|(c, _)| c).sum()
     }
 
-    /// As JSON, per task when `tasks` > 0: commands, command µs (INFO commandstats), Redis CPU µs
-    /// (user + sys, which adds networking and parsing to the command time), Redis CPU busy share,
-    /// and each command's calls and µs per call.
+    /// Script calls (EVALSHA and EVAL) and their µs, summed.
+    pub(crate) fn scripts(&self) -> (u64, u64) {
+        ["evalsha", "eval", "evalsha_ro", "eval_ro", "fcall"]
+            .iter()
+            .filter_map(|k| self.cmds.get(*k))
+            .fold((0, 0), |(c, u), (c1, u1)| (c + c1, u + u1))
+    }
+
+    /// As JSON, per task when `tasks` > 0: script calls and their µs (INFO commandstats; Redis
+    /// counts the commands a script runs both on their own and inside the script's time), Redis
+    /// CPU µs (user + sys: adds networking and parsing), the Redis CPU busy share, and each
+    /// command's calls and µs per call.
     pub(crate) fn to_json(&self, tasks: u64) -> Value {
         let per = |x: f64| if tasks > 0 { x / tasks as f64 } else { x };
-        let usec: u64 = self.cmds.values().map(|(_, u)| u).sum();
+        let (script_calls, script_usec) = self.scripts();
         let by_cmd: serde_json::Map<String, Value> = self
             .cmds
             .iter()
@@ -302,8 +311,9 @@ impl Cost {
             })
             .collect();
         json!({
+            "script_calls_per_task": round2(per(script_calls as f64)),
+            "script_usec_per_task": round2(per(script_usec as f64)),
             "redis_calls_per_task": round2(per(self.calls() as f64)),
-            "cmd_usec_per_task": round2(per(usec as f64)),
             "redis_cpu_us_per_task": round2(per(self.cpu_s * 1e6)),
             "redis_cpu_busy": round2(if self.secs > 0.0 { self.cpu_s / self.secs } else { 0.0 }),
             "commands": by_cmd,

@@ -705,13 +705,14 @@ pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
     for (i, id, token) in claimed.iter().cloned() {
         by_part[i].push((id, token));
     }
+    let parts_ref = &parts;
     let groups: Vec<(&scheduler::store::Partition, Vec<AckItem<'_>>)> = by_part
         .iter()
         .enumerate()
         .flat_map(|(i, items)| {
             items.chunks(100).map(move |c| {
                 (
-                    &parts[i],
+                    &parts_ref[i],
                     c.iter().map(|(id, t)| (id.as_str(), *t, &[][..])).collect(),
                 )
             })
@@ -728,21 +729,21 @@ pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
         ("ack", s4.cost_to(&s5), claimed.len() as u64),
     ];
     println!("Redis cost per task, by step ({n} tasks, {shards} shards, batches: enqueue {} per call / 100 per script, promote 500, claim 100, ack 100):", args.bulk_chunk);
-    println!("  step           tasks  calls/task  cmd_us/task  redis_cpu_us/task");
+    println!("  step           tasks  scripts/task  script_us/task  redis_cpu_us/task");
     let mut out = serde_json::Map::new();
     let (mut total_cmd, mut total_cpu) = (0.0, 0.0);
     for (name, cost, tasks) in &steps {
         let j = cost.to_json(*tasks);
-        total_cmd += j["cmd_usec_per_task"].as_f64().unwrap_or(0.0);
+        total_cmd += j["script_usec_per_task"].as_f64().unwrap_or(0.0);
         total_cpu += j["redis_cpu_us_per_task"].as_f64().unwrap_or(0.0);
         println!(
-            "  {name:<12} {tasks:>7}  {:>10}  {:>11}  {:>17}",
-            j["redis_calls_per_task"], j["cmd_usec_per_task"], j["redis_cpu_us_per_task"]
+            "  {name:<12} {tasks:>7}  {:>12}  {:>14}  {:>17}",
+            j["script_calls_per_task"], j["script_usec_per_task"], j["redis_cpu_us_per_task"]
         );
         out.insert((*name).to_owned(), j);
     }
     println!(
-        "  whole life: {:.2} us of command time, {:.2} us of Redis CPU per task (ceiling ~{:.0} tasks/s on one Redis core)",
+        "  whole life: {:.2} us of script time, {:.2} us of Redis CPU per task (ceiling ~{:.0} tasks/s on one Redis core)",
         total_cmd,
         total_cpu,
         1e6 / total_cpu.max(1e-9)
@@ -752,7 +753,7 @@ pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
     m.insert("tasks".into(), json!(n));
     m.insert("shards".into(), json!(shards));
     m.insert("steps".into(), Value::Object(out));
-    m.insert("cmd_usec_per_task".into(), json!(round2(total_cmd)));
+    m.insert("script_usec_per_task".into(), json!(round2(total_cmd)));
     m.insert("redis_cpu_us_per_task".into(), json!(round2(total_cpu)));
     Ok(Value::Object(m))
 }

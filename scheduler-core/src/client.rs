@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
-use crate::scripts::{CancelReply, Due, NewTask, Outcome};
+use crate::scripts::{CancelReply, Due, NewTask, Outcome, RequeueReply};
 use crate::store::{retry_transient, Partition, Store};
 use crate::task::Task;
 
@@ -286,6 +286,39 @@ impl Client {
             CancelReply::Running => Err(Error::Running(id.clone())),
             CancelReply::Finished => Err(Error::AlreadyFinished(id.clone())),
             CancelReply::NotFound => Err(Error::NotFound(id.clone())),
+        }
+    }
+
+    /// Puts a dead task back in its queue's ready set: attempts reset to 0 (it again gets its
+    /// retries), due now, its last error kept. `Ok(false)` when the task exists but is not dead;
+    /// nothing changes then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &scheduler_core::Client) -> Result<(), scheduler_core::Error> {
+    /// let id = "emails/order-42".parse()?;
+    /// if !client.requeue_dead(&id).await? {
+    ///     println!("{id} is {}, not dead", client.status(&id).await?.state);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], or a Redis error.
+    pub async fn requeue_dead(&self, id: &TaskId) -> Result<bool> {
+        let p = self.partition_of(id).await?;
+        let ids = [id.id()];
+        // Safe to repeat after a transient error: a second application finds the task `ready` and
+        // changes nothing (it would then report `false` for a requeue that did happen).
+        let reply =
+            retry_transient(self.config.retry_attempts, || self.store.requeue(&p, &ids)).await?;
+        match reply.first() {
+            Some(RequeueReply::Requeued) => Ok(true),
+            Some(RequeueReply::NotDead) => Ok(false),
+            Some(RequeueReply::NotFound) => Err(Error::NotFound(id.clone())),
+            None => Err(Error::Protocol("requeue returned no reply".into())),
         }
     }
 

@@ -32,6 +32,7 @@ static EXTEND: LazyLock<Script> = script!("extend");
 static RELEASE: LazyLock<Script> = script!("release");
 static CANCEL: LazyLock<Script> = script!("cancel");
 static TRIM_DEAD: LazyLock<Script> = script!("trim_dead");
+static REQUEUE: LazyLock<Script> = script!("requeue");
 static LOCK_RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/lock_renew.lua")));
 static LOCK_RELEASE: LazyLock<Script> =
@@ -155,6 +156,17 @@ pub enum CancelReply {
     /// Succeeded, dead or cancelled before.
     Finished,
     /// No such task.
+    NotFound,
+}
+
+/// What requeue did with one dead task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueReply {
+    /// Back in the ready set with its attempts reset to 0.
+    Requeued,
+    /// Not dead (scheduled, ready, running, succeeded or cancelled): left alone.
+    NotDead,
+    /// No such task (a leftover id is dropped from the dead set).
     NotFound,
 }
 
@@ -524,6 +536,35 @@ impl Store {
             .arg(max_len)
             .arg(batch.clamp(1, MAX_BATCH));
         Ok(int(&self.run_script(&inv).await?)? as u64)
+    }
+
+    /// `requeue.lua`: puts the dead tasks `ids` of `p` back in its ready set, attempts reset to 0,
+    /// last error kept; one reply per id. The caller bounds `ids` (at most [`MAX_BATCH`]).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn requeue(&self, p: &Partition, ids: &[&str]) -> Result<Vec<RequeueReply>> {
+        let mut inv = REQUEUE.prepare_invoke();
+        inv.key(p.keys.dead())
+            .key(p.keys.ready())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(&p.channel)
+            .arg(p.shard);
+        for id in ids {
+            inv.arg(*id);
+        }
+        let v = self.run_script(&inv).await?;
+        array(v)?
+            .iter()
+            .map(|x| match int(x)? {
+                1 => Ok(RequeueReply::Requeued),
+                2 => Ok(RequeueReply::NotDead),
+                0 => Ok(RequeueReply::NotFound),
+                _ => Err(protocol("requeue", x)),
+            })
+            .collect()
     }
 
     /// Takes the promoter lock of `p` with `token` for `ttl_ms` (`SET NX PX`); true if we got it.

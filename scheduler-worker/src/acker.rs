@@ -105,6 +105,7 @@ async fn write(shared: &Shared, batch: Vec<Completion>) {
                     for ((id, _, _), o) in items.iter().zip(outs) {
                         if o == Outcome::StaleLease {
                             Counters::add(&shared.counters.stale, 1);
+                            crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
                             tracing::warn!(queue = %p.queue, id, "ack rejected: lease lost, the task was handed to another worker");
                         } else {
                             Counters::add(&shared.counters.succeeded, 1);
@@ -123,9 +124,13 @@ async fn write(shared: &Shared, batch: Vec<Completion>) {
             Ok(outs) => {
                 for ((id, _, _, _), o) in items.iter().zip(outs) {
                     match o {
-                        Outcome::Dead => Counters::add(&shared.counters.dead, 1),
+                        Outcome::Dead => {
+                            Counters::add(&shared.counters.dead, 1);
+                            crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
+                        }
                         Outcome::StaleLease => {
                             Counters::add(&shared.counters.stale, 1);
+                            crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
                             tracing::warn!(queue = %p.queue, id, "failure report rejected: lease lost");
                         }
                         _ => Counters::add(&shared.counters.retried, 1),

@@ -54,6 +54,10 @@ pub struct WorkerConfig {
     pub dead_max_len: u64,
     /// How often the janitor enforces the dead-set retention. Default 5 minutes.
     pub janitor_interval: Duration,
+    /// When set, how often the worker reads each served queue's task counts per state and
+    /// publishes them as the `scheduler_queue_tasks` gauge (four reads per partition). Default
+    /// `None`: one worker per deployment is enough to enable it on.
+    pub queue_metrics_interval: Option<Duration>,
     /// Heartbeat period; the heartbeat key lives three periods. Default 5 s.
     pub heartbeat_interval: Duration,
 }
@@ -80,6 +84,7 @@ impl Default for WorkerConfig {
             dead_max_age: Duration::from_secs(90 * 24 * 3600),
             dead_max_len: 10_000,
             janitor_interval: Duration::from_secs(300),
+            queue_metrics_interval: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use futures::FutureExt;
 use scheduler_core::scripts::Claimed;
 use scheduler_core::{TaskContext, TaskErrorKind, TaskId};
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use crate::acker::{AckMsg, Completion, Verdict};
 use crate::registry::RunError;
@@ -24,9 +25,12 @@ pub(crate) async fn execute(
     let p = &shared.partitions[idx];
     let lateness_ms = claimed_at_ms - task.due_ms;
     let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
-    let verdict = run(&shared, idx, &task, claimed_at_ms)
-        .instrument_in(span.clone())
+    crate::metrics::started(&p.queue, lateness_ms);
+    let t0 = std::time::Instant::now();
+    let (verdict, outcome) = run(&shared, idx, &task, claimed_at_ms)
+        .instrument(span.clone())
         .await;
+    crate::metrics::finished(&p.queue, &task.name, outcome, t0.elapsed());
     span.in_scope(|| match &verdict {
         Verdict::Ack(_) => tracing::debug!(lateness_ms, "succeeded"),
         Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),
@@ -51,29 +55,30 @@ pub(crate) async fn execute(
     drop(permit);
 }
 
-trait InstrumentIn: std::future::Future + Sized {
-    fn instrument_in(self, span: tracing::Span) -> tracing::instrument::Instrumented<Self> {
-        tracing::Instrument::instrument(self, span)
-    }
-}
-impl<F: std::future::Future> InstrumentIn for F {}
-
-async fn run(shared: &Shared, idx: usize, task: &Claimed, claimed_at_ms: i64) -> Verdict {
+/// Runs the task; the verdict for the store and the outcome label for metrics.
+async fn run(
+    shared: &Shared,
+    idx: usize,
+    task: &Claimed,
+    claimed_at_ms: i64,
+) -> (Verdict, &'static str) {
     let p = &shared.partitions[idx];
     if task.args.len() > shared.cfg.max_payload_bytes {
-        return Verdict::Bury(format!(
+        let msg = format!(
             "payload of {} bytes exceeds the worker's cap of {} bytes",
             task.args.len(),
             shared.cfg.max_payload_bytes
-        ));
+        );
+        return (Verdict::Bury(msg), "fatal");
     }
     let Some(handler) = shared.registry.get(&task.name) else {
-        return Verdict::Bury(format!(
+        let msg = format!(
             "unknown task name {:?}: no handler registered on worker {} (registered: {})",
             task.name,
             shared.worker_id,
             shared.registry.names().join(", ")
-        ));
+        );
+        return (Verdict::Bury(msg), "fatal");
     };
     let ctx = TaskContext::new(
         TaskId::new(&p.queue, &task.id),
@@ -87,20 +92,26 @@ async fn run(shared: &Shared, idx: usize, task: &Claimed, claimed_at_ms: i64) ->
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
     let backoff = || shared.cfg.backoff.delay(task.attempt);
     match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(Ok(bytes))) => Verdict::Ack(bytes),
-        Ok(Ok(Err(RunError::Decode(e)))) => Verdict::Bury(format!(
-            "cannot decode the arguments of task {:?} ({} bytes): {e}",
-            task.name,
-            task.args.len()
-        )),
-        Ok(Ok(Err(RunError::Encode(e)))) => Verdict::Bury(format!(
-            "cannot encode the result of task {:?}: {e}",
-            task.name
-        )),
+        Ok(Ok(Ok(bytes))) => (Verdict::Ack(bytes), "success"),
+        Ok(Ok(Err(RunError::Decode(e)))) => (
+            Verdict::Bury(format!(
+                "cannot decode the arguments of task {:?} ({} bytes): {e}",
+                task.name,
+                task.args.len()
+            )),
+            "fatal",
+        ),
+        Ok(Ok(Err(RunError::Encode(e)))) => (
+            Verdict::Bury(format!(
+                "cannot encode the result of task {:?}: {e}",
+                task.name
+            )),
+            "fatal",
+        ),
         Ok(Ok(Err(RunError::Task(e)))) => match e.kind() {
-            TaskErrorKind::RetryAfter(d) => Verdict::Retry(e.message().to_owned(), d),
-            TaskErrorKind::Fail => Verdict::Bury(e.message().to_owned()),
-            _ => Verdict::Retry(e.message().to_owned(), backoff()),
+            TaskErrorKind::RetryAfter(d) => (Verdict::Retry(e.message().to_owned(), d), "failure"),
+            TaskErrorKind::Fail => (Verdict::Bury(e.message().to_owned()), "fatal"),
+            _ => (Verdict::Retry(e.message().to_owned(), backoff()), "failure"),
         },
         Ok(Err(panic)) => {
             crate::shared::Counters::add(&shared.counters.panicked, 1);
@@ -109,11 +120,17 @@ async fn run(shared: &Shared, idx: usize, task: &Claimed, claimed_at_ms: i64) ->
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_owned());
-            Verdict::Retry(format!("panicked: {msg}"), backoff())
+            (
+                Verdict::Retry(format!("panicked: {msg}"), backoff()),
+                "panic",
+            )
         }
         Err(_) => {
             crate::shared::Counters::add(&shared.counters.timed_out, 1);
-            Verdict::Retry(format!("timed out after {limit:?}"), backoff())
+            (
+                Verdict::Retry(format!("timed out after {limit:?}"), backoff()),
+                "timeout",
+            )
         }
     }
 }

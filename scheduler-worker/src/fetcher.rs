@@ -61,6 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
                     shared.ready_flags[idx].store(true, Ordering::Release);
                 }
                 Counters::add(&shared.counters.claimed, claim.tasks.len() as u64);
+                crate::metrics::claimed(&p.queue, claim.tasks.len() as u64);
                 for task in claim.tasks {
                     let one = permit.split(1).expect("one permit per claimed task");
                     let key = (idx, task.id.clone());

@@ -18,17 +18,21 @@
 //! - `lease`: renews leases of running tasks.
 //! - `heartbeat`: advertises the live worker.
 //! - `janitor`: enforces the dead set's retention.
+//! - `gauges`: optional per-queue task counts for metrics.
 //!
-//! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`].
+//! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
+//! names).
 
 mod acker;
 pub mod backoff;
 pub mod config;
 mod executor;
 mod fetcher;
+mod gauges;
 mod heartbeat;
 mod janitor;
 mod lease;
+pub mod metrics;
 mod notify;
 mod promoter;
 mod registry;

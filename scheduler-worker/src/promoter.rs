@@ -270,6 +270,7 @@ impl Promoter {
                         server_us: r.server_now_us,
                     });
                     Counters::add(&shared.counters.promoted, r.moved);
+                    crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved);
                     if r.moved >= u64::from(batch) {
                         continue;
                     }
@@ -294,6 +295,7 @@ impl Promoter {
             match shared.store.reap(p, batch).await {
                 Ok(r) => {
                     Counters::add(&shared.counters.reaped, r.requeued + r.buried);
+                    crate::metrics::count(crate::metrics::REAPED, &p.queue, r.requeued + r.buried);
                     if r.requeued + r.buried > 0 {
                         tracing::info!(queue = %p.queue, shard = p.shard, requeued = r.requeued, buried = r.buried, "recovered tasks of lost workers");
                     }

@@ -17,7 +17,7 @@ use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
 use crate::registry::Registry;
 use crate::shared::{Counters, Shared};
-use crate::{fetcher, heartbeat, janitor, lease, notify, promoter};
+use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter};
 
 /// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
 #[derive(Debug, Default)]
@@ -127,6 +127,13 @@ impl WorkerBuilder {
     pub fn dead_retention(mut self, max_age: Duration, max_len_per_partition: u64) -> Self {
         self.cfg.dead_max_age = max_age;
         self.cfg.dead_max_len = max_len_per_partition;
+        self
+    }
+
+    /// Publishes the served queues' task counts per state as the `scheduler_queue_tasks` gauge
+    /// every `every`. Default off.
+    pub fn queue_metrics(mut self, every: Duration) -> Self {
+        self.cfg.queue_metrics_interval = Some(every);
         self
     }
 
@@ -340,6 +347,7 @@ impl Worker {
         bg.spawn(notify::run(Arc::clone(&shared)));
         bg.spawn(promoter::run(Arc::clone(&shared), promoter_rx));
         bg.spawn(janitor::run(Arc::clone(&shared)));
+        bg.spawn(gauges::run(Arc::clone(&shared)));
         bg.spawn(fetcher::run(
             Arc::clone(&shared),
             Arc::clone(&slots),
@@ -419,6 +427,7 @@ async fn release(shared: &Shared, left: Vec<((usize, String), i64)>) {
                     .filter(|o| **o == scheduler_core::scripts::Outcome::Done)
                     .count();
                 Counters::add(&shared.counters.released, n as u64);
+                crate::metrics::count(crate::metrics::RELEASED, &p.queue, n as u64);
                 tracing::info!(queue = %p.queue, shard = p.shard, released = n, "handed running tasks back");
             }
             Err(e) => {

@@ -1,0 +1,53 @@
+//! The queue gauges: when `queue_metrics_interval` is set, reads how many tasks each served queue
+//! has in each state (four `ZCARD`s per partition, one pipelined round trip) and publishes them
+//! as the `scheduler_queue_tasks` gauge, the backlog metric to alert and autoscale on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::shared::Shared;
+
+/// Runs until intake stops; returns at once when the interval is not set.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let Some(every) = shared.cfg.queue_metrics_interval else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.stop_intake.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut pipe = redis::pipe();
+        for p in &shared.partitions {
+            pipe.zcard(p.keys.scheduled())
+                .zcard(p.keys.ready())
+                .zcard(p.keys.active())
+                .zcard(p.keys.dead());
+        }
+        let mut conn = shared.store.conn();
+        let counts: Vec<u64> = match pipe.query_async(&mut conn).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read queue gauges");
+                continue;
+            }
+        };
+        let mut per_queue: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+        for (p, c) in shared.partitions.iter().zip(counts.chunks(4)) {
+            let sums = per_queue.entry(p.queue.as_str()).or_default();
+            for (s, v) in sums.iter_mut().zip(c) {
+                *s += v;
+            }
+        }
+        for (queue, sums) in per_queue {
+            for (state, n) in ["scheduled", "ready", "running", "dead"]
+                .into_iter()
+                .zip(sums)
+            {
+                crate::metrics::queue_tasks(queue, state, n);
+            }
+        }
+    }
+}
