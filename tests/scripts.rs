@@ -2305,3 +2305,186 @@ async fn trim_dead_enforces_age_and_length() {
     // Within both limits: nothing to do.
     assert_eq!(fx.store.trim_dead(&p, 60_000, 4, 100).await.unwrap(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// requeue
+// ---------------------------------------------------------------------------------------------
+
+struct RequeueCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    ids: Vec<&'static str>,
+    reply: Vec<scheduler::scripts::RequeueReply>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+/// A task that died at 990 on its fourth run, with lease token 4.
+fn dead_at(q: &str) -> Rec {
+    Rec::new(q, "dead")
+        .with("attempts", 4)
+        .with("token", 4)
+        .with("started_at", 950)
+        .with("error", "boom")
+        .with("finished_at", 990)
+}
+
+/// What requeue makes of [`dead_at`]: ready now, attempts 0, error and token kept.
+fn requeued(q: &str) -> Rec {
+    dead_at(q)
+        .with("state", "ready")
+        .with("attempts", 0)
+        .with("run_at", W::Now(0))
+        .without("finished_at")
+}
+
+/// requeue moves a dead task to the ready set (attempts 0, due now, error and token kept,
+/// `requeued` counted, `r:` when the ready set was empty), refuses a task that is not dead with
+/// no change, and drops the leftover id of a deleted task from the dead set.
+#[tokio::test]
+async fn requeue_transitions() {
+    use scheduler::scripts::RequeueReply::{NotDead, NotFound, Requeued};
+    let cases = [
+        RequeueCase {
+            name: "dead: ready now with attempts 0, r: message",
+            seed: |q| St::default().task("a", dead_at(q)).dead("a", 990),
+            ids: vec!["a"],
+            reply: vec![Requeued],
+            want: |q| {
+                St::default()
+                    .task("a", requeued(q))
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .stat("requeued", 1)
+            },
+            msgs: vec![M::R],
+        },
+        RequeueCase {
+            name: "ready set already non-empty: no r: message, counter adds up",
+            seed: |q| {
+                St::default()
+                    .task("x", at(q, "ready", 5, 5))
+                    .task("a", dead_at(q).with("priority", 9))
+                    .ready("x", ready_score(5, 5))
+                    .dead("a", 990)
+                    .stat("requeued", 2)
+            },
+            ids: vec!["a"],
+            reply: vec![Requeued],
+            want: |q| {
+                St::default()
+                    .task("x", at(q, "ready", 5, 5))
+                    .task("a", requeued(q).with("priority", 9))
+                    .ready("a", W::Now(ready_score(9, 0)))
+                    .ready("x", ready_score(5, 5))
+                    .stat("requeued", 3)
+            },
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "scheduled: NotDead, nothing changes",
+            seed: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, FAR))
+                    .sched("a", FAR)
+            },
+            ids: vec!["a"],
+            reply: vec![NotDead],
+            want: |q| {
+                St::default()
+                    .task("a", at(q, "scheduled", 5, FAR))
+                    .sched("a", FAR)
+            },
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "running: NotDead, nothing changes",
+            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            ids: vec!["a"],
+            reply: vec![NotDead],
+            want: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "succeeded: NotDead, record and TTL untouched",
+            seed: |q| St::default().task_ttl("a", succeeded_at(q), 60_000),
+            ids: vec!["a"],
+            reply: vec![NotDead],
+            want: |q| St::default().task_ttl("a", succeeded_at(q), 60_000),
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "id in the dead set without a record: NotFound, id dropped",
+            seed: |_| St::default().dead("a", 990),
+            ids: vec!["a"],
+            reply: vec![NotFound],
+            want: |_| St::default(),
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "missing: NotFound, nothing created",
+            seed: |_| St::default(),
+            ids: vec!["a"],
+            reply: vec![NotFound],
+            want: |_| St::default(),
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "mixed batch: one reply per id, one r: message",
+            seed: |q| {
+                St::default()
+                    .task("a", dead_at(q))
+                    .task("b", at(q, "ready", 5, 5))
+                    .task("d", dead_at(q))
+                    .ready("b", ready_score(5, 5))
+                    .dead("a", 990)
+                    .dead("d", 995)
+            },
+            ids: vec!["a", "b", "c", "d"],
+            reply: vec![Requeued, NotDead, NotFound, Requeued],
+            want: |q| {
+                St::default()
+                    .task("a", requeued(q))
+                    .task("b", at(q, "ready", 5, 5))
+                    .task("d", requeued(q))
+                    .ready("b", ready_score(5, 5))
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .ready("d", W::Now(ready_score(5, 0)))
+                    .stat("requeued", 2)
+            },
+            msgs: vec![],
+        },
+        RequeueCase {
+            name: "empty ready set, two requeued: a single r: message",
+            seed: |q| {
+                St::default()
+                    .task("a", dead_at(q))
+                    .task("b", dead_at(q))
+                    .dead("a", 990)
+                    .dead("b", 991)
+            },
+            ids: vec!["a", "b"],
+            reply: vec![Requeued, Requeued],
+            want: |q| {
+                St::default()
+                    .task("a", requeued(q))
+                    .task("b", requeued(q))
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .ready("b", W::Now(ready_score(5, 0)))
+                    .stat("requeued", 2)
+            },
+            msgs: vec![M::R],
+        },
+    ];
+    let fx = fx().await;
+    for (i, case) in cases.iter().enumerate() {
+        let q = format!("rqu{i}");
+        let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
+            s.requeue(p, &case.ids).await.unwrap()
+        })
+        .await;
+        assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        let mut conn = fx.server.conn();
+        assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
+        assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}

@@ -1,8 +1,6 @@
 //! The producer API against a real worker and a throwaway Redis: cancelling tasks, unique
 //! (caller-chosen) task ids, and typed results.
 
-// The harness marks its items `pub` for the other test files; in this crate they are unreachable.
-#[allow(unreachable_pub)]
 mod common;
 
 use std::collections::HashMap;

@@ -2,8 +2,6 @@
 //! on the worker side (tasks it cannot run go to the dead set with a clear error, and the worker
 //! keeps running).
 
-// The harness marks its items `pub` for the other test files; in this crate they are unreachable.
-#[allow(unreachable_pub)]
 mod common;
 
 use std::net::TcpListener;

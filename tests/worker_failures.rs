@@ -2,8 +2,6 @@
 //! `fail` (no retry), the dead-letter set, panics and timeouts, and a worker that keeps serving
 //! other tasks through all of them.
 
-// The harness marks its items `pub` for the other test files; in this crate they are unreachable.
-#[allow(unreachable_pub)]
 mod common;
 
 use std::collections::HashMap;

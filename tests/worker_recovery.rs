@@ -5,8 +5,6 @@
 //!
 //! The worker processes are `examples/test_worker.rs`.
 
-// The harness marks its items `pub` for the other test files; in this crate they are unreachable.
-#[allow(unreachable_pub)]
 mod common;
 
 use std::collections::HashMap;
@@ -151,13 +149,6 @@ async fn wait_statuses(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let infos = statuses(client, ids).await;
-        eprintln!(
-            "DBG {:?}",
-            infos
-                .iter()
-                .map(|i| (i.state, i.attempts))
-                .collect::<Vec<_>>()
-        );
         if cond(&infos) {
             return infos;
         }

@@ -3,8 +3,6 @@
 //! partitions (with their locks deliberately broken, and a rogue promoter on top) never deliver a
 //! task twice.
 
-// The harness marks its items `pub` for the other test files; in this crate they are unreachable.
-#[allow(unreachable_pub)]
 mod common;
 
 use std::collections::HashMap;

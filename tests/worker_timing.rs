@@ -2,8 +2,6 @@
 //! run early (judged on the Redis clock, the only clock the scheduler trusts), and an enqueue that
 //! makes a new, earlier head wakes the promoter without waiting for a sweep.
 
-// The harness marks its items `pub` for the other test files; in this crate they are unreachable.
-#[allow(unreachable_pub)]
 mod common;
 
 use std::collections::HashMap;
@@ -20,12 +18,15 @@ use tokio::task::JoinHandle;
 /// never a speed claim.
 const LATE_BOUND_MS: i64 = 1_000;
 
+/// One run: (due ms the task saw, start ms), both on the Redis clock.
+type Run = (i64, i64);
+
 /// Start times of runs, on the Redis clock, by label.
 #[derive(Clone)]
 struct Starts {
     conn: ConnectionManager,
-    /// label -> (due ms the worker saw, start ms), one entry per run.
-    runs: Arc<Mutex<HashMap<String, Vec<(i64, i64)>>>>,
+    /// label -> one entry per run.
+    runs: Arc<Mutex<HashMap<String, Vec<Run>>>>,
 }
 
 impl Starts {
@@ -41,7 +42,7 @@ impl Starts {
         }
     }
 
-    fn get(&self, label: &str) -> Vec<(i64, i64)> {
+    fn get(&self, label: &str) -> Vec<Run> {
         self.runs
             .lock()
             .unwrap()

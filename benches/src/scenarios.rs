@@ -464,7 +464,7 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
         per_s(n, fill)
     );
     let old_slow = env.config_set("slowlog-log-slower-than", "1000").await?;
-    let old_len = env.config_set("slowlog-max-len", "1024").await?;
+    let old_len = env.config_set("slowlog-max-len", "100000").await?;
     let old_lat = env.config_set("latency-monitor-threshold", "1").await?;
     redis::cmd("SLOWLOG")
         .arg("RESET")
@@ -477,7 +477,7 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
     let d = drain(env, args, &client, &ns, shards, workers, n).await?;
     let slow: Vec<RValue> = redis::cmd("SLOWLOG")
         .arg("GET")
-        .arg(1024)
+        .arg(-1)
         .query_async(&mut env.admin)
         .await?;
     let latest: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY")
@@ -495,7 +495,7 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
             RValue::Array(f) if f.len() >= 4 => {
                 let us: i64 = redis::from_redis_value_ref(&f[2]).ok()?;
                 let cmd: Vec<String> = redis::from_redis_value_ref(&f[3]).unwrap_or_default();
-                Some((us, cmd.into_iter().take(2).collect::<Vec<_>>().join(" ")))
+                Some((us, slow_label(&cmd)))
             }
             _ => None,
         })
@@ -510,6 +510,18 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
         d.lost,
         d.duplicates
     );
+    let mut by_label: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
+    for (us, label) in &slow_entries {
+        let e = by_label.entry(label.clone()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(*us);
+    }
+    for (label, (count, max)) in &by_label {
+        println!(
+            "  {label}: {count} runs over 1 ms, longest {:.2} ms",
+            *max as f64 / 1000.0
+        );
+    }
     println!(
         "  commands over 1 ms: {} (over 10 ms: {over_10ms}); longest {:.2} ms{}",
         slow_entries.len(),
@@ -535,6 +547,20 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
     m.insert("slowlog_over_1ms".into(), json!(slow_entries.len()));
     m.insert("slowlog_over_10ms".into(), json!(over_10ms));
     m.insert(
+        "slowlog_by_command".into(),
+        Value::Object(
+            by_label
+                .into_iter()
+                .map(|(l, (c, max))| {
+                    (
+                        l,
+                        json!({ "over_1ms": c, "max_ms": round2(max as f64 / 1000.0) }),
+                    )
+                })
+                .collect(),
+        ),
+    );
+    m.insert(
         "latency_latest".into(),
         Value::Object(
             latest
@@ -549,6 +575,21 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
     );
     m.insert("profile".into(), d.cost.to_json(n));
     Ok(Value::Object(m))
+}
+
+/// A slow command's label: the command, and for a script the last part of its first key, which
+/// tells the script apart (`:ready` claim, `:active` ack/retry/extend, `:scheduled` enqueue or
+/// promote).
+fn slow_label(cmd: &[String]) -> String {
+    let name = cmd.first().map_or("?", String::as_str).to_uppercase();
+    if name.starts_with("EVAL") {
+        let key = cmd
+            .get(3)
+            .map_or("", |k| k.rsplit(':').next().unwrap_or(""));
+        format!("{name} first key :{key}")
+    } else {
+        name
+    }
 }
 
 /// `idle`: W workers on an empty queue; Redis commands per second per worker.
@@ -663,8 +704,9 @@ pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
     let parts: Vec<_> = (0..shards).map(|s| store.partition(QUEUE, s)).collect();
     let delay = Duration::from_millis(2000 + n / 20);
     let s0 = env.snapshot().await?;
-    let started = Instant::now();
     enqueue_bulk(&client, 0..n, args.bulk_chunk, 1, When::In(delay)).await?;
+    // The last task is due `delay` after its enqueue, which ended now.
+    let all_due = Instant::now() + delay + Duration::from_millis(50);
     let s1 = env.snapshot().await?;
     let stats = client.queue_stats(QUEUE).await?;
     if stats.ready > 0 {
@@ -673,10 +715,7 @@ pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
             stats.ready
         );
     }
-    tokio::time::sleep(
-        (started + delay + Duration::from_millis(50)).saturating_duration_since(Instant::now()),
-    )
-    .await;
+    tokio::time::sleep_until(all_due).await;
     let s2 = env.snapshot().await?;
     let mut promoted = 0;
     for p in &parts {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
 
+use crate::conn::{ConnectOptions, TlsConfig};
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
@@ -27,10 +28,12 @@ pub struct ClientConfig {
     max_payload_bytes: usize,
     cancelled_ttl: Duration,
     retry_attempts: u32,
+    tls: Option<TlsConfig>,
 }
 
 impl ClientConfig {
-    /// Settings for the Redis at `url`, with defaults for everything else.
+    /// Settings for the Redis at `url` (any URL form of [`crate::conn`]: single node, Cluster,
+    /// Sentinel, TLS), with defaults for everything else.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -40,6 +43,7 @@ impl ClientConfig {
             max_payload_bytes: 1 << 20,
             cancelled_ttl: Duration::from_secs(3600),
             retry_attempts: 5,
+            tls: None,
         }
     }
 
@@ -80,6 +84,13 @@ impl ClientConfig {
     /// because enqueue is idempotent by task id.
     pub fn retry_attempts(mut self, attempts: u32) -> Self {
         self.retry_attempts = attempts.max(1);
+        self
+    }
+
+    /// Certificates for `rediss` URLs (CA, client certificate). Default: from the environment
+    /// ([`TlsConfig::from_env`]), else the system's roots.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -127,7 +138,11 @@ impl Client {
     ///
     /// [`Error::InvalidUrl`] or a Redis error when Redis cannot be reached.
     pub async fn with_config(config: ClientConfig) -> Result<Self> {
-        let store = Store::connect(&config.url, &config.namespace).await?;
+        let mut opts = ConnectOptions::new(&config.url).namespace(&config.namespace);
+        if let Some(tls) = &config.tls {
+            opts = opts.tls(tls.clone());
+        }
+        let store = Store::connect_with(opts).await?;
         Ok(Self {
             store,
             config: Arc::new(config),

@@ -14,6 +14,9 @@ pub enum Error {
         /// What the Redis client said.
         source: redis::RedisError,
     },
+    /// A connection setting that cannot be used (an unreadable TLS certificate file...).
+    #[error("invalid connection setting: {0}")]
+    InvalidConfig(String),
     /// Redis answered with an error, or could not be reached (down, restarting, timed out).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -90,6 +93,12 @@ impl Error {
                     || e.is_connection_dropped()
                     || e.is_connection_refusal()
                     || e.is_cluster_error()
+                    // A cluster node or the master of a Sentinel deployment is being replaced.
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::ClusterConnectionNotFound
+                            | redis::ErrorKind::MasterNameNotFoundBySentinel
+                    )
                     || matches!(
                         e.kind(),
                         redis::ErrorKind::Server(

@@ -9,6 +9,7 @@
 //! - [`keys`] — every Redis key name, one function each.
 //! - [`scripts`] — one typed wrapper per Lua script of `lua/`.
 //! - [`store`] — [`Store`], the connection and the plumbing shared by every script call.
+//! - [`conn`] — connection modes (one Redis, Cluster, Sentinel; TLS) and [`conn::Conn`].
 //! - [`client`] — [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
 //! - [`task`] — the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
 //! - [`id`] — [`TaskId`], queue-name rules and the shard hash.
@@ -16,6 +17,7 @@
 //! - [`error`] — [`Error`].
 
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod id;
 pub mod info;

@@ -1,12 +1,13 @@
-//! [`Store`]: one connection to Redis, the key names, and the plumbing every script call shares
-//! (NOSCRIPT fallback in pipelines, retries of transient errors).
+//! [`Store`]: one connection to Redis (single node, Cluster or Sentinel, see [`crate::conn`]), the
+//! key names, and the plumbing every script call shares (NOSCRIPT fallback in pipelines, pipelines
+//! split by cluster slot, retries of transient errors).
 
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{aio::ConnectionManagerConfig, Pipeline, ScriptInvocation, Value};
+use redis::{Pipeline, ScriptInvocation, Value};
 
+use crate::conn::{self, Conn, ConnectOptions, Endpoint, Mode};
 use crate::error::{Error, Result};
 use crate::id::validate_queue;
 use crate::keys::{Keys, PartitionKeys};
@@ -17,8 +18,8 @@ use crate::keys::{Keys, PartitionKeys};
 /// directly only to write tools (it exposes every script as a typed method).
 #[derive(Clone)]
 pub struct Store {
-    client: redis::Client,
-    conn: ConnectionManager,
+    conn: Conn,
+    endpoint: Endpoint,
     keys: Keys,
 }
 
@@ -26,6 +27,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("namespace", &self.keys.namespace())
+            .field("mode", &self.conn.mode())
             .finish_non_exhaustive()
     }
 }
@@ -44,29 +46,40 @@ pub struct Partition {
 }
 
 impl Store {
-    /// Connects to the Redis at `url` (`redis://[user:password@]host:port[/db]`) with key
-    /// namespace `namespace`.
+    /// Connects to the Redis at `url` with key namespace `namespace`. Every URL form of
+    /// [`crate::conn`] works: `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`;
+    /// TLS certificates come from the environment ([`conn::TlsConfig::from_env`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_core::Store;
+    /// let one = Store::connect("redis://127.0.0.1:6379", "sched").await?;
+    /// let cluster = Store::connect("redis+cluster://10.0.0.1:6379,10.0.0.2:6379", "sched").await?;
+    /// let ha = Store::connect("redis+sentinel://10.0.0.5:26379,10.0.0.6:26379/mymaster", "sched").await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`] for a malformed URL, [`Error::Redis`] when Redis cannot be reached.
+    /// [`Error::InvalidUrl`] for a malformed URL, [`Error::InvalidConfig`] for unreadable TLS
+    /// files, [`Error::Redis`] when Redis cannot be reached.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|source| Error::InvalidUrl {
-            url: url.to_owned(),
-            source,
-        })?;
-        // The manager reconnects by itself after a dropped connection; a request in flight at
-        // that moment fails with a transient error, which callers retry (see `retry_transient`).
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(4)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        Self::connect_with(ConnectOptions::new(url).namespace(namespace)).await
+    }
+
+    /// Connects with `opts`: URL, namespace, TLS certificates, timeouts.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::connect`].
+    pub async fn connect_with(opts: ConnectOptions) -> Result<Self> {
+        let (conn, endpoint) = conn::connect(&opts).await?;
         Ok(Self {
-            client,
             conn,
-            keys: Keys::new(namespace),
+            endpoint,
+            keys: Keys::new(&opts.namespace),
         })
     }
 
@@ -75,13 +88,32 @@ impl Store {
         &self.keys
     }
 
-    /// The underlying Redis client, to open dedicated connections (pub/sub).
-    pub fn redis_client(&self) -> &redis::Client {
-        &self.client
+    /// Single node, Cluster or Sentinel.
+    pub fn mode(&self) -> Mode {
+        self.conn.mode()
     }
 
-    /// A clone of the shared multiplexed connection, for plain commands.
-    pub fn conn(&self) -> ConnectionManager {
+    /// A client for one node: the server of a single-node store, the first seed node of a
+    /// cluster, the master found at connect time through Sentinel. Prefer [`Store::pubsub`] and
+    /// [`Store::conn`], which follow failovers.
+    pub fn redis_client(&self) -> &redis::Client {
+        &self.endpoint.node_client
+    }
+
+    /// A new pub/sub connection that receives every wake-up the scripts publish, in every mode
+    /// (see [`crate::conn`]). Open a new one when it closes: that finds the current master or a
+    /// live cluster node.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error when no node can be reached.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        self.endpoint.pubsub(&self.conn).await
+    }
+
+    /// A clone of the shared multiplexed connection, for plain commands. On a cluster, commands
+    /// route by key; a pipeline must keep to one slot (see [`Store::query_pipeline`]).
+    pub fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -112,23 +144,91 @@ impl Store {
         stored.ok_or_else(|| Error::Protocol(format!("queue {queue} vanished from the registry")))
     }
 
-    /// Runs several invocations of one script in a single pipeline (one round trip) and returns
-    /// their replies in order. Pipelines do not fall back from EVALSHA to EVAL by themselves, so on
-    /// NOSCRIPT (a restarted or flushed Redis) we load the script and send the pipeline again.
-    /// Callers keep one script kind per pipeline, so NOSCRIPT means that none of them ran.
+    /// Sends `pipe` and returns one reply per command, in order, in every mode. On a cluster the
+    /// commands are grouped by slot (a script by its first key; keyless commands such as `TIME`
+    /// go with the first group) and the groups are sent concurrently, one round trip each.
+    /// Not atomic across slots; commands must not be marked `ignore()`.
+    ///
+    /// # Errors
+    ///
+    /// The first error of any command (the other groups may have been applied).
+    pub async fn query_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
+        self.query_groups(pipe, None).await
+    }
+
+    /// Runs several invocations of one script in pipelines (one round trip per cluster slot;
+    /// a single one on a single node or Sentinel) and returns their replies in order. Pipelines
+    /// do not fall back from EVALSHA to EVAL by themselves, so on NOSCRIPT (a restarted, flushed
+    /// or newly promoted Redis) we load the script (on every master of a cluster) and send that
+    /// pipeline again. Callers keep one script kind per pipeline, so NOSCRIPT means that none of
+    /// the pipeline's calls ran on that node.
     pub(crate) async fn run_pipeline(&self, invs: &[ScriptInvocation<'_>]) -> Result<Vec<Value>> {
         if invs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn();
         let mut pipe = Pipeline::with_capacity(invs.len());
         for inv in invs {
             pipe.invoke_script(inv);
         }
+        self.query_groups(&pipe, Some(&invs[0])).await
+    }
+
+    async fn query_groups(
+        &self,
+        pipe: &Pipeline,
+        script: Option<&ScriptInvocation<'_>>,
+    ) -> Result<Vec<Value>> {
+        if pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.conn.mode() != Mode::Cluster {
+            return self.query_one(pipe, script).await;
+        }
+        let groups = conn::split_by_slot(pipe);
+        if groups.len() == 1 {
+            return self.query_one(pipe, script).await;
+        }
+        if pipe.is_transaction() {
+            return Err(Error::Protocol(
+                "an atomic pipeline cannot span cluster slots".into(),
+            ));
+        }
+        // Concurrently: the cluster connection multiplexes, so the groups for different nodes
+        // are in flight at once and the whole call costs about one round trip.
+        let replies =
+            futures::future::join_all(groups.iter().map(|(_, p)| self.query_one(p, script))).await;
+        let mut out = vec![Value::Nil; pipe.len()];
+        for ((idx, _), reply) in groups.iter().zip(replies) {
+            let values = reply?;
+            if values.len() != idx.len() {
+                return Err(Error::Protocol(format!(
+                    "pipeline of {} commands got {} replies",
+                    idx.len(),
+                    values.len()
+                )));
+            }
+            for (i, v) in idx.iter().zip(values) {
+                out[*i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query_one(
+        &self,
+        pipe: &Pipeline,
+        script: Option<&ScriptInvocation<'_>>,
+    ) -> Result<Vec<Value>> {
+        let mut conn = self.conn();
         match pipe.query_async::<Vec<Value>>(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                invs[0].load_async(&mut conn).await?;
-                Ok(pipe.query_async(&mut conn).await?)
+                match script {
+                    Some(inv) => {
+                        inv.load_async(&mut conn).await?;
+                        Ok(pipe.query_async(&mut conn).await?)
+                    }
+                    None => Err(e.into()),
+                }
             }
             other => Ok(other?),
         }

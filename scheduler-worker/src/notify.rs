@@ -30,8 +30,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn listen(shared: &Shared) -> redis::RedisResult<()> {
-    let mut pubsub = shared.store.redis_client().get_async_pubsub().await?;
+async fn listen(shared: &Shared) -> Result<(), scheduler_core::Error> {
+    // A fresh connection each time: in Cluster or Sentinel mode it lands on a live node.
+    let mut pubsub = shared.store.pubsub().await?;
     let mut queue_of: HashMap<String, String> = HashMap::new();
     for p in &shared.partitions {
         if !queue_of.contains_key(&p.channel) {
@@ -53,10 +54,7 @@ async fn listen(shared: &Shared) -> redis::RedisResult<()> {
         };
         dispatch(shared, queue, &payload);
     }
-    Err(redis::RedisError::from((
-        redis::ErrorKind::Io,
-        "pub/sub connection closed",
-    )))
+    Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connection closed")).into())
 }
 
 fn dispatch(shared: &Shared, queue: &str, payload: &str) {

@@ -193,7 +193,6 @@ impl Promoter {
     /// heads (one pipelined round trip of three reads per partition) and flags ready work.
     async fn sweep(&mut self) {
         let shared = Arc::clone(&self.shared);
-        let mut conn = shared.store.conn();
         for (chunk_no, chunk) in shared.partitions.chunks(64).enumerate() {
             let mut pipe = redis::pipe();
             pipe.cmd("TIME");
@@ -212,7 +211,8 @@ impl Promoter {
             }
             type Head = Vec<(String, i64)>;
             let sent = Instant::now();
-            let res: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
+            // Split by cluster slot on a cluster (one round trip per node, sent concurrently).
+            let res = shared.store.query_pipeline(&pipe).await;
             let values = match res {
                 Ok(v) => v,
                 Err(e) => {

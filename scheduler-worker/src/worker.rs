@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use scheduler_core::conn::TlsConfig;
 use scheduler_core::{Client, ClientConfig, Error, StateMap, Task};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -25,10 +26,12 @@ pub struct WorkerBuilder {
     cfg: WorkerConfig,
     registry: Registry,
     state: StateMap,
+    tls: Option<TlsConfig>,
 }
 
 impl WorkerBuilder {
-    /// Redis URL. Default `redis://127.0.0.1:6379`.
+    /// Redis URL, any form of [`scheduler_core::conn`] (`redis://`, `rediss://`,
+    /// `redis+cluster://`, `redis+sentinel://`). Default `redis://127.0.0.1:6379`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.cfg.redis_url = url.into();
         self
@@ -37,6 +40,13 @@ impl WorkerBuilder {
     /// Key namespace. Default `sched`.
     pub fn namespace(mut self, ns: impl Into<String>) -> Self {
         self.cfg.namespace = ns.into();
+        self
+    }
+
+    /// Certificates for a `rediss` URL. Default: from the environment
+    /// ([`TlsConfig::from_env`]), else the system's roots.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -155,6 +165,9 @@ impl WorkerBuilder {
             .default_shards(self.cfg.default_shards);
         for (q, n) in &self.cfg.queue_shards {
             ccfg = ccfg.queue_shards(q, *n);
+        }
+        if let Some(tls) = &self.tls {
+            ccfg = ccfg.tls(tls.clone());
         }
         let client = Client::with_config(ccfg).await?;
         let mut queues = self.cfg.queues.clone();

@@ -1,7 +1,12 @@
 //! Test support shared by the integration tests: throwaway `redis-server` processes and the
 //! example binaries run as separate worker processes.
 // Each test file compiles this module on its own and uses a part of it.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::duplicated_attributes)]
+
+pub mod cluster;
+pub mod ha;
+pub mod sentinel;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

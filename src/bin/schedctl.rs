@@ -1,0 +1,250 @@
+//! `schedctl`, the operators' CLI: looks at queues, tasks and workers in Redis and acts on single
+//! tasks (cancel, requeue the dead). It reads the layout described in `docs/redis-layout.md` ("The
+//! CLI" there lists every subcommand with sample output) and changes state only through the Lua
+//! scripts, like the workers do.
+//!
+//! ```text
+//! schedctl queues
+//! schedctl stats emails --shards
+//! schedctl status emails/order-3
+//! schedctl dead emails --limit 20
+//! schedctl requeue emails/order-3
+//! schedctl requeue emails --all-dead --limit 100
+//! schedctl cancel emails/order-4
+//! schedctl workers
+//! schedctl due emails --within 5m
+//! schedctl --json queues | jq '.queues[] | select(.dead > 0)'
+//! ```
+//!
+//! Times are shown in UTC and relative to the Redis server's clock, the clock that decides when a
+//! task is due. Errors go to stderr and the exit status is 1 (2 for a usage error).
+//!
+//! # Layout
+//!
+//! - this file: arguments, connecting, dispatch, printing.
+//! - `schedctl/inspect.rs`: read-only queries shared by the subcommands (server time, queue
+//!   registry, per-shard counts).
+//! - `schedctl/queues.rs`: `queues`, `stats`, `due`.
+//! - `schedctl/tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
+//! - `schedctl/workers.rs`: `workers`.
+//! - `schedctl/render.rs`: times, durations, MessagePack, tables.
+
+// A binary's root file finds modules next to itself, not in `schedctl/`: hence the paths.
+#[path = "schedctl/inspect.rs"]
+mod inspect;
+#[path = "schedctl/queues.rs"]
+mod queues;
+#[path = "schedctl/render.rs"]
+mod render;
+#[path = "schedctl/tasks.rs"]
+mod tasks;
+#[path = "schedctl/workers.rs"]
+mod workers;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use clap::{Parser, Subcommand};
+use scheduler::{Client, ClientConfig};
+
+/// Inspect and operate a Redis-backed task scheduler.
+#[derive(Debug, Parser)]
+#[command(name = "schedctl", version, about)]
+struct Cli {
+    /// Redis URL (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    redis_url: String,
+    /// Key namespace, the prefix of every key.
+    #[arg(long, env = "SCHED_NAMESPACE", default_value = "sched", global = true)]
+    namespace: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every queue with its shards and task counts: scheduled, ready, running, dead, due now.
+    Queues,
+    /// Task counts and lifetime counters of one queue.
+    Stats {
+        /// The queue.
+        queue: String,
+        /// Also show every shard.
+        #[arg(long)]
+        shards: bool,
+    },
+    /// Every field of one task, times in UTC and relative, arguments and result decoded.
+    Status {
+        /// The task, as `<queue>/<id>`.
+        task: String,
+    },
+    /// Cancel a task that has not started (scheduled or ready).
+    Cancel {
+        /// The task, as `<queue>/<id>`.
+        task: String,
+    },
+    /// The newest dead tasks of a queue, across shards, with their last error.
+    Dead {
+        /// The queue.
+        queue: String,
+        /// How many to show.
+        #[arg(long, default_value_t = 20, value_parser = positive)]
+        limit: u64,
+    },
+    /// Put dead tasks back in the ready set, attempts reset to 0, last error kept.
+    Requeue {
+        /// A task as `<queue>/<id>`, or a queue with `--all-dead`.
+        target: String,
+        /// Requeue every dead task of the queue (the newest `--limit` with a limit).
+        #[arg(long)]
+        all_dead: bool,
+        /// With `--all-dead`: requeue at most this many, newest first.
+        #[arg(long, requires = "all_dead", value_parser = positive)]
+        limit: Option<u64>,
+    },
+    /// Live workers, from their heartbeats.
+    Workers,
+    /// How many tasks of a queue are due now, and within a window.
+    Due {
+        /// The queue.
+        queue: String,
+        /// The window: `60s`, `500ms`, `5m`, `2h`, `1d` (a bare number is seconds).
+        #[arg(long, default_value = "60s", value_parser = render::parse_duration)]
+        within: u64,
+    },
+}
+
+/// What every subcommand gets: the connection and the output mode.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) client: Client,
+    pub(crate) json: bool,
+}
+
+impl Ctx {
+    pub(crate) fn store(&self) -> &scheduler::Store {
+        self.client.store()
+    }
+}
+
+/// JSON for programs, pretty-printed, with a final newline.
+pub(crate) fn json_out(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    s.push('\n');
+    s
+}
+
+/// Connects, failing within 15 s when Redis does not answer.
+async fn connect(url: &str, namespace: &str) -> Result<Client> {
+    let shown = render::redact_url(url);
+    let config = ClientConfig::new(url).namespace(namespace);
+    match tokio::time::timeout(Duration::from_secs(15), Client::with_config(config)).await {
+        Err(_) => Err(anyhow!(
+            "cannot connect to Redis at {shown}: no answer in 15 s"
+        )),
+        // The library's message would repeat the URL with its password.
+        Ok(Err(scheduler::Error::InvalidUrl { source, .. })) => {
+            Err(anyhow!("invalid Redis URL {shown}: {source}"))
+        }
+        Ok(Err(e)) => Err(anyhow!("cannot connect to Redis at {shown}: {e}")),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+async fn run(cli: Cli) -> Result<String> {
+    let client = connect(&cli.redis_url, &cli.namespace).await?;
+    let ctx = Ctx {
+        client,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Queues => queues::queues(&ctx).await,
+        Command::Stats { queue, shards } => queues::stats(&ctx, &queue, shards).await,
+        Command::Status { task } => tasks::status(&ctx, &task).await,
+        Command::Cancel { task } => tasks::cancel(&ctx, &task).await,
+        Command::Dead { queue, limit } => tasks::dead(&ctx, &queue, limit).await,
+        Command::Requeue {
+            target,
+            all_dead,
+            limit,
+        } => {
+            if all_dead {
+                tasks::requeue_all(&ctx, &target, limit).await
+            } else {
+                tasks::requeue_one(&ctx, &target).await
+            }
+        }
+        Command::Workers => workers::workers(&ctx).await,
+        Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("schedctl: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(out) => {
+            // A closed pipe (`schedctl dead q | head`) is not an error worth a message.
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("schedctl: writing output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("schedctl: {}", message(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text is already there (our
+/// error types embed their source's message, and so do Redis's).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// A count of at least 1.
+fn positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,580 @@
+//! `schedctl` end to end: tasks seeded with `scheduler::Client` (and, for running and dead tasks,
+//! the store's scripts, no worker needed) in a throwaway Redis; the CLI run as a subprocess; its
+//! text and `--json` output checked.
+//!
+//! The seed, in namespace `cli`:
+//! - queue `emails` (4 shards): `later` due in 30 s, `overdue` scheduled and already due (nobody
+//!   promotes it: there is no worker), `now-1` and `now-2` ready;
+//! - queue `billing` (4 shards): two dead tasks on different shards, `busy` running.
+
+// `common` allows its own unreachable `pub` items (an outer `allow` here would duplicate it).
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::RedisServer;
+use scheduler::{Client, ClientConfig, TaskId, TaskRequest};
+use serde_json::{json, Value};
+
+const NS: &str = "cli";
+const ERROR: &str = "card declined: insufficient funds";
+
+/// A throwaway Redis with the seed above.
+struct Fx {
+    server: RedisServer,
+    client: Client,
+    /// The dead tasks, in order of death (oldest first), on different shards.
+    dead: [TaskId; 2],
+}
+
+/// Two ids of `billing` on different shards of 4.
+fn ids_on_two_shards() -> [String; 2] {
+    let first = "doomed-0".to_owned();
+    let s0 = TaskId::new("billing", &first).shard(4);
+    let second = (1..)
+        .map(|i| format!("doomed-{i}"))
+        .find(|id| TaskId::new("billing", id).shard(4) != s0)
+        .expect("some id lands on another shard");
+    [first, second]
+}
+
+fn req(queue: &str, id: &str, args: &(u64, &str)) -> TaskRequest {
+    TaskRequest::new("send_reminder", queue, args)
+        .unwrap()
+        .id(id)
+        .max_retries(2)
+}
+
+async fn seeded() -> Fx {
+    let server = RedisServer::start();
+    let config = ClientConfig::new(server.url())
+        .namespace(NS)
+        .queue_shards("emails", 4)
+        .queue_shards("billing", 4);
+    let client = Client::with_config(config).await.unwrap();
+
+    client
+        .enqueue_request(req("emails", "later", &(7, "hello")).countdown(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    client
+        .enqueue_request(
+            req("emails", "overdue", &(8, "late")).countdown(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    for id in ["now-1", "now-2"] {
+        client
+            .enqueue_request(req("emails", id, &(1, "now")))
+            .await
+            .unwrap();
+    }
+
+    // Dead without a worker: claim, then report a failure that is not retried.
+    let store = client.store();
+    let ids = ids_on_two_shards();
+    for id in &ids {
+        let tid = client
+            .enqueue_request(req("billing", id, &(99, "charge")))
+            .await
+            .unwrap();
+        let p = store.partition("billing", tid.shard(4));
+        let claim = store.claim(&p, 10, 30_000, "w1").await.unwrap();
+        assert_eq!(claim.tasks.len(), 1, "only {id} is ready in its shard");
+        store
+            .retry(&p, &[(id.as_str(), claim.tasks[0].token, ERROR, None)])
+            .await
+            .unwrap();
+        // Distinct times of death, so "newest first" is well defined.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Running: claimed by a worker that is still at it.
+    let busy = client
+        .enqueue_request(req("billing", "busy", &(5, "slow")))
+        .await
+        .unwrap();
+    let p = store.partition("billing", busy.shard(4));
+    assert_eq!(
+        store.claim(&p, 10, 60_000, "w1").await.unwrap().tasks.len(),
+        1
+    );
+    // Let `overdue` come due.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Fx {
+        server,
+        client,
+        dead: ids.map(|id| TaskId::new("billing", id)),
+    }
+}
+
+/// Runs `schedctl` against `url` in namespace [`NS`], whatever the environment says.
+fn run_at(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_schedctl"))
+        .env_remove("REDIS_URL")
+        .env_remove("SCHED_NAMESPACE")
+        .args(["--redis-url", url, "--namespace", NS])
+        .args(args)
+        .output()
+        .expect("run schedctl")
+}
+
+impl Fx {
+    fn run(&self, args: &[&str]) -> Output {
+        run_at(&self.server.url(), args)
+    }
+
+    /// Runs and expects success; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "schedctl {args:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// Runs with `--json` and expects success; its stdout parsed.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// Runs and expects exit status 1; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        expect_failure(self.run(args), args)
+    }
+}
+
+fn expect_failure(out: Output, args: &[&str]) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "schedctl {args:?} should fail; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).expect("UTF-8 errors")
+}
+
+/// The whitespace-separated cells of the first line of `text` whose first cell is `first`.
+fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&first))
+        .unwrap_or_else(|| panic!("no row {first:?} in:\n{text}"))
+}
+
+/// The value of `key` in `key  value` output.
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .filter(|rest| rest.starts_with("  "))
+                .map(str::trim)
+        })
+        .unwrap_or_else(|| panic!("no field {key:?} in:\n{text}"))
+}
+
+/// `queues` lists every queue with its shards and counts, and due-now counts scheduled tasks
+/// already due by the Redis clock.
+#[tokio::test]
+async fn queues_counts() {
+    let fx = seeded().await;
+    let text = fx.ok(&["queues"]);
+    assert_eq!(
+        row(&text, "QUEUE"),
+        [
+            "QUEUE",
+            "SHARDS",
+            "SCHEDULED",
+            "READY",
+            "RUNNING",
+            "DEAD",
+            "DUE",
+            "NOW"
+        ]
+    );
+    assert_eq!(
+        row(&text, "billing"),
+        ["billing", "4", "0", "0", "1", "2", "0"]
+    );
+    assert_eq!(
+        row(&text, "emails"),
+        ["emails", "4", "2", "2", "0", "0", "1"]
+    );
+
+    let v = fx.json(&["queues"]);
+    assert!(v["server_now_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    assert_eq!(
+        v["queues"],
+        json!([
+            {"queue": "billing", "shards": 4, "scheduled": 0, "ready": 0, "running": 1,
+             "dead": 2, "due_now": 0},
+            {"queue": "emails", "shards": 4, "scheduled": 2, "ready": 2, "running": 0,
+             "dead": 0, "due_now": 1},
+        ])
+    );
+}
+
+/// `status` shows every field, times as ISO-8601 UTC with a relative part, and the arguments
+/// decoded from MessagePack; `--json` gives the same as typed values.
+#[tokio::test]
+async fn status_fields() {
+    let fx = seeded().await;
+    let text = fx.ok(&["status", "emails/later"]);
+    assert_eq!(field(&text, "task"), "emails/later");
+    assert_eq!(field(&text, "name"), "send_reminder");
+    assert_eq!(field(&text, "state"), "scheduled");
+    assert_eq!(field(&text, "attempts"), "0");
+    assert_eq!(field(&text, "max_retries"), "2");
+    assert_eq!(field(&text, "timeout_ms"), "30000 (30 s)");
+    assert_eq!(field(&text, "args"), r#"[7, "hello"]"#);
+    let run_at = field(&text, "run_at");
+    assert!(
+        run_at.ends_with("Z (in 29 s)") || run_at.ends_with("Z (in 30 s)"),
+        "run_at {run_at}"
+    );
+    assert!(field(&text, "enqueued_at").ends_with("Z (now)"), "{text}");
+
+    let v = fx.json(&["status", "emails/later"]);
+    assert_eq!(v["id"], "emails/later");
+    assert_eq!(v["state"], "scheduled");
+    assert_eq!(v["attempts"], 0);
+    assert_eq!(v["priority"], 0);
+    assert_eq!(v["args"], json!([7, "hello"]));
+    let (run_at, enq) = (
+        v["run_at_ms"].as_i64().unwrap(),
+        v["enqueued_at_ms"].as_i64().unwrap(),
+    );
+    assert_eq!(run_at - enq, 30_000);
+    let iso = v["run_at"].as_str().unwrap();
+    assert!(
+        iso.len() == 24 && iso.ends_with('Z') && iso.as_bytes()[10] == b'T',
+        "{iso}"
+    );
+    assert_eq!(v["lease_deadline"], Value::Null);
+
+    // A dead task: its error and time of death; a running one: worker and lease deadline.
+    let text = fx.ok(&["status", &fx.dead[0].to_string()]);
+    assert_eq!(field(&text, "state"), "dead");
+    assert_eq!(field(&text, "error"), ERROR);
+    assert_eq!(field(&text, "attempts"), "1");
+    assert!(field(&text, "finished_at").ends_with(" ago)") || text.contains("(now)"));
+    let v = fx.json(&["status", "billing/busy"]);
+    assert_eq!(
+        (&v["state"], &v["worker"]),
+        (&json!("running"), &json!("w1"))
+    );
+    let lease = v["lease_deadline_ms"].as_i64().unwrap();
+    assert!((59_000..=60_000).contains(&(lease - v["server_now_ms"].as_i64().unwrap())));
+
+    // Unknown ids and queues, and malformed ids, are plain errors.
+    let err = fx.fails(&["status", "emails/nope"]);
+    assert!(err.contains("task emails/nope not found"), "{err}");
+    let err = fx.fails(&["status", "nosuchqueue/x"]);
+    assert!(err.contains("unknown queue \"nosuchqueue\""), "{err}");
+    assert!(err.contains("billing, emails"), "{err}");
+    let err = fx.fails(&["status", "just-an-id"]);
+    assert!(err.contains("use <queue>/<id>"), "{err}");
+}
+
+/// `stats` sums counts and lifetime counters over the shards; `--shards` adds one row each.
+#[tokio::test]
+async fn stats_counts_and_counters() {
+    let fx = seeded().await;
+    let v = fx.json(&["stats", "billing", "--shards"]);
+    assert_eq!(
+        (
+            &v["shards"],
+            &v["scheduled"],
+            &v["ready"],
+            &v["running"],
+            &v["dead"]
+        ),
+        (&json!(4), &json!(0), &json!(0), &json!(1), &json!(2))
+    );
+    assert_eq!(v["counters"]["enqueued"], 3);
+    assert_eq!(v["counters"]["dead"], 2);
+    assert_eq!(v["counters"]["succeeded"], 0);
+    let per = v["per_shard"].as_array().unwrap();
+    assert_eq!(per.len(), 4);
+    let dead: u64 = per.iter().map(|s| s["dead"].as_u64().unwrap()).sum();
+    let enq: u64 = per
+        .iter()
+        .map(|s| s["counters"]["enqueued"].as_u64().unwrap())
+        .sum();
+    assert_eq!((dead, enq), (2, 3));
+
+    let text = fx.ok(&["stats", "emails", "--shards"]);
+    assert_eq!(field(&text, "queue"), "emails (4 shards)");
+    assert_eq!(field(&text, "scheduled"), "2");
+    assert_eq!(field(&text, "due now"), "1");
+    assert_eq!(field(&text, "  enqueued"), "4");
+    assert_eq!(row(&text, "SHARD").len(), 15, "{text}");
+    for shard in ["0", "1", "2", "3"] {
+        assert_eq!(row(&text, shard).len(), 14, "{text}");
+    }
+}
+
+/// `dead` lists the newest dead tasks across shards with name, attempts, time and error.
+#[tokio::test]
+async fn dead_listing() {
+    let fx = seeded().await;
+    let text = fx.ok(&["dead", "billing"]);
+    assert!(
+        text.starts_with("2 dead tasks in billing, newest first\n"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("ID"), "{text}");
+    // Newest first.
+    assert!(lines[2].starts_with(&fx.dead[1].to_string()), "{text}");
+    assert!(lines[3].starts_with(&fx.dead[0].to_string()), "{text}");
+    for l in &lines[2..] {
+        assert!(l.contains(" send_reminder ") && l.ends_with(ERROR), "{l}");
+    }
+
+    let v = fx.json(&["dead", "billing", "--limit", "1"]);
+    assert_eq!(v["total"], 2);
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"], fx.dead[1].to_string());
+    assert_eq!(tasks[0]["attempts"], 1);
+    assert_eq!(tasks[0]["error"], ERROR);
+    assert!(tasks[0]["died_at"].as_str().unwrap().ends_with('Z'));
+
+    let text = fx.ok(&["dead", "billing", "--limit", "1"]);
+    assert!(
+        text.starts_with("2 dead tasks in billing, the newest 1 shown\n"),
+        "{text}"
+    );
+    assert_eq!(fx.ok(&["dead", "emails"]), "no dead tasks in emails\n");
+}
+
+/// `requeue` puts a dead task back in the ready set with attempts 0 and its error kept; a task
+/// that is not dead is refused; `--all-dead` takes the rest.
+#[tokio::test]
+async fn requeue_dead_tasks() {
+    let fx = seeded().await;
+    let first = fx.dead[0].to_string();
+    let out = fx.ok(&["requeue", &first]);
+    assert_eq!(
+        out,
+        format!("requeued {first}: ready, attempts reset to 0\n")
+    );
+    let v = fx.json(&["status", &first]);
+    assert_eq!((&v["state"], &v["attempts"]), (&json!("ready"), &json!(0)));
+    assert_eq!(v["error"], ERROR);
+    assert_eq!(v["finished_at"], Value::Null);
+    let q = fx.json(&["queues"]);
+    assert_eq!(
+        (&q["queues"][0]["ready"], &q["queues"][0]["dead"]),
+        (&json!(1), &json!(1))
+    );
+
+    let err = fx.fails(&["requeue", &first]);
+    assert!(
+        err.contains(&format!("task {first} is ready, not dead: nothing changed")),
+        "{err}"
+    );
+    let err = fx.fails(&["requeue", "billing/ghost"]);
+    assert!(err.contains("task billing/ghost not found"), "{err}");
+    let err = fx.fails(&["requeue", "billing"]);
+    assert!(err.contains("--all-dead"), "{err}");
+
+    let v = fx.json(&["requeue", "billing", "--all-dead"]);
+    assert_eq!(
+        v,
+        json!({"queue": "billing", "requeued": 1, "not_dead": 0, "not_found": 0})
+    );
+    let v = fx.json(&["status", &fx.dead[1].to_string()]);
+    assert_eq!((&v["state"], &v["attempts"]), (&json!("ready"), &json!(0)));
+    assert_eq!(fx.ok(&["dead", "billing"]), "no dead tasks in billing\n");
+    let stats = fx.client.queue_stats("billing").await.unwrap();
+    assert_eq!((stats.ready, stats.dead), (2, 0));
+    assert_eq!(stats.counters["requeued"], 2);
+    assert_eq!(
+        fx.ok(&["requeue", "billing", "--all-dead", "--limit", "5"]),
+        "requeued 0 dead tasks of billing: ready, attempts reset to 0\n"
+    );
+}
+
+/// `--all-dead --limit N` takes the newest N across shards.
+#[tokio::test]
+async fn requeue_all_dead_with_limit() {
+    let fx = seeded().await;
+    let out = fx.ok(&["requeue", "billing", "--all-dead", "--limit", "1"]);
+    assert_eq!(
+        out,
+        "requeued 1 dead task of billing: ready, attempts reset to 0\n"
+    );
+    assert_eq!(
+        fx.json(&["status", &fx.dead[1].to_string()])["state"],
+        "ready"
+    );
+    assert_eq!(
+        fx.json(&["status", &fx.dead[0].to_string()])["state"],
+        "dead"
+    );
+}
+
+/// `cancel` withdraws a task that has not started and refuses a running or finished one.
+#[tokio::test]
+async fn cancel_tasks() {
+    let fx = seeded().await;
+    assert_eq!(
+        fx.ok(&["cancel", "emails/later"]),
+        "cancelled emails/later\n"
+    );
+    let text = fx.ok(&["status", "emails/later"]);
+    assert_eq!(field(&text, "state"), "cancelled");
+    assert!(field(&text, "expires").contains("(in 59 min)"), "{text}");
+    let err = fx.fails(&["cancel", "emails/later"]);
+    assert!(err.contains("already finished"), "{err}");
+    let err = fx.fails(&["cancel", "billing/busy"]);
+    assert!(err.contains("is running and cannot be cancelled"), "{err}");
+    let v = fx.json(&["cancel", "emails/now-1"]);
+    assert_eq!(v, json!({"id": "emails/now-1", "cancelled": true}));
+    let q = fx.json(&["queues"]);
+    assert_eq!(
+        (&q["queues"][1]["scheduled"], &q["queues"][1]["ready"]),
+        (&json!(1), &json!(1))
+    );
+}
+
+/// `workers` reads the heartbeat hashes (found with SCAN), not other keys.
+#[tokio::test]
+async fn workers_from_heartbeats() {
+    let fx = seeded().await;
+    assert_eq!(
+        fx.ok(&["workers"]),
+        "no live workers (no key matches cli:workers:*)\n"
+    );
+    let mut conn = fx.server.conn();
+    let started = {
+        let (s, _): (i64, i64) = redis::cmd("TIME").query(&mut conn).unwrap();
+        s * 1000 - 180_000
+    };
+    let _: () = redis::pipe()
+        .hset_multiple(
+            "cli:workers:vm:4242:beef",
+            &[
+                ("pid", "4242"),
+                ("queues", "emails,billing"),
+                ("concurrency", "64"),
+                ("running", "3"),
+                ("succeeded", "120"),
+                ("failed", "7"),
+                ("started_at", &started.to_string()),
+            ],
+        )
+        .pexpire("cli:workers:vm:4242:beef", 15_000)
+        // Another namespace's worker is not ours.
+        .hset("other:workers:vm:1:aaaa", "pid", "1")
+        .query(&mut conn)
+        .unwrap();
+
+    let text = fx.ok(&["workers"]);
+    assert_eq!(
+        row(&text, "vm:4242:beef")[..7],
+        [
+            "vm:4242:beef",
+            "4242",
+            "emails,billing",
+            "64",
+            "3",
+            "120",
+            "7"
+        ]
+    );
+    assert!(text.contains("(3 min ago)"), "{text}");
+    assert!(!text.contains("vm:1:aaaa"), "{text}");
+
+    let v = fx.json(&["workers"]);
+    let w = &v["workers"][0];
+    assert_eq!(v["workers"].as_array().unwrap().len(), 1);
+    assert_eq!(w["id"], "vm:4242:beef");
+    assert_eq!(w["pid"], 4242);
+    assert_eq!(w["queues"], json!(["emails", "billing"]));
+    assert_eq!(
+        (
+            &w["concurrency"],
+            &w["running"],
+            &w["succeeded"],
+            &w["failed"]
+        ),
+        (&json!(64), &json!(3), &json!(120), &json!(7))
+    );
+    assert_eq!(w["started_at_ms"], started);
+    assert!((1..=15_000).contains(&w["ttl_ms"].as_i64().unwrap()));
+}
+
+/// `due` counts scheduled tasks due now (not promoted) and within the window, by the Redis clock.
+#[tokio::test]
+async fn due_counts() {
+    let fx = seeded().await;
+    let v = fx.json(&["due", "emails", "--within", "60s"]);
+    assert_eq!(
+        (
+            &v["due_now"],
+            &v["due_within"],
+            &v["ready"],
+            &v["window_ms"]
+        ),
+        (&json!(1), &json!(1), &json!(2), &json!(60_000))
+    );
+    let next = v["next_due_ms"].as_i64().unwrap();
+    assert!(
+        next <= v["server_now_ms"].as_i64().unwrap(),
+        "the overdue task is next"
+    );
+
+    let v = fx.json(&["due", "emails", "--within", "10s"]);
+    assert_eq!((&v["due_now"], &v["due_within"]), (&json!(1), &json!(0)));
+
+    let text = fx.ok(&["due", "emails", "--within", "2m"]);
+    assert_eq!(field(&text, "due within 2 min"), "1");
+    assert!(field(&text, "due now").starts_with("1 "), "{text}");
+
+    let out = fx.run(&["due", "emails", "--within", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+/// Wrong URL, Redis down, unknown queue: a plain message on stderr and exit status 1, and a
+/// password in the URL is never echoed.
+#[tokio::test]
+async fn errors_are_plain() {
+    let err = expect_failure(run_at("nonsense://x", &["queues"]), &["queues"]);
+    assert!(err.starts_with("schedctl: invalid Redis URL"), "{err}");
+
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://user:hunter2@127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let err = expect_failure(run_at(&url, &["queues"]), &["queues"]);
+    assert!(
+        err.starts_with(&format!(
+            "schedctl: cannot connect to Redis at redis://user:***@127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+
+    let fx = seeded().await;
+    let err = fx.fails(&["dead", "nope"]);
+    assert!(err.contains("unknown queue \"nope\""), "{err}");
+    let err = fx.fails(&["stats", "bad{queue}"]);
+    assert!(err.contains("invalid queue name"), "{err}");
+    // Looking did not register anything.
+    let q = fx.json(&["queues"]);
+    assert_eq!(q["queues"].as_array().unwrap().len(), 2);
+}
