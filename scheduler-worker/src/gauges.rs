@@ -26,9 +26,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 .zcard(p.keys.active())
                 .zcard(p.keys.dead());
         }
-        let mut conn = shared.store.conn();
-        let counts: Vec<u64> = match pipe.query_async(&mut conn).await {
-            Ok(c) => c,
+        // Partitions live in different cluster slots: query_pipeline groups by slot.
+        let counts: Vec<u64> = match shared.store.query_pipeline(&pipe).await {
+            Ok(values) => values
+                .into_iter()
+                .map(|v| redis::from_redis_value(v).unwrap_or(0))
+                .collect(),
             Err(e) => {
                 tracing::debug!(error = %e, "could not read queue gauges");
                 continue;

@@ -121,9 +121,15 @@ pub(crate) async fn shard_counters(
     for shard in 0..shards {
         pipe.hgetall(store.partition(queue, shard).keys.stats());
     }
-    pipe.query_async(&mut store.conn())
+    // Shards live in different cluster slots: query_pipeline groups by slot.
+    let values = store
+        .query_pipeline(&pipe)
         .await
-        .with_context(|| format!("reading the counters of queue {queue}"))
+        .with_context(|| format!("reading the counters of queue {queue}"))?;
+    values
+        .into_iter()
+        .map(|v| redis::from_redis_value(v).map_err(|e| anyhow::anyhow!("reading counters: {e}")))
+        .collect()
 }
 
 /// Counter names in the order the task life runs through them; others follow by name.

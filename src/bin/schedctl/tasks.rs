@@ -247,9 +247,16 @@ pub(crate) async fn dead(ctx: &Ctx, queue: &str, limit: u64) -> Result<String> {
     let details: Vec<(Option<String>, Option<i64>, Option<String>)> = if found.is_empty() {
         Vec::new()
     } else {
-        pipe.query_async(&mut store.conn())
+        // Dead tasks of several shards live in different cluster slots.
+        store
+            .query_pipeline(&pipe)
             .await
             .context("reading dead tasks")?
+            .into_iter()
+            .map(|v| {
+                redis::from_redis_value(v).map_err(|e| anyhow::anyhow!("reading dead tasks: {e}"))
+            })
+            .collect::<Result<_>>()?
     };
     let tasks: Vec<DeadTask> = found
         .into_iter()
