@@ -107,5 +107,6 @@ async fn main() -> anyhow::Result<()> {
     println!("dead={}", report.dead);
     println!("stale={}", report.stale);
     println!("reaped={}", report.reaped);
+    println!("promoted={}", report.promoted);
     Ok(())
 }
