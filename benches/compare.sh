@@ -89,7 +89,7 @@ def load(who, s):
     p = os.path.join(out, f"{who}-{s}.json")
     return json.load(open(p)) if os.path.exists(p) else {}
 rows = []
-# (scenario, key, label, higher is better)
+# (scenario, key, label, whether a ratio means something: None for counts)
 metrics = [
     ("throughput", "enqueue_per_s", "enqueue, one call per task, 64 concurrent producers (/s)", True),
     ("throughput", "enqueue_bulk_per_s", "enqueue, bulk API in chunks of 1000 (/s)", True),
@@ -112,18 +112,15 @@ def get(d, key):
         d = d[k]
     return d
 print()
-print("| metric | ours | BullMQ | ours vs BullMQ |")
+print("| metric | ours | BullMQ | ours / BullMQ |")
 print("|---|---|---|---|")
-for s, key, label, higher in metrics:
+for s, key, label, ratio_ok in metrics:
     if s not in scenarios:
         continue
     a, b = get(load("ours", s), key), get(load("bullmq", s), key)
     ratio = ""
-    if higher is not None and a is not None and b is not None:
-        if higher and b:
-            ratio = f"{a / b:.2f}x"
-        elif not higher and a:
-            ratio = f"{b / a:.2f}x smaller" if a > 0 else ""
+    if ratio_ok is not None and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+        ratio = f"{a / b:.2f}"
     fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if isinstance(v, (int, float)) and abs(v) >= 100 else str(v))
     print(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio} |")
 EOF

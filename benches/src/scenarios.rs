@@ -187,7 +187,7 @@ async fn drain(
     let mut pool = Pool::spawn(workers, &spec(env, args, ns, shards)).await?;
     let before = env.snapshot().await?;
     let go = pool.go().await?;
-    let timeout = Duration::from_secs(60) + Duration::from_millis(n / 5);
+    let timeout = Duration::from_secs(60) + Duration::from_millis(n);
     let seen = pool.wait_runs(n, timeout).await;
     if seen.is_none() {
         eprintln!("  only {} of {n} tasks ran within {timeout:?}", pool.runs());
@@ -475,16 +475,17 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
         .query_async::<()>(&mut env.admin)
         .await?;
     let d = drain(env, args, &client, &ns, shards, workers, n).await?;
-    let slow: Vec<RValue> = redis::cmd("SLOWLOG")
-        .arg("GET")
-        .arg(-1)
-        .query_async(&mut env.admin)
-        .await?;
+    // LATENCY first: a long SLOWLOG GET would show up in the latency monitor itself.
     let latest: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY")
         .arg("LATEST")
         .query_async(&mut env.admin)
         .await
         .unwrap_or_default();
+    let slow: Vec<RValue> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(&mut env.admin)
+        .await?;
     env.config_set("slowlog-log-slower-than", &old_slow).await?;
     env.config_set("slowlog-max-len", &old_len).await?;
     env.config_set("latency-monitor-threshold", &old_lat)

@@ -331,7 +331,7 @@ async function throughput(a, admin) {
   const pool = await Pool.spawn(a.workers, a, prefix);
   const s3 = await snapshot(admin);
   const go = pool.go();
-  if ((await pool.waitCompleted(2 * n, 60000 + n / 5)) === null) {
+  if ((await pool.waitCompleted(2 * n, 60000 + 2 * n)) === null) {
     console.error(`only ${pool.completed()} of ${2 * n} jobs completed`);
   }
   const done = await waitQueueEmpty(queue, 10000);

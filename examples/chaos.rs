@@ -1,0 +1,1299 @@
+//! Chaos harness: runs the real worker (`examples/chaos_worker.rs`) as separate OS processes
+//! against a `redis-server` it starts itself, injects one fault per scenario, and checks an
+//! oracle: every acknowledged enqueue (id, due ms) against every run start the workers logged
+//! (id, attempt, pid, claim time on the Redis clock).
+//!
+//! ```text
+//! cargo build --release --example chaos_worker --example chaos
+//! target/release/examples/chaos all            # full sizes, figures in docs/reliability.md
+//! target/release/examples/chaos all --quick    # CI sizes (tests/chaos.rs)
+//! target/release/examples/chaos kill-storm --tasks 20000 --duration-secs 30 --workers 4
+//! ```
+//!
+//! Prints one JSON line per scenario, with `"ok"`: whether its invariant held. Exits 1 when one
+//! did not. Every process it starts is killed by pid when its scenario ends, also on error or
+//! panic (drop guards).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use rand::Rng;
+use scheduler::{task, Client, ClientConfig, TaskError, TaskId, TaskRequest};
+
+const NS: &str = "chaos";
+const QUEUE: &str = "chaos";
+
+/// The task the chaos workers run; this copy only builds requests (same name and arguments as
+/// in `examples/chaos_worker.rs`).
+#[task(name = "chaos_rec", queue = "chaos", max_retries = 3, timeout = "600s")]
+async fn chaos_rec(ms: u64, mode: u8) -> Result<(), TaskError> {
+    let _ = (ms, mode);
+    Ok(())
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Fault-injection runs against real worker processes and a real redis-server")]
+struct Args {
+    /// Scenario: baseline, kill-storm, lease-lost, redis-crash-everysec, redis-crash-always,
+    /// script-flush, client-kill, redis-stall, poison, graceful-shutdown, racing-promoters, or all.
+    scenario: String,
+    /// Tasks per scenario (default: per scenario).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Fault duration in seconds where a scenario has one (kill storm, client kill).
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Worker processes (default: per scenario).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Small counts, a few seconds per scenario (CI).
+    #[arg(long)]
+    quick: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A redis-server of our own (free port, temp dir), killed by pid on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl Redis {
+    fn start(args: &[&str], dir: &Path) -> anyhow::Result<Self> {
+        let mut r = Self {
+            child: None,
+            port: free_port(),
+            dir: dir.join("redis"),
+            args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        std::fs::create_dir_all(&r.dir)?;
+        r.spawn()?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        anyhow::bail!("redis-server on port {} did not come up", self.port)
+    }
+
+    fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let c = redis::Client::open(self.url())?;
+        let mut conn = c.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut conn)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Worker processes in slots; a supervisor restarts a slot whose process exited.
+struct Workers {
+    bin: PathBuf,
+    flags: Vec<String>,
+    dir: PathBuf,
+    slots: Vec<Option<Child>>,
+    spawned: usize,
+    supervise: bool,
+}
+
+impl Workers {
+    fn spawn_slot(&mut self, i: usize) -> anyhow::Result<()> {
+        self.spawned += 1;
+        let out = File::create(self.dir.join(format!("out-{}.txt", self.spawned)))?;
+        let child = Command::new(&self.bin)
+            .args(&self.flags)
+            .arg("--record-dir")
+            .arg(&self.dir)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.slots[i] = Some(child);
+        Ok(())
+    }
+
+    fn pid(&self, i: usize) -> Option<u32> {
+        self.slots[i].as_ref().map(|c| c.id())
+    }
+
+    /// Restarts exited processes; returns how many.
+    fn supervise_once(&mut self) -> usize {
+        let mut n = 0;
+        for i in 0..self.slots.len() {
+            let (exited, restart) = match self.slots[i].as_mut() {
+                Some(c) => (matches!(c.try_wait(), Ok(Some(_))), true),
+                None => (true, false),
+            };
+            if exited && self.supervise && self.spawn_slot(i).is_ok() && restart {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// SIGTERM to all, wait up to `wait`, then SIGKILL what is left.
+    fn stop_all(&mut self, wait: Duration) {
+        self.supervise = false;
+        for c in self.slots.iter().flatten() {
+            signal(c.id(), "TERM");
+        }
+        let deadline = Instant::now() + wait;
+        for c in self.slots.iter_mut().flatten() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill_all();
+    }
+
+    fn kill_all(&mut self) {
+        for c in self.slots.iter_mut().flatten() {
+            if let Ok(None) = c.try_wait() {
+                signal(c.id(), "CONT");
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.supervise = false;
+        self.kill_all();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    /// kill -9 a random worker every `every_ms` for `for_ms`.
+    KillStorm {
+        every_ms: u64,
+        for_ms: u64,
+    },
+    /// SIGSTOP worker 0 at `at_ms` for `for_ms`, then SIGCONT.
+    Stop {
+        at_ms: u64,
+        for_ms: u64,
+    },
+    /// kill -9 redis at `at_ms`, restart after `down_ms`.
+    RedisCrash {
+        at_ms: u64,
+        down_ms: u64,
+    },
+    /// SCRIPT FLUSH at `at_ms`, kill -9 and restart Redis 2 s later, SCRIPT FLUSH 2 s after that.
+    FlushRestart {
+        at_ms: u64,
+    },
+    /// CLIENT KILL TYPE normal every `every_ms` for `for_ms`.
+    ClientKill {
+        every_ms: u64,
+        for_ms: u64,
+    },
+    /// SIGTERM worker 0 at `at_ms` (the supervisor starts a new one).
+    Term {
+        at_ms: u64,
+    },
+    /// Every `every_ms` for `for_ms`, alternately `DEBUG SLEEP 3` and `CLIENT PAUSE 3000`.
+    Stall {
+        every_ms: u64,
+        for_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    name: &'static str,
+    tasks: usize,
+    delay_max_ms: u64,
+    task_ms: u64,
+    workers: usize,
+    concurrency: usize,
+    lease_ms: u64,
+    lock_ttl_ms: u64,
+    shutdown_ms: u64,
+    redis_args: Vec<&'static str>,
+    /// The first `burst` tasks are sent at full speed (timed: `enqueue_per_s`), the rest spread
+    /// evenly over `spread_ms`.
+    burst: usize,
+    spread_ms: u64,
+    poison: bool,
+    fault: Fault,
+    /// Give up waiting for completions after this long without progress, once all are due.
+    idle_ms: u64,
+}
+
+impl Spec {
+    fn new(name: &'static str, tasks: usize) -> Self {
+        Self {
+            name,
+            tasks,
+            delay_max_ms: 5_000,
+            task_ms: 0,
+            workers: 3,
+            concurrency: 32,
+            lease_ms: 30_000,
+            lock_ttl_ms: 10_000,
+            shutdown_ms: 30_000,
+            redis_args: vec!["--save", "", "--appendonly", "no"],
+            burst: tasks,
+            spread_ms: 0,
+            poison: false,
+            fault: Fault::None,
+            idle_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Events {
+    kills: HashMap<u32, i64>,
+    stopped: Vec<u32>,
+    redis_down_ms: Option<i64>,
+    redis_up_ms: Option<i64>,
+    termed: Vec<(u32, i64)>,
+    term_exit_ms: Option<i64>,
+    fault_errors: u64,
+    restarts: u64,
+    stalls: u64,
+}
+
+struct Start {
+    attempt: u32,
+    pid: u32,
+    claimed: i64,
+}
+
+fn pct(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Starts per task id.
+type Starts = HashMap<String, Vec<Start>>;
+/// Completed runs as (id, attempt, pid).
+type Dones = HashSet<(String, u32, u32)>;
+
+/// Reads every run log: starts per id, done runs as (id, attempt, pid).
+fn read_logs(dir: &Path) -> (Starts, Dones) {
+    let mut starts: Starts = HashMap::new();
+    let mut dones = HashSet::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return (starts, dones);
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("w-") {
+            continue;
+        }
+        let Ok(f) = File::open(e.path()) else {
+            continue;
+        };
+        for line in BufReader::new(f).lines().map_while(Result::ok) {
+            let p: Vec<&str> = line.split(' ').collect();
+            match (p.first(), p.len()) {
+                (Some(&"S"), 6) => starts.entry(p[1].to_owned()).or_default().push(Start {
+                    attempt: p[2].parse().unwrap_or(0),
+                    pid: p[3].parse().unwrap_or(0),
+                    claimed: p[4].parse().unwrap_or(0),
+                }),
+                (Some(&"D"), 4) => {
+                    dones.insert((
+                        p[1].to_owned(),
+                        p[2].parse().unwrap_or(0),
+                        p[3].parse().unwrap_or(0),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    (starts, dones)
+}
+
+/// Sums the `key=value` reports the workers printed at graceful stops.
+fn read_reports(dir: &Path) -> HashMap<String, u64> {
+    let mut sum = HashMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("out-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(e.path())
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Some((k, v)) = line.split_once('=') {
+                *sum.entry(k.to_owned()).or_default() += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    sum
+}
+
+async fn connect_client(url: &str) -> anyhow::Result<Client> {
+    Ok(Client::with_config(ClientConfig::new(url).namespace(NS)).await?)
+}
+
+struct Produced {
+    acked: Vec<(String, i64)>,
+    errors: u64,
+    enqueue_per_s: f64,
+    created: u64,
+}
+
+/// Enqueues `spec.tasks` tasks with fixed ids `t<i>`, in batches of 200, retrying a failed
+/// batch with the same ids and due times; logs every acknowledged (id, due ms).
+async fn produce(url: String, spec: Spec) -> anyhow::Result<Produced> {
+    let client = connect_client(&url).await?;
+    let mut acked = Vec::with_capacity(spec.tasks);
+    let mut errors = 0u64;
+    let mut created = 0u64;
+    let mut enqueue_per_s: f64 = 0.0;
+    let batch = 200;
+    let t0 = Instant::now();
+    let spread_n = spec.tasks - spec.burst;
+    let mut i = 0;
+    while i < spec.tasks {
+        let n = batch.min(spec.tasks - i);
+        if i >= spec.burst && spread_n > 0 {
+            // Pace the spread part.
+            let at = spec.spread_ms * (i - spec.burst) as u64 / spread_n as u64;
+            let target = Duration::from_millis(at);
+            let burst_end = Duration::from_secs_f64(if spec.burst > 0 {
+                spec.burst as f64 / enqueue_per_s.max(1.0)
+            } else {
+                0.0
+            });
+            let el = t0.elapsed();
+            if el < burst_end + target {
+                tokio::time::sleep(burst_end + target - el).await;
+            }
+        }
+        let base = now_ms();
+        let items: Vec<(String, i64)> = (i..i + n)
+            .map(|k| {
+                let d = if spec.delay_max_ms > 0 {
+                    rand::random_range(0..=spec.delay_max_ms) as i64
+                } else {
+                    0
+                };
+                (format!("t{k}"), base + d)
+            })
+            .collect();
+        let reqs = || -> anyhow::Result<Vec<TaskRequest>> {
+            items
+                .iter()
+                .map(|(id, due)| {
+                    Ok(chaos_rec::new(spec.task_ms, 0)
+                        .id(id.clone())
+                        .eta(UNIX_EPOCH + Duration::from_millis(*due as u64))
+                        .into_request()?)
+                })
+                .collect()
+        };
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match client.enqueue_bulk(reqs()?).await {
+                Ok(out) => {
+                    created += out.iter().filter(|(_, c)| *c).count() as u64;
+                    acked.extend(items.iter().cloned());
+                    break;
+                }
+                Err(e) => {
+                    errors += 1;
+                    if errors <= 3 {
+                        eprintln!("[{}] enqueue error (retrying same ids): {e}", spec.name);
+                    }
+                    if Instant::now() > give_up {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        i += n;
+        if i == spec.burst {
+            enqueue_per_s = spec.burst as f64 / t0.elapsed().as_secs_f64();
+        }
+    }
+    if spec.poison {
+        let req = chaos_rec::new(0, 1)
+            .id("poison")
+            .max_retries(2)
+            .into_request()?;
+        client.enqueue_bulk(vec![req]).await?;
+    }
+    Ok(Produced {
+        acked,
+        errors,
+        enqueue_per_s,
+        created,
+    })
+}
+
+async fn inject(
+    spec: Spec,
+    redis: Arc<Mutex<Redis>>,
+    workers: Arc<Mutex<Workers>>,
+    ev: Arc<Mutex<Events>>,
+) {
+    let sleep = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
+    match spec.fault {
+        Fault::None => {}
+        Fault::KillStorm { every_ms, for_ms } => {
+            let end = Instant::now() + Duration::from_millis(for_ms);
+            while Instant::now() < end {
+                sleep(every_ms).await;
+                let mut w = workers.lock().unwrap();
+                let i = rand::rng().random_range(0..w.slots.len());
+                if let Some(pid) = w.pid(i) {
+                    signal(pid, "KILL");
+                    ev.lock().unwrap().kills.insert(pid, now_ms());
+                    // The supervisor restarts it.
+                    std::thread::sleep(Duration::from_millis(20));
+                    let n = w.supervise_once();
+                    ev.lock().unwrap().restarts += n as u64;
+                }
+            }
+        }
+        Fault::Stop { at_ms, for_ms } => {
+            sleep(at_ms).await;
+            let pid = workers.lock().unwrap().pid(0);
+            if let Some(pid) = pid {
+                signal(pid, "STOP");
+                ev.lock().unwrap().stopped.push(pid);
+                sleep(for_ms).await;
+                signal(pid, "CONT");
+            }
+        }
+        Fault::RedisCrash { at_ms, down_ms } => {
+            sleep(at_ms).await;
+            redis.lock().unwrap().kill9();
+            ev.lock().unwrap().redis_down_ms = Some(now_ms());
+            sleep(down_ms).await;
+            let r = tokio::task::spawn_blocking({
+                let redis = redis.clone();
+                move || redis.lock().unwrap().spawn()
+            })
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                ev.lock().unwrap().fault_errors += 1;
+            }
+            ev.lock().unwrap().redis_up_ms = Some(now_ms());
+        }
+        Fault::FlushRestart { at_ms } => {
+            sleep(at_ms).await;
+            if redis.lock().unwrap().cmd(&["SCRIPT", "FLUSH"]).is_err() {
+                ev.lock().unwrap().fault_errors += 1;
+            }
+            sleep(2_000).await;
+            let r = tokio::task::spawn_blocking({
+                let redis = redis.clone();
+                move || {
+                    let mut r = redis.lock().unwrap();
+                    r.kill9();
+                    r.spawn()
+                }
+            })
+            .await;
+            if !matches!(r, Ok(Ok(()))) {
+                ev.lock().unwrap().fault_errors += 1;
+            }
+            ev.lock().unwrap().redis_up_ms = Some(now_ms());
+            sleep(2_000).await;
+            if redis.lock().unwrap().cmd(&["SCRIPT", "FLUSH"]).is_err() {
+                ev.lock().unwrap().fault_errors += 1;
+            }
+        }
+        Fault::ClientKill { every_ms, for_ms } => {
+            let end = Instant::now() + Duration::from_millis(for_ms);
+            while Instant::now() < end {
+                sleep(every_ms).await;
+                if redis
+                    .lock()
+                    .unwrap()
+                    .cmd(&["CLIENT", "KILL", "TYPE", "normal"])
+                    .is_err()
+                {
+                    ev.lock().unwrap().fault_errors += 1;
+                }
+            }
+        }
+        Fault::Stall { every_ms, for_ms } => {
+            let end = Instant::now() + Duration::from_millis(for_ms);
+            let mut debug_sleep = true;
+            while Instant::now() < end {
+                sleep(every_ms).await;
+                let r = redis.lock().unwrap();
+                // DEBUG SLEEP blocks until Redis wakes; CLIENT PAUSE returns at once.
+                let cmd: &[&str] = if debug_sleep {
+                    &["DEBUG", "SLEEP", "3"]
+                } else {
+                    &["CLIENT", "PAUSE", "3000"]
+                };
+                let res = tokio::task::block_in_place(|| r.cmd(cmd));
+                let mut e = ev.lock().unwrap();
+                if res.is_err() {
+                    e.fault_errors += 1;
+                }
+                e.stalls += 1;
+                debug_sleep = !debug_sleep;
+            }
+        }
+        Fault::Term { at_ms } => {
+            sleep(at_ms).await;
+            let mut w = workers.lock().unwrap();
+            w.supervise = false;
+            if let Some(pid) = w.pid(0) {
+                let t = now_ms();
+                signal(pid, "TERM");
+                ev.lock().unwrap().termed.push((pid, t));
+                let c = w.slots[0].as_mut().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        ev.lock().unwrap().term_exit_ms = Some(now_ms() - t);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            w.supervise = true;
+        }
+    }
+}
+
+/// Runs one scenario; returns its JSON line and whether its invariant held.
+async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
+    let dir = std::env::temp_dir().join(format!(
+        "sched-chaos-{}-{}-{}",
+        std::process::id(),
+        spec.name,
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    let redis = Arc::new(Mutex::new(Redis::start(&spec.redis_args, &dir)?));
+    let url = redis.lock().unwrap().url();
+    // Register the queue before any worker starts.
+    connect_client(&url).await?.shards(QUEUE).await?;
+    let flags: Vec<String> = [
+        "--redis-url".to_owned(),
+        url.clone(),
+        "--concurrency".into(),
+        spec.concurrency.to_string(),
+        "--lease-ms".into(),
+        spec.lease_ms.to_string(),
+        "--lock-ttl-ms".into(),
+        spec.lock_ttl_ms.to_string(),
+        "--shutdown-timeout-ms".into(),
+        spec.shutdown_ms.to_string(),
+    ]
+    .into();
+    let workers = Arc::new(Mutex::new(Workers {
+        bin: bin.to_owned(),
+        flags,
+        dir: dir.clone(),
+        slots: (0..spec.workers).map(|_| None).collect(),
+        spawned: 0,
+        supervise: true,
+    }));
+    workers.lock().unwrap().supervise_once();
+    // Let the workers subscribe before the first due time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ev = Arc::new(Mutex::new(Events::default()));
+    let restarts = Arc::new(AtomicU64::new(0));
+    let stop_sup = tokio_util_like_flag();
+    let sup = {
+        let (w, r, stop) = (workers.clone(), restarts.clone(), stop_sup.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = w.lock().unwrap().supervise_once();
+                r.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    let t0 = now_ms();
+    let faults = tokio::spawn(inject(
+        spec.clone(),
+        redis.clone(),
+        workers.clone(),
+        ev.clone(),
+    ));
+    let produced = tokio::spawn(produce(url.clone(), spec.clone())).await??;
+    let _ = faults.await;
+    let max_due = produced.acked.iter().map(|a| a.1).max().unwrap_or(t0);
+    // Wait for every acknowledged task to complete, or for progress to stop.
+    let mut last_done = 0;
+    let mut last_progress = Instant::now();
+    let mut all_done_ms = None;
+    let hard = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < hard {
+        let (_, dones) = read_logs(&dir);
+        let done_ids: HashSet<&str> = dones.iter().map(|d| d.0.as_str()).collect();
+        let n = produced
+            .acked
+            .iter()
+            .filter(|a| done_ids.contains(a.0.as_str()))
+            .count();
+        let poison_settled = !spec.poison
+            || matches!(
+                poison_state(&url).await.as_deref(),
+                Some("dead") | Some("succeeded")
+            );
+        if n == produced.acked.len() && poison_settled {
+            all_done_ms = Some(now_ms());
+            break;
+        }
+        if n != last_done {
+            last_done = n;
+            last_progress = Instant::now();
+        }
+        // A task whose claim reply was lost (connection killed, Redis restarted) stays leased
+        // until its lease expires: wait at least one lease past the last progress.
+        let idle_ms = spec.idle_ms.max(spec.lease_ms + 10_000);
+        if now_ms() > max_due + 5_000 && last_progress.elapsed().as_millis() as u64 > idle_ms {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let end_ms = all_done_ms.unwrap_or_else(now_ms);
+    stop_sup.store(true, Ordering::Relaxed);
+    let _ = sup.await;
+    // Graceful stop: the workers print their reports.
+    let stats = connect_client(&url).await?.queue_stats(QUEUE).await.ok();
+    let poison = if spec.poison {
+        poison_info(&url).await
+    } else {
+        None
+    };
+    let (slowlog_max_us, slowlog_cmd) = slowlog_top(&redis.lock().unwrap());
+    {
+        let w = workers.clone();
+        tokio::task::spawn_blocking(move || w.lock().unwrap().stop_all(Duration::from_secs(40)))
+            .await?;
+    }
+    let reports = read_reports(&dir);
+    let (starts, dones) = read_logs(&dir);
+    let ev = std::mem::take(&mut *ev.lock().unwrap());
+    redis.lock().unwrap().kill9();
+
+    // The oracle.
+    let mut lost = 0u64;
+    let mut dup = 0u64;
+    let mut early = 0u64;
+    let mut late = Vec::with_capacity(produced.acked.len());
+    let mut done_ids: HashMap<&str, u64> = HashMap::new();
+    for d in &dones {
+        *done_ids.entry(d.0.as_str()).or_default() += 1;
+    }
+    let mut done_dup = 0u64;
+    for (id, due) in &produced.acked {
+        if let Some(s) = starts.get(id) {
+            dup += s.len() as u64 - 1;
+            early += s.iter().filter(|x| x.claimed < *due).count() as u64;
+            late.push(s.iter().map(|x| x.claimed).min().unwrap() - due);
+        }
+        match done_ids.get(id.as_str()) {
+            None => lost += 1,
+            Some(n) => done_dup += n - 1,
+        }
+    }
+    late.sort_unstable();
+    // In flight on killed (or stopped / terminated) workers: starts without a matching done.
+    let mut inflight_killed = 0u64;
+    let mut recovery = Vec::new();
+    // Processes a poison run aborted, with the time it started.
+    let aborted: Vec<(u32, i64)> = starts
+        .get("poison")
+        .map(|s| s.iter().map(|x| (x.pid, x.claimed)).collect())
+        .unwrap_or_default();
+    let cut: HashMap<u32, i64> = ev
+        .kills
+        .iter()
+        .map(|(p, t)| (*p, *t))
+        .chain(ev.termed.iter().copied())
+        .chain(aborted.iter().copied())
+        .collect();
+    for (id, s) in &starts {
+        if id == "poison" {
+            continue;
+        }
+        for x in s {
+            let Some(t) = cut.get(&x.pid) else { continue };
+            if dones.contains(&(id.clone(), x.attempt, x.pid)) {
+                continue;
+            }
+            inflight_killed += 1;
+            if let Some(next) = s
+                .iter()
+                .filter(|y| y.claimed >= x.claimed && y.pid != x.pid)
+                .map(|y| y.claimed)
+                .min()
+            {
+                recovery.push(next - t);
+            }
+        }
+    }
+    recovery.sort_unstable();
+    // Repeated starts whose previous start was on a killed, aborted or terminated process.
+    let mut dup_after_kill = 0u64;
+    for (id, s) in &starts {
+        if id == "poison" {
+            continue;
+        }
+        let mut v: Vec<&Start> = s.iter().collect();
+        v.sort_by_key(|x| x.claimed);
+        dup_after_kill += v.windows(2).filter(|w| cut.contains_key(&w[0].pid)).count() as u64;
+    }
+    let elapsed_s = ((end_ms - t0) as f64 / 1000.0).max(0.001);
+    let throughput = produced.acked.len() as f64 / elapsed_s;
+    let rep = |k: &str| reports.get(k).copied().unwrap_or(0);
+    let enqueued_counter = stats
+        .as_ref()
+        .and_then(|s| s.counters.get("enqueued").copied())
+        .unwrap_or(0);
+    let resume_ms = ev.redis_up_ms.map(|up| {
+        starts
+            .values()
+            .flatten()
+            .map(|x| x.claimed)
+            .filter(|c| *c >= up)
+            .min()
+            .map_or(-1, |c| c - up)
+    });
+
+    let mut extra = String::new();
+    let mut ok = lost == 0 && early == 0;
+    match spec.fault {
+        Fault::None if spec.poison => ok &= dup == dup_after_kill,
+        Fault::None => ok &= dup == 0,
+        Fault::KillStorm { .. } => {
+            ok &= dup == dup_after_kill;
+            extra += &format!(
+                ",\"kills\":{},\"dup_after_kill\":{dup_after_kill},\"inflight_on_killed\":{},\"restarts\":{}",
+                ev.kills.len(),
+                inflight_killed,
+                restarts.load(Ordering::Relaxed) + ev.restarts
+            );
+        }
+        Fault::Stop { for_ms, .. } => {
+            let stopped: HashSet<u32> = ev.stopped.iter().copied().collect();
+            let rerun = starts
+                .values()
+                .filter(|s| s.iter().any(|x| stopped.contains(&x.pid)) && s.len() > 1)
+                .count();
+            ok &= rerun > 0 && rep("stale") > 0;
+            extra += &format!(
+                ",\"stopped_ms\":{for_ms},\"rerun_elsewhere\":{rerun},\"stale_acks_rejected\":{},\"done_twice\":{done_dup}",
+                rep("stale")
+            );
+        }
+        Fault::RedisCrash { .. } => {
+            if spec.redis_args.contains(&"always") {
+                ok &= ev.fault_errors == 0;
+            } else {
+                // everysec may lose up to ~1 s of acknowledged writes: reported, not asserted.
+                ok = early == 0 && ev.fault_errors == 0;
+            }
+            ok &= resume_ms.is_some_and(|r| r >= 0);
+            extra += &format!(
+                ",\"appendfsync\":\"{}\",\"producer_errors\":{},\"resume_ms\":{},\"enqueue_per_s\":{:.0}",
+                if spec.redis_args.contains(&"always") { "always" } else { "everysec" },
+                produced.errors,
+                resume_ms.unwrap_or(-1),
+                produced.enqueue_per_s
+            );
+        }
+        Fault::FlushRestart { .. } => {
+            ok &= produced.errors == 0 && ev.fault_errors == 0;
+            extra += &format!(
+                ",\"producer_errors\":{},\"resume_ms\":{}",
+                produced.errors,
+                resume_ms.unwrap_or(-1)
+            );
+        }
+        Fault::ClientKill { .. } => {
+            ok &= enqueued_counter == spec.tasks as u64;
+            extra += &format!(
+                ",\"producer_errors\":{},\"tasks_created_in_redis\":{},\"created_replies\":{}",
+                produced.errors, enqueued_counter, produced.created
+            );
+        }
+        Fault::Stall { .. } => {
+            let reaped = stats
+                .as_ref()
+                .and_then(|s| s.counters.get("reaped").copied())
+                .unwrap_or(0);
+            ok &= dup == 0 && reaped == 0 && ev.fault_errors == 0 && ev.stalls > 0;
+            extra += &format!(
+                ",\"stalls\":{},\"stall_errors\":{},\"producer_errors\":{},\"lease_ms\":{}",
+                ev.stalls, ev.fault_errors, produced.errors, spec.lease_ms
+            );
+        }
+        Fault::Term { .. } => {
+            ok &= done_dup == 0 && rep("released") > 0;
+            extra += &format!(
+                ",\"released\":{},\"term_to_exit_ms\":{},\"done_twice\":{done_dup}",
+                rep("released"),
+                ev.term_exit_ms.unwrap_or(-1)
+            );
+        }
+    }
+    if let Some((state, attempts, err)) = &poison {
+        ok &= state == "dead";
+        extra += &format!(
+            ",\"poison_state\":\"{state}\",\"poison_runs\":{},\"poison_attempts\":{attempts},\"poison_error\":{:?},\"restarts\":{},\"inflight_on_aborted\":{inflight_killed},\"dup_after_abort\":{dup_after_kill}",
+            starts.get("poison").map_or(0, |s| s.len()),
+            err,
+            restarts.load(Ordering::Relaxed)
+        );
+    }
+    let json = format!(
+        "{{\"scenario\":\"{}\",\"tasks\":{},\"acked\":{},\"lost\":{lost},\"duplicates\":{dup},\"early\":{early},\"lateness_ms\":{{\"p50\":{},\"p99\":{},\"max\":{}}},\"throughput_per_s\":{throughput:.0},\"recovery_ms\":{{\"p50\":{},\"max\":{}}},\"stale\":{},\"reaped\":{},\"slowlog_max_us\":{slowlog_max_us},\"slowlog_cmd\":{slowlog_cmd:?}{extra},\"ok\":{ok}}}",
+        spec.name,
+        spec.tasks,
+        produced.acked.len(),
+        pct(&late, 0.5),
+        pct(&late, 0.99),
+        late.last().copied().unwrap_or(0),
+        pct(&recovery, 0.5),
+        recovery.last().copied().unwrap_or(0),
+        rep("stale"),
+        stats
+            .as_ref()
+            .and_then(|s| s.counters.get("reaped").copied())
+            .unwrap_or(0),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((json, ok))
+}
+
+fn tokio_util_like_flag() -> Arc<std::sync::atomic::AtomicBool> {
+    Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+async fn poison_state(url: &str) -> Option<String> {
+    poison_info(url).await.map(|p| p.0)
+}
+
+async fn poison_info(url: &str) -> Option<(String, u32, String)> {
+    let c = connect_client(url).await.ok()?;
+    let info = c.status(&TaskId::new(QUEUE, "poison")).await.ok()?;
+    Some((
+        info.state.as_str().to_owned(),
+        info.attempts,
+        info.last_error.unwrap_or_default(),
+    ))
+}
+
+fn slowlog_max(r: &Redis) -> i64 {
+    slowlog_top(r).0
+}
+
+/// The slowest command in `SLOWLOG` (threshold 10 ms by default): its duration in µs (0 when
+/// none, -1 when unreadable) and its first two words.
+fn slowlog_top(r: &Redis) -> (i64, String) {
+    let Ok(redis::Value::Array(entries)) = r.cmd(&["SLOWLOG", "GET", "1000"]) else {
+        return (-1, String::new());
+    };
+    let word = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b[..b.len().min(48)]).into_owned(),
+        _ => String::new(),
+    };
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            redis::Value::Array(f) => match (f.get(2), f.get(3)) {
+                (Some(redis::Value::Int(us)), Some(redis::Value::Array(a))) => Some((
+                    *us,
+                    a.iter().take(2).map(word).collect::<Vec<_>>().join(" "),
+                )),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max_by_key(|x| x.0)
+        .unwrap_or((0, String::new()))
+}
+
+fn specs(args: &Args) -> Vec<Spec> {
+    let q = args.quick;
+    let n = |full: usize, quick: usize| args.tasks.unwrap_or(if q { quick } else { full });
+    let dur = |full: u64, quick: u64| {
+        args.duration_secs
+            .map(|s| s * 1000)
+            .unwrap_or(if q { quick } else { full })
+    };
+    let w = |d: usize| args.workers.unwrap_or(d);
+    let aof =
+        |fsync: &'static str| vec!["--save", "", "--appendonly", "yes", "--appendfsync", fsync];
+    let mut out = Vec::new();
+
+    let mut s = Spec::new("baseline", n(100_000, 2_000));
+    s.delay_max_ms = if q { 3_000 } else { 30_000 };
+    s.workers = w(4);
+    out.push(s);
+
+    let mut s = Spec::new("kill-storm", n(100_000, 2_000));
+    let d = dur(60_000, 8_000);
+    s.delay_max_ms = if q { 3_000 } else { 30_000 };
+    s.task_ms = 20;
+    s.workers = w(4);
+    s.concurrency = 64;
+    s.lease_ms = 2_000;
+    s.lock_ttl_ms = 1_000;
+    s.burst = 0;
+    s.spread_ms = d.saturating_sub(s.delay_max_ms);
+    s.fault = Fault::KillStorm {
+        every_ms: 2_000,
+        for_ms: d,
+    };
+    out.push(s);
+
+    let mut s = Spec::new("lease-lost", n(200, 40));
+    s.delay_max_ms = 0;
+    s.task_ms = 3_000;
+    s.workers = 2;
+    s.concurrency = 16;
+    s.lease_ms = 2_000;
+    s.lock_ttl_ms = 1_000;
+    s.fault = Fault::Stop {
+        at_ms: 1_000,
+        for_ms: 6_000,
+    };
+    out.push(s);
+
+    for fsync in ["everysec", "always"] {
+        let mut s = Spec::new(
+            if fsync == "always" {
+                "redis-crash-always"
+            } else {
+                "redis-crash-everysec"
+            },
+            n(100_000, 4_000),
+        );
+        s.redis_args = aof(fsync);
+        s.delay_max_ms = 2_000;
+        s.workers = w(3);
+        s.burst = s.tasks / 2;
+        s.spread_ms = if q { 4_000 } else { 10_000 };
+        if q {
+            // A claim whose reply is lost waits out one lease: keep CI short.
+            s.lease_ms = 3_000;
+        }
+        s.fault = Fault::RedisCrash {
+            at_ms: if q { 2_500 } else { 6_000 },
+            down_ms: 1_000,
+        };
+        out.push(s);
+    }
+
+    let mut s = Spec::new("script-flush", n(20_000, 2_000));
+    s.redis_args = aof("always");
+    s.delay_max_ms = 1_000;
+    s.workers = w(3);
+    s.burst = 0;
+    s.spread_ms = 8_000;
+    if q {
+        // A claim whose reply is lost waits out one lease: keep CI short.
+        s.lease_ms = 3_000;
+    }
+    s.fault = Fault::FlushRestart { at_ms: 1_500 };
+    out.push(s);
+
+    let mut s = Spec::new("client-kill", n(50_000, 2_000));
+    let d = dur(20_000, 5_000);
+    s.delay_max_ms = 1_000;
+    s.workers = w(3);
+    s.burst = 0;
+    s.spread_ms = d;
+    if q {
+        // A claim whose reply is lost waits out one lease: keep CI short.
+        s.lease_ms = 3_000;
+    }
+    s.fault = Fault::ClientKill {
+        every_ms: 500,
+        for_ms: d,
+    };
+    out.push(s);
+
+    let mut s = Spec::new("redis-stall", n(10_000, 1_000));
+    let d = dur(60_000, 5_000);
+    s.redis_args = vec![
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--enable-debug-command",
+        "yes",
+    ];
+    s.delay_max_ms = 1_000;
+    s.task_ms = 500;
+    s.workers = w(3);
+    s.concurrency = 64;
+    s.lease_ms = 30_000;
+    s.burst = 0;
+    s.spread_ms = d;
+    s.fault = Fault::Stall {
+        every_ms: if q { 2_000 } else { 20_000 },
+        for_ms: d,
+    };
+    out.push(s);
+
+    let mut s = Spec::new("poison", n(2_000, 500));
+    s.delay_max_ms = 2_000;
+    s.task_ms = 10;
+    s.workers = w(3);
+    s.lease_ms = 1_000;
+    s.lock_ttl_ms = 1_000;
+    s.poison = true;
+    out.push(s);
+
+    let mut s = Spec::new("graceful-shutdown", n(64, 32));
+    s.delay_max_ms = 0;
+    s.task_ms = 6_000;
+    s.workers = 2;
+    s.concurrency = 32;
+    s.shutdown_ms = 500;
+    s.fault = Fault::Term { at_ms: 1_500 };
+    out.push(s);
+    out
+}
+
+/// Scenario 3: `n` tasks due within `window_ms` on a one-shard queue, promoted by 8 concurrent
+/// loops calling the promote script directly (no lock at all). Every task must be moved exactly
+/// once: the moves counted by the callers, the partition's `promoted` counter and its ready set
+/// all equal `n`, and the scheduled set ends empty.
+async fn run_race(n: usize, window_ms: i64, lead_ms: i64) -> anyhow::Result<(String, bool)> {
+    let dir = std::env::temp_dir().join(format!("sched-chaos-race-{}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)?;
+    let redis = Redis::start(&["--save", "", "--appendonly", "no"], &dir)?;
+    let url = redis.url();
+    let client = Client::with_config(
+        ClientConfig::new(&url)
+            .namespace(NS)
+            .queue_shards("race", 1),
+    )
+    .await?;
+    let base = now_ms() + lead_ms;
+    let mut reqs = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = base + (i as i64 * window_ms) / n as i64;
+        reqs.push(
+            chaos_rec::new(0, 0)
+                .queue("race")
+                .id(format!("r{i}"))
+                .eta(UNIX_EPOCH + Duration::from_millis(due as u64))
+                .into_request()?,
+        );
+    }
+    for chunk in reqs.chunks(5_000) {
+        client.enqueue_bulk(chunk.to_vec()).await?;
+    }
+    let store = client.store().clone();
+    let p = store.partition("race", 0);
+    let end = base + window_ms + 500;
+    let t0 = Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..8 {
+        let (store, p) = (store.clone(), p.clone());
+        joins.push(tokio::spawn(async move {
+            let (mut moved, mut calls) = (0u64, 0u64);
+            loop {
+                let r = store.promote(&p, 1_000).await?;
+                calls += 1;
+                moved += r.moved;
+                if r.moved == 0 {
+                    if r.next_due_ms.is_none() && r.server_now_ms > end {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            anyhow::Ok((moved, calls))
+        }));
+    }
+    let (mut moved, mut calls) = (0u64, 0u64);
+    for j in joins {
+        let (m, c) = j.await??;
+        moved += m;
+        calls += c;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let stats = client.queue_stats("race").await?;
+    let promoted = stats.counters.get("promoted").copied().unwrap_or(0);
+    let slow = slowlog_max(&redis);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+    let ok = moved == n as u64
+        && promoted == n as u64
+        && stats.ready == n as u64
+        && stats.scheduled == 0;
+    Ok((
+        format!(
+            "{{\"scenario\":\"racing-promoters\",\"tasks\":{n},\"promoters\":8,\"promote_calls\":{calls},\"moved_by_callers\":{moved},\"promoted_counter\":{promoted},\"ready\":{},\"scheduled_left\":{},\"window_ms\":{window_ms},\"elapsed_s\":{elapsed:.1},\"slowlog_max_us\":{slow},\"ok\":{ok}}}",
+            stats.ready, stats.scheduled
+        ),
+        ok,
+    ))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = std::env::current_exe()?
+        .parent()
+        .expect("examples dir")
+        .join("chaos_worker");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: cargo build --release --example chaos_worker",
+        bin.display()
+    );
+    let all = specs(&args);
+    let mut failed = 0;
+    if args.scenario == "all" || args.scenario == "racing-promoters" {
+        let n = args
+            .tasks
+            .unwrap_or(if args.quick { 20_000 } else { 100_000 });
+        let (window, lead) = if args.quick {
+            (3_000, 2_000)
+        } else {
+            (10_000, 8_000)
+        };
+        let started = Instant::now();
+        match run_race(n, window, lead).await {
+            Ok((json, ok)) => {
+                println!("{json}");
+                eprintln!(
+                    "[racing-promoters] {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                failed += usize::from(!ok);
+            }
+            Err(e) => {
+                println!(
+                    "{{\"scenario\":\"racing-promoters\",\"error\":{:?},\"ok\":false}}",
+                    e.to_string()
+                );
+                failed += 1;
+            }
+        }
+        if args.scenario != "all" {
+            if failed > 0 {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+    }
+    let chosen: Vec<Spec> = all
+        .into_iter()
+        .filter(|s| args.scenario == "all" || s.name == args.scenario)
+        .collect();
+    anyhow::ensure!(!chosen.is_empty(), "unknown scenario {}", args.scenario);
+    for spec in chosen {
+        let started = Instant::now();
+        match run(spec.clone(), &bin).await {
+            Ok((json, ok)) => {
+                println!("{json}");
+                eprintln!("[{}] {:.1} s", spec.name, started.elapsed().as_secs_f64());
+                if !ok {
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                println!(
+                    "{{\"scenario\":\"{}\",\"error\":{:?},\"ok\":false}}",
+                    spec.name,
+                    e.to_string()
+                );
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

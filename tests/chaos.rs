@@ -1,0 +1,61 @@
+//! The CI subset of the chaos harness: every scenario of `examples/chaos.rs` in `--quick` mode
+//! (small counts, a few seconds each), each one's invariant asserted from its JSON line.
+//!
+//! The full-size run and its figures are in `docs/reliability.md`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::example_bin;
+
+/// Runs `chaos all --quick` (real worker processes, a real redis-server, faults injected) and
+/// checks that every scenario printed its line with `"ok":true`.
+#[test]
+fn chaos_quick_scenarios_hold_their_invariants() {
+    // Built first: the harness starts it as its worker processes.
+    let _worker = example_bin("chaos_worker");
+    let chaos = example_bin("chaos");
+    let started = Instant::now();
+    let out = Command::new(chaos)
+        .args(["all", "--quick"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the chaos harness");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    eprintln!(
+        "chaos --quick took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let expected = [
+        "baseline",
+        "kill-storm",
+        "lease-lost",
+        "redis-crash-everysec",
+        "redis-crash-always",
+        "script-flush",
+        "client-kill",
+        "redis-stall",
+        "poison",
+        "graceful-shutdown",
+        "racing-promoters",
+    ];
+    for name in expected {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("\"scenario\":\"{name}\"")))
+            .unwrap_or_else(|| panic!("no line for scenario {name}"));
+        assert!(
+            line.ends_with("\"ok\":true}"),
+            "scenario {name} broke its invariant: {line}"
+        );
+        if name != "racing-promoters" {
+            assert!(line.contains("\"lost\":0"), "{name} lost tasks: {line}");
+            assert!(line.contains("\"early\":0"), "{name} ran early: {line}");
+        }
+    }
+    assert!(out.status.success(), "chaos exited with {}", out.status);
+}
