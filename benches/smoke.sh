@@ -5,11 +5,13 @@
 #
 #   benches/smoke.sh            # needs redis-server on PATH
 #   SMOKE_BULLMQ=1 benches/smoke.sh   # also the BullMQ peer (needs node and npm)
+#   SMOKE_PROFILE=dev benches/smoke.sh  # debug build (CI: reuses the test build's dependencies)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet -p scheduler-bench
-bench=target/release/scheduler-bench
+profile=${SMOKE_PROFILE:-release}
+cargo build --profile "$profile" --quiet -p scheduler-bench
+if [ "$profile" = dev ]; then bench=target/debug/scheduler-bench; else bench=target/$profile/scheduler-bench; fi
 log=$(mktemp -t sched-smoke-XXXXXX)
 trap 'rm -f "$log"' EXIT
 
