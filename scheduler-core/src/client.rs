@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
 use crate::scripts::{CancelReply, Due, NewTask, Outcome, RequeueReply};
-use crate::store::{retry_transient, Partition, Store};
+use crate::store::{retry_transient_for, Partition, Store};
 use crate::task::Task;
 
 /// Settings of a [`Client`]. Every field has a documented default; build with
@@ -28,6 +28,7 @@ pub struct ClientConfig {
     max_payload_bytes: usize,
     cancelled_ttl: Duration,
     retry_attempts: u32,
+    loading_wait: Duration,
     tls: Option<TlsConfig>,
 }
 
@@ -43,6 +44,7 @@ impl ClientConfig {
             max_payload_bytes: 1 << 20,
             cancelled_ttl: Duration::from_secs(3600),
             retry_attempts: 5,
+            loading_wait: crate::store::DEFAULT_LOADING_WAIT,
             tls: None,
         }
     }
@@ -84,6 +86,17 @@ impl ClientConfig {
     /// because enqueue is idempotent by task id.
     pub fn retry_attempts(mut self, attempts: u32) -> Self {
         self.retry_attempts = attempts.max(1);
+        self
+    }
+
+    /// How long an operation keeps retrying while Redis answers `LOADING` (loading its data set
+    /// after a restart: seconds to minutes with a large AOF), polling every 100-500 ms. These
+    /// retries do not use [`ClientConfig::retry_attempts`]; once the wait is spent, a `LOADING`
+    /// reply counts as one ordinary transient failure, and the caller finally gets the typed
+    /// error ([`Error::is_loading`]). Default 30 s; zero treats `LOADING` like any transient
+    /// error.
+    pub fn loading_wait(mut self, wait: Duration) -> Self {
+        self.loading_wait = wait;
         self
     }
 
@@ -165,11 +178,12 @@ impl Client {
             return Ok(*n);
         }
         let wanted = self.config.queue_shards.get(queue).copied();
-        let stored = retry_transient(self.config.retry_attempts, || {
-            self.store
-                .register_queue(queue, wanted.unwrap_or(self.config.default_shards))
-        })
-        .await?;
+        let stored =
+            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+                self.store
+                    .register_queue(queue, wanted.unwrap_or(self.config.default_shards))
+            })
+            .await?;
         if let Some(configured) = wanted.filter(|w| *w != stored) {
             return Err(Error::ShardMismatch {
                 queue: queue.to_owned(),
@@ -270,10 +284,11 @@ impl Client {
         for window in chunks.chunks(64) {
             let calls: Vec<(&Partition, &[NewTask])> =
                 window.iter().map(|(p, _, t)| (*p, &t[..])).collect();
-            let replies = retry_transient(self.config.retry_attempts, || {
-                self.store.enqueue_many(&calls)
-            })
-            .await?;
+            let replies =
+                retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+                    self.store.enqueue_many(&calls)
+                })
+                .await?;
             for ((_, idx, _), outs) in window.iter().zip(replies) {
                 for (i, o) in idx.iter().zip(outs) {
                     created[*i] = o == Outcome::Done;
@@ -292,10 +307,11 @@ impl Client {
     pub async fn cancel(&self, id: &TaskId) -> Result<()> {
         let p = self.partition_of(id).await?;
         let ttl = self.config.cancelled_ttl.as_millis() as u64;
-        let reply = retry_transient(self.config.retry_attempts, || {
-            self.store.cancel(&p, id.id(), ttl)
-        })
-        .await?;
+        let reply =
+            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+                self.store.cancel(&p, id.id(), ttl)
+            })
+            .await?;
         match reply {
             CancelReply::Cancelled => Ok(()),
             CancelReply::Running => Err(Error::Running(id.clone())),
@@ -328,7 +344,10 @@ impl Client {
         // Safe to repeat after a transient error: a second application finds the task `ready` and
         // changes nothing (it would then report `false` for a requeue that did happen).
         let reply =
-            retry_transient(self.config.retry_attempts, || self.store.requeue(&p, &ids)).await?;
+            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+                self.store.requeue(&p, &ids)
+            })
+            .await?;
         match reply.first() {
             Some(RequeueReply::Requeued) => Ok(true),
             Some(RequeueReply::NotDead) => Ok(false),
@@ -345,12 +364,13 @@ impl Client {
     pub async fn status(&self, id: &TaskId) -> Result<TaskInfo> {
         let p = self.partition_of(id).await?;
         let key = p.keys.task(id.id());
-        let fields: HashMap<String, Vec<u8>> = retry_transient(self.config.retry_attempts, || {
-            let mut conn = self.store.conn();
-            let key = key.clone();
-            async move { Ok(conn.hgetall(key).await?) }
-        })
-        .await?;
+        let fields: HashMap<String, Vec<u8>> =
+            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+                let mut conn = self.store.conn();
+                let key = key.clone();
+                async move { Ok(conn.hgetall(key).await?) }
+            })
+            .await?;
         TaskInfo::from_fields(id.clone(), fields).ok_or_else(|| Error::NotFound(id.clone()))
     }
 

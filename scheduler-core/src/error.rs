@@ -115,5 +115,18 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether Redis answered `LOADING`: it is loading its data set into memory after a restart
+    /// (seconds to minutes with a large AOF or RDB) and will serve once done. Such errors are
+    /// also [`Error::is_transient`]; the retry loops give them their own, longer time budget
+    /// ([`crate::ClientConfig::loading_wait`]).
+    pub fn is_loading(&self) -> bool {
+        matches!(self, Error::Redis(e) if matches!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+        ))
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

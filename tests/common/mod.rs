@@ -60,21 +60,7 @@ impl RedisServer {
 
     fn spawn(&mut self) -> bool {
         let log = self.dir.join("redis.log");
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
-            .arg("127.0.0.1")
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--logfile")
-            .arg(&log)
-            .args(&self.extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be on PATH (apt-get install redis-server)");
-        self.child = Some(child);
+        self.spawn_process();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self.ping() {
@@ -92,6 +78,26 @@ impl RedisServer {
         );
         self.kill();
         false
+    }
+
+    /// Starts the process, without waiting for it to serve.
+    fn spawn_process(&mut self) {
+        let log = self.dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH (apt-get install redis-server)");
+        self.child = Some(child);
     }
 
     fn ping(&self) -> bool {
@@ -130,6 +136,13 @@ impl RedisServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Kills the server and starts it again on the same port and directory without waiting for
+    /// it to serve: while it reloads its data it answers `LOADING`.
+    pub fn restart_nowait(&mut self) {
+        self.kill();
+        self.spawn_process();
     }
 
     /// Starts the server again on the same port and directory (AOF or RDB files are reloaded).
