@@ -33,10 +33,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let refs: Vec<(&str, i64)> = chunk.iter().map(|(i, t)| (i.as_str(), *t)).collect();
                 match shared.store.extend(p, lease_ms, &refs).await {
                     Ok(outs) => {
-                        for ((id, _), o) in refs.iter().zip(outs) {
-                            if o == Outcome::StaleLease {
-                                tracing::warn!(queue = %p.queue, id, "lease lost while running; the task may run elsewhere too");
-                            }
+                        let lost = lost_leases(&refs, &outs, |id, token| {
+                            shared
+                                .inflight
+                                .lock()
+                                .expect("inflight poisoned")
+                                .get(&(idx, id.to_owned()))
+                                .is_some_and(|f| f.token == token)
+                        });
+                        for id in lost {
+                            tracing::warn!(queue = %p.queue, id, "lease lost while running; the task may run elsewhere too");
                         }
                     }
                     Err(e) => {
@@ -45,5 +51,47 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// The ids whose lease was really lost: the extend script refused them (stale token) and they
+/// are still running here under the same token. A task that finished between the snapshot and
+/// the extend call (its executor removed it from the in-flight map, the acker may already have
+/// acked it) is refused as well, but nothing was lost: it is skipped.
+fn lost_leases<'a>(
+    items: &[(&'a str, i64)],
+    outcomes: &[Outcome],
+    still_running: impl Fn(&str, i64) -> bool,
+) -> Vec<&'a str> {
+    items
+        .iter()
+        .zip(outcomes)
+        .filter(|((id, token), o)| **o == Outcome::StaleLease && still_running(id, *token))
+        .map(|((id, _), _)| *id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_finished_before_the_extend_is_not_reported_lost() {
+        let items = [("done", 1), ("running", 2), ("renewed", 3), ("requeued", 4)];
+        let outcomes = [
+            Outcome::StaleLease,
+            Outcome::StaleLease,
+            Outcome::Done,
+            Outcome::StaleLease,
+        ];
+        // "done" left the in-flight map (acked meanwhile); "requeued" runs here again under a
+        // newer token; only "running" still runs under the refused token.
+        let lost = lost_leases(&items, &outcomes, |id, token| match id {
+            "running" => token == 2,
+            "requeued" => token == 5,
+            "renewed" => true,
+            _ => false,
+        });
+        assert_eq!(lost, vec!["running"]);
     }
 }
