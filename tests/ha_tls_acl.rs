@@ -267,3 +267,378 @@ async fn acl_user_limited_to_the_namespace() {
         .expect_err("a channel outside the namespace is denied");
     println!("denied, a channel outside the namespace: {e}");
 }
+
+/// The rule of `docs/deployment.md` for `user` (`sched_producer`, `sched_worker`).
+fn role_rule(user: &str, password: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deployment.md"))
+        .expect("docs/deployment.md");
+    let prefix = format!("ACL SETUSER {user} ");
+    let line = doc
+        .lines()
+        .find(|l| l.trim_start().starts_with(&prefix))
+        .unwrap_or_else(|| panic!("docs/deployment.md prints an `{prefix}...` line"));
+    line.split_whitespace()
+        .skip(3)
+        .map(|w| w.replace("<password>", password))
+        .collect()
+}
+
+/// Commands called by the `lua/*.lua` scripts whose names pass `pick`, plus `_prelude.lua`
+/// (prefixed to every script).
+fn script_commands(pick: impl Fn(&str) -> bool) -> std::collections::BTreeSet<String> {
+    let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/lua");
+    let mut called = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(lua).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if name != "_prelude" && !pick(&name) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for part in text.split("redis.call(").skip(1) {
+            let cmd: String = part
+                .trim_start_matches(['\'', '"'])
+                .chars()
+                .take_while(char::is_ascii_alphabetic)
+                .collect();
+            called.insert(cmd.to_ascii_uppercase());
+        }
+    }
+    called
+}
+
+/// `ACL DRYRUN` of `cmd` as `user` with arguments suited to it, on keys the user's scripts
+/// write: sorted sets on the ready set, strings on the lock, hashes on a task record.
+fn dryrun(admin: &mut redis::Connection, user: &str, cmd: &str) -> redis::RedisResult<String> {
+    let zset = "sched:{ha:0}:ready";
+    let hash = "sched:{ha:0}:t:x";
+    let args: Vec<&str> = match cmd {
+        "TIME" => vec![],
+        "ZPOPMIN" | "ZCARD" => vec![zset],
+        "ZADD" => vec![zset, "1", "m"],
+        "ZREM" => vec![zset, "m"],
+        "ZRANGE" | "ZRANGEBYSCORE" => vec![zset, "0", "1"],
+        "ZSCORE" => vec![zset, "m"],
+        "GET" | "SET" => {
+            vec!["sched:{ha:0}:lock", "v"][..if cmd == "GET" { 1 } else { 2 }].to_vec()
+        }
+        "DEL" | "EXISTS" | "HGETALL" => vec![hash],
+        "HGET" | "HMGET" | "HDEL" => vec![hash, "f"],
+        "HSET" => vec![hash, "f", "v"],
+        "HINCRBY" => vec![hash, "f", "1"],
+        "PEXPIRE" => vec![hash, "1000"],
+        "PUBLISH" => vec!["sched:wake:ha", "r:0"],
+        other => panic!("a script calls {other}: add it to dryrun() and to the documented rules"),
+    };
+    redis::cmd("ACL")
+        .arg("DRYRUN")
+        .arg(user)
+        .arg(cmd)
+        .arg(&args)
+        .query(admin)
+}
+
+/// Fails its first attempt (retried after 100 ms), then succeeds: exercises the retry script.
+#[scheduler::task(name = "acl_flaky", queue = "ha")]
+async fn acl_flaky(ctx: scheduler::TaskContext) -> Result<(), scheduler::TaskError> {
+    if ctx.attempt() < 2 {
+        return Err(scheduler::TaskError::retry_after(
+            "first attempt fails",
+            Duration::from_millis(100),
+        ));
+    }
+    Ok(())
+}
+
+/// Asserts that `cmd`, sent on `conn`, is refused with `NOPERM`.
+async fn denied(
+    conn: &mut impl redis::aio::ConnectionLike,
+    who: &str,
+    what: &str,
+    cmd: redis::Cmd,
+) {
+    let r: redis::RedisResult<redis::Value> = cmd.query_async(conn).await;
+    let e = r.expect_err(what);
+    println!("{who} denied, {what}: {e}");
+    assert_eq!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+        "{who}: {what} is denied with NOPERM ({e})"
+    );
+}
+
+/// Separate producer and worker users, each with the least privilege of its role (the two rules
+/// of `docs/deployment.md`): each may run every command its scripts call, the system works with
+/// exactly those rights (tasks now, delayed, retried, cancelled; status, stats; heartbeats), and
+/// each is denied what lies outside its role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_producer_and_worker_roles() {
+    let server = RedisServer::start();
+    let mut admin = server.conn();
+    for (user, pw) in [("sched_producer", "p-pw"), ("sched_worker", "w-pw")] {
+        let rule = role_rule(user, pw);
+        let _: () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg(&rule)
+            .query(&mut admin)
+            .unwrap_or_else(|e| panic!("the documented rule of {user} is valid: {e}"));
+    }
+
+    // Each role may run every command of its scripts.
+    let producer_scripts = |n: &str| n == "enqueue" || n == "cancel";
+    let operator_scripts = |n: &str| n == "requeue";
+    let producer_cmds = script_commands(producer_scripts);
+    let worker_cmds = script_commands(|n| !producer_scripts(n) && !operator_scripts(n));
+    for (user, cmds) in [
+        ("sched_producer", &producer_cmds),
+        ("sched_worker", &worker_cmds),
+    ] {
+        for cmd in cmds {
+            assert_eq!(
+                dryrun(&mut admin, user, cmd).as_deref(),
+                Ok("OK"),
+                "{user}'s scripts call {cmd}: its rule must allow it"
+            );
+        }
+        println!("{user}: the commands of its scripts, all allowed: {cmds:?}");
+    }
+
+    // The system works with exactly those rights.
+    let port = server.port();
+    let producer_url = format!("redis://sched_producer:p-pw@127.0.0.1:{port}");
+    let worker_url = format!("redis://sched_worker:w-pw@127.0.0.1:{port}");
+    let client = Client::with_config(
+        ClientConfig::new(&producer_url)
+            .namespace("sched")
+            .queue_shards("ha", 4),
+    )
+    .await
+    .expect("connects as sched_producer");
+    assert_eq!(
+        client.shards("ha").await.unwrap(),
+        4,
+        "the producer registers the queue"
+    );
+    let ledger = Ledger::new();
+    let worker = ha_worker(&worker_url, "sched", 4, &ledger)
+        .register(acl_flaky)
+        .build()
+        .await
+        .expect("the worker starts as sched_worker");
+    let stop = worker.shutdown_handle();
+    let join = tokio::spawn(worker.run(std::future::pending()));
+    let n = 200;
+    let reqs: Vec<TaskRequest> = (0..n)
+        .map(|i| {
+            let r = TaskRequest::new("ha_note", "ha", &())
+                .unwrap()
+                .id(format!("t{i}"));
+            if i % 2 == 0 {
+                r
+            } else {
+                r.countdown(Duration::from_millis(50 + (i as u64 * 13) % 950))
+            }
+        })
+        .collect();
+    client
+        .enqueue_bulk(reqs)
+        .await
+        .expect("bulk enqueue as sched_producer");
+    let flaky = client
+        .enqueue_request(TaskRequest::new("acl_flaky", "ha", &()).unwrap())
+        .await
+        .expect("enqueue as sched_producer");
+    let later = client
+        .enqueue_request(
+            TaskRequest::new("ha_note", "ha", &())
+                .unwrap()
+                .countdown(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    client
+        .cancel(&later)
+        .await
+        .expect("cancel as sched_producer");
+    assert_eq!(
+        client.status(&later).await.unwrap().state,
+        TaskState::Cancelled
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = ledger.runs.lock().unwrap().len() >= n
+            && client.status(&flaky).await.unwrap().state == TaskState::Succeeded;
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks did not complete in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The worker's heartbeat got written (its first one is sent at start).
+    let beats: Vec<String> = redis::cmd("KEYS")
+        .arg("sched:workers:*")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        beats.len(),
+        1,
+        "the worker writes its heartbeat as sched_worker"
+    );
+    let flaky_info = client.status(&flaky).await.unwrap();
+    assert_eq!(flaky_info.attempts, 2, "retried once, as sched_worker");
+    let stats = client
+        .queue_stats("ha")
+        .await
+        .expect("stats as sched_producer");
+    assert_eq!(stats.counters.get("succeeded").copied(), Some(n as u64 + 1));
+    assert_eq!(stats.counters.get("cancelled").copied(), Some(1));
+    {
+        let runs = ledger.runs.lock().unwrap();
+        assert!(runs.values().all(|r| r.len() == 1), "every task ran once");
+    }
+
+    // The producer, outside its role.
+    let store = client.store();
+    let p = store.partition("ha", 0);
+    let mut conn = store.conn();
+    let who = "producer";
+    denied(
+        &mut conn,
+        who,
+        "claiming (ZPOPMIN)",
+        redis::cmd("ZPOPMIN").arg(p.keys.ready()).clone(),
+    )
+    .await;
+    denied(
+        &mut conn,
+        who,
+        "taking a promoter lock (SET)",
+        redis::cmd("SET").arg(p.keys.lock()).arg("x").clone(),
+    )
+    .await;
+    denied(
+        &mut conn,
+        who,
+        "writing a lease",
+        redis::cmd("ZADD")
+            .arg(p.keys.active())
+            .arg(1)
+            .arg("t0")
+            .clone(),
+    )
+    .await;
+    denied(
+        &mut conn,
+        who,
+        "deleting the dead set",
+        redis::cmd("DEL").arg(p.keys.dead()).clone(),
+    )
+    .await;
+    denied(
+        &mut conn,
+        who,
+        "writing a heartbeat",
+        redis::cmd("HSET")
+            .arg("sched:workers:fake")
+            .arg("pid")
+            .arg(1)
+            .clone(),
+    )
+    .await;
+    let e = store
+        .claim(&p, 10, 30_000, "intruder")
+        .await
+        .expect_err("the producer cannot claim through the claim script either");
+    println!("producer denied, the claim script: {e}");
+    assert!(
+        e.to_string().contains("NOPERM") || e.to_string().to_lowercase().contains("permission"),
+        "{e}"
+    );
+    let e = store
+        .lock_acquire(&p, "intruder", 10_000)
+        .await
+        .expect_err("the producer cannot take a promoter lock");
+    println!("producer denied, lock_acquire: {e}");
+    let mut pubsub = store.pubsub().await.unwrap();
+    let e = pubsub
+        .subscribe("sched:wake:ha")
+        .await
+        .expect_err("the producer cannot subscribe");
+    println!("producer denied, SUBSCRIBE: {e}");
+
+    // Both, outside the namespace and the system's commands.
+    let worker_client = Client::with_config(ClientConfig::new(&worker_url).namespace("sched"))
+        .await
+        .unwrap();
+    for (who, c) in [("producer", &client), ("worker", &worker_client)] {
+        let mut conn = c.store().conn();
+        denied(
+            &mut conn,
+            who,
+            "a read outside the namespace",
+            redis::cmd("HGET").arg("other:key").arg("f").clone(),
+        )
+        .await;
+        denied(
+            &mut conn,
+            who,
+            "a write outside the namespace",
+            redis::cmd("HSET").arg("other:key").arg("f").arg(1).clone(),
+        )
+        .await;
+        denied(
+            &mut conn,
+            who,
+            "PUBLISH on another channel",
+            redis::cmd("PUBLISH").arg("other:chan").arg("x").clone(),
+        )
+        .await;
+        denied(&mut conn, who, "FLUSHALL", redis::cmd("FLUSHALL").clone()).await;
+        denied(
+            &mut conn,
+            who,
+            "CONFIG SET",
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg("1")
+                .clone(),
+        )
+        .await;
+        denied(&mut conn, who, "KEYS", redis::cmd("KEYS").arg("*").clone()).await;
+        denied(
+            &mut conn,
+            who,
+            "EVAL of an ad-hoc script",
+            redis::cmd("EVAL").arg("return 1").arg(0).clone(),
+        )
+        .await;
+    }
+    let mut wconn = worker_client.store().conn();
+    denied(
+        &mut wconn,
+        "worker",
+        "EXISTS (enqueue only)",
+        redis::cmd("EXISTS").arg("sched:{ha:0}:t:t0").clone(),
+    )
+    .await;
+    let mut pubsub = worker_client.store().pubsub().await.unwrap();
+    pubsub
+        .subscribe("sched:wake:ha")
+        .await
+        .expect("the worker subscribes to the namespace's channels");
+    let e = pubsub
+        .subscribe("other:channel")
+        .await
+        .expect_err("a channel outside the namespace is denied");
+    println!("worker denied, a channel outside the namespace: {e}");
+
+    stop.shutdown();
+    let report = tokio::time::timeout(Duration::from_secs(20), join)
+        .await
+        .expect("worker stops")
+        .unwrap();
+    println!("worker report: {report:?}");
+    assert_eq!(report.stale, 0);
+}

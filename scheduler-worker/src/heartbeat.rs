@@ -28,9 +28,11 @@ pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
         let running = shared.inflight.lock().map(|m| m.len()).unwrap_or(0);
         let c = &shared.counters;
         let mut conn = shared.store.conn();
+        // HSET with several pairs (not HMSET, deprecated): the documented ACL rules allow HSET.
         let res: redis::RedisResult<()> = redis::pipe()
-            .hset_multiple(
-                &key,
+            .cmd("HSET")
+            .arg(&key)
+            .arg(
                 &[
                     ("pid", std::process::id().to_string()),
                     ("queues", queues.clone()),
@@ -43,7 +45,7 @@ pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
                             .to_string(),
                     ),
                     ("started_at", started_ms.to_string()),
-                ],
+                ][..],
             )
             .ignore()
             .pexpire(&key, ttl_ms)
