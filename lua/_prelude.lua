@@ -31,3 +31,45 @@ local function zrem_all(zkey, ids)
     redis.call('ZREM', zkey, unpack(ids, i, math.min(i + 999, #ids)))
   end
 end
+
+-- ZADD of many (score, member) pairs given flat in `pairs`, in chunks: one command per 500 pairs
+-- instead of one per task.
+local function zadd_all(zkey, pairs)
+  for i = 1, #pairs, 1000 do
+    redis.call('ZADD', zkey, unpack(pairs, i, math.min(i + 999, #pairs)))
+  end
+end
+
+-- Binary values (args, result) are stored in pieces of at most 64 bytes: `args`, `args:1`,
+-- `args:2`, ... A hash whose every value fits in 64 bytes (Redis' default
+-- hash-max-listpack-value) stays listpack-encoded: about half the memory of a hashtable.
+local PIECE = 64
+
+-- Appends to `fv` the field/value pairs that store `v` under `field` (nothing for an empty value).
+local function put_blob(fv, field, v)
+  if v == '' then return end
+  fv[#fv + 1] = field
+  fv[#fv + 1] = string.sub(v, 1, PIECE)
+  local n = 1
+  for i = PIECE + 1, #v, PIECE do
+    fv[#fv + 1] = field .. ':' .. n
+    fv[#fv + 1] = string.sub(v, i, i + PIECE - 1)
+    n = n + 1
+  end
+end
+
+-- The whole value stored by put_blob, given its first piece (false when absent: '').
+local function get_blob(key, field, first)
+  if not first then return '' end
+  if #first < PIECE then return first end
+  local parts = { first }
+  local n = 1
+  while true do
+    local p = redis.call('HGET', key, field .. ':' .. n)
+    if not p then break end
+    parts[#parts + 1] = p
+    if #p < PIECE then break end
+    n = n + 1
+  end
+  return table.concat(parts)
+end

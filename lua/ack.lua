@@ -1,10 +1,13 @@
 -- ack: mark running tasks of one partition as succeeded, fenced by their lease tokens.
 --
 -- Steps, for each (id, token, result) given:
---   1. If the task is not `running` or its token differs (the lease was lost and the task handed to
---      another worker), change nothing and report -1.
---   2. State -> `succeeded`, store the result (MessagePack, omitted when empty), finished time;
---      remove from the active set; expire the hash after the result TTL (0 deletes it at once).
+--   1. Already `succeeded` under this token (a retried call whose first reply was lost): report 1
+--      and change nothing. Not `running`, or its token differs (the lease was lost and the task
+--      handed to another worker): change nothing and report -1. (With a result TTL of 0 the first
+--      call deleted the hash, so a retried call reports -1.)
+--   2. State -> `succeeded`, store the result (MessagePack in 64-byte pieces, see put_blob;
+--      omitted when empty), finished time; remove from the active set (one ZREM per batch);
+--      expire the hash after the result TTL (0 deletes it at once).
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:stats   hash        counters
@@ -23,13 +26,16 @@ for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'token')
-  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+  if f[2] ~= ARGV[i + 1] or (f[1] ~= 'running' and f[1] ~= 'succeeded') then
     out[#out + 1] = -1
+  elseif f[1] == 'succeeded' then
+    out[#out + 1] = 1
   else
     removed[#removed + 1] = id
     if ttl > 0 then
-      redis.call('HSET', key, 'state', 'succeeded', 'finished_at', now)
-      if ARGV[i + 2] ~= '' then redis.call('HSET', key, 'result', ARGV[i + 2]) end
+      local fv = { 'state', 'succeeded', 'finished_at', now }
+      put_blob(fv, 'result', ARGV[i + 2])
+      redis.call('HSET', key, unpack(fv))
       redis.call('HDEL', key, 'worker')
       redis.call('PEXPIRE', key, ttl)
     else

@@ -3,8 +3,9 @@
 -- Steps, for at most ARGV[2] tasks, highest priority and oldest first:
 --   1. Pop the id from the ready set. An id whose hash is gone or whose state is not `ready` is
 --      dropped (it was cancelled or handled already).
---   2. Increment the task's fencing token and attempt count; state `ready` -> `running`; record
---      the worker and start time; add the id to the active set with deadline now + lease.
+--   2. Increment the task's fencing token and attempt count (both absent, i.e. 0, before the
+--      first claim); state `ready` -> `running`; record the worker and start time; add the id to
+--      the active set with deadline now + lease (one ZADD for the whole batch).
 -- Every later change by the worker (ack, retry, extend, release) must present this token; once the
 -- lease is reaped and the task claimed again, the old token is rejected.
 --
@@ -23,23 +24,28 @@ local prefix, batch, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3
 local now = now_ms()
 local popped = redis.call('ZPOPMIN', ready, batch)
 local out = { now, #popped / 2 }
+local leased = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'name', 'args', 'max_retries', 'timeout_ms', 'run_at')
+  local f = redis.call('HMGET', key, 'state', 'name', 'args', 'max_retries', 'timeout_ms', 'run_at',
+    'token', 'attempts')
   if f[1] == 'ready' then
-    local token = redis.call('HINCRBY', key, 'token', 1)
-    local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'state', 'running', 'worker', worker, 'started_at', now)
-    redis.call('ZADD', active, now + lease, id)
+    local token = (tonumber(f[7]) or 0) + 1
+    local attempts = (tonumber(f[8]) or 0) + 1
+    redis.call('HSET', key, 'state', 'running', 'token', token, 'attempts', attempts,
+      'worker', worker, 'started_at', now)
+    leased[#leased + 1] = now + lease
+    leased[#leased + 1] = id
     out[#out + 1] = id
     out[#out + 1] = token
     out[#out + 1] = attempts
     out[#out + 1] = f[2] or ""
-    out[#out + 1] = f[3] or ""
+    out[#out + 1] = get_blob(key, 'args', f[3])
     out[#out + 1] = tonumber(f[4]) or 0
     out[#out + 1] = tonumber(f[5]) or 0
     out[#out + 1] = tonumber(f[6]) or now
   end
 end
+zadd_all(active, leased)
 return out

@@ -4,8 +4,9 @@
 --   1. If the task hash already exists, leave it untouched and report 0 (a unique id or a retried
 --      enqueue after a lost reply never creates a second task).
 --   2. Compute its due time: server now + delay, or the absolute run-at when delay is -1.
---   3. Write the task hash. Due now or in the past: state `ready`, added to the ready set.
---      Otherwise: state `scheduled`, added to the scheduled set.
+--   3. Write the task hash (args in 64-byte pieces, see put_blob; no attempt, no token yet).
+--      Due now or in the past: state `ready`, added to the ready set. Otherwise: state
+--      `scheduled`, added to the scheduled set.
 -- Then, once per call: publish `r:<shard>` when the ready set went from empty to non-empty, and
 -- `s:<shard>:<due>` when the scheduled set got a new, earlier head (wakes the promoter).
 --
@@ -13,15 +14,14 @@
 -- KEYS[2] <ns>:{<queue>:<shard>}:ready      sorted set  id -> ready score (priority, then time)
 -- KEYS[3] <ns>:{<queue>:<shard>}:stats      hash        counters
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:` (the task hash is prefix .. id)
--- ARGV[2] queue name
--- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
--- ARGV[4] shard number
--- ARGV[5..] per task, 8 values: id, name, args (MessagePack bytes), delay (ms, or -1),
+-- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
+-- ARGV[3] shard number
+-- ARGV[4..] per task, 8 values: id, name, args (MessagePack bytes), delay (ms, or -1),
 --           run-at (unix ms, used when delay is -1), max retries, timeout (ms), priority (0..9)
 --
 -- Output: an array with one integer per task, in order: 1 created, 0 already existed.
 local sched, ready, stats = KEYS[1], KEYS[2], KEYS[3]
-local prefix, queue, channel, shard = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 local head = head_of(sched)
 local new_head = false
@@ -29,7 +29,7 @@ local was_empty = redis.call('ZCARD', ready) == 0
 local made_ready = false
 local created = 0
 local out = {}
-for i = 5, #ARGV, 8 do
+for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local key = prefix .. id
   if redis.call('EXISTS', key) == 1 then
@@ -49,9 +49,10 @@ for i = 5, #ARGV, 8 do
       redis.call('ZADD', sched, due, id)
       if head < 0 or due < head then head = due; new_head = true end
     end
-    redis.call('HSET', key, 'name', ARGV[i + 1], 'queue', queue, 'state', state,
-      'attempts', 0, 'max_retries', ARGV[i + 5], 'timeout_ms', ARGV[i + 6],
-      'priority', priority, 'run_at', due, 'enqueued_at', now, 'token', 0, 'args', ARGV[i + 2])
+    local fv = { 'name', ARGV[i + 1], 'state', state, 'max_retries', ARGV[i + 5],
+      'timeout_ms', ARGV[i + 6], 'priority', priority, 'run_at', due, 'enqueued_at', now }
+    put_blob(fv, 'args', ARGV[i + 2])
+    redis.call('HSET', key, unpack(fv))
     created = created + 1
     out[#out + 1] = 1
   end

@@ -3,8 +3,9 @@
 -- Steps:
 --   1. Read the server clock; take at most ARGV[2] ids whose due time is <= now.
 --   2. For each: state `scheduled` -> `ready`, add to the ready set scored by priority and due
---      time, remove from the scheduled set. An id whose hash is gone (expired, deleted by hand)
---      or whose state is not `scheduled` is only removed from the scheduled set.
+--      time, remove from the scheduled set (one ZADD and one ZREM per batch). An id whose hash is
+--      gone (expired, deleted by hand) or whose state is not `scheduled` is only removed from the
+--      scheduled set.
 --   3. Publish `r:<shard>` when the ready set went from empty to non-empty.
 -- Two promoters racing on one partition cannot move a task twice: this script is atomic and a
 -- task leaves the scheduled set in the same step that puts it in the ready set.
@@ -27,19 +28,20 @@ local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT
 local moved = 0
 if #due > 0 then
   local was_empty = redis.call('ZCARD', ready) == 0
-  local ids = {}
+  local ids, pairs = {}, {}
   for i = 1, #due, 2 do
     local id = due[i]
     local key = prefix .. id
     ids[#ids + 1] = id
     local f = redis.call('HMGET', key, 'state', 'priority')
     if f[1] == 'scheduled' then
-      local priority = f[2]
       redis.call('HSET', key, 'state', 'ready')
-      redis.call('ZADD', ready, ready_score(priority, tonumber(due[i + 1])), id)
+      pairs[#pairs + 1] = ready_score(f[2], tonumber(due[i + 1]))
+      pairs[#pairs + 1] = id
       moved = moved + 1
     end
   end
+  zadd_all(ready, pairs)
   zrem_all(sched, ids)
   if moved > 0 then
     redis.call('HINCRBY', stats, 'promoted', moved)

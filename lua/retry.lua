@@ -1,7 +1,10 @@
 -- retry: after a failed run, schedule the next attempt or bury the task in the dead set.
 --
 -- Steps, for each (id, token, error, delay) given:
---   1. If the task is not `running` or its token differs, change nothing and report -1.
+--   1. If its token differs, or it is not `running`, change nothing and report -1 — except when
+--      the task is still under this token with this error (a retried call whose first reply was
+--      lost: a reaped task carries the reaper's error instead): `dead` reports 2, `scheduled` or
+--      `ready` (promoted since) reports 1.
 --   2. Record the error text. If delay >= 0 and attempts <= max retries: state -> `scheduled`,
 --      due at server now + delay, into the scheduled set (the promoter is woken when this is the
 --      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
@@ -29,9 +32,17 @@ local retried, buried = 0, 0
 for i = 4, #ARGV, 4 do
   local id = ARGV[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries')
-  if f[1] ~= 'running' or f[2] ~= ARGV[i + 1] then
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error')
+  if f[2] ~= ARGV[i + 1] then
     out[#out + 1] = -1
+  elseif f[1] ~= 'running' then
+    if f[5] ~= ARGV[i + 2] then
+      out[#out + 1] = -1
+    elseif f[1] == 'dead' then
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 1
+    end
   else
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', active, id)

@@ -13,11 +13,12 @@
 #[allow(unreachable_pub)]
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::Connection;
+use redis::{Commands, Connection};
+use scheduler::info::take_blob;
 use scheduler::scripts::{
     AckItem, CancelReply, Claimed, Due, FailItem, NewTask, Outcome, MAX_BATCH,
 };
@@ -114,19 +115,17 @@ struct Rec(BTreeMap<&'static str, W>);
 
 impl Rec {
     /// The fields `enqueue.lua` writes, in state `state`, with fixed times: due at 1000,
-    /// enqueued at 900, priority 5, 3 retries, 30 s timeout, no attempt yet.
-    fn new(queue: &str, state: &str) -> Self {
+    /// enqueued at 900, priority 5, 3 retries, 30 s timeout, no attempt and no token yet (the
+    /// queue is in the key, not in the hash).
+    fn new(state: &str) -> Self {
         Rec(BTreeMap::from([
             ("name", W::from("job")),
-            ("queue", W::from(queue)),
             ("state", W::from(state)),
-            ("attempts", W::I(0)),
             ("max_retries", W::I(3)),
             ("timeout_ms", W::I(30_000)),
             ("priority", W::I(5)),
             ("run_at", W::I(1000)),
             ("enqueued_at", W::I(900)),
-            ("token", W::I(0)),
             ("args", W::from(ARGS)),
         ]))
     }
@@ -143,8 +142,8 @@ impl Rec {
 }
 
 /// A task claimed by worker `w1` at 950, holding lease `token`, on its attempt `attempts`.
-fn running(queue: &str, token: i64, attempts: i64) -> Rec {
-    Rec::new(queue, "running")
+fn running(token: i64, attempts: i64) -> Rec {
+    Rec::new("running")
         .with("token", token)
         .with("attempts", attempts)
         .with("worker", "w1")
@@ -452,16 +451,16 @@ fn new_task(id: &str, due: Due, priority: u8) -> NewTask {
 }
 
 /// The record `enqueue.lua` writes for [`new_task`], due at `run_at`.
-fn enqueued(queue: &str, state: &str, priority: i64, run_at: W) -> Rec {
-    Rec::new(queue, state)
+fn enqueued(state: &str, priority: i64, run_at: W) -> Rec {
+    Rec::new(state)
         .with("priority", priority)
         .with("run_at", run_at)
         .with("enqueued_at", W::Now(0))
 }
 
 /// A task in state `state` with priority `priority`, due at `run_at`.
-fn at(queue: &str, state: &str, priority: i64, run_at: i64) -> Rec {
-    Rec::new(queue, state)
+fn at(state: &str, priority: i64, run_at: i64) -> Rec {
+    Rec::new(state)
         .with("priority", priority)
         .with("run_at", run_at)
 }
@@ -491,9 +490,9 @@ async fn enqueue_transitions() {
             seed: |_| St::default(),
             tasks: vec![new_task("a", Delay(0), 3)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", enqueued(q, "ready", 3, W::Now(0)))
+                    .task("a", enqueued("ready", 3, W::Now(0)))
                     .ready("a", W::Now(ready_score(3, 0)))
                     .stat("enqueued", 1)
             },
@@ -504,9 +503,9 @@ async fn enqueue_transitions() {
             seed: |_| St::default(),
             tasks: vec![new_task("a", Delay(60_000), 5)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", enqueued(q, "scheduled", 5, W::Now(60_000)))
+                    .task("a", enqueued("scheduled", 5, W::Now(60_000)))
                     .sched("a", W::Now(60_000))
                     .stat("enqueued", 1)
             },
@@ -517,9 +516,9 @@ async fn enqueue_transitions() {
             seed: |_| St::default(),
             tasks: vec![new_task("a", At(1000), 0)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", enqueued(q, "ready", 0, W::I(1000)))
+                    .task("a", enqueued("ready", 0, W::I(1000)))
                     .ready("a", ready_score(0, 1000))
                     .stat("enqueued", 1)
             },
@@ -530,9 +529,9 @@ async fn enqueue_transitions() {
             seed: |_| St::default(),
             tasks: vec![new_task("a", At(FAR), 5)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", enqueued(q, "scheduled", 5, W::I(FAR)))
+                    .task("a", enqueued("scheduled", 5, W::I(FAR)))
                     .sched("a", FAR)
                     .stat("enqueued", 1)
             },
@@ -540,16 +539,16 @@ async fn enqueue_transitions() {
         },
         EnqueueCase {
             name: "duplicate id replies 0 and leaves the record as it was",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", running(q, 7, 1).with("name", "old"))
+                    .task("a", running(7, 1).with("name", "old"))
                     .active("a", FAR)
             },
             tasks: vec![new_task("a", Delay(0), 9)],
             reply: vec![Outcome::Exists],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", running(q, 7, 1).with("name", "old"))
+                    .task("a", running(7, 1).with("name", "old"))
                     .active("a", FAR)
             },
             msgs: vec![],
@@ -571,12 +570,12 @@ async fn enqueue_transitions() {
                 Outcome::Exists,
                 Outcome::Done,
             ],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", enqueued(q, "ready", 9, W::Now(0)))
-                    .task("b", enqueued(q, "scheduled", 5, W::Now(60_000)))
-                    .task("c", enqueued(q, "ready", 0, W::I(1000)))
-                    .task("d", enqueued(q, "scheduled", 5, W::Now(30_000)))
+                    .task("a", enqueued("ready", 9, W::Now(0)))
+                    .task("b", enqueued("scheduled", 5, W::Now(60_000)))
+                    .task("c", enqueued("ready", 0, W::I(1000)))
+                    .task("d", enqueued("scheduled", 5, W::Now(30_000)))
                     .ready("a", W::Now(ready_score(9, 0)))
                     .ready("c", ready_score(0, 1000))
                     .sched("d", W::Now(30_000))
@@ -588,13 +587,13 @@ async fn enqueue_transitions() {
         },
         EnqueueCase {
             name: "ready set already non-empty: no r: message",
-            seed: |q| St::default().task("x", at(q, "ready", 5, 5)).ready("x", 5),
+            seed: |_| St::default().task("x", at("ready", 5, 5)).ready("x", 5),
             tasks: vec![new_task("a", Delay(0), 5)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", at(q, "ready", 5, 5))
-                    .task("a", enqueued(q, "ready", 5, W::Now(0)))
+                    .task("x", at("ready", 5, 5))
+                    .task("a", enqueued("ready", 5, W::Now(0)))
                     .ready("x", 5)
                     .ready("a", W::Now(ready_score(5, 0)))
                     .stat("enqueued", 1)
@@ -603,17 +602,17 @@ async fn enqueue_transitions() {
         },
         EnqueueCase {
             name: "due after the scheduled head: no s: message",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("x", at(q, "scheduled", 5, FAR))
+                    .task("x", at("scheduled", 5, FAR))
                     .sched("x", FAR)
             },
             tasks: vec![new_task("a", At(FAR + 1000), 5)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", at(q, "scheduled", 5, FAR))
-                    .task("a", enqueued(q, "scheduled", 5, W::I(FAR + 1000)))
+                    .task("x", at("scheduled", 5, FAR))
+                    .task("a", enqueued("scheduled", 5, W::I(FAR + 1000)))
                     .sched("x", FAR)
                     .sched("a", FAR + 1000)
                     .stat("enqueued", 1)
@@ -622,17 +621,17 @@ async fn enqueue_transitions() {
         },
         EnqueueCase {
             name: "due before the scheduled head: s: with the new head",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("x", at(q, "scheduled", 5, FAR))
+                    .task("x", at("scheduled", 5, FAR))
                     .sched("x", FAR)
             },
             tasks: vec![new_task("a", At(FAR - 1000), 5)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", at(q, "scheduled", 5, FAR))
-                    .task("a", enqueued(q, "scheduled", 5, W::I(FAR - 1000)))
+                    .task("x", at("scheduled", 5, FAR))
+                    .task("a", enqueued("scheduled", 5, W::I(FAR - 1000)))
                     .sched("a", FAR - 1000)
                     .sched("x", FAR)
                     .stat("enqueued", 1)
@@ -682,12 +681,12 @@ async fn enqueue_many_writes_each_partition() {
         vec![vec![Outcome::Done], vec![Outcome::Done, Outcome::Done]]
     );
     let want1 = St::default()
-        .task("a", enqueued("many", "ready", 5, W::Now(0)))
+        .task("a", enqueued("ready", 5, W::Now(0)))
         .ready("a", W::Now(ready_score(5, 0)))
         .stat("enqueued", 1);
     let want2 = St::default()
-        .task("b", enqueued("many", "scheduled", 5, W::I(FAR)))
-        .task("c", enqueued("many", "ready", 2, W::I(1000)))
+        .task("b", enqueued("scheduled", 5, W::I(FAR)))
+        .task("c", enqueued("ready", 2, W::I(1000)))
         .sched("b", FAR)
         .ready("c", ready_score(2, 1000))
         .stat("enqueued", 2);
@@ -717,11 +716,11 @@ async fn promote_transitions() {
     let cases = [
         PromoteCase {
             name: "only due tasks move, state ready",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 2, 1000))
-                    .task("b", at(q, "scheduled", 9, 2000))
-                    .task("c", at(q, "scheduled", 5, FAR))
+                    .task("a", at("scheduled", 2, 1000))
+                    .task("b", at("scheduled", 9, 2000))
+                    .task("c", at("scheduled", 5, FAR))
                     .sched("a", 1000)
                     .sched("b", 2000)
                     .sched("c", FAR)
@@ -729,11 +728,11 @@ async fn promote_transitions() {
             batch: 100,
             moved: 2,
             next_due: Some(FAR),
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", at(q, "ready", 2, 1000))
-                    .task("b", at(q, "ready", 9, 2000))
-                    .task("c", at(q, "scheduled", 5, FAR))
+                    .task("a", at("ready", 2, 1000))
+                    .task("b", at("ready", 9, 2000))
+                    .task("c", at("scheduled", 5, FAR))
                     .sched("c", FAR)
                     .ready("b", ready_score(9, 2000))
                     .ready("a", ready_score(2, 1000))
@@ -743,11 +742,11 @@ async fn promote_transitions() {
         },
         PromoteCase {
             name: "batch limit honoured, earliest first; next head may already be due",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, 1000))
-                    .task("b", at(q, "scheduled", 5, 2000))
-                    .task("c", at(q, "scheduled", 5, 3000))
+                    .task("a", at("scheduled", 5, 1000))
+                    .task("b", at("scheduled", 5, 2000))
+                    .task("c", at("scheduled", 5, 3000))
                     .sched("a", 1000)
                     .sched("b", 2000)
                     .sched("c", 3000)
@@ -755,11 +754,11 @@ async fn promote_transitions() {
             batch: 2,
             moved: 2,
             next_due: Some(3000),
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", at(q, "ready", 5, 1000))
-                    .task("b", at(q, "ready", 5, 2000))
-                    .task("c", at(q, "scheduled", 5, 3000))
+                    .task("a", at("ready", 5, 1000))
+                    .task("b", at("ready", 5, 2000))
+                    .task("c", at("scheduled", 5, 3000))
                     .sched("c", 3000)
                     .ready("a", ready_score(5, 1000))
                     .ready("b", ready_score(5, 2000))
@@ -769,18 +768,18 @@ async fn promote_transitions() {
         },
         PromoteCase {
             name: "id whose hash is gone is only removed from scheduled",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, 2000))
+                    .task("a", at("scheduled", 5, 2000))
                     .sched("ghost", 1000)
                     .sched("a", 2000)
             },
             batch: 100,
             moved: 1,
             next_due: None,
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", at(q, "ready", 5, 2000))
+                    .task("a", at("ready", 5, 2000))
                     .ready("a", ready_score(5, 2000))
                     .stat("promoted", 1)
             },
@@ -797,10 +796,10 @@ async fn promote_transitions() {
         },
         PromoteCase {
             name: "ready set already non-empty: no r: message, counter adds up",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("x", at(q, "ready", 5, 5))
-                    .task("a", at(q, "scheduled", 5, 1000))
+                    .task("x", at("ready", 5, 5))
+                    .task("a", at("scheduled", 5, 1000))
                     .ready("x", 5)
                     .sched("a", 1000)
                     .stat("promoted", 5)
@@ -808,10 +807,10 @@ async fn promote_transitions() {
             batch: 100,
             moved: 1,
             next_due: None,
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", at(q, "ready", 5, 5))
-                    .task("a", at(q, "ready", 5, 1000))
+                    .task("x", at("ready", 5, 5))
+                    .task("a", at("ready", 5, 1000))
                     .ready("x", 5)
                     .ready("a", ready_score(5, 1000))
                     .stat("promoted", 6)
@@ -820,17 +819,17 @@ async fn promote_transitions() {
         },
         PromoteCase {
             name: "nothing due: nothing moves",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("c", at(q, "scheduled", 5, FAR))
+                    .task("c", at("scheduled", 5, FAR))
                     .sched("c", FAR)
             },
             batch: 100,
             moved: 0,
             next_due: Some(FAR),
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("c", at(q, "scheduled", 5, FAR))
+                    .task("c", at("scheduled", 5, FAR))
                     .sched("c", FAR)
             },
             msgs: vec![],
@@ -893,7 +892,7 @@ async fn promote_never_moves_a_task_early() {
     );
     assert!(r.server_now_ms < due);
     let want = St::default()
-        .task("a", enqueued("early", "scheduled", 5, W::I(due)))
+        .task("a", enqueued("scheduled", 5, W::I(due)))
         .sched("a", due)
         .stat("enqueued", 1);
     assert_state(&mut conn, &p, &want, c, "before its time");
@@ -906,7 +905,7 @@ async fn promote_never_moves_a_task_early() {
     assert_eq!((r.moved, r.next_due_ms), (1, None));
     assert!(r.server_now_ms >= due);
     let want = St::default()
-        .task("a", enqueued("early", "ready", 5, W::I(due)))
+        .task("a", enqueued("ready", 5, W::I(due)))
         .ready("a", ready_score(5, due))
         .stat("enqueued", 1)
         .stat("promoted", 1);
@@ -1017,8 +1016,8 @@ struct ClaimCase {
 }
 
 /// A ready task with priority `priority`, due at `run_at`, as in a ready set.
-fn ready_task(q: &str, priority: i64, run_at: i64) -> Rec {
-    at(q, "ready", priority, run_at)
+fn ready_task(priority: i64, run_at: i64) -> Rec {
+    at("ready", priority, run_at)
 }
 
 /// What claim makes of a task: running under worker `w1`, started now.
@@ -1038,15 +1037,15 @@ async fn claim_transitions() {
     let cases = [
         ClaimCase {
             name: "priority then age, batch limit, token and attempts incremented",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("lo_old", ready_task(q, 1, 1000))
-                    .task("hi_new", ready_task(q, 8, 5000))
-                    .task("hi_old", ready_task(q, 8, 2000))
+                    .task("lo_old", ready_task(1, 1000))
+                    .task("hi_new", ready_task(8, 5000))
+                    .task("hi_old", ready_task(8, 2000))
                     // Claimed twice before (a lost lease): token 4, attempts 2.
                     .task(
                         "mid",
-                        ready_task(q, 5, 1500)
+                        ready_task(5, 1500)
                             .with("token", 4)
                             .with("attempts", 2)
                             .with("error", "lease expired: worker lost during attempt 2"),
@@ -1063,14 +1062,14 @@ async fn claim_transitions() {
                 ("hi_new", 1, 1, 5000),
                 ("mid", 5, 3, 1500),
             ],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("lo_old", ready_task(q, 1, 1000))
-                    .task("hi_new", claimed(ready_task(q, 8, 5000), 1, 1))
-                    .task("hi_old", claimed(ready_task(q, 8, 2000), 1, 1))
+                    .task("lo_old", ready_task(1, 1000))
+                    .task("hi_new", claimed(ready_task(8, 5000), 1, 1))
+                    .task("hi_old", claimed(ready_task(8, 2000), 1, 1))
                     .task(
                         "mid",
-                        claimed(ready_task(q, 5, 1500), 5, 3)
+                        claimed(ready_task(5, 1500), 5, 3)
                             .with("error", "lease expired: worker lost during attempt 2"),
                     )
                     .ready("lo_old", ready_score(1, 1000))
@@ -1082,10 +1081,10 @@ async fn claim_transitions() {
         },
         ClaimCase {
             name: "ids whose hash is gone or state is not ready are dropped",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("c", Rec::new(q, "cancelled").with("finished_at", 950))
-                    .task("a", ready_task(q, 5, 1000))
+                    .task("c", Rec::new("cancelled").with("finished_at", 950))
+                    .task("a", ready_task(5, 1000))
                     .ready("ghost", 1)
                     .ready("c", 2)
                     .ready("a", ready_score(5, 1000))
@@ -1093,10 +1092,10 @@ async fn claim_transitions() {
             batch: 10,
             lease: 30_000,
             claimed: vec![("a", 1, 1, 1000)],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("c", Rec::new(q, "cancelled").with("finished_at", 950))
-                    .task("a", claimed(ready_task(q, 5, 1000), 1, 1))
+                    .task("c", Rec::new("cancelled").with("finished_at", 950))
+                    .task("a", claimed(ready_task(5, 1000), 1, 1))
                     .active("a", W::Now(30_000))
             },
         },
@@ -1170,15 +1169,15 @@ async fn ack_transitions() {
     let cases = [
         AckCase {
             name: "right token: succeeded, result stored, TTL set",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             items: vec![("a", 2, b"\xa2ok")],
             ttl: 60_000,
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
                     .task_ttl(
                         "a",
-                        succeeded(running(q, 2, 1)).with("result", &b"\xa2ok"[..]),
+                        succeeded(running(2, 1)).with("result", &b"\xa2ok"[..]),
                         60_000,
                     )
                     .stat("succeeded", 1)
@@ -1186,38 +1185,58 @@ async fn ack_transitions() {
         },
         AckCase {
             name: "empty result: no result field",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             items: vec![("a", 2, b"")],
             ttl: 60_000,
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task_ttl("a", succeeded(running(q, 2, 1)), 60_000)
+                    .task_ttl("a", succeeded(running(2, 1)), 60_000)
                     .stat("succeeded", 1)
             },
         },
         AckCase {
             name: "wrong token: -1, nothing changes",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             items: vec![("a", 1, b"x")],
             ttl: 60_000,
             reply: vec![Outcome::StaleLease],
-            want: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            want: |_| St::default().task("a", running(2, 1)).active("a", FAR),
         },
         AckCase {
             name: "not running (reaped back to ready): -1, nothing changes",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .task("a", ready_task(5, 1000).with("token", 2))
                     .ready("a", ready_score(5, 1000))
             },
             items: vec![("a", 2, b"x")],
             ttl: 60_000,
             reply: vec![Outcome::StaleLease],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .task("a", ready_task(5, 1000).with("token", 2))
                     .ready("a", ready_score(5, 1000))
+            },
+        },
+        AckCase {
+            name: "retried call after a lost reply (succeeded, same token): 1, nothing changes",
+            seed: |_| {
+                St::default().task_ttl(
+                    "a",
+                    succeeded(running(3, 1)).with("finished_at", 990),
+                    60_000,
+                )
+            },
+            items: vec![("a", 3, b"x")],
+            ttl: 60_000,
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default().task_ttl(
+                    "a",
+                    succeeded(running(3, 1)).with("finished_at", 990),
+                    60_000,
+                )
             },
         },
         AckCase {
@@ -1230,7 +1249,7 @@ async fn ack_transitions() {
         },
         AckCase {
             name: "ttl 0 deletes the hash",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             items: vec![("a", 2, b"x")],
             ttl: 0,
             reply: vec![Outcome::Done],
@@ -1238,10 +1257,10 @@ async fn ack_transitions() {
         },
         AckCase {
             name: "mixed batch: only the right token acknowledged, counter adds up",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", running(q, 2, 1))
-                    .task("b", running(q, 6, 2))
+                    .task("a", running(2, 1))
+                    .task("b", running(6, 2))
                     .active("a", FAR)
                     .active("b", FAR + 1)
                     .stat("succeeded", 4)
@@ -1249,10 +1268,10 @@ async fn ack_transitions() {
             items: vec![("a", 2, b""), ("b", 5, b"")],
             ttl: 60_000,
             reply: vec![Outcome::Done, Outcome::StaleLease],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task_ttl("a", succeeded(running(q, 2, 1)), 60_000)
-                    .task("b", running(q, 6, 2))
+                    .task_ttl("a", succeeded(running(2, 1)), 60_000)
+                    .task("b", running(6, 2))
                     .active("b", FAR + 1)
                     .stat("succeeded", 5)
             },
@@ -1281,9 +1300,7 @@ async fn ack_many_spans_partitions() {
     let p1 = fx.store.partition("acks", 1);
     let p2 = fx.store.partition("acks", 2);
     let mut conn = fx.server.conn();
-    let seed = St::default()
-        .task("a", running("acks", 3, 1))
-        .active("a", FAR);
+    let seed = St::default().task("a", running(3, 1)).active("a", FAR);
     seed.seed(&mut conn, &p1);
     seed.seed(&mut conn, &p2);
     let t0 = server_ms(&mut conn);
@@ -1304,7 +1321,7 @@ async fn ack_many_spans_partitions() {
     };
     assert_eq!(reply, vec![vec![Outcome::Done], vec![Outcome::StaleLease]]);
     let want1 = St::default()
-        .task_ttl("a", succeeded(running("acks", 3, 1)), 60_000)
+        .task_ttl("a", succeeded(running(3, 1)), 60_000)
         .stat("succeeded", 1);
     assert_state(&mut conn, &p1, &want1, c, "shard 1");
     assert_state(&mut conn, &p2, &seed, c, "shard 2");
@@ -1331,6 +1348,14 @@ fn rescheduled(rec: Rec, error: &str, delay: i64) -> Rec {
         .without("worker")
 }
 
+/// A task whose lease (token 3, attempt 1) expired and was reaped back to ready.
+fn reaped() -> Rec {
+    ready_task(5, 1000)
+        .with("token", 3)
+        .with("attempts", 1)
+        .with("error", "lease expired: worker lost during attempt 1")
+}
+
 /// What retry makes of a running task with no retries left: dead now.
 fn buried(rec: Rec, error: &str) -> Rec {
     rec.with("state", "dead")
@@ -1347,12 +1372,12 @@ async fn retry_transitions() {
     let cases = [
         RetryCase {
             name: "retries left: scheduled at now + delay with the error",
-            seed: |q| St::default().task("a", running(q, 3, 2)).active("a", FAR),
+            seed: |_| St::default().task("a", running(3, 2)).active("a", FAR),
             items: vec![("a", 3, "boom", Some(5000))],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", rescheduled(running(q, 3, 2), "boom", 5000))
+                    .task("a", rescheduled(running(3, 2), "boom", 5000))
                     .sched("a", W::Now(5000))
                     .stat("retried", 1)
             },
@@ -1360,12 +1385,12 @@ async fn retry_transitions() {
         },
         RetryCase {
             name: "attempts == max_retries: still one retry",
-            seed: |q| St::default().task("a", running(q, 3, 3)).active("a", FAR),
+            seed: |_| St::default().task("a", running(3, 3)).active("a", FAR),
             items: vec![("a", 3, "boom", Some(0))],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", rescheduled(running(q, 3, 3), "boom", 0))
+                    .task("a", rescheduled(running(3, 3), "boom", 0))
                     .sched("a", W::Now(0))
                     .stat("retried", 1)
             },
@@ -1373,12 +1398,12 @@ async fn retry_transitions() {
         },
         RetryCase {
             name: "retries exhausted: dead with the error",
-            seed: |q| St::default().task("a", running(q, 3, 4)).active("a", FAR),
+            seed: |_| St::default().task("a", running(3, 4)).active("a", FAR),
             items: vec![("a", 3, "boom", Some(5000))],
             reply: vec![Outcome::Dead],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", buried(running(q, 3, 4), "boom"))
+                    .task("a", buried(running(3, 4), "boom"))
                     .dead("a", W::Now(0))
                     .stat("dead", 1)
             },
@@ -1386,12 +1411,12 @@ async fn retry_transitions() {
         },
         RetryCase {
             name: "delay None: dead even with retries left",
-            seed: |q| St::default().task("a", running(q, 3, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(3, 1)).active("a", FAR),
             items: vec![("a", 3, "fatal", None)],
             reply: vec![Outcome::Dead],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", buried(running(q, 3, 1), "fatal"))
+                    .task("a", buried(running(3, 1), "fatal"))
                     .dead("a", W::Now(0))
                     .stat("dead", 1)
             },
@@ -1399,46 +1424,84 @@ async fn retry_transitions() {
         },
         RetryCase {
             name: "stale token: -1, nothing changes",
-            seed: |q| St::default().task("a", running(q, 3, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(3, 1)).active("a", FAR),
             items: vec![("a", 2, "boom", Some(5000))],
             reply: vec![Outcome::StaleLease],
-            want: |q| St::default().task("a", running(q, 3, 1)).active("a", FAR),
+            want: |_| St::default().task("a", running(3, 1)).active("a", FAR),
             msgs: vec![],
         },
         RetryCase {
-            name: "not running: -1, nothing changes",
-            seed: |q| {
+            name: "not running (reaped back to ready): -1, nothing changes",
+            seed: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, FAR).with("token", 3))
-                    .sched("a", FAR)
+                    .task("a", reaped())
+                    .ready("a", ready_score(5, 1000))
             },
             items: vec![("a", 3, "boom", Some(5000))],
             reply: vec![Outcome::StaleLease],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, FAR).with("token", 3))
+                    .task("a", reaped())
+                    .ready("a", ready_score(5, 1000))
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "retried call after a lost reply (same token, same error): 1, nothing changes",
+            seed: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        rescheduled(running(3, 1), "boom", 5000).with("run_at", FAR),
+                    )
                     .sched("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        rescheduled(running(3, 1), "boom", 5000).with("run_at", FAR),
+                    )
+                    .sched("a", FAR)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "retried call after a lost reply, task buried: 2, nothing changes",
+            seed: |_| {
+                St::default()
+                    .task("a", buried(running(3, 4), "boom").with("finished_at", 990))
+                    .dead("a", 990)
+            },
+            items: vec![("a", 3, "boom", None)],
+            reply: vec![Outcome::Dead],
+            want: |_| {
+                St::default()
+                    .task("a", buried(running(3, 4), "boom").with("finished_at", 990))
+                    .dead("a", 990)
             },
             msgs: vec![],
         },
         RetryCase {
             name: "mixed batch behind an earlier head: no s: message, both counters",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("x", at(q, "scheduled", 5, 1000))
-                    .task("a", running(q, 3, 1))
-                    .task("b", running(q, 1, 4))
+                    .task("x", at("scheduled", 5, 1000))
+                    .task("a", running(3, 1))
+                    .task("b", running(1, 4))
                     .sched("x", 1000)
                     .active("a", FAR)
                     .active("b", FAR)
             },
             items: vec![("a", 3, "boom", Some(5000)), ("b", 1, "bang", Some(5000))],
             reply: vec![Outcome::Done, Outcome::Dead],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", at(q, "scheduled", 5, 1000))
-                    .task("a", rescheduled(running(q, 3, 1), "boom", 5000))
-                    .task("b", buried(running(q, 1, 4), "bang"))
+                    .task("x", at("scheduled", 5, 1000))
+                    .task("a", rescheduled(running(3, 1), "boom", 5000))
+                    .task("b", buried(running(1, 4), "bang"))
                     .sched("x", 1000)
                     .sched("a", W::Now(5000))
                     .dead("b", W::Now(0))
@@ -1485,10 +1548,10 @@ async fn reap_transitions() {
     let cases = [
         ReapCase {
             name: "expired with attempts left: back to ready; unexpired untouched",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", running(q, 2, 1).with("priority", 4))
-                    .task("b", running(q, 1, 1))
+                    .task("a", running(2, 1).with("priority", 4))
+                    .task("b", running(1, 1))
                     .active("a", 1000)
                     .active("b", FAR)
             },
@@ -1496,17 +1559,17 @@ async fn reap_transitions() {
             requeued: 1,
             buried: 0,
             next_deadline: Some(FAR),
-            want: |q| {
+            want: |_| {
                 St::default()
                     .task(
                         "a",
-                        running(q, 2, 1)
+                        running(2, 1)
                             .with("priority", 4)
                             .with("state", "ready")
                             .with("error", "lease expired: worker lost during attempt 1")
                             .without("worker"),
                     )
-                    .task("b", running(q, 1, 1))
+                    .task("b", running(1, 1))
                     .ready("a", W::Now(ready_score(4, 0)))
                     .active("b", FAR)
                     .stat("reaped", 1)
@@ -1515,16 +1578,16 @@ async fn reap_transitions() {
         },
         ReapCase {
             name: "expired without attempts left: dead",
-            seed: |q| St::default().task("a", running(q, 2, 4)).active("a", 1000),
+            seed: |_| St::default().task("a", running(2, 4)).active("a", 1000),
             batch: 100,
             requeued: 0,
             buried: 1,
             next_deadline: None,
-            want: |q| {
+            want: |_| {
                 St::default()
                     .task(
                         "a",
-                        running(q, 2, 4)
+                        running(2, 4)
                             .with("state", "dead")
                             .with("finished_at", W::Now(0))
                             .with(
@@ -1540,22 +1603,22 @@ async fn reap_transitions() {
         },
         ReapCase {
             name: "only unexpired leases: nothing changes",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             batch: 100,
             requeued: 0,
             buried: 0,
             next_deadline: Some(FAR),
-            want: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            want: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             msgs: vec![],
         },
         ReapCase {
             name: "batch limit: earliest deadlines first, next deadline already past",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", running(q, 1, 1))
-                    .task("b", running(q, 1, 1))
-                    .task("c", running(q, 1, 1))
-                    .task("x", ready_task(q, 9, 1))
+                    .task("a", running(1, 1))
+                    .task("b", running(1, 1))
+                    .task("c", running(1, 1))
+                    .task("x", ready_task(9, 1))
                     .ready("x", ready_score(9, 1))
                     .active("a", 1000)
                     .active("b", 2000)
@@ -1565,17 +1628,17 @@ async fn reap_transitions() {
             requeued: 2,
             buried: 0,
             next_deadline: Some(3000),
-            want: |q| {
+            want: |_| {
                 let lost = |r: Rec| {
                     r.with("state", "ready")
                         .with("error", "lease expired: worker lost during attempt 1")
                         .without("worker")
                 };
                 St::default()
-                    .task("a", lost(running(q, 1, 1)))
-                    .task("b", lost(running(q, 1, 1)))
-                    .task("c", running(q, 1, 1))
-                    .task("x", ready_task(q, 9, 1))
+                    .task("a", lost(running(1, 1)))
+                    .task("b", lost(running(1, 1)))
+                    .task("c", running(1, 1))
+                    .task("x", ready_task(9, 1))
                     .ready("x", ready_score(9, 1))
                     .ready("a", W::Now(ready_score(5, 0)))
                     .ready("b", W::Now(ready_score(5, 0)))
@@ -1587,9 +1650,9 @@ async fn reap_transitions() {
         },
         ReapCase {
             name: "no longer running (acked, or hash gone): only removed from active",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", succeeded_at(q))
+                    .task("a", succeeded_at())
                     .active("a", 1000)
                     .active("ghost", 1500)
             },
@@ -1597,7 +1660,7 @@ async fn reap_transitions() {
             requeued: 0,
             buried: 0,
             next_deadline: None,
-            want: |q| St::default().task("a", succeeded_at(q)),
+            want: |_| St::default().task("a", succeeded_at()),
             msgs: vec![],
         },
     ];
@@ -1622,8 +1685,8 @@ async fn reap_transitions() {
 }
 
 /// A task that succeeded at 990 (seed value).
-fn succeeded_at(q: &str) -> Rec {
-    running(q, 2, 1)
+fn succeeded_at() -> Rec {
+    running(2, 1)
         .with("state", "succeeded")
         .with("finished_at", 990)
         .without("worker")
@@ -1649,56 +1712,56 @@ async fn extend_transitions() {
     let cases = [
         ExtendCase {
             name: "matching token: deadline renewed",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", 9000),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", 9000),
             lease: 20_000,
             items: vec![("a", 2)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", running(q, 2, 1))
+                    .task("a", running(2, 1))
                     .active("a", W::Now(20_000))
             },
         },
         ExtendCase {
             name: "stale token: -1, deadline unchanged",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", 9000),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", 9000),
             lease: 20_000,
             items: vec![("a", 1)],
             reply: vec![Outcome::StaleLease],
-            want: |q| St::default().task("a", running(q, 2, 1)).active("a", 9000),
+            want: |_| St::default().task("a", running(2, 1)).active("a", 9000),
         },
         ExtendCase {
             name: "not running: -1, not added to active",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .task("a", ready_task(5, 1000).with("token", 2))
                     .ready("a", ready_score(5, 1000))
             },
             lease: 20_000,
             items: vec![("a", 2)],
             reply: vec![Outcome::StaleLease],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", ready_task(q, 5, 1000).with("token", 2))
+                    .task("a", ready_task(5, 1000).with("token", 2))
                     .ready("a", ready_score(5, 1000))
             },
         },
         ExtendCase {
             name: "mixed batch: only the matching token renewed",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", running(q, 2, 1))
-                    .task("b", running(q, 7, 1))
+                    .task("a", running(2, 1))
+                    .task("b", running(7, 1))
                     .active("a", 9000)
                     .active("b", 9500)
             },
             lease: 20_000,
             items: vec![("a", 2), ("b", 6)],
             reply: vec![Outcome::Done, Outcome::StaleLease],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", running(q, 2, 1))
-                    .task("b", running(q, 7, 1))
+                    .task("a", running(2, 1))
+                    .task("b", running(7, 1))
                     .active("b", 9500)
                     .active("a", W::Now(20_000))
             },
@@ -1738,18 +1801,18 @@ async fn release_transitions() {
     let cases = [
         ReleaseCase {
             name: "matching token: back to ready, attempts - 1, out of active",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", running(q, 3, 2).with("priority", 6))
+                    .task("a", running(3, 2).with("priority", 6))
                     .active("a", FAR)
             },
             items: vec![("a", 3)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
                     .task(
                         "a",
-                        running(q, 3, 1)
+                        running(3, 1)
                             .with("priority", 6)
                             .with("state", "ready")
                             .without("worker"),
@@ -1760,30 +1823,27 @@ async fn release_transitions() {
         },
         ReleaseCase {
             name: "stale token: -1, nothing changes",
-            seed: |q| St::default().task("a", running(q, 3, 2)).active("a", FAR),
+            seed: |_| St::default().task("a", running(3, 2)).active("a", FAR),
             items: vec![("a", 2)],
             reply: vec![Outcome::StaleLease],
-            want: |q| St::default().task("a", running(q, 3, 2)).active("a", FAR),
+            want: |_| St::default().task("a", running(3, 2)).active("a", FAR),
             msgs: vec![],
         },
         ReleaseCase {
             name: "ready set not empty: no r: message",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("x", ready_task(q, 5, 1))
-                    .task("a", running(q, 1, 1))
+                    .task("x", ready_task(5, 1))
+                    .task("a", running(1, 1))
                     .ready("x", ready_score(5, 1))
                     .active("a", FAR)
             },
             items: vec![("a", 1)],
             reply: vec![Outcome::Done],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", ready_task(q, 5, 1))
-                    .task(
-                        "a",
-                        running(q, 1, 0).with("state", "ready").without("worker"),
-                    )
+                    .task("x", ready_task(5, 1))
+                    .task("a", running(1, 0).with("state", "ready").without("worker"))
                     .ready("x", ready_score(5, 1))
                     .ready("a", W::Now(ready_score(5, 0)))
             },
@@ -1824,18 +1884,18 @@ async fn cancel_transitions() {
     let cases = [
         CancelCase {
             name: "scheduled: cancelled, expires after the TTL",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, FAR))
+                    .task("a", at("scheduled", 5, FAR))
                     .sched("a", FAR)
             },
             ttl: 60_000,
             reply: CancelReply::Cancelled,
-            want: |q| {
+            want: |_| {
                 St::default()
                     .task_ttl(
                         "a",
-                        at(q, "cancelled", 5, FAR).with("finished_at", W::Now(0)),
+                        at("cancelled", 5, FAR).with("finished_at", W::Now(0)),
                         60_000,
                     )
                     .stat("cancelled", 1)
@@ -1843,18 +1903,18 @@ async fn cancel_transitions() {
         },
         CancelCase {
             name: "ready: cancelled, expires after the TTL",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", ready_task(q, 5, 1000))
+                    .task("a", ready_task(5, 1000))
                     .ready("a", ready_score(5, 1000))
             },
             ttl: 60_000,
             reply: CancelReply::Cancelled,
-            want: |q| {
+            want: |_| {
                 St::default()
                     .task_ttl(
                         "a",
-                        ready_task(q, 5, 1000)
+                        ready_task(5, 1000)
                             .with("state", "cancelled")
                             .with("finished_at", W::Now(0)),
                         60_000,
@@ -1864,9 +1924,9 @@ async fn cancel_transitions() {
         },
         CancelCase {
             name: "ready with TTL 0: deleted",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", ready_task(q, 5, 1000))
+                    .task("a", ready_task(5, 1000))
                     .ready("a", ready_score(5, 1000))
                     .stat("cancelled", 2)
             },
@@ -1876,39 +1936,39 @@ async fn cancel_transitions() {
         },
         CancelCase {
             name: "running: Running, nothing changes",
-            seed: |q| St::default().task("a", running(q, 1, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(1, 1)).active("a", FAR),
             ttl: 60_000,
             reply: CancelReply::Running,
-            want: |q| St::default().task("a", running(q, 1, 1)).active("a", FAR),
+            want: |_| St::default().task("a", running(1, 1)).active("a", FAR),
         },
         CancelCase {
             name: "succeeded: Finished, nothing changes",
-            seed: |q| St::default().task("a", succeeded_at(q)),
+            seed: |_| St::default().task("a", succeeded_at()),
             ttl: 60_000,
             reply: CancelReply::Finished,
-            want: |q| St::default().task("a", succeeded_at(q)),
+            want: |_| St::default().task("a", succeeded_at()),
         },
         CancelCase {
             name: "dead: Finished, nothing changes",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", Rec::new(q, "dead").with("finished_at", 990))
+                    .task("a", Rec::new("dead").with("finished_at", 990))
                     .dead("a", 990)
             },
             ttl: 60_000,
             reply: CancelReply::Finished,
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", Rec::new(q, "dead").with("finished_at", 990))
+                    .task("a", Rec::new("dead").with("finished_at", 990))
                     .dead("a", 990)
             },
         },
         CancelCase {
             name: "cancelled before: Finished, nothing changes",
-            seed: |q| St::default().task("a", Rec::new(q, "cancelled").with("finished_at", 990)),
+            seed: |_| St::default().task("a", Rec::new("cancelled").with("finished_at", 990)),
             ttl: 60_000,
             reply: CancelReply::Finished,
-            want: |q| St::default().task("a", Rec::new(q, "cancelled").with("finished_at", 990)),
+            want: |_| St::default().task("a", Rec::new("cancelled").with("finished_at", 990)),
         },
         CancelCase {
             name: "missing: NotFound, nothing created",
@@ -2130,7 +2190,7 @@ async fn fencing_rejects_the_lost_workers_token() {
     let want = St::default()
         .task_ttl(
             "a",
-            enqueued("fence", "succeeded", 5, W::I(first.tasks[0].due_ms))
+            enqueued("succeeded", 5, W::I(first.tasks[0].due_ms))
                 .with("enqueued_at", first.tasks[0].due_ms)
                 .with("token", 2)
                 .with("attempts", 2)
@@ -2320,8 +2380,8 @@ struct RequeueCase {
 }
 
 /// A task that died at 990 on its fourth run, with lease token 4.
-fn dead_at(q: &str) -> Rec {
-    Rec::new(q, "dead")
+fn dead_at() -> Rec {
+    Rec::new("dead")
         .with("attempts", 4)
         .with("token", 4)
         .with("started_at", 950)
@@ -2330,8 +2390,8 @@ fn dead_at(q: &str) -> Rec {
 }
 
 /// What requeue makes of [`dead_at`]: ready now, attempts 0, error and token kept.
-fn requeued(q: &str) -> Rec {
-    dead_at(q)
+fn requeued() -> Rec {
+    dead_at()
         .with("state", "ready")
         .with("attempts", 0)
         .with("run_at", W::Now(0))
@@ -2347,12 +2407,12 @@ async fn requeue_transitions() {
     let cases = [
         RequeueCase {
             name: "dead: ready now with attempts 0, r: message",
-            seed: |q| St::default().task("a", dead_at(q)).dead("a", 990),
+            seed: |_| St::default().task("a", dead_at()).dead("a", 990),
             ids: vec!["a"],
             reply: vec![Requeued],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", requeued(q))
+                    .task("a", requeued())
                     .ready("a", W::Now(ready_score(5, 0)))
                     .stat("requeued", 1)
             },
@@ -2360,20 +2420,20 @@ async fn requeue_transitions() {
         },
         RequeueCase {
             name: "ready set already non-empty: no r: message, counter adds up",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("x", at(q, "ready", 5, 5))
-                    .task("a", dead_at(q).with("priority", 9))
+                    .task("x", at("ready", 5, 5))
+                    .task("a", dead_at().with("priority", 9))
                     .ready("x", ready_score(5, 5))
                     .dead("a", 990)
                     .stat("requeued", 2)
             },
             ids: vec!["a"],
             reply: vec![Requeued],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("x", at(q, "ready", 5, 5))
-                    .task("a", requeued(q).with("priority", 9))
+                    .task("x", at("ready", 5, 5))
+                    .task("a", requeued().with("priority", 9))
                     .ready("a", W::Now(ready_score(9, 0)))
                     .ready("x", ready_score(5, 5))
                     .stat("requeued", 3)
@@ -2382,34 +2442,34 @@ async fn requeue_transitions() {
         },
         RequeueCase {
             name: "scheduled: NotDead, nothing changes",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, FAR))
+                    .task("a", at("scheduled", 5, FAR))
                     .sched("a", FAR)
             },
             ids: vec!["a"],
             reply: vec![NotDead],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", at(q, "scheduled", 5, FAR))
+                    .task("a", at("scheduled", 5, FAR))
                     .sched("a", FAR)
             },
             msgs: vec![],
         },
         RequeueCase {
             name: "running: NotDead, nothing changes",
-            seed: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            seed: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             ids: vec!["a"],
             reply: vec![NotDead],
-            want: |q| St::default().task("a", running(q, 2, 1)).active("a", FAR),
+            want: |_| St::default().task("a", running(2, 1)).active("a", FAR),
             msgs: vec![],
         },
         RequeueCase {
             name: "succeeded: NotDead, record and TTL untouched",
-            seed: |q| St::default().task_ttl("a", succeeded_at(q), 60_000),
+            seed: |_| St::default().task_ttl("a", succeeded_at(), 60_000),
             ids: vec!["a"],
             reply: vec![NotDead],
-            want: |q| St::default().task_ttl("a", succeeded_at(q), 60_000),
+            want: |_| St::default().task_ttl("a", succeeded_at(), 60_000),
             msgs: vec![],
         },
         RequeueCase {
@@ -2430,22 +2490,22 @@ async fn requeue_transitions() {
         },
         RequeueCase {
             name: "mixed batch: one reply per id, one r: message",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", dead_at(q))
-                    .task("b", at(q, "ready", 5, 5))
-                    .task("d", dead_at(q))
+                    .task("a", dead_at())
+                    .task("b", at("ready", 5, 5))
+                    .task("d", dead_at())
                     .ready("b", ready_score(5, 5))
                     .dead("a", 990)
                     .dead("d", 995)
             },
             ids: vec!["a", "b", "c", "d"],
             reply: vec![Requeued, NotDead, NotFound, Requeued],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", requeued(q))
-                    .task("b", at(q, "ready", 5, 5))
-                    .task("d", requeued(q))
+                    .task("a", requeued())
+                    .task("b", at("ready", 5, 5))
+                    .task("d", requeued())
                     .ready("b", ready_score(5, 5))
                     .ready("a", W::Now(ready_score(5, 0)))
                     .ready("d", W::Now(ready_score(5, 0)))
@@ -2455,19 +2515,19 @@ async fn requeue_transitions() {
         },
         RequeueCase {
             name: "empty ready set, two requeued: a single r: message",
-            seed: |q| {
+            seed: |_| {
                 St::default()
-                    .task("a", dead_at(q))
-                    .task("b", dead_at(q))
+                    .task("a", dead_at())
+                    .task("b", dead_at())
                     .dead("a", 990)
                     .dead("b", 991)
             },
             ids: vec!["a", "b"],
             reply: vec![Requeued, Requeued],
-            want: |q| {
+            want: |_| {
                 St::default()
-                    .task("a", requeued(q))
-                    .task("b", requeued(q))
+                    .task("a", requeued())
+                    .task("b", requeued())
                     .ready("a", W::Now(ready_score(5, 0)))
                     .ready("b", W::Now(ready_score(5, 0)))
                     .stat("requeued", 2)
@@ -2486,5 +2546,62 @@ async fn requeue_transitions() {
         let mut conn = fx.server.conn();
         assert_state(&mut conn, &ran.p, &(case.want)(&q), ran.clock, case.name);
         assert_msgs(&ran.msgs, &case.msgs, ran.clock, case.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// binary values in 64-byte pieces
+// ---------------------------------------------------------------------------------------------
+
+/// Args and results longer than 64 bytes are stored in pieces (`args`, `args:1`, ...) so the task
+/// hash stays a compact listpack; claim, status and result see them whole, at every length
+/// around the piece boundaries.
+#[tokio::test]
+async fn long_args_and_results_are_stored_in_pieces() {
+    let fx = fx().await;
+    let p = fx.store.partition("blob", SHARD);
+    let s = &fx.store;
+    let mut conn = fx.server.conn();
+    for len in [0usize, 1, 63, 64, 65, 128, 129, 1000] {
+        let id = format!("t{len}");
+        let args: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let mut t = new_task(&id, Due::Delay(0), 5);
+        t.args = args.clone();
+        s.enqueue(&p, &[t]).await.unwrap();
+
+        let key = p.keys.task(&id);
+        let fields: HashMap<String, Vec<u8>> = conn.hgetall(&key).unwrap();
+        let pieces = fields.keys().filter(|f| f.starts_with("args")).count();
+        assert_eq!(pieces, len.div_ceil(64), "len {len}: pieces {fields:?}");
+        assert!(
+            fields.values().all(|v| v.len() <= 64),
+            "len {len}: a value over 64 bytes"
+        );
+        let enc: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&key)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(enc, "listpack", "len {len}");
+
+        let claim = s.claim(&p, 10, 30_000, "w1").await.unwrap();
+        assert_eq!(claim.tasks.len(), 1, "len {len}");
+        assert_eq!(claim.tasks[0].args, args, "len {len}: claimed args");
+
+        let result: Vec<u8> = args.iter().rev().copied().collect();
+        let acked = s
+            .ack_many(&[(&p, vec![(id.as_str(), 1, &result[..])])], 60_000)
+            .await
+            .unwrap();
+        assert_eq!(acked, vec![vec![Outcome::Done]], "len {len}");
+        let mut fields: HashMap<String, Vec<u8>> = conn.hgetall(&key).unwrap();
+        assert_eq!(take_blob(&mut fields, "args").unwrap_or_default(), args);
+        assert_eq!(take_blob(&mut fields, "result").unwrap_or_default(), result);
+        assert!(
+            !fields
+                .keys()
+                .any(|f| f.starts_with("args") || f.starts_with("result")),
+            "len {len}: pieces left over: {fields:?}"
+        );
     }
 }

@@ -125,10 +125,26 @@ impl TaskInfo {
             finished_at_ms: num(&mut f, "finished_at"),
             last_error: text(&mut f, "error"),
             worker: text(&mut f, "worker"),
-            args: f.remove("args").unwrap_or_default(),
-            result: f.remove("result"),
+            args: take_blob(&mut f, "args").unwrap_or_default(),
+            result: take_blob(&mut f, "result"),
         })
     }
+}
+
+/// Removes a binary value from the fields of a task hash and returns it whole.
+///
+/// The scripts store `args` and `result` in pieces of at most 64 bytes (`args`, `args:1`,
+/// `args:2`, ...), so that the hash stays listpack-encoded (compact) in Redis; this joins them.
+/// `None` when the field is absent.
+pub fn take_blob(f: &mut HashMap<String, Vec<u8>>, field: &str) -> Option<Vec<u8>> {
+    let mut v = f.remove(field)?;
+    for n in 1.. {
+        match f.remove(&format!("{field}:{n}")) {
+            Some(piece) => v.extend_from_slice(&piece),
+            None => break,
+        }
+    }
+    Some(v)
 }
 
 /// Counts of one queue, summed over its shards.

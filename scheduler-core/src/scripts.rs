@@ -239,7 +239,6 @@ impl Store {
                     .key(p.keys.ready())
                     .key(p.keys.stats())
                     .arg(p.keys.task_prefix())
-                    .arg(&p.queue)
                     .arg(&p.channel)
                     .arg(p.shard);
                 for t in tasks.iter() {

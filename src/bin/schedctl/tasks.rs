@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context as _, Result};
 use scheduler::id::validate_id;
+use scheduler::info::take_blob;
 use scheduler::redis;
 use scheduler::scripts::RequeueReply;
 use scheduler::TaskId;
@@ -17,9 +18,8 @@ use crate::{json_out, Ctx};
 const REQUEUE_BATCH: usize = 500;
 
 /// Fields of the task hash in the order of `docs/redis-layout.md` section 4.
-const FIELD_ORDER: [&str; 16] = [
+const FIELD_ORDER: [&str; 15] = [
     "name",
-    "queue",
     "state",
     "attempts",
     "max_retries",
@@ -89,7 +89,7 @@ pub(crate) async fn status(ctx: &Ctx, target: &str) -> Result<String> {
     let p = store.partition(id.queue(), shard);
     let key = p.keys.task(id.id());
     // One round trip; TIME last so "now" is no earlier than what we read.
-    let (fields, pttl, lease, (s, us)): StatusReply = redis::pipe()
+    let (mut fields, pttl, lease, (s, us)): StatusReply = redis::pipe()
         .hgetall(&key)
         .pttl(&key)
         .zscore(p.keys.active(), id.id())
@@ -104,6 +104,16 @@ pub(crate) async fn status(ctx: &Ctx, target: &str) -> Result<String> {
             scheduler::Error::NotFound(id)
         );
     }
+    // `args` and `result` are stored in 64-byte pieces: show each whole.
+    for f in MSGPACK_FIELDS {
+        if let Some(v) = take_blob(&mut fields, f) {
+            fields.insert(f.to_owned(), v);
+        }
+    }
+    // `attempts` is written at the first claim: show the 0 it means before that.
+    fields
+        .entry("attempts".to_owned())
+        .or_insert_with(|| b"0".to_vec());
     let lease = lease.map(|l| l as i64);
     let expires = (pttl > 0).then(|| now + pttl);
 
