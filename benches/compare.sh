@@ -11,6 +11,8 @@
 # BullMQ's 100 (the best of 50/100/200 here, see docs/benchmarks.md). BullMQ (package.json
 # beside bench.js) is installed with npm into $BULLMQ_DIR (default /tmp/sched-bench-bullmq) if
 # it is not there yet. Every run's full output goes to --out (default a new temp dir).
+# --remove-on-complete: both systems delete a task when it succeeds (BullMQ's removeOnComplete,
+# our --result-ttl-secs 0); without it BullMQ keeps finished jobs forever and we keep them 24 h.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,7 @@ bconc=100
 scenarios="throughput lateness memory"
 out=""
 bullmq_extra=()
+ours_extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --tasks) tasks=$2; shift 2 ;;
@@ -31,7 +34,8 @@ while [ $# -gt 0 ]; do
     --bullmq-concurrency) bconc=$2; shift 2 ;;
     --scenarios) scenarios=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    --remove-on-complete) bullmq_extra+=(--remove-on-complete); shift ;;
+    # Both delete a task when it succeeds: BullMQ's removeOnComplete, our result TTL 0.
+    --remove-on-complete) bullmq_extra+=(--remove-on-complete); ours_extra+=(--result-ttl-secs 0); shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -72,7 +76,7 @@ for s in $scenarios; do
   redis-cli -p "$port" flushall >/dev/null
   echo "== ours: $s (--tasks $n)"
   "$bench" "$s" --redis-url "$url" --tasks "$n" --spread-secs "$spread" --concurrency "$conc" \
-    | tee "$out/ours-$s.log" | grep -v '^{'
+    "${ours_extra[@]}" | tee "$out/ours-$s.log" | grep -v '^{'
   tail -n 1 "$out/ours-$s.log" > "$out/ours-$s.json"
   redis-cli -p "$port" flushall >/dev/null
   echo "== BullMQ: $s (--tasks $n)"

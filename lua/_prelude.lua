@@ -58,12 +58,14 @@ local function put_blob(fv, field, v)
   end
 end
 
--- The whole value stored by put_blob, given its first piece (false when absent: '').
-local function get_blob(key, field, first)
+-- The whole value stored by put_blob, given its first two pieces as read by the caller's HMGET
+-- of `field` and `field:1` (false when absent). Reads further pieces only for values over 128 bytes.
+local function get_blob(key, field, first, second)
   if not first then return '' end
-  if #first < PIECE then return first end
-  local parts = { first }
-  local n = 1
+  if #first < PIECE or not second then return first end
+  if #second < PIECE then return first .. second end
+  local parts = { first, second }
+  local n = 2
   while true do
     local p = redis.call('HGET', key, field .. ':' .. n)
     if not p then break end

@@ -29,7 +29,7 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'name', 'args', 'max_retries', 'timeout_ms', 'run_at',
-    'token', 'attempts')
+    'token', 'attempts', 'args:1')
   if f[1] == 'ready' then
     local token = (tonumber(f[7]) or 0) + 1
     local attempts = (tonumber(f[8]) or 0) + 1
@@ -41,7 +41,7 @@ for i = 1, #popped, 2 do
     out[#out + 1] = token
     out[#out + 1] = attempts
     out[#out + 1] = f[2] or ""
-    out[#out + 1] = get_blob(key, 'args', f[3])
+    out[#out + 1] = get_blob(key, 'args', f[3], f[9])
     out[#out + 1] = tonumber(f[4]) or 0
     out[#out + 1] = tonumber(f[5]) or 0
     out[#out + 1] = tonumber(f[6]) or now

@@ -6,7 +6,7 @@
 --   2. Compute its due time: server now + delay, or the absolute run-at when delay is -1.
 --   3. Write the task hash (args in 64-byte pieces, see put_blob; no attempt, no token yet).
 --      Due now or in the past: state `ready`, added to the ready set. Otherwise: state
---      `scheduled`, added to the scheduled set.
+--      `scheduled`, added to the scheduled set (one ZADD per set and call).
 -- Then, once per call: publish `r:<shard>` when the ready set went from empty to non-empty, and
 -- `s:<shard>:<due>` when the scheduled set got a new, earlier head (wakes the promoter).
 --
@@ -29,6 +29,7 @@ local was_empty = redis.call('ZCARD', ready) == 0
 local made_ready = false
 local created = 0
 local out = {}
+local to_ready, to_sched = {}, {}
 for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local key = prefix .. id
@@ -42,11 +43,13 @@ for i = 4, #ARGV, 8 do
     local state
     if due <= now then
       state = 'ready'
-      redis.call('ZADD', ready, ready_score(priority, due), id)
+      to_ready[#to_ready + 1] = ready_score(priority, due)
+      to_ready[#to_ready + 1] = id
       made_ready = true
     else
       state = 'scheduled'
-      redis.call('ZADD', sched, due, id)
+      to_sched[#to_sched + 1] = due
+      to_sched[#to_sched + 1] = id
       if head < 0 or due < head then head = due; new_head = true end
     end
     local fv = { 'name', ARGV[i + 1], 'state', state, 'max_retries', ARGV[i + 5],
@@ -57,6 +60,8 @@ for i = 4, #ARGV, 8 do
     out[#out + 1] = 1
   end
 end
+zadd_all(ready, to_ready)
+zadd_all(sched, to_sched)
 if created > 0 then redis.call('HINCRBY', stats, 'enqueued', created) end
 if made_ready and was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
 if new_head then redis.call('PUBLISH', channel, 's:' .. shard .. ':' .. string.format('%d', head)) end

@@ -1158,7 +1158,6 @@ struct AckCase {
 fn succeeded(rec: Rec) -> Rec {
     rec.with("state", "succeeded")
         .with("finished_at", W::Now(0))
-        .without("worker")
 }
 
 /// ack with the right token marks the task succeeded, stores the result, sets the result TTL
@@ -1689,7 +1688,6 @@ fn succeeded_at() -> Rec {
     running(2, 1)
         .with("state", "succeeded")
         .with("finished_at", 990)
-        .without("worker")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2195,6 +2193,7 @@ async fn fencing_rejects_the_lost_workers_token() {
                 .with("token", 2)
                 .with("attempts", 2)
                 .with("started_at", second.server_now_ms)
+                .with("worker", "w2")
                 .with("error", "lease expired: worker lost during attempt 1")
                 .with("result", "ok")
                 .with("finished_at", W::Now(0)),

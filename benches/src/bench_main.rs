@@ -88,6 +88,11 @@ pub(crate) struct Args {
     /// 1000,10000,50000).
     #[arg(long, value_delimiter = ',')]
     pub(crate) rates: Option<Vec<u64>>,
+    /// Seconds a succeeded task's record and result are kept (the worker's `result_ttl`; default
+    /// 86400, the library's default). 0 deletes a task when it succeeds, like BullMQ's
+    /// `removeOnComplete`.
+    #[arg(long, default_value_t = 86_400)]
+    pub(crate) result_ttl_secs: u64,
     /// Keep the run's keys instead of deleting its namespace at the end.
     #[arg(long)]
     pub(crate) keep: bool,
@@ -123,6 +128,7 @@ fn main() -> Result<()> {
                     shards: args.shards.unwrap_or(16),
                     concurrency: args.concurrency,
                     offset_us: args.offset_us,
+                    result_ttl_secs: args.result_ttl_secs,
                 };
                 pool::child_main(spec).await
             }

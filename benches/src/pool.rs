@@ -35,6 +35,8 @@ pub(crate) struct WorkerSpec {
     pub(crate) concurrency: usize,
     /// Redis clock minus local clock, µs.
     pub(crate) offset_us: i64,
+    /// Seconds succeeded tasks are kept (0: deleted at once).
+    pub(crate) result_ttl_secs: u64,
 }
 
 /// The child side: runs one worker until stdin closes, then reports every run on stdout.
@@ -47,6 +49,7 @@ pub(crate) async fn child_main(spec: WorkerSpec) -> Result<()> {
         .register(noop)
         .concurrency(spec.concurrency)
         .shutdown_timeout(Duration::from_secs(5))
+        .result_ttl(Duration::from_secs(spec.result_ttl_secs))
         .state(Arc::clone(&rec))
         .build()
         .await
@@ -148,6 +151,7 @@ impl Pool {
                 .args(["--shards", &spec.shards.to_string()])
                 .args(["--concurrency", &spec.concurrency.to_string()])
                 .args(["--offset-us", &spec.offset_us.to_string()])
+                .args(["--result-ttl-secs", &spec.result_ttl_secs.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

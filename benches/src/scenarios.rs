@@ -42,6 +42,7 @@ fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec {
         shards,
         concurrency: args.concurrency,
         offset_us: env.offset_us,
+        result_ttl_secs: args.result_ttl_secs,
     }
 }
 
@@ -225,6 +226,7 @@ fn base(env: &Env, args: &Args, scenario: &str, load_start: f64) -> serde_json::
     m.insert("system".into(), json!("scheduler"));
     m.insert("redis_version".into(), json!(env.version));
     m.insert("concurrency".into(), json!(args.concurrency));
+    m.insert("result_ttl_secs".into(), json!(args.result_ttl_secs));
     m.insert("load_avg_1m_start".into(), json!(load_start));
     m.insert("load_avg_1m_end".into(), json!(crate::probe::load_avg()));
     m

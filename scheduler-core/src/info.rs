@@ -93,7 +93,8 @@ pub struct TaskInfo {
     pub finished_at_ms: Option<i64>,
     /// The last error, if any run failed.
     pub last_error: Option<String>,
-    /// The worker running it now, if any.
+    /// The worker running it now (`running`), or the one that ran it (`succeeded`); `None` in
+    /// the other states.
     pub worker: Option<String>,
     /// Arguments, MessagePack.
     pub args: Vec<u8>,
