@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
 
-use crate::conn::{ConnectOptions, TlsConfig};
+use crate::conn::{ConnectOptions, Mode, TlsConfig};
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
@@ -29,6 +29,7 @@ pub struct ClientConfig {
     cancelled_ttl: Duration,
     retry_attempts: u32,
     loading_wait: Duration,
+    replica_wait: Option<(u32, Duration)>,
     tls: Option<TlsConfig>,
 }
 
@@ -45,6 +46,7 @@ impl ClientConfig {
             cancelled_ttl: Duration::from_secs(3600),
             retry_attempts: 5,
             loading_wait: crate::store::DEFAULT_LOADING_WAIT,
+            replica_wait: None,
             tls: None,
         }
     }
@@ -78,6 +80,23 @@ impl ClientConfig {
     /// How long a cancelled task's record is kept. Default 1 hour; zero deletes it at once.
     pub fn cancelled_ttl(mut self, ttl: Duration) -> Self {
         self.cancelled_ttl = ttl;
+        self
+    }
+
+    /// Acknowledge an enqueue only once `replicas` replicas have it (Redis `WAIT`, at most
+    /// `timeout` per call); until then the client retries it like any transient failure (safe:
+    /// enqueue is idempotent by task id) and, once its retries are spent, returns
+    /// [`Error::NotReplicated`]. Default: off (an enqueue is acknowledged when the master applied
+    /// it).
+    ///
+    /// Redis replicates asynchronously, so without this an enqueue acknowledged just before the
+    /// master fails can be lost; with Sentinel, also one acknowledged by the old master during
+    /// the failover (`docs/deployment.md`). With this, an acknowledged enqueue is on `replicas`
+    /// replicas, and Sentinel promotes the replica that is most up to date. Each enqueue call
+    /// waits about one replication round trip more. Single node with replicas and Sentinel only:
+    /// [`Client::with_config`] refuses it on a Cluster.
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replica_wait = (replicas > 0).then_some((replicas, timeout));
         self
     }
 
@@ -156,6 +175,11 @@ impl Client {
             opts = opts.tls(tls.clone());
         }
         let store = Store::connect_with(opts).await?;
+        if config.replica_wait.is_some() && store.mode() == Mode::Cluster {
+            return Err(Error::InvalidConfig(
+                "wait_for_replicas is not supported on a Redis Cluster".into(),
+            ));
+        }
         Ok(Self {
             store,
             config: Arc::new(config),
@@ -284,9 +308,13 @@ impl Client {
         for window in chunks.chunks(64) {
             let calls: Vec<(&Partition, &[NewTask])> =
                 window.iter().map(|(p, _, t)| (*p, &t[..])).collect();
+            let wait = self
+                .config
+                .replica_wait
+                .map(|(n, t)| (n, t.as_millis() as u64));
             let replies =
                 retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
-                    self.store.enqueue_many(&calls)
+                    self.store.enqueue_many_replicated(&calls, wait)
                 })
                 .await?;
             for ((_, idx, _), outs) in window.iter().zip(replies) {

@@ -80,6 +80,16 @@ pub enum Error {
     /// Redis returned something the scripts never return: a version mismatch or a bug.
     #[error("unexpected reply from Redis: {0}")]
     Protocol(String),
+    /// With [`crate::ClientConfig::wait_for_replicas`]: the master applied the write, but fewer
+    /// replicas than asked confirmed it within the timeout, so a failover could lose it. Retrying
+    /// is safe (enqueue is idempotent by task id) and is what the client does by itself.
+    #[error("write confirmed by {confirmed} of the {wanted} replicas asked for")]
+    NotReplicated {
+        /// Replicas that confirmed the write.
+        confirmed: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 impl Error {
@@ -87,6 +97,8 @@ impl Error {
     /// a failover in progress, a timeout. A caller's retry loop keys on this.
     pub fn is_transient(&self) -> bool {
         match self {
+            // The replica may be catching up, or a failover is under way.
+            Error::NotReplicated { .. } => true,
             Error::Redis(e) => {
                 e.is_io_error()
                     || e.is_timeout()

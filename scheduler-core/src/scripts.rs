@@ -231,6 +231,23 @@ impl Store {
         &self,
         groups: &[(&Partition, &[NewTask])],
     ) -> Result<Vec<Vec<Outcome>>> {
+        self.enqueue_many_replicated(groups, None).await
+    }
+
+    /// As [`Store::enqueue_many`]; with `wait` = `Some((replicas, timeout_ms))` it succeeds only
+    /// once that many replicas confirmed the writes (`WAIT`), so that a failover cannot lose the
+    /// tasks. Single node and Sentinel only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReplicated`] when fewer replicas confirmed within the timeout (the tasks are
+    /// on the master; calling again is safe), [`Error::InvalidConfig`] on a Cluster, or a Redis
+    /// error.
+    pub async fn enqueue_many_replicated(
+        &self,
+        groups: &[(&Partition, &[NewTask])],
+        wait: Option<(u32, u64)>,
+    ) -> Result<Vec<Vec<Outcome>>> {
         let invs: Vec<_> = groups
             .iter()
             .map(|(p, tasks)| {
@@ -258,8 +275,14 @@ impl Store {
                 inv
             })
             .collect();
-        self.run_pipeline(&invs)
-            .await?
+        let replies = match wait {
+            None => self.run_pipeline(&invs).await?,
+            Some((replicas, timeout_ms)) => {
+                self.run_pipeline_replicated(&invs, replicas, timeout_ms)
+                    .await?
+            }
+        };
+        replies
             .into_iter()
             .map(|v| {
                 outcomes(v, |i| match i {

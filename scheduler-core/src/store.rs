@@ -173,6 +173,43 @@ impl Store {
         self.query_groups(&pipe, Some(&invs[0])).await
     }
 
+    /// As [`Store::run_pipeline`], followed on the same connection by `WAIT replicas timeout_ms`:
+    /// succeeds only once `replicas` replicas confirmed every write of the pipeline. Not on a
+    /// Cluster (the pipeline would span nodes); [`crate::Client::with_config`] refuses that
+    /// combination.
+    pub(crate) async fn run_pipeline_replicated(
+        &self,
+        invs: &[ScriptInvocation<'_>],
+        replicas: u32,
+        timeout_ms: u64,
+    ) -> Result<Vec<Value>> {
+        if invs.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.conn.mode() == Mode::Cluster {
+            return Err(Error::InvalidConfig(
+                "waiting for replicas is not supported on a Redis Cluster".into(),
+            ));
+        }
+        let mut pipe = Pipeline::with_capacity(invs.len() + 1);
+        for inv in invs {
+            pipe.invoke_script(inv);
+        }
+        pipe.cmd("WAIT").arg(replicas).arg(timeout_ms);
+        let mut out = self.query_one(&pipe, Some(&invs[0])).await?;
+        let confirmed = match out.pop() {
+            Some(Value::Int(n)) => n.max(0) as u32,
+            other => return Err(Error::Protocol(format!("WAIT replied {other:?}"))),
+        };
+        if confirmed < replicas {
+            return Err(Error::NotReplicated {
+                confirmed,
+                wanted: replicas,
+            });
+        }
+        Ok(out)
+    }
+
     async fn query_groups(
         &self,
         pipe: &Pipeline,

@@ -218,7 +218,9 @@ pub fn resume_after(
     let run = after
         .iter()
         .filter_map(|(id, _)| runs.get(*id).and_then(|r| r.first()))
-        .map(|r| *r - event)
+        // A run can precede its task's acknowledgement (the enqueue reply was delayed or
+        // retried): only runs after the event count.
+        .filter_map(|r| r.checked_sub(event))
         .min();
     (write, run)
 }
