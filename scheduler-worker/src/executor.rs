@@ -22,8 +22,17 @@ pub(crate) async fn execute(
     claimed_at_ms: i64,
     permit: OwnedSemaphorePermit,
 ) {
+    // Should this function itself panic (not the handler: its panics are caught below), the
+    // task must not stay in flight forever with its lease renewed: it is dropped from the
+    // in-flight map, so its lease runs out and the reaper retries or buries it.
+    let _unwind = UnwindGuard {
+        shared: &shared,
+        key: (idx, task.id.clone()),
+        token: task.token,
+    };
     let p = &shared.partitions[idx];
-    let lateness_ms = claimed_at_ms - task.due_ms;
+    // Saturating: a corrupted record can carry any due time (a `nan` run_at reads as i64::MIN).
+    let lateness_ms = claimed_at_ms.saturating_sub(task.due_ms);
     let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
     crate::metrics::started(&p.queue, lateness_ms);
     let t0 = std::time::Instant::now();
@@ -53,6 +62,29 @@ pub(crate) async fn execute(
         }));
     }
     drop(permit);
+}
+
+/// Removes the task's in-flight entry (if it is still ours) when [`execute`] unwinds.
+struct UnwindGuard<'a> {
+    shared: &'a Shared,
+    key: (usize, String),
+    token: i64,
+}
+
+impl Drop for UnwindGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut inflight) = self.shared.inflight.lock() {
+                if inflight
+                    .get(&self.key)
+                    .is_some_and(|f| f.token == self.token)
+                {
+                    inflight.remove(&self.key);
+                }
+            }
+            tracing::error!(id = %self.key.1, "the executor panicked; the task's lease will run out and it will be retried");
+        }
+    }
 }
 
 /// Runs the task; the verdict for the store and the outcome label for metrics.
