@@ -8,6 +8,7 @@
 //! target/release/examples/chaos all            # full sizes, figures in docs/reliability.md
 //! target/release/examples/chaos all --quick    # CI sizes (tests/chaos.rs)
 //! target/release/examples/chaos kill-storm --tasks 20000 --duration-secs 30 --workers 4
+//! target/release/examples/chaos backlog          # one scenario, full size
 //! ```
 //!
 //! Prints one JSON line per scenario, with `"ok"`: whether its invariant held. Exits 1 when one
@@ -43,7 +44,8 @@ async fn chaos_rec(ms: u64, mode: u8) -> Result<(), TaskError> {
 #[command(about = "Fault-injection runs against real worker processes and a real redis-server")]
 struct Args {
     /// Scenario: baseline, kill-storm, lease-lost, redis-crash-everysec, redis-crash-always,
-    /// script-flush, client-kill, redis-stall, poison, graceful-shutdown, racing-promoters, or all.
+    /// script-flush, client-kill, redis-stall, poison, graceful-shutdown, stale-lock, clock-skew,
+    /// backlog, memory-full, racing-promoters, or all.
     scenario: String,
     /// Tasks per scenario (default: per scenario).
     #[arg(long)]
@@ -167,6 +169,8 @@ struct Workers {
     slots: Vec<Option<Child>>,
     spawned: usize,
     supervise: bool,
+    /// Per slot: `CHAOS_CLOCK_OFFSET_MS` of its processes (none: no skew).
+    offsets: Vec<i64>,
 }
 
 impl Workers {
@@ -177,6 +181,10 @@ impl Workers {
             .args(&self.flags)
             .arg("--record-dir")
             .arg(&self.dir)
+            .env(
+                "CHAOS_CLOCK_OFFSET_MS",
+                self.offsets.get(i).copied().unwrap_or(0).to_string(),
+            )
             .env("RUST_LOG", "error")
             .stdout(Stdio::from(out))
             .stderr(Stdio::null())
@@ -276,6 +284,12 @@ enum Fault {
         every_ms: u64,
         for_ms: u64,
     },
+    /// At `at_ms`, SIGSTOP the worker holding the promoter lock of shard 0, SIGCONT it `for_ms`
+    /// later (past the lock TTL: another worker takes the lock meanwhile).
+    StopLockHolder {
+        at_ms: u64,
+        for_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +312,22 @@ struct Spec {
     fault: Fault,
     /// Give up waiting for completions after this long without progress, once all are due.
     idle_ms: u64,
+    /// Shards of the queue.
+    shards: u16,
+    /// Every due time is at least this far after its enqueue.
+    min_delay_ms: u64,
+    /// Start the workers only once every task is enqueued and due (a backlog).
+    workers_after_produce: bool,
+    /// Per worker slot: clock offset (ms) of its processes.
+    clock_offsets: Vec<i64>,
+    /// Clock skew: producer batches cycle through the first `skew_modes` of [`SKEW_MODES`]
+    /// (clock offsets of +/-60 s, with `countdown` and with `eta`); 0: no skew.
+    skew_modes: usize,
+    /// Enqueue errors for lack of memory are not retried at once: the batch is set aside and
+    /// sent again once the workers run and drain (scenario memory-full).
+    memory_full: bool,
+    /// Result TTL of the workers (0: records deleted at success).
+    result_ttl_ms: Option<u64>,
 }
 
 impl Spec {
@@ -318,6 +348,13 @@ impl Spec {
             poison: false,
             fault: Fault::None,
             idle_ms: 20_000,
+            shards: 16,
+            min_delay_ms: 0,
+            workers_after_produce: false,
+            clock_offsets: Vec::new(),
+            skew_modes: 0,
+            memory_full: false,
+            result_ttl_ms: None,
         }
     }
 }
@@ -333,12 +370,18 @@ struct Events {
     fault_errors: u64,
     restarts: u64,
     stalls: u64,
+    /// Stale lock holder: its pid, its lock token, and when another worker held the lock.
+    lock_holder: Option<(u32, String)>,
+    lock_taken_over_ms: Option<i64>,
+    lock_stop_ms: Option<i64>,
 }
 
 struct Start {
     attempt: u32,
     pid: u32,
     claimed: i64,
+    /// The worker process's own (possibly skewed) clock at the start, unix ms.
+    local: Option<i64>,
 }
 
 fn pct(sorted: &[i64], p: f64) -> i64 {
@@ -372,10 +415,11 @@ fn read_logs(dir: &Path) -> (Starts, Dones) {
         for line in BufReader::new(f).lines().map_while(Result::ok) {
             let p: Vec<&str> = line.split(' ').collect();
             match (p.first(), p.len()) {
-                (Some(&"S"), 6) => starts.entry(p[1].to_owned()).or_default().push(Start {
+                (Some(&"S"), 6 | 7) => starts.entry(p[1].to_owned()).or_default().push(Start {
                     attempt: p[2].parse().unwrap_or(0),
                     pid: p[3].parse().unwrap_or(0),
                     claimed: p[4].parse().unwrap_or(0),
+                    local: p.get(6).and_then(|v| v.parse().ok()),
                 }),
                 (Some(&"D"), 4) => {
                     dones.insert((
@@ -403,28 +447,70 @@ fn read_reports(dir: &Path) -> HashMap<String, u64> {
             .lines()
         {
             if let Some((k, v)) = line.split_once('=') {
-                *sum.entry(k.to_owned()).or_default() += v.parse::<u64>().unwrap_or(0);
+                if k != "pid" {
+                    *sum.entry(k.to_owned()).or_default() += v.parse::<u64>().unwrap_or(0);
+                }
             }
         }
     }
     sum
 }
 
+/// The report of the worker process `pid` (its `out-*.txt` holds `pid=<pid>`).
+fn read_report_of(dir: &Path, pid: u32) -> HashMap<String, u64> {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("out-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if text.lines().any(|l| l == format!("pid={pid}")) {
+            return text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.parse().unwrap_or(0)))
+                .collect();
+        }
+    }
+    HashMap::new()
+}
+
 async fn connect_client(url: &str) -> anyhow::Result<Client> {
     Ok(Client::with_config(ClientConfig::new(url).namespace(NS)).await?)
 }
 
+#[derive(Default)]
 struct Produced {
     acked: Vec<(String, i64)>,
     errors: u64,
     enqueue_per_s: f64,
     created: u64,
+    /// Memory-full: batches refused for lack of memory, set aside (id, due ms).
+    rejected: Vec<(String, i64)>,
+    /// Memory-full: tasks set aside in all.
+    set_aside: u64,
+    /// Memory-full: how many enqueue calls were refused, and the first error's text.
+    oom_errors: u64,
+    oom_error_text: String,
+    /// Clock skew: tasks sent with `eta` from a clock 60 s behind: (id, the producer's intended
+    /// due time on the true clock).
+    eta_behind: Vec<(String, i64)>,
+    /// Clock skew: tasks sent per (offset, countdown|eta).
+    skew_modes: HashMap<String, u64>,
 }
+
+/// Clock-skew producer modes: (clock offset ms, uses eta).
+const SKEW_MODES: [(i64, bool); 4] = [
+    (60_000, false),
+    (-60_000, false),
+    (-60_000, true),
+    (60_000, true),
+];
 
 /// Enqueues `spec.tasks` tasks with fixed ids `t<i>`, in batches of 200, retrying a failed
 /// batch with the same ids and due times; logs every acknowledged (id, due ms).
 async fn produce(url: String, spec: Spec) -> anyhow::Result<Produced> {
     let client = connect_client(&url).await?;
+    let mut out = Produced::default();
     let mut acked = Vec::with_capacity(spec.tasks);
     let mut errors = 0u64;
     let mut created = 0u64;
@@ -450,24 +536,56 @@ async fn produce(url: String, spec: Spec) -> anyhow::Result<Produced> {
             }
         }
         let base = now_ms();
+        // Clock skew: this batch's producer clock offset, and countdown or eta.
+        let (offset, use_eta) = if spec.skew_modes > 0 {
+            SKEW_MODES[(i / batch) % spec.skew_modes.min(SKEW_MODES.len())]
+        } else {
+            (0, true)
+        };
+        let mut delays = Vec::with_capacity(n);
         let items: Vec<(String, i64)> = (i..i + n)
             .map(|k| {
-                let d = if spec.delay_max_ms > 0 {
-                    rand::random_range(0..=spec.delay_max_ms) as i64
-                } else {
-                    0
-                };
-                (format!("t{k}"), base + d)
+                let d = spec.min_delay_ms as i64
+                    + if spec.delay_max_ms > 0 {
+                        rand::random_range(0..=spec.delay_max_ms) as i64
+                    } else {
+                        0
+                    };
+                delays.push(d);
+                // With eta, the due time is the instant asked for on the producer's own clock;
+                // with countdown, at least the true enqueue time plus the delay.
+                (format!("t{k}"), base + if use_eta { offset } else { 0 } + d)
             })
             .collect();
+        if spec.skew_modes > 0 {
+            let mode = format!(
+                "{}{}s_{}",
+                if offset >= 0 { "+" } else { "" },
+                offset / 1000,
+                if use_eta { "eta" } else { "countdown" }
+            );
+            *out.skew_modes.entry(mode).or_default() += n as u64;
+            if use_eta && offset < 0 {
+                out.eta_behind.extend(
+                    items
+                        .iter()
+                        .zip(&delays)
+                        .map(|((id, _), d)| (id.clone(), base + d)),
+                );
+            }
+        }
         let reqs = || -> anyhow::Result<Vec<TaskRequest>> {
             items
                 .iter()
-                .map(|(id, due)| {
-                    Ok(chaos_rec::new(spec.task_ms, 0)
-                        .id(id.clone())
-                        .eta(UNIX_EPOCH + Duration::from_millis(*due as u64))
-                        .into_request()?)
+                .zip(&delays)
+                .map(|((id, due), d)| {
+                    let call = chaos_rec::new(spec.task_ms, 0).id(id.clone());
+                    let call = if use_eta {
+                        call.eta(UNIX_EPOCH + Duration::from_millis(*due as u64))
+                    } else {
+                        call.countdown(Duration::from_millis(*d as u64))
+                    };
+                    Ok(call.into_request()?)
                 })
                 .collect()
         };
@@ -477,6 +595,15 @@ async fn produce(url: String, spec: Spec) -> anyhow::Result<Produced> {
                 Ok(out) => {
                     created += out.iter().filter(|(_, c)| *c).count() as u64;
                     acked.extend(items.iter().cloned());
+                    break;
+                }
+                Err(e) if spec.memory_full && e.to_string().contains("OOM") => {
+                    out.oom_errors += 1;
+                    if out.oom_error_text.is_empty() {
+                        out.oom_error_text = format!("{e:?}").chars().take(160).collect();
+                    }
+                    out.rejected.extend(items.iter().cloned());
+                    out.set_aside += items.len() as u64;
                     break;
                 }
                 Err(e) => {
@@ -503,12 +630,59 @@ async fn produce(url: String, spec: Spec) -> anyhow::Result<Produced> {
             .into_request()?;
         client.enqueue_bulk(vec![req]).await?;
     }
-    Ok(Produced {
-        acked,
-        errors,
-        enqueue_per_s,
-        created,
-    })
+    out.acked = acked;
+    out.errors = errors;
+    out.enqueue_per_s = enqueue_per_s;
+    out.created = created;
+    Ok(out)
+}
+
+impl Produced {
+    /// Tasks set aside after an out-of-memory refusal (before any was sent again).
+    fn oom_errors_tasks(&self) -> u64 {
+        self.set_aside
+    }
+}
+
+/// Memory-full, once the workers run: sends the set-aside batches again (same ids and due
+/// times) until Redis accepts them; returns how many tries were refused and how long it took.
+async fn resend(url: &str, produced: &mut Produced) -> anyhow::Result<(u64, i64)> {
+    let client = connect_client(url).await?;
+    let t0 = now_ms();
+    let mut refused = 0u64;
+    let rejected = std::mem::take(&mut produced.rejected);
+    let give_up = Instant::now() + Duration::from_secs(300);
+    for chunk in rejected.chunks(200) {
+        let reqs = || -> anyhow::Result<Vec<TaskRequest>> {
+            chunk
+                .iter()
+                .map(|(id, due)| {
+                    Ok(chaos_rec::new(0, 0)
+                        .id(id.clone())
+                        .eta(UNIX_EPOCH + Duration::from_millis(*due as u64))
+                        .into_request()?)
+                })
+                .collect()
+        };
+        loop {
+            match client.enqueue_bulk(reqs()?).await {
+                Ok(_) => {
+                    produced.acked.extend(chunk.iter().cloned());
+                    break;
+                }
+                Err(_) if Instant::now() < give_up => {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    produced.rejected.extend(chunk.iter().cloned());
+                    eprintln!("[memory-full] gave up resending: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    Ok((refused, now_ms() - t0))
 }
 
 async fn inject(
@@ -620,6 +794,60 @@ async fn inject(
                 debug_sleep = !debug_sleep;
             }
         }
+        Fault::StopLockHolder { at_ms, for_ms } => {
+            sleep(at_ms).await;
+            let lock = format!("{NS}:{{{QUEUE}:0}}:lock");
+            let get = |r: &Arc<Mutex<Redis>>| match r.lock().unwrap().cmd(&["GET", &lock]) {
+                Ok(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                _ => None,
+            };
+            // The holder's token is `<host>:<pid>:<random>:<random>`.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let holder = loop {
+                if let Some(t) = get(&redis) {
+                    if let Some(pid) = t.split(':').nth(1).and_then(|p| p.parse::<u32>().ok()) {
+                        break Some((pid, t));
+                    }
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                sleep(5).await;
+            };
+            let Some((pid, token)) = holder else {
+                ev.lock().unwrap().fault_errors += 1;
+                return;
+            };
+            // Stop it only if it is one of ours (it is: every worker is).
+            let ours = {
+                let w = workers.lock().unwrap();
+                (0..w.slots.len()).any(|i| w.pid(i) == Some(pid))
+            };
+            if !ours {
+                ev.lock().unwrap().fault_errors += 1;
+                return;
+            }
+            signal(pid, "STOP");
+            let stopped_at = now_ms();
+            {
+                let mut e = ev.lock().unwrap();
+                e.stopped.push(pid);
+                e.lock_holder = Some((pid, token.clone()));
+                e.lock_stop_ms = Some(stopped_at);
+            }
+            let until = Instant::now() + Duration::from_millis(for_ms);
+            while Instant::now() < until {
+                if ev.lock().unwrap().lock_taken_over_ms.is_none() {
+                    if let Some(t) = get(&redis) {
+                        if t != token {
+                            ev.lock().unwrap().lock_taken_over_ms = Some(now_ms() - stopped_at);
+                        }
+                    }
+                }
+                sleep(10).await;
+            }
+            signal(pid, "CONT");
+        }
         Fault::Term { at_ms } => {
             sleep(at_ms).await;
             let mut w = workers.lock().unwrap();
@@ -655,8 +883,15 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
     let redis = Arc::new(Mutex::new(Redis::start(&spec.redis_args, &dir)?));
     let url = redis.lock().unwrap().url();
     // Register the queue before any worker starts.
-    connect_client(&url).await?.shards(QUEUE).await?;
-    let flags: Vec<String> = [
+    Client::with_config(
+        ClientConfig::new(&url)
+            .namespace(NS)
+            .queue_shards(QUEUE, spec.shards),
+    )
+    .await?
+    .shards(QUEUE)
+    .await?;
+    let mut flags: Vec<String> = [
         "--redis-url".to_owned(),
         url.clone(),
         "--concurrency".into(),
@@ -669,6 +904,9 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         spec.shutdown_ms.to_string(),
     ]
     .into();
+    if let Some(ms) = spec.result_ttl_ms {
+        flags.extend(["--result-ttl-ms".to_owned(), ms.to_string()]);
+    }
     let workers = Arc::new(Mutex::new(Workers {
         bin: bin.to_owned(),
         flags,
@@ -676,10 +914,15 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         slots: (0..spec.workers).map(|_| None).collect(),
         spawned: 0,
         supervise: true,
+        offsets: spec.clock_offsets.clone(),
     }));
-    workers.lock().unwrap().supervise_once();
-    // Let the workers subscribe before the first due time.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if !spec.workers_after_produce {
+        workers.lock().unwrap().supervise_once();
+        // Let the workers subscribe before the first due time.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    } else {
+        workers.lock().unwrap().supervise = false;
+    }
     let ev = Arc::new(Mutex::new(Events::default()));
     let restarts = Arc::new(AtomicU64::new(0));
     let stop_sup = tokio_util_like_flag();
@@ -700,8 +943,35 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         workers.clone(),
         ev.clone(),
     ));
-    let produced = tokio::spawn(produce(url.clone(), spec.clone())).await??;
+    let mut produced = tokio::spawn(produce(url.clone(), spec.clone())).await??;
     let _ = faults.await;
+    // Backlog and memory-full: the workers start now, on a full queue (after the last due time,
+    // so that every task is due); SLOWLOG and LATENCY count from here.
+    let mut workers_start_ms = t0;
+    let mut memory_before = 0u64;
+    let mut resent = (0u64, 0i64);
+    if spec.workers_after_produce {
+        let last_due = produced.acked.iter().map(|a| a.1).max().unwrap_or(0);
+        let wait = last_due + 500 - now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        }
+        memory_before = used_memory(&redis.lock().unwrap());
+        {
+            let r = redis.lock().unwrap();
+            let _ = r.cmd(&["SLOWLOG", "RESET"]);
+            let _ = r.cmd(&["LATENCY", "RESET"]);
+        }
+        workers_start_ms = now_ms();
+        {
+            let mut w = workers.lock().unwrap();
+            w.supervise = true;
+            w.supervise_once();
+        }
+        if spec.memory_full {
+            resent = resend(&url, &mut produced).await?;
+        }
+    }
     let max_due = produced.acked.iter().map(|a| a.1).max().unwrap_or(t0);
     // Wait for every acknowledged task to complete, or for progress to stop.
     let mut last_done = 0;
@@ -748,6 +1018,11 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         None
     };
     let (slowlog_max_us, slowlog_cmd) = slowlog_top(&redis.lock().unwrap());
+    let slow_count = slowlog_len(&redis.lock().unwrap());
+    let memory_end = used_memory(&redis.lock().unwrap());
+    let set_aside = produced.oom_errors_tasks();
+    // LATENCY LATEST read now, before Redis is stopped.
+    let redis_final = RedisFigures::read(&redis.lock().unwrap());
     {
         let w = workers.clone();
         tokio::task::spawn_blocking(move || w.lock().unwrap().stop_all(Duration::from_secs(40)))
@@ -768,11 +1043,16 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         *done_ids.entry(d.0.as_str()).or_default() += 1;
     }
     let mut done_dup = 0u64;
+    // Clock skew: tasks asked for at an instant already past (eta from a clock behind) run at
+    // once; their lateness against that instant says nothing of the scheduler: left out.
+    let behind: HashSet<&str> = produced.eta_behind.iter().map(|e| e.0.as_str()).collect();
     for (id, due) in &produced.acked {
         if let Some(s) = starts.get(id) {
             dup += s.len() as u64 - 1;
             early += s.iter().filter(|x| x.claimed < *due).count() as u64;
-            late.push(s.iter().map(|x| x.claimed).min().unwrap() - due);
+            if !behind.contains(id.as_str()) {
+                late.push(s.iter().map(|x| x.claimed).min().unwrap() - due);
+            }
         }
         match done_ids.get(id.as_str()) {
             None => lost += 1,
@@ -911,6 +1191,36 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
                 ev.stalls, ev.fault_errors, produced.errors, spec.lease_ms
             );
         }
+        Fault::StopLockHolder { for_ms, .. } => {
+            let promoted_counter = stats
+                .as_ref()
+                .and_then(|s| s.counters.get("promoted").copied())
+                .unwrap_or(0);
+            let holder = ev.lock_holder.as_ref().map(|h| h.0);
+            let holder_promoted = holder
+                .map(|pid| {
+                    read_report_of(&dir, pid)
+                        .get("promoted")
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0);
+            // No double move: each task was promoted once (every due time lay ahead of its
+            // enqueue), the workers' own counts add up to the partition's counter, and no task
+            // ran twice.
+            ok &= dup == 0
+                && ev.fault_errors == 0
+                && ev.lock_taken_over_ms.is_some()
+                && promoted_counter == produced.acked.len() as u64
+                && rep("promoted") == promoted_counter;
+            extra += &format!(
+                ",\"lock_ttl_ms\":{},\"stopped_ms\":{for_ms},\"lock_taken_over_after_ms\":{},\"promoted_counter\":{promoted_counter},\"promoted_by_workers\":{},\"promoted_by_stale_holder\":{holder_promoted},\"stale\":{},\"done_twice\":{done_dup}",
+                spec.lock_ttl_ms,
+                ev.lock_taken_over_ms.unwrap_or(-1),
+                rep("promoted"),
+                rep("stale")
+            );
+        }
         Fault::Term { .. } => {
             ok &= done_dup == 0 && rep("released") > 0;
             extra += &format!(
@@ -919,6 +1229,103 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
                 ev.term_exit_ms.unwrap_or(-1)
             );
         }
+    }
+    if spec.skew_modes > 0 || !spec.clock_offsets.is_empty() {
+        // The offset each worker process ran with, as seen in its start lines (local clock at
+        // the start minus the Redis claim time), and the lateness of its starts.
+        let mut by_pid: HashMap<u32, (Vec<i64>, Vec<i64>)> = HashMap::new();
+        let due_of: HashMap<&str, i64> = produced
+            .acked
+            .iter()
+            .map(|(id, due)| (id.as_str(), *due))
+            .collect();
+        for (id, v) in &starts {
+            for x in v {
+                if behind.contains(id.as_str()) {
+                    continue;
+                }
+                if let (Some(l), Some(due)) = (x.local, due_of.get(id.as_str())) {
+                    let e = by_pid.entry(x.pid).or_default();
+                    e.0.push(l - x.claimed);
+                    e.1.push(x.claimed - due);
+                }
+            }
+        }
+        // Every configured offset was in force in some worker that ran tasks.
+        let observed: HashSet<i64> = by_pid
+            .values_mut()
+            .map(|(skew, _)| {
+                skew.sort_unstable();
+                (pct(skew, 0.5) as f64 / 1000.0).round() as i64
+            })
+            .collect();
+        ok &= spec
+            .clock_offsets
+            .iter()
+            .all(|o| observed.contains(&(o / 1000)));
+        let mut per_worker: Vec<String> = by_pid
+            .values_mut()
+            .map(|(skew, late)| {
+                skew.sort_unstable();
+                late.sort_unstable();
+                format!(
+                    "{{\"clock_offset_s\":{},\"starts\":{},\"lateness_p99_ms\":{},\"early\":{}}}",
+                    (pct(skew, 0.5) as f64 / 1000.0).round(),
+                    late.len(),
+                    pct(late, 0.99),
+                    late.iter().filter(|l| **l < 0).count()
+                )
+            })
+            .collect();
+        per_worker.sort();
+        let behind_ran_before_intent = produced
+            .eta_behind
+            .iter()
+            .filter(|(id, intended)| {
+                starts
+                    .get(id)
+                    .is_some_and(|s| s.iter().any(|x| x.claimed < *intended))
+            })
+            .count();
+        let mut modes: Vec<_> = produced.skew_modes.iter().collect();
+        modes.sort();
+        extra += &format!(
+            ",\"workers\":[{}],\"producer_modes\":{{{}}},\"eta_from_clock_behind\":{},\"eta_behind_ran_before_true_intent\":{behind_ran_before_intent}",
+            per_worker.join(","),
+            modes
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            produced.eta_behind.len()
+        );
+    }
+    if spec.workers_after_produce {
+        let drain_s = (end_ms - workers_start_ms) as f64 / 1000.0;
+        let (lat_event, lat_max_ms) = latency_top(&redis_final);
+        extra += &format!(
+            ",\"shards\":{},\"drain_s\":{drain_s:.1},\"drain_per_s\":{:.0},\"used_memory_mb_at_start\":{:.1},\"latency_max_ms\":{lat_max_ms},\"latency_event\":{lat_event:?},\"slow_over_1ms\":{slow_count}",
+            spec.shards,
+            produced.acked.len() as f64 / drain_s.max(0.001),
+            memory_before as f64 / 1048576.0,
+        );
+    }
+    if spec.memory_full {
+        ok &= produced.oom_errors > 0 && produced.rejected.is_empty();
+        extra += &format!(
+            ",\"maxmemory\":\"{}\",\"oom_refused_calls\":{},\"set_aside_tasks\":{},\"oom_error\":{:?},\"resend_refused\":{},\"resend_ms\":{},\"used_memory_mb_end\":{:.1}",
+            spec.redis_args
+                .iter()
+                .skip_while(|a| **a != "--maxmemory")
+                .nth(1)
+                .unwrap_or(&"?"),
+            produced.oom_errors,
+            set_aside,
+            produced.oom_error_text,
+            resent.0,
+            resent.1,
+            memory_end as f64 / 1048576.0,
+        );
     }
     if let Some((state, attempts, err)) = &poison {
         ok &= state == "dead";
@@ -971,10 +1378,64 @@ fn slowlog_max(r: &Redis) -> i64 {
     slowlog_top(r).0
 }
 
+/// Entries in `SLOWLOG` (commands over its threshold since the last reset).
+fn slowlog_len(r: &Redis) -> i64 {
+    match r.cmd(&["SLOWLOG", "LEN"]) {
+        Ok(redis::Value::Int(n)) => n,
+        _ => -1,
+    }
+}
+
+/// `used_memory` from `INFO memory`, bytes.
+fn used_memory(r: &Redis) -> u64 {
+    match r.cmd(&["INFO", "memory"]) {
+        Ok(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        Ok(redis::Value::VerbatimString { text, .. }) => text
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `LATENCY LATEST`, read before Redis stops: (event, max ms) per event.
+struct RedisFigures(Vec<(String, i64)>);
+
+impl RedisFigures {
+    fn read(r: &Redis) -> Self {
+        let mut out = Vec::new();
+        if let Ok(redis::Value::Array(events)) = r.cmd(&["LATENCY", "LATEST"]) {
+            for e in events {
+                if let redis::Value::Array(f) = e {
+                    if let (Some(redis::Value::BulkString(name)), Some(redis::Value::Int(max))) =
+                        (f.first(), f.get(3))
+                    {
+                        out.push((String::from_utf8_lossy(name).into_owned(), *max));
+                    }
+                }
+            }
+        }
+        Self(out)
+    }
+}
+
+/// The event with the highest `LATENCY LATEST` maximum: (event, ms); ("", 0) when none.
+fn latency_top(f: &RedisFigures) -> (String, i64) {
+    f.0.iter()
+        .max_by_key(|e| e.1)
+        .cloned()
+        .unwrap_or((String::new(), 0))
+}
+
 /// The slowest command in `SLOWLOG` (threshold 10 ms by default): its duration in µs (0 when
 /// none, -1 when unreadable) and its first two words.
 fn slowlog_top(r: &Redis) -> (i64, String) {
-    let Ok(redis::Value::Array(entries)) = r.cmd(&["SLOWLOG", "GET", "1000"]) else {
+    let Ok(redis::Value::Array(entries)) = r.cmd(&["SLOWLOG", "GET", "-1"]) else {
         return (-1, String::new());
     };
     let word = |v: &redis::Value| match v {
@@ -1137,6 +1598,72 @@ fn specs(args: &Args) -> Vec<Spec> {
     s.concurrency = 32;
     s.shutdown_ms = 500;
     s.fault = Fault::Term { at_ms: 1_500 };
+    out.push(s);
+
+    // 4. The worker holding the one partition's promoter lock stops past the lock's TTL; another
+    // takes over; the first resumes believing it still holds the lock.
+    let mut s = Spec::new("stale-lock", n(20_000, 2_000));
+    s.shards = 1;
+    s.workers = w(3);
+    s.lock_ttl_ms = 1_000;
+    s.min_delay_ms = 1_000;
+    s.delay_max_ms = if q { 4_000 } else { 10_000 };
+    s.fault = Fault::StopLockHolder {
+        at_ms: 1_500,
+        for_ms: if q { 3_000 } else { 5_000 },
+    };
+    out.push(s);
+
+    // 10. Worker clocks at +60 s, -60 s and 0; producer batches from clocks at +/-60 s, with
+    // countdown and eta (quick mode leaves out eta from a clock ahead: those wait 60 s more).
+    let mut s = Spec::new("clock-skew", n(20_000, 2_000));
+    s.workers = 3;
+    s.clock_offsets = vec![60_000, -60_000, 0];
+    s.skew_modes = if q { 3 } else { 4 };
+    s.delay_max_ms = if q { 2_000 } else { 10_000 };
+    out.push(s);
+
+    // 11. A backlog after an outage: every task due, in one partition, when the workers start.
+    let mut s = Spec::new("backlog", n(1_000_000, 20_000));
+    s.shards = 1;
+    s.workers = w(3);
+    s.concurrency = 64;
+    s.min_delay_ms = 1_000;
+    s.delay_max_ms = 0;
+    s.workers_after_produce = true;
+    s.idle_ms = 30_000;
+    s.redis_args = vec![
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--slowlog-log-slower-than",
+        "1000",
+        "--slowlog-max-len",
+        "100000",
+        "--latency-monitor-threshold",
+        "1",
+    ];
+    out.push(s);
+
+    // 12. maxmemory with noeviction: the producer fills Redis and meets its refusals; the workers
+    // drain (records deleted at success); the refused batches go in afterwards.
+    let mut s = Spec::new("memory-full", n(300_000, 40_000));
+    s.redis_args = vec![
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory",
+        if q { "8mb" } else { "64mb" },
+        "--maxmemory-policy",
+        "noeviction",
+    ];
+    s.workers = w(3);
+    s.delay_max_ms = 0;
+    s.workers_after_produce = true;
+    s.memory_full = true;
+    s.result_ttl_ms = Some(0);
     out.push(s);
     out
 }

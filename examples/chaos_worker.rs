@@ -2,13 +2,19 @@
 //! not an example to copy.
 //!
 //! It registers one task, `chaos_rec(ms, mode)`. Every run appends a start line to
-//! `<record-dir>/w-<pid>.log` (`S <id> <attempt> <pid> <claimed_at_ms> <due_ms>`, both times on
-//! the Redis clock), sleeps `ms`, then appends a done line (`D <id> <attempt> <pid>`). With
+//! `<record-dir>/w-<pid>.log` (`S <id> <attempt> <pid> <claimed_at_ms> <due_ms> <local_ms>`: claim
+//! and due times on the Redis clock, then this process's own clock), sleeps `ms`, then appends a done line (`D <id> <attempt> <pid>`). With
 //! `mode = 1` it calls `std::process::abort()` after the start line (a poison task). The log is
 //! a plain file written with one `write` per line (O_APPEND), so the lines a process wrote
 //! survive its `kill -9` and a Redis crash.
 //!
-//! On a graceful stop it prints its report as `key=value` lines and exits 0.
+//! On a graceful stop it prints its report as `key=value` lines (and `pid=<pid>`) and exits 0.
+//!
+//! Clock skew (scenario 10): `CHAOS_CLOCK_OFFSET_MS=<+/-ms>` shifts this process's own notion of
+//! wall-clock time. The worker runtime reads no wall clock to decide due-ness (the Redis clock,
+//! `TIME` inside the scripts, decides; the promoter maps server times to monotonic instants), so
+//! the offset only reaches what this process computes itself: the start line gets a 7th field,
+//! the skewed local time at the start (unix ms), which shows the offset was in force.
 
 use std::fs::File;
 use std::io::Write;
@@ -48,6 +54,21 @@ struct Args {
     /// Directory of the per-process run logs.
     #[arg(long)]
     record_dir: String,
+    /// How long a succeeded task's record is kept, ms (0: deleted at success).
+    #[arg(long)]
+    result_ttl_ms: Option<u64>,
+}
+
+/// This process's skewed wall clock: the host clock plus `CHAOS_CLOCK_OFFSET_MS`, unix ms.
+fn local_now_ms() -> i64 {
+    let offset: i64 = std::env::var("CHAOS_CLOCK_OFFSET_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    host + offset
 }
 
 /// The run log of this process.
@@ -68,12 +89,13 @@ async fn chaos_rec(ctx: TaskContext, ms: u64, mode: u8) -> Result<(), TaskError>
     let log = ctx.state::<Log>()?;
     let pid = std::process::id();
     log.line(format!(
-        "S {} {} {} {} {}\n",
+        "S {} {} {} {} {} {}\n",
         ctx.id().id(),
         ctx.attempt(),
         pid,
         ctx.claimed_at_ms(),
-        ctx.due_ms()
+        ctx.due_ms(),
+        local_now_ms()
     ))?;
     if mode == 1 {
         std::process::abort();
@@ -100,7 +122,11 @@ async fn main() -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&path)?;
-    let worker = Worker::builder()
+    let mut builder = Worker::builder();
+    if let Some(ms) = args.result_ttl_ms {
+        builder = builder.result_ttl(Duration::from_millis(ms));
+    }
+    let worker = builder
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
         .queues([args.queue.as_str()])
@@ -114,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         .build()
         .await?;
     let report = worker.run_until_shutdown_signal().await?;
+    println!("pid={}", std::process::id());
     println!("claimed={}", report.claimed);
     println!("succeeded={}", report.succeeded);
     println!("released={}", report.released);

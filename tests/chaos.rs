@@ -41,6 +41,10 @@ fn chaos_quick_scenarios_hold_their_invariants() {
         "redis-stall",
         "poison",
         "graceful-shutdown",
+        "stale-lock",
+        "clock-skew",
+        "backlog",
+        "memory-full",
         "racing-promoters",
     ];
     for name in expected {

@@ -136,6 +136,16 @@ impl Store {
     pub async fn register_queue(&self, queue: &str, shards: u16) -> Result<u16> {
         validate_queue(queue)?;
         let mut conn = self.conn();
+        // Read first: a registered queue needs no write, so workers and producers start even
+        // when Redis is out of memory (`HSETNX` is refused under `maxmemory` even as a no-op).
+        let known: Option<u16> = redis::cmd("HGET")
+            .arg(self.keys.queues())
+            .arg(queue)
+            .query_async(&mut conn)
+            .await?;
+        if let Some(n) = known {
+            return Ok(n);
+        }
         let (_, stored): (bool, Option<u16>) = redis::pipe()
             .hset_nx(self.keys.queues(), queue, shards)
             .hget(self.keys.queues(), queue)
