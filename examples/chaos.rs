@@ -1019,6 +1019,11 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
     };
     let (slowlog_max_us, slowlog_cmd) = slowlog_top(&redis.lock().unwrap());
     let slow_count = slowlog_len(&redis.lock().unwrap());
+    let slow_by = if spec.workers_after_produce {
+        slowlog_by_command(&redis.lock().unwrap())
+    } else {
+        String::new()
+    };
     let memory_end = used_memory(&redis.lock().unwrap());
     let set_aside = produced.oom_errors_tasks();
     // LATENCY LATEST read now, before Redis is stopped.
@@ -1304,7 +1309,7 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         let drain_s = (end_ms - workers_start_ms) as f64 / 1000.0;
         let (lat_event, lat_max_ms) = latency_top(&redis_final);
         extra += &format!(
-            ",\"shards\":{},\"drain_s\":{drain_s:.1},\"drain_per_s\":{:.0},\"used_memory_mb_at_start\":{:.1},\"latency_max_ms\":{lat_max_ms},\"latency_event\":{lat_event:?},\"slow_over_1ms\":{slow_count}",
+            ",\"shards\":{},\"drain_s\":{drain_s:.1},\"drain_per_s\":{:.0},\"used_memory_mb_at_start\":{:.1},\"latency_max_ms\":{lat_max_ms},\"latency_event\":{lat_event:?},\"slow_over_1ms\":{slow_count},\"slowlog_by_command\":{slow_by}",
             spec.shards,
             produced.acked.len() as f64 / drain_s.max(0.001),
             memory_before as f64 / 1048576.0,
@@ -1376,6 +1381,69 @@ async fn poison_info(url: &str) -> Option<(String, u32, String)> {
 
 fn slowlog_max(r: &Redis) -> i64 {
     slowlog_top(r).0
+}
+
+/// The script of a SHA seen in `SLOWLOG`: every `lua/*.lua` the store runs is `_prelude.lua`
+/// followed by the script.
+fn script_name(sha: &str) -> &'static str {
+    macro_rules! named {
+        ($($name:literal),*) => {
+            $(
+                if redis::Script::new(concat!(
+                    include_str!("../lua/_prelude.lua"),
+                    include_str!(concat!("../lua/", $name, ".lua"))
+                ))
+                .get_hash()
+                    == sha
+                {
+                    return $name;
+                }
+            )*
+        };
+    }
+    named!("enqueue", "promote", "claim", "ack", "retry", "reap", "extend", "release", "cancel");
+    "other"
+}
+
+/// `SLOWLOG` by command (scripts by name): entries, p50, p99 and max µs.
+fn slowlog_by_command(r: &Redis) -> String {
+    let Ok(redis::Value::Array(entries)) = r.cmd(&["SLOWLOG", "GET", "-1"]) else {
+        return "{}".into();
+    };
+    let mut by: HashMap<String, Vec<i64>> = HashMap::new();
+    for e in entries {
+        let redis::Value::Array(f) = e else { continue };
+        let (Some(redis::Value::Int(us)), Some(redis::Value::Array(a))) = (f.get(2), f.get(3))
+        else {
+            continue;
+        };
+        let word = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        let cmd = word(a.first()).to_ascii_uppercase();
+        let name = if cmd == "EVALSHA" {
+            script_name(&word(a.get(1))).to_owned()
+        } else {
+            cmd
+        };
+        by.entry(name).or_default().push(*us);
+    }
+    let mut out: Vec<String> = by
+        .iter_mut()
+        .map(|(k, v)| {
+            v.sort_unstable();
+            format!(
+                "\"{k}\":{{\"n\":{},\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}}",
+                v.len(),
+                pct(v, 0.5),
+                pct(v, 0.99),
+                v.last().copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    out.sort();
+    format!("{{{}}}", out.join(","))
 }
 
 /// Entries in `SLOWLOG` (commands over its threshold since the last reset).
