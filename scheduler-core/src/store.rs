@@ -267,17 +267,23 @@ impl Store {
         script: Option<&ScriptInvocation<'_>>,
     ) -> Result<Vec<Value>> {
         let mut conn = self.conn();
-        match pipe.query_async::<Vec<Value>>(&mut conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                match script {
-                    Some(inv) => {
-                        inv.load_async(&mut conn).await?;
-                        Ok(pipe.query_async(&mut conn).await?)
-                    }
-                    None => Err(e.into()),
+        // A script cache can be flushed again between our load and the retry (an operator's
+        // `SCRIPT FLUSH` on each node in turn, a second restart): a few rounds, then the error.
+        let mut loads_left = 3;
+        loop {
+            match pipe.query_async::<Vec<Value>>(&mut conn).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                        && loads_left > 0 =>
+                {
+                    let Some(inv) = script else {
+                        return Err(e.into());
+                    };
+                    inv.load_async(&mut conn).await?;
+                    loads_left -= 1;
                 }
+                other => return Ok(other?),
             }
-            other => Ok(other?),
         }
     }
 
