@@ -14,8 +14,12 @@ end
 
 -- Score of a task in a ready sorted set: higher priority first (0..9), then older first.
 -- Priorities 0..9 are offsets of 1e13 ms (~317 years); every score stays an exact integer.
+-- A priority that is not an integer 0..9 (a record edited by hand) counts as 0, so one bad
+-- record cannot make a whole batch fail.
 local function ready_score(priority, t)
-  return (9 - tonumber(priority)) * 1e13 + t
+  local p = tonumber(priority)
+  if not p or p ~= p or p < 0 or p > 9 then p = 0 end
+  return (9 - math.floor(p)) * 1e13 + t
 end
 
 -- Head (earliest due time, unix ms) of a scheduled sorted set, or -1 when it is empty.

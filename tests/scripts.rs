@@ -741,6 +741,28 @@ async fn promote_transitions() {
             msgs: vec![M::R],
         },
         PromoteCase {
+            name: "a priority edited to garbage counts as 0 and does not fail the batch",
+            seed: |_| {
+                St::default()
+                    .task("a", at("scheduled", 5, 1000).with("priority", "high"))
+                    .task("b", at("scheduled", 9, 2000))
+                    .sched("a", 1000)
+                    .sched("b", 2000)
+            },
+            batch: 100,
+            moved: 2,
+            next_due: None,
+            want: |_| {
+                St::default()
+                    .task("a", at("ready", 5, 1000).with("priority", "high"))
+                    .task("b", at("ready", 9, 2000))
+                    .ready("b", ready_score(9, 2000))
+                    .ready("a", ready_score(0, 1000))
+                    .stat("promoted", 2)
+            },
+            msgs: vec![M::R],
+        },
+        PromoteCase {
             name: "batch limit honoured, earliest first; next head may already be due",
             seed: |_| {
                 St::default()
