@@ -24,8 +24,9 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most tasks one claim takes. Default 100 (capped by free concurrency).
     pub claim_batch: usize,
-    /// Most tasks one promote or reap call moves. Default 500: keeps one script call around a
-    /// millisecond even with a deep backlog.
+    /// Most tasks one promote or reap call moves. Default 200: one call stays around a
+    /// millisecond even with a million tasks due in one partition (each move is a few sorted-set
+    /// operations, logarithmic in the set's size).
     pub promote_batch: u32,
     /// Lease (visibility timeout) of a claimed task; renewed every third of it while the task
     /// runs, so it only runs out when the worker is gone or stalled. Default 30 s.
@@ -72,7 +73,7 @@ impl Default for WorkerConfig {
             queue_shards: HashMap::new(),
             concurrency: 64,
             claim_batch: 100,
-            promote_batch: 500,
+            promote_batch: 200,
             lease: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(30),
