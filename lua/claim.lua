@@ -14,7 +14,8 @@
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] batch size (max tasks claimed)
 -- ARGV[3] lease length (ms)
--- ARGV[4] worker id (free text, shown to operators)
+-- ARGV[4] the claim's tag, `<worker id>#<claim number>`, stored as `worker` (shown to operators;
+--         release_claim.lua finds the tasks of a claim whose reply was lost by it)
 --
 -- Output: { server now (unix ms), ids popped (claimed or dropped; fewer than the batch size means
 --           the ready set is now empty), then 8 values per claimed task: id, token, attempts,

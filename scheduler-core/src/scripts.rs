@@ -30,6 +30,7 @@ static RETRY: LazyLock<Script> = script!("retry");
 static REAP: LazyLock<Script> = script!("reap");
 static EXTEND: LazyLock<Script> = script!("extend");
 static RELEASE: LazyLock<Script> = script!("release");
+static RELEASE_CLAIM: LazyLock<Script> = script!("release_claim");
 static CANCEL: LazyLock<Script> = script!("cancel");
 static TRIM_DEAD: LazyLock<Script> = script!("trim_dead");
 static REQUEUE: LazyLock<Script> = script!("requeue");
@@ -512,6 +513,25 @@ impl Store {
             inv.arg(*id).arg(*token);
         }
         outcomes(self.run_script(&inv).await?, fenced)
+    }
+
+    /// `release_claim.lua`: hands back the tasks that a claim tagged `tag` took but whose reply
+    /// never arrived (they are `running` under that tag in their `worker` field); examines at most
+    /// `limit` unexpired leases of `p`. Returns how many were handed back.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn release_claim(&self, p: &Partition, tag: &str, limit: u32) -> Result<u64> {
+        let mut inv = RELEASE_CLAIM.prepare_invoke();
+        inv.key(p.keys.active())
+            .key(p.keys.ready())
+            .arg(p.keys.task_prefix())
+            .arg(&p.channel)
+            .arg(p.shard)
+            .arg(limit.max(1))
+            .arg(tag);
+        Ok(int(&self.run_script(&inv).await?)?.max(0) as u64)
     }
 
     /// `cancel.lua`: withdraws task `id` of `p` unless it started; its record then expires after

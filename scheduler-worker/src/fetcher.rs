@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use scheduler_core::store::retry_transient;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -18,6 +19,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
     let n = shared.partitions.len();
     let mut cursor = 0usize;
     let mut backoff = Duration::from_millis(50);
+    let mut claims = 0u64;
     loop {
         // Wait for one free slot, then take every other free slot up to a batch without waiting.
         let mut permit = tokio::select! {
@@ -49,11 +51,10 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         let want = permit.num_permits();
         let p = &shared.partitions[idx];
         let lease_ms = shared.cfg.lease.as_millis() as u64;
-        match shared
-            .store
-            .claim(p, want as u32, lease_ms, &shared.worker_id)
-            .await
-        {
+        // The claim's tag, recorded as the tasks' `worker`: finds them again if the reply is lost.
+        claims += 1;
+        let tag = format!("{}#{claims}", shared.worker_id);
+        match shared.store.claim(p, want as u32, lease_ms, &tag).await {
             Ok(claim) => {
                 backoff = Duration::from_millis(50);
                 if claim.popped as usize >= want {
@@ -87,12 +88,37 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
             Err(e) => {
                 shared.ready_flags[idx].store(true, Ordering::Release);
                 tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "claim failed; backing off");
+                // The claim may have run and only its reply been lost: hand its tasks back now
+                // instead of after their lease.
+                tokio::spawn(release_lost_claim(Arc::clone(&shared), idx, tag));
                 tokio::select! {
                     () = shared.stop_intake.cancelled() => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// Leases examined when looking for the tasks of a lost claim.
+const LOST_CLAIM_SCAN: u32 = 10_000;
+
+/// Hands back the tasks a failed claim took, if it ran (`release_claim.lua`); retried through a
+/// Redis restart, given up at shutdown. Left alone, they would run after their lease.
+async fn release_lost_claim(shared: Arc<Shared>, idx: usize, tag: String) {
+    let p = &shared.partitions[idx];
+    let released = tokio::select! {
+        () = shared.stop_all.cancelled() => return,
+        r = retry_transient(10, || shared.store.release_claim(p, &tag, LOST_CLAIM_SCAN)) => r,
+    };
+    match released {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(queue = %p.queue, shard = p.shard, tag, released = n, "handed back the tasks of a claim whose reply was lost");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, tag, "could not hand back the tasks of a lost claim; they run again after their lease");
         }
     }
 }
