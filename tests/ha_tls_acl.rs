@@ -14,13 +14,9 @@ use common::RedisServer;
 use scheduler::conn::TlsConfig;
 use scheduler::{Client, ClientConfig, TaskRequest, TaskState, WorkerBuilder};
 
-/// Enqueues `n` tasks (half now, half after up to 1 s), runs them with `worker`, and checks
-/// that every one ran exactly once and never early.
-async fn run_tasks(client: &Client, worker: WorkerBuilder, ledger: &Arc<Ledger>, n: usize) {
-    let worker = worker.build().await.expect("worker builds");
-    let stop = worker.shutdown_handle();
-    let join = tokio::spawn(worker.run(std::future::pending()));
-    let reqs: Vec<TaskRequest> = (0..n)
+/// `n` tasks `t0`.. of `ha_note`: the even ones due now, the odd ones after up to 1 s.
+fn mixed_requests(n: usize) -> Vec<TaskRequest> {
+    (0..n)
         .map(|i| {
             let r = TaskRequest::new("ha_note", "ha", &())
                 .unwrap()
@@ -31,7 +27,16 @@ async fn run_tasks(client: &Client, worker: WorkerBuilder, ledger: &Arc<Ledger>,
                 r.countdown(Duration::from_millis(50 + (i as u64 * 13) % 950))
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Enqueues `n` tasks (half now, half after up to 1 s), runs them with `worker`, and checks
+/// that every one ran exactly once and never early.
+async fn run_tasks(client: &Client, worker: WorkerBuilder, ledger: &Arc<Ledger>, n: usize) {
+    let worker = worker.build().await.expect("worker builds");
+    let stop = worker.shutdown_handle();
+    let join = tokio::spawn(worker.run(std::future::pending()));
+    let reqs = mixed_requests(n);
     let ids = client.enqueue_bulk(reqs).await.expect("enqueue");
     let deadline = Instant::now() + Duration::from_secs(20);
     while ledger.runs.lock().unwrap().len() < n && Instant::now() < deadline {
@@ -429,18 +434,7 @@ async fn acl_producer_and_worker_roles() {
     let stop = worker.shutdown_handle();
     let join = tokio::spawn(worker.run(std::future::pending()));
     let n = 200;
-    let reqs: Vec<TaskRequest> = (0..n)
-        .map(|i| {
-            let r = TaskRequest::new("ha_note", "ha", &())
-                .unwrap()
-                .id(format!("t{i}"));
-            if i % 2 == 0 {
-                r
-            } else {
-                r.countdown(Duration::from_millis(50 + (i as u64 * 13) % 950))
-            }
-        })
-        .collect();
+    let reqs = mixed_requests(n);
     client
         .enqueue_bulk(reqs)
         .await
