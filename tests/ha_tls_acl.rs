@@ -359,17 +359,18 @@ async fn acl_flaky(ctx: scheduler::TaskContext) -> Result<(), scheduler::TaskErr
 async fn denied(
     conn: &mut impl redis::aio::ConnectionLike,
     who: &str,
-    what: &str,
-    cmd: redis::Cmd,
+    attempts: Vec<(&str, &mut redis::Cmd)>,
 ) {
-    let r: redis::RedisResult<redis::Value> = cmd.query_async(conn).await;
-    let e = r.expect_err(what);
-    println!("{who} denied, {what}: {e}");
-    assert_eq!(
-        e.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
-        "{who}: {what} is denied with NOPERM ({e})"
-    );
+    for (what, cmd) in attempts {
+        let r: redis::RedisResult<redis::Value> = cmd.query_async(conn).await;
+        let e = r.expect_err(what);
+        println!("{who} denied, {what}: {e}");
+        assert_eq!(
+            e.kind(),
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+            "{who}: {what} is denied with NOPERM ({e})"
+        );
+    }
 }
 
 /// Separate producer and worker users, each with the least privilege of its role (the two rules
@@ -496,48 +497,34 @@ async fn acl_producer_and_worker_roles() {
     let store = client.store();
     let p = store.partition("ha", 0);
     let mut conn = store.conn();
-    let who = "producer";
     denied(
         &mut conn,
-        who,
-        "claiming (ZPOPMIN)",
-        redis::cmd("ZPOPMIN").arg(p.keys.ready()).clone(),
-    )
-    .await;
-    denied(
-        &mut conn,
-        who,
-        "taking a promoter lock (SET)",
-        redis::cmd("SET").arg(p.keys.lock()).arg("x").clone(),
-    )
-    .await;
-    denied(
-        &mut conn,
-        who,
-        "writing a lease",
-        redis::cmd("ZADD")
-            .arg(p.keys.active())
-            .arg(1)
-            .arg("t0")
-            .clone(),
-    )
-    .await;
-    denied(
-        &mut conn,
-        who,
-        "deleting the dead set",
-        redis::cmd("DEL").arg(p.keys.dead()).clone(),
-    )
-    .await;
-    denied(
-        &mut conn,
-        who,
-        "writing a heartbeat",
-        redis::cmd("HSET")
-            .arg("sched:workers:fake")
-            .arg("pid")
-            .arg(1)
-            .clone(),
+        "producer",
+        vec![
+            (
+                "claiming (ZPOPMIN)",
+                redis::cmd("ZPOPMIN").arg(p.keys.ready()),
+            ),
+            (
+                "taking a promoter lock (SET)",
+                redis::cmd("SET").arg(p.keys.lock()).arg("x"),
+            ),
+            (
+                "writing a lease",
+                redis::cmd("ZADD").arg(p.keys.active()).arg(1).arg("t0"),
+            ),
+            (
+                "deleting the dead set",
+                redis::cmd("DEL").arg(p.keys.dead()),
+            ),
+            (
+                "writing a heartbeat",
+                redis::cmd("HSET")
+                    .arg("sched:workers:fake")
+                    .arg("pid")
+                    .arg(1),
+            ),
+        ],
     )
     .await;
     let e = store
@@ -570,42 +557,30 @@ async fn acl_producer_and_worker_roles() {
         denied(
             &mut conn,
             who,
-            "a read outside the namespace",
-            redis::cmd("HGET").arg("other:key").arg("f").clone(),
-        )
-        .await;
-        denied(
-            &mut conn,
-            who,
-            "a write outside the namespace",
-            redis::cmd("HSET").arg("other:key").arg("f").arg(1).clone(),
-        )
-        .await;
-        denied(
-            &mut conn,
-            who,
-            "PUBLISH on another channel",
-            redis::cmd("PUBLISH").arg("other:chan").arg("x").clone(),
-        )
-        .await;
-        denied(&mut conn, who, "FLUSHALL", redis::cmd("FLUSHALL").clone()).await;
-        denied(
-            &mut conn,
-            who,
-            "CONFIG SET",
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory")
-                .arg("1")
-                .clone(),
-        )
-        .await;
-        denied(&mut conn, who, "KEYS", redis::cmd("KEYS").arg("*").clone()).await;
-        denied(
-            &mut conn,
-            who,
-            "EVAL of an ad-hoc script",
-            redis::cmd("EVAL").arg("return 1").arg(0).clone(),
+            vec![
+                (
+                    "a read outside the namespace",
+                    redis::cmd("HGET").arg("other:key").arg("f"),
+                ),
+                (
+                    "a write outside the namespace",
+                    redis::cmd("HSET").arg("other:key").arg("f").arg(1),
+                ),
+                (
+                    "PUBLISH on another channel",
+                    redis::cmd("PUBLISH").arg("other:chan").arg("x"),
+                ),
+                ("FLUSHALL", &mut redis::cmd("FLUSHALL")),
+                (
+                    "CONFIG SET",
+                    redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"),
+                ),
+                ("KEYS", redis::cmd("KEYS").arg("*")),
+                (
+                    "EVAL of an ad-hoc script",
+                    redis::cmd("EVAL").arg("return 1").arg(0),
+                ),
+            ],
         )
         .await;
     }
@@ -613,8 +588,10 @@ async fn acl_producer_and_worker_roles() {
     denied(
         &mut wconn,
         "worker",
-        "EXISTS (enqueue only)",
-        redis::cmd("EXISTS").arg("sched:{ha:0}:t:t0").clone(),
+        vec![(
+            "EXISTS (enqueue only)",
+            redis::cmd("EXISTS").arg("sched:{ha:0}:t:t0"),
+        )],
     )
     .await;
     let mut pubsub = worker_client.store().pubsub().await.unwrap();
