@@ -187,6 +187,16 @@ impl Client {
         })
     }
 
+    /// Runs `op` with this client's retry policy: [`ClientConfig::retry_attempts`] for transient
+    /// errors, [`ClientConfig::loading_wait`] while Redis is loading.
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        retry_transient_for(self.config.retry_attempts, self.config.loading_wait, op).await
+    }
+
     /// The underlying store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -202,8 +212,8 @@ impl Client {
             return Ok(*n);
         }
         let wanted = self.config.queue_shards.get(queue).copied();
-        let stored =
-            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+        let stored = self
+            .retry(|| {
                 self.store
                     .register_queue(queue, wanted.unwrap_or(self.config.default_shards))
             })
@@ -305,17 +315,15 @@ impl Client {
                 })
             })
             .collect();
+        let wait = self
+            .config
+            .replica_wait
+            .map(|(n, t)| (n, t.as_millis() as u64));
         for window in chunks.chunks(64) {
             let calls: Vec<(&Partition, &[NewTask])> =
                 window.iter().map(|(p, _, t)| (*p, &t[..])).collect();
-            let wait = self
-                .config
-                .replica_wait
-                .map(|(n, t)| (n, t.as_millis() as u64));
-            let replies =
-                retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
-                    self.store.enqueue_many_replicated(&calls, wait)
-                })
+            let replies = self
+                .retry(|| self.store.enqueue_many_replicated(&calls, wait))
                 .await?;
             for ((_, idx, _), outs) in window.iter().zip(replies) {
                 for (i, o) in idx.iter().zip(outs) {
@@ -335,11 +343,7 @@ impl Client {
     pub async fn cancel(&self, id: &TaskId) -> Result<()> {
         let p = self.partition_of(id).await?;
         let ttl = self.config.cancelled_ttl.as_millis() as u64;
-        let reply =
-            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
-                self.store.cancel(&p, id.id(), ttl)
-            })
-            .await?;
+        let reply = self.retry(|| self.store.cancel(&p, id.id(), ttl)).await?;
         match reply {
             CancelReply::Cancelled => Ok(()),
             CancelReply::Running => Err(Error::Running(id.clone())),
@@ -371,11 +375,7 @@ impl Client {
         let ids = [id.id()];
         // Safe to repeat after a transient error: a second application finds the task `ready` and
         // changes nothing (it would then report `false` for a requeue that did happen).
-        let reply =
-            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
-                self.store.requeue(&p, &ids)
-            })
-            .await?;
+        let reply = self.retry(|| self.store.requeue(&p, &ids)).await?;
         match reply.first() {
             Some(RequeueReply::Requeued) => Ok(true),
             Some(RequeueReply::NotDead) => Ok(false),
@@ -392,8 +392,8 @@ impl Client {
     pub async fn status(&self, id: &TaskId) -> Result<TaskInfo> {
         let p = self.partition_of(id).await?;
         let key = p.keys.task(id.id());
-        let fields: HashMap<String, Vec<u8>> =
-            retry_transient_for(self.config.retry_attempts, self.config.loading_wait, || {
+        let fields: HashMap<String, Vec<u8>> = self
+            .retry(|| {
                 let mut conn = self.store.conn();
                 let key = key.clone();
                 async move { Ok(conn.hgetall(key).await?) }

@@ -125,9 +125,7 @@ impl Error {
             _ => false,
         }
     }
-}
 
-impl Error {
     /// Whether Redis answered `LOADING`: it is loading its data set into memory after a restart
     /// (seconds to minutes with a large AOF or RDB) and will serve once done. Such errors are
     /// also [`Error::is_transient`]; the retry loops give them their own, longer time budget

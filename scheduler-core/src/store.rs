@@ -347,30 +347,28 @@ where
     let mut loading_since: Option<tokio::time::Instant> = None;
     let mut left = attempts.max(1);
     loop {
-        match op().await {
-            Err(e) if e.is_loading() && !loading_wait.is_zero() => {
-                let since = *loading_since.get_or_insert_with(tokio::time::Instant::now);
-                let waited = since.elapsed();
-                if waited < loading_wait {
-                    tracing::debug!(error = %e, waited_ms = waited.as_millis() as u64, "Redis is loading its data set, retrying");
-                    tokio::time::sleep(loading_delay.min(loading_wait - waited)).await;
-                    loading_delay = (loading_delay * 2).min(Duration::from_millis(500));
-                } else if left > 1 {
-                    left -= 1;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                } else {
-                    return Err(e);
-                }
+        let e = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if e.is_loading() {
+            let waited = loading_since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed();
+            if waited < loading_wait {
+                tracing::debug!(error = %e, waited_ms = waited.as_millis() as u64, "Redis is loading its data set, retrying");
+                tokio::time::sleep(loading_delay.min(loading_wait - waited)).await;
+                loading_delay = (loading_delay * 2).min(Duration::from_millis(500));
+                continue;
             }
-            Err(e) if e.is_transient() && left > 1 => {
-                left -= 1;
-                tracing::debug!(error = %e, "transient Redis error, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            other => return other,
         }
+        if !e.is_transient() || left <= 1 {
+            return Err(e);
+        }
+        left -= 1;
+        tracing::debug!(error = %e, "transient Redis error, retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
