@@ -173,19 +173,7 @@ async fn acl_user_limited_to_the_namespace() {
     println!("ACL SETUSER sched_app {}", rule.join(" "));
 
     // Every command of every script is allowed on the namespace's keys.
-    let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/lua");
-    let mut called = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(lua).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for part in text.split("redis.call(").skip(1) {
-            let name: String = part
-                .trim_start_matches(['\'', '"'])
-                .chars()
-                .take_while(char::is_ascii_alphabetic)
-                .collect();
-            called.insert(name.to_ascii_uppercase());
-        }
-    }
+    let called = script_commands(|_| true);
     for cmd in &called {
         let args = sample_args(cmd).unwrap_or_else(|| {
             panic!("a script calls {cmd}: allow it in docs/deployment.md and add it to sample_args")
