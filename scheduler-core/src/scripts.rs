@@ -627,6 +627,32 @@ impl Store {
         Ok(v.is_some())
     }
 
+    /// Takes the promoter lock of `p` with `token` for `ttl_ms` whoever holds it (`SET PX GET`),
+    /// returning the previous holder's token. For a promoter that found the partition's due work
+    /// untouched past its holder's due time: the holder is stalled, dead or cut off, and a lock
+    /// only avoids wasted work, so taking it over is always safe.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn lock_take_over(
+        &self,
+        p: &Partition,
+        token: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>> {
+        let mut conn = self.conn();
+        let v: Option<String> = redis::cmd("SET")
+            .arg(p.keys.lock())
+            .arg(token)
+            .arg("PX")
+            .arg(ttl_ms)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?;
+        Ok(v)
+    }
+
     /// `lock_renew.lua`: extends our promoter lock of `p`; false if we no longer hold it.
     ///
     /// # Errors

@@ -32,11 +32,19 @@ pub struct WorkerConfig {
     /// runs, so it only runs out when the worker is gone or stalled. Default 30 s.
     pub lease: Duration,
     /// TTL of a promoter lock; renewed every third of it while its partition has work due within
-    /// one TTL. A dead worker's partitions are taken over within about this time. Default 10 s.
+    /// one TTL. It only bounds how long a lock outlives a holder that stopped renewing it: other
+    /// workers do not wait for it to expire (see `takeover_after`). Default 10 s.
     pub lock_ttl: Duration,
-    /// Safety sweep: how often every partition's heads are read (three reads per partition, one
-    /// round trip) even without a notification. Notifications are not lost while the pub/sub
-    /// connection lives, and a reconnect triggers a sweep, so this is a backstop. Default 30 s.
+    /// A worker that finds a partition's lock held by another watches that partition's heads;
+    /// a due task or an expired lease left untouched this long past its time (and unmoved between
+    /// two reads) means the holder is dead, stopped or cut off, and the watcher takes the
+    /// partition over. Watched partitions are read at most twice per this period, and only while
+    /// they have work falling due. Default 50 ms.
+    pub takeover_after: Duration,
+    /// Sweep: how often every partition's heads are read (three reads per partition, one round
+    /// trip). It is how a worker learns of leases taken by other workers (claims publish
+    /// nothing), so a crashed worker's tasks are reaped within one lease plus about
+    /// `takeover_after` whenever the lease is longer than this. Default 1 s.
     pub sweep_interval: Duration,
     /// How long a graceful shutdown waits for running tasks before handing them back. Default 30 s.
     pub shutdown_timeout: Duration,
@@ -76,7 +84,8 @@ impl Default for WorkerConfig {
             promote_batch: 200,
             lease: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(10),
-            sweep_interval: Duration::from_secs(30),
+            takeover_after: Duration::from_millis(50),
+            sweep_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(30),
             result_ttl: Duration::from_secs(24 * 3600),
             max_payload_bytes: 1 << 20,

@@ -25,6 +25,9 @@ pub const STALE: &str = "scheduler_stale_outcomes_total";
 pub const PROMOTED: &str = "scheduler_tasks_promoted_total";
 /// Counter, labels `queue`: expired leases this worker recovered (tasks of lost workers).
 pub const REAPED: &str = "scheduler_leases_reaped_total";
+/// Counter, labels `queue`: partitions this worker took over from a promoter lock holder that
+/// missed its due work (dead, stopped or cut off).
+pub const TAKEOVERS: &str = "scheduler_promoter_takeovers_total";
 /// Counter, labels `queue`: running tasks handed back at shutdown.
 pub const RELEASED: &str = "scheduler_tasks_released_total";
 /// Gauge, labels `queue`, `state` (`scheduled`, `ready`, `running`, `dead`): tasks in Redis, read

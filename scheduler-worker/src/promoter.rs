@@ -2,23 +2,37 @@
 //! recovers expired leases, taking a partition's lock only while that partition has work due.
 //!
 //! Timing: every worker learns each partition's earliest due time (the head) from the enqueue
-//! and retry scripts' notifications, from the replies of its own promote calls, and from a slow
-//! sweep. It sleeps until the earliest head it knows (mapped from the Redis clock to a local
-//! instant through the server time each call returns). The script reads the server clock itself,
-//! so waking a little early only costs a call; it never runs a task early.
+//! and retry scripts' notifications, from the replies of its own promote calls, from its watch
+//! reads and from a sweep. It sleeps until the earliest head it knows (mapped from the Redis clock
+//! to a local instant through the server time each call returns). The script reads the server
+//! clock itself, so waking a little early only costs a call; it never runs a task early.
 //!
 //! Locks: at a due time the worker takes the partition's lock (`SET NX PX` with a random token),
 //! promotes, and keeps the lock (renewed every third of its TTL by compare-and-expire) while more
-//! work is due within one TTL; otherwise it releases it (compare-and-delete). A worker that finds
-//! the lock taken looks again one TTL later, so the partitions of a worker that died are taken over
-//! within a TTL. An idle partition costs no lock traffic at all. A lock only avoids wasted work:
-//! two promoters on one partition are harmless, because promote moves each task atomically, once.
+//! work is due within one TTL; otherwise it releases it (compare-and-delete). An idle partition
+//! costs no lock traffic at all.
+//!
+//! Takeover: a lock only avoids wasted work, and its holder may be dead, stopped or cut off while
+//! its lock lives on. So a worker that finds a partition's lock taken does not wait for the lock
+//! to expire: it watches the partition instead, reading its scheduled and active heads (one
+//! pipelined round trip for every watched partition) a moment after they fall due. A head that is
+//! overdue by `takeover_after` and has not moved since the previous read means the holder missed
+//! it: the watcher takes the lock over (`SET PX GET`, whoever holds it), logs one line naming the
+//! previous holder, and promotes or reaps at once. A live holder that was only slow finds its lock
+//! gone at its next renewal and becomes a watcher itself. Two promoters on one partition are
+//! harmless: promote and reap move each task atomically, once.
+//!
+//! Concurrency: the work of each partition (lock, promote, reap) runs as its own task, so one
+//! partition's backlog or a long round trip to Redis never delays another partition's due time;
+//! renewals and watch reads are sent concurrently too.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use scheduler_core::store::Partition;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::shared::{Counters, PromoterEvent, Shared};
@@ -32,6 +46,14 @@ struct Clock {
 }
 
 impl Clock {
+    /// The clock read by a call sent at `sent` that returned `server_us` just now.
+    fn read(sent: Instant, server_us: i64) -> Self {
+        Self {
+            at: sent + sent.elapsed() / 2,
+            server_us,
+        }
+    }
+
     /// The local instant at which the server clock reaches `server_ms`.
     fn instant_of(&self, server_ms: i64) -> Instant {
         let d = server_ms * 1000 - self.server_us;
@@ -43,6 +65,9 @@ impl Clock {
     }
 }
 
+/// A head read by a watch: (member, score), the score being a due time or a lease deadline.
+type Head = (String, i64);
+
 /// What this worker knows of one partition.
 #[derive(Debug, Default, Clone)]
 struct Part {
@@ -52,12 +77,67 @@ struct Part {
     reap: Option<Instant>,
     /// Our lock token, while we hold the partition's lock.
     lock: Option<String>,
+    /// A task of ours is working on this partition (lock, promote, reap) or watching it.
+    busy: bool,
+    /// When to read the partition's heads, while another worker holds its lock.
+    watch: Option<Instant>,
+    /// The scheduled head seen by the previous watch read.
+    seen_sched: Option<Head>,
+    /// The active head (earliest lease) seen by the previous watch read.
+    seen_active: Option<Head>,
+}
+
+/// What to do in one partition, decided by the promoter loop and done by a spawned task.
+#[derive(Debug)]
+struct Job {
+    idx: usize,
+    /// Our token when we hold the lock already.
+    held: Option<String>,
+    /// Take the lock over whoever holds it (the holder missed its work).
+    take_over: bool,
+    promote: bool,
+    reap: bool,
+}
+
+/// What a job found.
+#[derive(Debug, Default)]
+struct JobDone {
+    idx: usize,
+    /// Our token when we hold the lock after the job.
+    lock: Option<String>,
+    /// Another worker holds the lock: we watch instead.
+    lock_busy: bool,
+    /// Taking the lock failed (Redis error): retry soon.
+    lock_failed: bool,
+    /// Next promote time: `Some(None)` when the scheduled set is empty.
+    due: Option<Option<Instant>>,
+    /// Next reap time: `Some(None)` when no lease is held.
+    reap: Option<Option<Instant>>,
+    clock: Option<Clock>,
+}
+
+/// What a watch read found in each partition it read.
+#[derive(Debug)]
+struct WatchDone {
+    clock: Clock,
+    server_ms: i64,
+    heads: Vec<(usize, Option<Head>, Option<Head>)>,
+}
+
+enum Done {
+    Job(JobDone),
+    Watch(Option<WatchDone>, Vec<usize>),
+    /// A renewal of the lock of `.0` with token `.1` answered: held, lost, or unknown (error).
+    Renewed(usize, String, Option<bool>),
+    /// A sweep's clock, and each partition's scheduled head and earliest lease deadline.
+    Swept(Option<Clock>, Vec<(usize, Option<i64>, Option<i64>)>),
 }
 
 struct Promoter {
     shared: Arc<Shared>,
     parts: Vec<Part>,
     clock: Option<Clock>,
+    tasks: JoinSet<Done>,
 }
 
 /// Runs until intake stops, then releases every lock it holds.
@@ -66,6 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pro
         parts: vec![Part::default(); shared.partitions.len()],
         shared: Arc::clone(&shared),
         clock: None,
+        tasks: JoinSet::new(),
     };
     let mut renew = tokio::time::interval(shared.cfg.lock_ttl / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,14 +158,25 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pro
         tokio::select! {
             biased;
             () = shared.stop_intake.cancelled() => break,
+            Some(done) = pr.tasks.join_next(), if !pr.tasks.is_empty() => match done {
+                Ok(done) => pr.on_done(done),
+                Err(e) => tracing::error!(error = %e, "a promoter task failed"),
+            },
             ev = rx.recv() => match ev {
                 Some(PromoterEvent::Head(idx, due)) => pr.on_head(idx, due),
-                Some(PromoterEvent::SweepAll) => pr.sweep().await,
+                Some(PromoterEvent::SweepAll) => pr.sweep(),
                 None => break,
             },
-            () = tokio::time::sleep_until(wake) => pr.on_timer().await,
-            _ = renew.tick() => pr.renew().await,
-            _ = sweep.tick() => pr.sweep().await,
+            () = tokio::time::sleep_until(wake) => pr.on_timer(),
+            _ = renew.tick() => pr.renew(),
+            _ = sweep.tick() => pr.sweep(),
+        }
+    }
+    // Let running jobs finish (each is a few calls), so every lock taken is known and released.
+    let grace = Instant::now() + shared.cfg.lock_ttl;
+    while let Ok(Some(done)) = tokio::time::timeout_at(grace, pr.tasks.join_next()).await {
+        if let Ok(done) = done {
+            pr.on_done(done);
         }
     }
     pr.release_all().await;
@@ -99,7 +191,8 @@ impl Promoter {
         let far = Instant::now() + Duration::from_secs(3600);
         self.parts
             .iter()
-            .flat_map(|p| p.due.into_iter().chain(p.reap))
+            .filter(|p| !p.busy)
+            .flat_map(|p| p.due.into_iter().chain(p.reap).chain(p.watch))
             .min()
             .unwrap_or(far)
     }
@@ -115,236 +208,247 @@ impl Promoter {
         p.due = Some(min_opt(p.due, at));
     }
 
-    async fn on_timer(&mut self) {
+    fn on_reap_deadline(&mut self, idx: usize, deadline_ms: i64) {
+        let at = self.instant_of(deadline_ms);
+        let p = &mut self.parts[idx];
+        p.reap = Some(min_opt(p.reap, at));
+    }
+
+    /// Starts a job for every partition with work due, and one watch read for every watched
+    /// partition whose check is due.
+    fn on_timer(&mut self) {
         let now = Instant::now();
+        let mut watch = Vec::new();
         for idx in 0..self.parts.len() {
-            let p = &self.parts[idx];
+            let p = &mut self.parts[idx];
+            if p.busy {
+                continue;
+            }
             let promote = p.due.is_some_and(|d| d <= now);
             let reap = p.reap.is_some_and(|r| r <= now);
-            if !(promote || reap) {
-                continue;
+            if promote || reap {
+                let job = Job {
+                    idx,
+                    held: p.lock.clone(),
+                    take_over: false,
+                    promote,
+                    reap,
+                };
+                self.start(job);
+            } else if p.watch.is_some_and(|w| w <= now) {
+                p.watch = None;
+                p.busy = true;
+                watch.push(idx);
             }
-            if !self.lock(idx).await {
-                continue;
-            }
-            if promote {
-                self.promote(idx).await;
-            }
-            if reap {
-                self.reap(idx).await;
-            }
-            self.maybe_release(idx).await;
+        }
+        if !watch.is_empty() {
+            let shared = Arc::clone(&self.shared);
+            self.tasks.spawn(async move {
+                let done = read_heads(&shared, &watch).await;
+                Done::Watch(done, watch)
+            });
         }
     }
 
-    /// Takes (or confirms we hold) the lock of `idx`. When another worker holds it, we look again
-    /// one TTL later: by then it has either done the work or died and let the lock expire.
-    async fn lock(&mut self, idx: usize) -> bool {
-        if self.parts[idx].lock.is_some() {
-            return true;
+    fn start(&mut self, job: Job) {
+        let p = &mut self.parts[job.idx];
+        p.busy = true;
+        if job.promote {
+            p.due = None;
+        }
+        if job.reap {
+            p.reap = None;
         }
         let shared = Arc::clone(&self.shared);
-        let ttl = shared.cfg.lock_ttl;
-        let token = format!("{}:{:016x}", shared.worker_id, rand::rng().random::<u64>());
-        let later = Instant::now() + ttl;
-        match shared
-            .store
-            .lock_acquire(&shared.partitions[idx], &token, ttl.as_millis() as u64)
-            .await
-        {
-            Ok(true) => {
-                self.parts[idx].lock = Some(token);
-                true
-            }
-            Ok(false) => {
+        let clock = self.clock;
+        self.tasks
+            .spawn(async move { Done::Job(run_job(shared, clock, job).await) });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Job(d) => self.on_job_done(d),
+            Done::Watch(d, idxs) => self.on_watch_done(d, &idxs),
+            Done::Renewed(idx, token, held) => self.on_renewed(idx, &token, held),
+            Done::Swept(clock, heads) => self.on_swept(clock, &heads),
+        }
+    }
+
+    fn on_job_done(&mut self, d: JobDone) {
+        if let Some(c) = d.clock {
+            self.clock = Some(c);
+        }
+        let now = Instant::now();
+        let check = self.shared.cfg.takeover_after / 2;
+        let p = &mut self.parts[d.idx];
+        p.busy = false;
+        p.lock = d.lock;
+        if let Some(due) = d.due {
+            p.due = match (p.due, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if let Some(reap) = d.reap {
+            p.reap = match (p.reap, reap) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        if d.lock_busy {
+            // Its holder does the work; we only check that it does.
+            p.due = None;
+            p.reap = None;
+            p.watch = Some(min_opt(p.watch, now + check));
+        }
+        if d.lock_failed {
+            let soon = now + Duration::from_secs(1);
+            p.due = p.due.map(|_| soon);
+            p.reap = p.reap.map(|_| soon);
+        }
+        self.maybe_release(d.idx);
+    }
+
+    /// Applies a watch read: a head that is overdue by `takeover_after` and has not moved since
+    /// the previous read was missed by the lock holder, so we take its partition over.
+    fn on_watch_done(&mut self, done: Option<WatchDone>, idxs: &[usize]) {
+        let check = self.shared.cfg.takeover_after / 2;
+        let after_ms = self.shared.cfg.takeover_after.as_millis() as i64;
+        let Some(w) = done else {
+            // The read failed: look again a little later.
+            let soon = Instant::now() + Duration::from_secs(1);
+            for &idx in idxs {
                 let p = &mut self.parts[idx];
-                p.due = p.due.map(|_| later);
-                p.reap = p.reap.map(|_| later);
-                false
+                p.busy = false;
+                p.watch = Some(soon);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not take a promoter lock; retrying in 1 s");
-                let soon = Instant::now() + Duration::from_secs(1);
-                let p = &mut self.parts[idx];
-                p.due = p.due.map(|_| soon);
-                p.reap = p.reap.map(|_| soon);
-                false
+            return;
+        };
+        self.clock = Some(w.clock);
+        let now = Instant::now();
+        for (idx, sched, active) in w.heads {
+            let p = &mut self.parts[idx];
+            p.busy = false;
+            let stalled = |head: &Option<Head>, seen: &Option<Head>| match head {
+                Some((_, t)) => head == seen && w.server_ms - t >= after_ms,
+                None => false,
+            };
+            let take_sched = stalled(&sched, &p.seen_sched);
+            let take_active = stalled(&active, &p.seen_active);
+            if p.lock.is_some() {
+                // Ours again meanwhile: the normal timers cover it.
+                continue;
             }
+            if take_sched || take_active {
+                p.seen_sched = None;
+                p.seen_active = None;
+                let job = Job {
+                    idx,
+                    held: None,
+                    take_over: true,
+                    promote: take_sched,
+                    reap: take_active,
+                };
+                self.start(job);
+                continue;
+            }
+            // Next check: when the earlier head is overdue by `takeover_after`, at least `check`
+            // from now (a head already overdue is read again then, to see whether it moved).
+            let next = [&sched, &active]
+                .into_iter()
+                .flatten()
+                .map(|(_, t)| w.clock.instant_of(t + after_ms).max(now + check))
+                .min();
+            p.seen_sched = sched;
+            p.seen_active = active;
+            p.watch = next;
+        }
+    }
+
+    fn on_renewed(&mut self, idx: usize, token: &str, held: Option<bool>) {
+        let p = &mut self.parts[idx];
+        if p.lock.as_deref() != Some(token) {
+            return;
+        }
+        let part = &self.shared.partitions[idx];
+        match held {
+            Some(true) => {}
+            Some(false) => {
+                tracing::info!(queue = %part.queue, shard = part.shard, "promoter lock lost to another worker; watching the partition instead");
+                p.lock = None;
+                p.due = None;
+                p.reap = None;
+                p.watch = Some(Instant::now() + self.shared.cfg.takeover_after / 2);
+            }
+            // Keep it: if the lock really expired, another promoter takes over, which is
+            // harmless; we find out at the next renewal.
+            None => {}
         }
     }
 
     /// Releases the lock of `idx` unless more work is due there within one TTL.
-    async fn maybe_release(&mut self, idx: usize) {
+    fn maybe_release(&mut self, idx: usize) {
         let horizon = Instant::now() + self.shared.cfg.lock_ttl;
-        let p = &self.parts[idx];
+        let p = &mut self.parts[idx];
         let busy = p.due.is_some_and(|d| d <= horizon) || p.reap.is_some_and(|r| r <= horizon);
-        if busy {
+        if busy || p.busy {
             return;
         }
-        if let Some(token) = self.parts[idx].lock.take() {
-            let part = &self.shared.partitions[idx];
-            if let Err(e) = self.shared.store.lock_release(part, &token).await {
-                tracing::debug!(error = %e, "could not release a promoter lock; it expires by itself");
-            }
+        if let Some(token) = p.lock.take() {
+            let shared = Arc::clone(&self.shared);
+            // A late release cannot delete a newer lock: it compares the token.
+            tokio::spawn(async move {
+                let part = &shared.partitions[idx];
+                if let Err(e) = shared.store.lock_release(part, &token).await {
+                    tracing::debug!(error = %e, "could not release a promoter lock; it expires by itself");
+                }
+            });
         }
     }
 
     /// Safety net, at start, on reconnect and every sweep interval: reads every partition's
-    /// heads (one pipelined round trip of three reads per partition) and flags ready work.
-    async fn sweep(&mut self) {
+    /// heads (one pipelined round trip of three reads per partition), in a task of its own.
+    fn sweep(&mut self) {
         let shared = Arc::clone(&self.shared);
-        for (chunk_no, chunk) in shared.partitions.chunks(64).enumerate() {
-            let mut pipe = redis::pipe();
-            pipe.cmd("TIME");
-            for p in chunk {
-                pipe.cmd("ZRANGE")
-                    .arg(p.keys.scheduled())
-                    .arg(0)
-                    .arg(0)
-                    .arg("WITHSCORES");
-                pipe.zcard(p.keys.ready());
-                pipe.cmd("ZRANGE")
-                    .arg(p.keys.active())
-                    .arg(0)
-                    .arg(0)
-                    .arg("WITHSCORES");
+        self.tasks.spawn(async move {
+            let (clock, heads) = sweep(&shared).await;
+            Done::Swept(clock, heads)
+        });
+    }
+
+    fn on_swept(&mut self, clock: Option<Clock>, heads: &[(usize, Option<i64>, Option<i64>)]) {
+        if clock.is_some() {
+            self.clock = clock;
+        }
+        for &(idx, due, deadline) in heads {
+            if let Some(due) = due {
+                self.on_head(idx, due);
             }
-            type Head = Vec<(String, i64)>;
-            let sent = Instant::now();
-            // Split by cluster slot on a cluster (one round trip per node, sent concurrently).
-            let res = shared.store.query_pipeline(&pipe).await;
-            let values = match res {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sweep failed; trying again next sweep");
-                    return;
-                }
-            };
-            let mut it = values.into_iter();
-            if let Some(Ok((secs, micros))) = it.next().map(redis::from_redis_value::<(i64, i64)>) {
-                self.clock = Some(Clock {
-                    at: sent + sent.elapsed() / 2,
-                    server_us: secs * 1_000_000 + micros,
-                });
-            }
-            for k in 0..chunk.len() {
-                let idx = chunk_no * 64 + k;
-                let sched: Head = it
-                    .next()
-                    .and_then(|v| redis::from_redis_value(v).ok())
-                    .unwrap_or_default();
-                let ready: u64 = it
-                    .next()
-                    .and_then(|v| redis::from_redis_value(v).ok())
-                    .unwrap_or(0);
-                let active: Head = it
-                    .next()
-                    .and_then(|v| redis::from_redis_value(v).ok())
-                    .unwrap_or_default();
-                if let Some((_, due)) = sched.first() {
-                    self.on_head(idx, *due);
-                }
-                if let Some((_, deadline)) = active.first() {
-                    let at = self.instant_of(*deadline);
-                    let p = &mut self.parts[idx];
-                    p.reap = Some(min_opt(p.reap, at));
-                }
-                if ready > 0 {
-                    shared.mark_ready(idx);
-                }
+            if let Some(deadline) = deadline {
+                self.on_reap_deadline(idx, deadline);
             }
         }
     }
 
-    /// Promotes everything due in partition `idx`, a batch per call, and notes the next due time.
-    async fn promote(&mut self, idx: usize) {
-        let shared = Arc::clone(&self.shared);
-        let p = &shared.partitions[idx];
-        let batch = shared.cfg.promote_batch.max(1);
-        loop {
-            let sent = Instant::now();
-            match shared.store.promote(p, batch).await {
-                Ok(r) => {
-                    self.clock = Some(Clock {
-                        at: sent + sent.elapsed() / 2,
-                        server_us: r.server_now_us,
-                    });
-                    Counters::add(&shared.counters.promoted, r.moved);
-                    crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved);
-                    if r.moved >= u64::from(batch) {
-                        continue;
-                    }
-                    self.parts[idx].due = r.next_due_ms.map(|ms| self.instant_of(ms));
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "promote failed; retrying in 1 s");
-                    self.parts[idx].due = Some(Instant::now() + Duration::from_secs(1));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Recovers expired leases of partition `idx` and notes the next deadline.
-    async fn reap(&mut self, idx: usize) {
-        let shared = Arc::clone(&self.shared);
-        let p = &shared.partitions[idx];
-        let batch = shared.cfg.promote_batch.max(1);
-        let next = loop {
-            match shared.store.reap(p, batch).await {
-                Ok(r) => {
-                    Counters::add(&shared.counters.reaped, r.requeued + r.buried);
-                    crate::metrics::count(crate::metrics::REAPED, &p.queue, r.requeued + r.buried);
-                    if r.requeued + r.buried > 0 {
-                        tracing::info!(queue = %p.queue, shard = p.shard, requeued = r.requeued, buried = r.buried, "recovered tasks of lost workers");
-                    }
-                    if r.requeued + r.buried >= u64::from(batch) {
-                        continue;
-                    }
-                    // No lease held: nothing to reap until someone claims, and a lease taken
-                    // from now on ends at least one lease length away; the sweep finds it.
-                    break r.next_deadline_ms.map(|ms| {
-                        self.instant_of(ms)
-                            .max(Instant::now() + Duration::from_millis(1))
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "reap failed; retrying in 1 s");
-                    break Some(Instant::now() + Duration::from_secs(1));
-                }
-            }
-        };
-        self.parts[idx].reap = next;
-    }
-
-    /// Renews the locks we hold.
-    async fn renew(&mut self) {
-        let shared = Arc::clone(&self.shared);
-        let ttl = shared.cfg.lock_ttl;
+    /// Renews the locks we hold, concurrently.
+    fn renew(&mut self) {
+        let ttl_ms = self.shared.cfg.lock_ttl.as_millis() as u64;
         for idx in 0..self.parts.len() {
             let Some(token) = self.parts[idx].lock.clone() else {
                 continue;
             };
-            let p = &shared.partitions[idx];
-            match shared
-                .store
-                .lock_renew(p, &token, ttl.as_millis() as u64)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(queue = %p.queue, shard = p.shard, "promoter lock lost to another worker");
-                    let later = Instant::now() + ttl;
-                    let part = &mut self.parts[idx];
-                    part.lock = None;
-                    part.due = part.due.map(|_| later);
-                    part.reap = part.reap.map(|_| later);
-                }
-                // Keep it: if the lock really expired, another promoter takes over, which is
-                // harmless; we find out at the next renewal.
-                Err(e) => tracing::warn!(error = %e, "could not renew a promoter lock"),
-            }
+            let shared = Arc::clone(&self.shared);
+            self.tasks.spawn(async move {
+                let p = &shared.partitions[idx];
+                let held = match shared.store.lock_renew(p, &token, ttl_ms).await {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "could not renew a promoter lock");
+                        None
+                    }
+                };
+                Done::Renewed(idx, token, held)
+            });
         }
     }
 
@@ -355,6 +459,214 @@ impl Promoter {
                 if let Err(e) = self.shared.store.lock_release(p, &token).await {
                     tracing::warn!(error = %e, "could not release a promoter lock; it expires by itself");
                 }
+            }
+        }
+    }
+}
+
+/// Reads every partition's scheduled head, ready count and earliest lease (64 partitions per
+/// pipeline) and flags partitions with ready work for the fetcher. A failed read is logged and
+/// skipped: the next sweep tries again.
+async fn sweep(shared: &Shared) -> (Option<Clock>, Vec<(usize, Option<i64>, Option<i64>)>) {
+    let mut clock = None;
+    let mut heads = Vec::with_capacity(shared.partitions.len());
+    for (chunk_no, chunk) in shared.partitions.chunks(64).enumerate() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
+        for p in chunk {
+            head_cmd(&mut pipe, &p.keys.scheduled());
+            pipe.zcard(p.keys.ready());
+            head_cmd(&mut pipe, &p.keys.active());
+        }
+        let sent = Instant::now();
+        // Split by cluster slot on a cluster (one round trip per node, sent concurrently).
+        let values = match shared.store.query_pipeline(&pipe).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "sweep failed; trying again next sweep");
+                break;
+            }
+        };
+        let mut it = values.into_iter();
+        if let Some(Ok((secs, micros))) = it.next().map(redis::from_redis_value::<(i64, i64)>) {
+            clock = Some(Clock::read(sent, secs * 1_000_000 + micros));
+        }
+        for k in 0..chunk.len() {
+            let idx = chunk_no * 64 + k;
+            let sched = head_of(it.next());
+            let ready: u64 = it
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            let active = head_of(it.next());
+            if ready > 0 {
+                shared.mark_ready(idx);
+            }
+            heads.push((idx, sched.map(|h| h.1), active.map(|h| h.1)));
+        }
+    }
+    (clock, heads)
+}
+
+/// Adds `ZRANGE key 0 0 WITHSCORES` (the head of a sorted set) to `pipe`.
+fn head_cmd(pipe: &mut redis::Pipeline, key: &str) {
+    pipe.cmd("ZRANGE").arg(key).arg(0).arg(0).arg("WITHSCORES");
+}
+
+/// The head read by [`head_cmd`], if the set was not empty.
+fn head_of(v: Option<redis::Value>) -> Option<Head> {
+    let v: Vec<(String, i64)> = v.and_then(|v| redis::from_redis_value(v).ok())?;
+    v.into_iter().next()
+}
+
+/// One pipelined round trip: the server time, then the scheduled and active heads of each
+/// partition of `idxs`. `None` when the read failed (logged).
+async fn read_heads(shared: &Shared, idxs: &[usize]) -> Option<WatchDone> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("TIME");
+    for &idx in idxs {
+        let p = &shared.partitions[idx];
+        head_cmd(&mut pipe, &p.keys.scheduled());
+        head_cmd(&mut pipe, &p.keys.active());
+    }
+    let sent = Instant::now();
+    let values = match shared.store.query_pipeline(&pipe).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read partition heads; trying again in 1 s");
+            return None;
+        }
+    };
+    let mut it = values.into_iter();
+    let (secs, micros) = it
+        .next()
+        .and_then(|v| redis::from_redis_value::<(i64, i64)>(v).ok())?;
+    let server_us = secs * 1_000_000 + micros;
+    let heads = idxs
+        .iter()
+        .map(|&idx| (idx, head_of(it.next()), head_of(it.next())))
+        .collect();
+    Some(WatchDone {
+        clock: Clock::read(sent, server_us),
+        server_ms: server_us / 1000,
+        heads,
+    })
+}
+
+/// Takes (or takes over) the lock of a partition, then promotes and reaps as asked.
+async fn run_job(shared: Arc<Shared>, clock: Option<Clock>, job: Job) -> JobDone {
+    let p = &shared.partitions[job.idx];
+    let mut done = JobDone {
+        idx: job.idx,
+        clock,
+        ..JobDone::default()
+    };
+    let ttl_ms = shared.cfg.lock_ttl.as_millis() as u64;
+    let token = match job.held {
+        Some(t) => t,
+        None => {
+            let token = format!("{}:{:016x}", shared.worker_id, rand::rng().random::<u64>());
+            let taken = if job.take_over {
+                shared
+                    .store
+                    .lock_take_over(p, &token, ttl_ms)
+                    .await
+                    .map(|previous| {
+                        log_take_over(&shared, p, previous.as_deref(), &job);
+                        true
+                    })
+            } else {
+                shared.store.lock_acquire(p, &token, ttl_ms).await
+            };
+            match taken {
+                Ok(true) => token,
+                Ok(false) => {
+                    done.lock_busy = true;
+                    return done;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "could not take a promoter lock; retrying in 1 s");
+                    done.lock_failed = true;
+                    done.due = Some(job.promote.then(Instant::now));
+                    done.reap = Some(job.reap.then(Instant::now));
+                    return done;
+                }
+            }
+        }
+    };
+    done.lock = Some(token);
+    if job.promote {
+        done.due = Some(promote(&shared, p, &mut done.clock).await);
+    }
+    if job.reap {
+        done.reap = Some(reap(&shared, p, done.clock).await);
+    }
+    done
+}
+
+fn log_take_over(shared: &Shared, p: &Partition, previous: Option<&str>, job: &Job) {
+    // Tokens are `<worker id>:<random>`.
+    let holder = previous.map_or("nobody (expired)", |t| {
+        t.rsplit_once(':').map_or(t, |(w, _)| w)
+    });
+    let work = match (job.promote, job.reap) {
+        (true, true) => "promote and reap",
+        (true, false) => "promote",
+        _ => "reap",
+    };
+    tracing::info!(queue = %p.queue, shard = p.shard, previous_holder = holder, work, "took over a partition whose promoter missed its due work");
+    Counters::add(&shared.counters.takeovers, 1);
+    crate::metrics::count(crate::metrics::TAKEOVERS, &p.queue, 1);
+}
+
+/// Promotes everything due in `p`, a batch per call; the next promote time.
+async fn promote(shared: &Shared, p: &Partition, clock: &mut Option<Clock>) -> Option<Instant> {
+    let batch = shared.cfg.promote_batch.max(1);
+    loop {
+        let sent = Instant::now();
+        match shared.store.promote(p, batch).await {
+            Ok(r) => {
+                let c = Clock::read(sent, r.server_now_us);
+                *clock = Some(c);
+                Counters::add(&shared.counters.promoted, r.moved);
+                crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved);
+                if r.moved >= u64::from(batch) {
+                    continue;
+                }
+                return r.next_due_ms.map(|ms| c.instant_of(ms));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "promote failed; retrying in 1 s");
+                return Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Recovers the expired leases of `p`; the next reap time.
+async fn reap(shared: &Shared, p: &Partition, clock: Option<Clock>) -> Option<Instant> {
+    let batch = shared.cfg.promote_batch.max(1);
+    loop {
+        match shared.store.reap(p, batch).await {
+            Ok(r) => {
+                Counters::add(&shared.counters.reaped, r.requeued + r.buried);
+                crate::metrics::count(crate::metrics::REAPED, &p.queue, r.requeued + r.buried);
+                if r.requeued + r.buried > 0 {
+                    tracing::info!(queue = %p.queue, shard = p.shard, requeued = r.requeued, buried = r.buried, "recovered tasks of lost workers (expired leases)");
+                }
+                if r.requeued + r.buried >= u64::from(batch) {
+                    continue;
+                }
+                // No lease held: nothing to reap until someone claims; the sweep finds it.
+                return r.next_deadline_ms.map(|ms| {
+                    clock
+                        .map_or_else(Instant::now, |c| c.instant_of(ms))
+                        .max(Instant::now() + Duration::from_millis(1))
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "reap failed; retrying in 1 s");
+                return Some(Instant::now() + Duration::from_secs(1));
             }
         }
     }

@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub(crate) timed_out: AtomicU64,
     pub(crate) promoted: AtomicU64,
     pub(crate) reaped: AtomicU64,
+    pub(crate) takeovers: AtomicU64,
     pub(crate) released: AtomicU64,
 }
 

@@ -108,9 +108,16 @@ impl WorkerBuilder {
         self
     }
 
-    /// Safety sweep interval. Default 30 s.
+    /// Safety sweep interval. Default 1 s.
     pub fn sweep_interval(mut self, t: Duration) -> Self {
         self.cfg.sweep_interval = t.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long a partition's due work may sit untouched before another worker takes the
+    /// partition over from its lock holder. Default 50 ms.
+    pub fn takeover_after(mut self, t: Duration) -> Self {
+        self.cfg.takeover_after = t.max(Duration::from_millis(2));
         self
     }
 
@@ -276,6 +283,8 @@ pub struct WorkerReport {
     pub promoted: u64,
     /// Expired leases this process recovered.
     pub reaped: u64,
+    /// Partitions this process took over from a promoter that missed its due work.
+    pub takeovers: u64,
     /// Running tasks handed back at shutdown.
     pub released: u64,
 }
@@ -418,6 +427,7 @@ impl Worker {
             timed_out: get(&c.timed_out),
             promoted: get(&c.promoted),
             reaped: get(&c.reaped),
+            takeovers: get(&c.takeovers),
             released: get(&c.released),
         };
         tracing::info!(worker = %worker_id, ?report, "worker stopped");
