@@ -41,10 +41,15 @@ pub struct WorkerConfig {
     /// partition over. Watched partitions are read at most twice per this period, and only while
     /// they have work falling due. Default 50 ms.
     pub takeover_after: Duration,
-    /// Sweep: how often every partition's heads are read (three reads per partition, one round
-    /// trip). It is how a worker learns of leases taken by other workers (claims publish
-    /// nothing), so a crashed worker's tasks are reaped within one lease plus about
-    /// `takeover_after` whenever the lease is longer than this. Default 1 s.
+    /// Warm sweep: how often the heads of the partitions with recent activity (ready work, a
+    /// lock, a known lease or a watch) are read, three reads per partition in one round trip;
+    /// an idle worker reads nothing. It is how a worker learns of leases taken by other workers
+    /// (claims publish nothing), so a crashed worker's tasks are reaped within one lease plus
+    /// about `takeover_after` whenever the lease is longer than this. Default 1 s.
+    pub warm_sweep_interval: Duration,
+    /// Full sweep: how often every partition's heads are read even without a notification.
+    /// Notifications are not lost while the pub/sub connection lives, and a reconnect triggers a
+    /// sweep, so this is a backstop. Default 30 s.
     pub sweep_interval: Duration,
     /// How long a graceful shutdown waits for running tasks before handing them back. Default 30 s.
     pub shutdown_timeout: Duration,
@@ -85,7 +90,8 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(10),
             takeover_after: Duration::from_millis(50),
-            sweep_interval: Duration::from_secs(1),
+            warm_sweep_interval: Duration::from_secs(1),
+            sweep_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             result_ttl: Duration::from_secs(24 * 3600),
             max_payload_bytes: 1 << 20,

@@ -26,6 +26,7 @@
 //! partition's backlog or a long round trip to Redis never delays another partition's due time;
 //! renewals and watch reads are sent concurrently too.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,6 +154,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pro
     // The first tick of an interval is immediate: the sweep at start finds existing work.
     let mut sweep = tokio::time::interval(shared.cfg.sweep_interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warm = tokio::time::interval(shared.cfg.warm_sweep_interval);
+    warm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = pr.next_wake();
         tokio::select! {
@@ -164,12 +167,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pro
             },
             ev = rx.recv() => match ev {
                 Some(PromoterEvent::Head(idx, due)) => pr.on_head(idx, due),
-                Some(PromoterEvent::SweepAll) => pr.sweep(),
+                Some(PromoterEvent::SweepAll) => pr.sweep(false),
                 None => break,
             },
             () = tokio::time::sleep_until(wake) => pr.on_timer(),
             _ = renew.tick() => pr.renew(),
-            _ = sweep.tick() => pr.sweep(),
+            _ = sweep.tick() => pr.sweep(false),
+            _ = warm.tick() => pr.sweep(true),
         }
     }
     // Let running jobs finish (each is a few calls), so every lock taken is known and released.
@@ -406,12 +410,29 @@ impl Promoter {
         }
     }
 
-    /// Safety net, at start, on reconnect and every sweep interval: reads every partition's
-    /// heads (one pipelined round trip of three reads per partition), in a task of its own.
-    fn sweep(&mut self) {
+    /// Reads partitions' heads (one pipelined round trip of three reads per partition), in a
+    /// task of its own: every partition at start, on reconnect and every sweep interval; with
+    /// `warm_only`, only the partitions with recent activity (none on an idle worker).
+    fn sweep(&mut self, warm_only: bool) {
+        let idxs: Vec<usize> = (0..self.parts.len())
+            .filter(|&idx| {
+                let touched = self.shared.touched[idx].swap(false, Ordering::Relaxed);
+                let p = &self.parts[idx];
+                !warm_only
+                    || touched
+                    || self.shared.ready_flags[idx].load(Ordering::Relaxed)
+                    || p.lock.is_some()
+                    || p.reap.is_some()
+                    || p.watch.is_some()
+                    || p.seen_active.is_some()
+            })
+            .collect();
+        if idxs.is_empty() {
+            return;
+        }
         let shared = Arc::clone(&self.shared);
         self.tasks.spawn(async move {
-            let (clock, heads) = sweep(&shared).await;
+            let (clock, heads) = sweep(&shared, &idxs).await;
             Done::Swept(clock, heads)
         });
     }
@@ -464,16 +485,20 @@ impl Promoter {
     }
 }
 
-/// Reads every partition's scheduled head, ready count and earliest lease (64 partitions per
-/// pipeline) and flags partitions with ready work for the fetcher. A failed read is logged and
-/// skipped: the next sweep tries again.
-async fn sweep(shared: &Shared) -> (Option<Clock>, Vec<(usize, Option<i64>, Option<i64>)>) {
+/// Reads the scheduled head, ready count and earliest lease of each partition of `idxs` (64
+/// partitions per pipeline) and flags partitions with ready work for the fetcher. A failed read
+/// is logged and skipped: the next sweep tries again.
+async fn sweep(
+    shared: &Shared,
+    idxs: &[usize],
+) -> (Option<Clock>, Vec<(usize, Option<i64>, Option<i64>)>) {
     let mut clock = None;
-    let mut heads = Vec::with_capacity(shared.partitions.len());
-    for (chunk_no, chunk) in shared.partitions.chunks(64).enumerate() {
+    let mut heads = Vec::with_capacity(idxs.len());
+    for chunk in idxs.chunks(64) {
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
-        for p in chunk {
+        for &idx in chunk {
+            let p = &shared.partitions[idx];
             head_cmd(&mut pipe, &p.keys.scheduled());
             pipe.zcard(p.keys.ready());
             head_cmd(&mut pipe, &p.keys.active());
@@ -491,8 +516,7 @@ async fn sweep(shared: &Shared) -> (Option<Clock>, Vec<(usize, Option<i64>, Opti
         if let Some(Ok((secs, micros))) = it.next().map(redis::from_redis_value::<(i64, i64)>) {
             clock = Some(Clock::read(sent, secs * 1_000_000 + micros));
         }
-        for k in 0..chunk.len() {
-            let idx = chunk_no * 64 + k;
+        for &idx in chunk {
             let sched = head_of(it.next());
             let ready: u64 = it
                 .next()

@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     /// One flag per partition: "its ready set may have work". Set by notifications and sweeps,
     /// cleared by the fetcher just before it claims (so a notification during the claim is kept).
     pub(crate) ready_flags: Vec<AtomicBool>,
+    /// One flag per partition: "it had ready work since the promoter's last warm sweep", so
+    /// leases may have been taken there. Set with the ready flag, cleared by that sweep.
+    pub(crate) touched: Vec<AtomicBool>,
     /// Wakes the fetcher when a flag was set. `notify_one` stores a permit when nobody waits, so a
     /// wake-up between the fetcher's scan and its wait is not lost.
     pub(crate) ready_notify: Notify,
@@ -91,12 +94,16 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub(crate) fn mark_ready(&self, idx: usize) {
         self.ready_flags[idx].store(true, Ordering::Release);
+        self.touched[idx].store(true, Ordering::Relaxed);
         self.ready_notify.notify_one();
     }
 
     pub(crate) fn mark_all_ready(&self) {
         for f in &self.ready_flags {
             f.store(true, Ordering::Release);
+        }
+        for f in &self.touched {
+            f.store(true, Ordering::Relaxed);
         }
         self.ready_notify.notify_one();
     }

@@ -108,9 +108,16 @@ impl WorkerBuilder {
         self
     }
 
-    /// Safety sweep interval. Default 1 s.
+    /// Full safety sweep interval (every partition's heads). Default 30 s.
     pub fn sweep_interval(mut self, t: Duration) -> Self {
         self.cfg.sweep_interval = t.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Warm sweep interval (the heads of partitions with recent activity, which is how leases
+    /// taken by other workers are learnt). Default 1 s.
+    pub fn warm_sweep_interval(mut self, t: Duration) -> Self {
+        self.cfg.warm_sweep_interval = t.max(Duration::from_millis(10));
         self
     }
 
@@ -350,6 +357,7 @@ impl Worker {
             partitions: self.partitions,
             index,
             ready_flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            touched: (0..n).map(|_| AtomicBool::new(false)).collect(),
             ready_notify: Notify::new(),
             promoter_tx,
             acker_tx,
