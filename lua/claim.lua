@@ -18,8 +18,9 @@
 --         release_claim.lua finds the tasks of a claim whose reply was lost by it)
 --
 -- Output: { server now (unix ms), ids popped (claimed or dropped; fewer than the batch size means
---           the ready set is now empty), then 8 values per claimed task: id, token, attempts,
---           name, args (MessagePack bytes), max retries, timeout (ms), due time (unix ms) }
+--           the ready set is now empty), then 9 values per claimed task: id, token, attempts,
+--           name, args (MessagePack bytes), max retries, timeout (ms), due time (unix ms),
+--           lost leases (runs of the attempts lost with their worker, see reap.lua) }
 local ready, active = KEYS[1], KEYS[2]
 local prefix, batch, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
@@ -30,7 +31,7 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'name', 'args', 'max_retries', 'timeout_ms', 'run_at',
-    'token', 'attempts', 'args:1')
+    'token', 'attempts', 'args:1', 'lost')
   if f[1] == 'ready' then
     local token = (tonumber(f[7]) or 0) + 1
     local attempts = (tonumber(f[8]) or 0) + 1
@@ -46,6 +47,7 @@ for i = 1, #popped, 2 do
     out[#out + 1] = tonumber(f[4]) or 0
     out[#out + 1] = tonumber(f[5]) or 0
     out[#out + 1] = tonumber(f[6]) or now
+    out[#out + 1] = tonumber(f[10]) or 0
   end
 end
 zadd_all(active, leased)

@@ -1,10 +1,13 @@
 -- reap: recover tasks whose lease expired (their worker died, hung or was cut off).
 --
 -- Steps, for at most ARGV[2] ids of the active set whose lease deadline is <= now:
---   1. A task still `running` that has attempts left goes back to `ready` (the lost run counted
---      as an attempt) and into the ready set; one without attempts left goes to `dead` with the
---      reason. Its token is left as is: the next claim increments it, so the lost worker's token
---      is rejected from then on, and before that the state is no longer `running`.
+--   1. A task still `running` counts the expired lease in `lost` (+1). While `lost` <= ARGV[5] it
+--      goes back to `ready` and into the ready set; beyond, it goes to `dead` with the reason.
+--      Lost leases are counted apart from handler failures (`retry.lua` bounds those by
+--      `max_retries`): a run lost with its worker uses up no retry, yet a task that kills its
+--      worker every time still ends dead. `attempts` (every claim) is left as is. Its token is
+--      left as is too: the next claim increments it, so the lost worker's token is rejected from
+--      then on, and before that the state is no longer `running`.
 --   2. Remove the id from the active set.
 --   3. Publish `r:<shard>` when the ready set went from empty to non-empty.
 --
@@ -16,10 +19,12 @@
 -- ARGV[2] batch size (max leases reaped by this call)
 -- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[4] shard number
+-- ARGV[5] most lost leases a task may have and still go back to ready (max_lost_leases)
 --
 -- Output: { requeued, buried, next lease deadline (unix ms) or -1 when no lease is held }
 local active, ready, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, batch, channel, shard = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local max_lost = tonumber(ARGV[5])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, batch)
 local requeued, buried = 0, 0
@@ -27,17 +32,19 @@ if #expired > 0 then
   local was_empty = redis.call('ZCARD', ready) == 0
   for _, id in ipairs(expired) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 'state', 'attempts', 'max_retries', 'priority')
+    local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority')
     if f[1] == 'running' then
-      if tonumber(f[2]) <= tonumber(f[3]) then
-        redis.call('HSET', key, 'state', 'ready',
+      local lost = (tonumber(f[3]) or 0) + 1
+      if lost <= max_lost then
+        redis.call('HSET', key, 'state', 'ready', 'lost', lost,
           'error', 'lease expired: worker lost during attempt ' .. f[2])
         redis.call('HDEL', key, 'worker')
         redis.call('ZADD', ready, ready_score(f[4], now), id)
         requeued = requeued + 1
       else
-        redis.call('HSET', key, 'state', 'dead', 'finished_at', now,
-          'error', 'lease expired: worker lost during attempt ' .. f[2] .. ', no retries left')
+        redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'lost', lost,
+          'error', 'lease expired ' .. lost .. ' times: worker lost during ' .. lost .. ' of '
+            .. f[2] .. ' attempts (max_lost_leases = ' .. ARGV[5] .. ')')
         redis.call('HDEL', key, 'worker')
         redis.call('ZADD', dead, now, id)
         buried = buried + 1

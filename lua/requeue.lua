@@ -4,7 +4,7 @@
 --   1. No task hash: drop the id from the dead set (a leftover of a deleted task); report 0.
 --   2. State other than `dead`: change nothing; report 2.
 --   3. `dead`: state -> `ready`, attempts reset to 0 (the task again has max retries + 1 runs),
---      due now (`run_at` = server now), `finished_at` removed; the last `error` is kept for the
+--      `lost` removed (0 lost leases), due now (`run_at` = server now), `finished_at` removed; the last `error` is kept for the
 --      record. Out of the dead set, into the ready set scored by priority and server now. The
 --      token is left as is: the next claim increments it. Count `requeued`; report 1.
 -- Then, once per call: publish `r:<shard>` when the ready set went from empty to non-empty.
@@ -36,7 +36,7 @@ for i = 4, #ARGV do
     out[#out + 1] = 2
   else
     redis.call('HSET', key, 'state', 'ready', 'attempts', 0, 'run_at', now)
-    redis.call('HDEL', key, 'finished_at')
+    redis.call('HDEL', key, 'finished_at', 'lost')
     redis.call('ZREM', dead, id)
     redis.call('ZADD', ready, ready_score(f[2] or 0, now), id)
     requeued = requeued + 1

@@ -5,7 +5,8 @@
 --      the task is still under this token with this error (a retried call whose first reply was
 --      lost: a reaped task carries the reaper's error instead): `dead` reports 2, `scheduled` or
 --      `ready` (promoted since) reports 1.
---   2. Record the error text. If delay >= 0 and attempts <= max retries: state -> `scheduled`,
+--   2. Record the error text. If delay >= 0 and attempts - lost <= max retries (runs lost with
+--      their worker, counted by `reap.lua` in `lost`, use up no retry): state -> `scheduled`,
 --      due at server now + delay, into the scheduled set (the promoter is woken when this is the
 --      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
 --      into the dead set with the time of death.
@@ -32,7 +33,7 @@ local retried, buried = 0, 0
 for i = 4, #ARGV, 4 do
   local id = ARGV[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error')
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost')
   if f[2] ~= ARGV[i + 1] then
     out[#out + 1] = -1
   elseif f[1] ~= 'running' then
@@ -46,7 +47,7 @@ for i = 4, #ARGV, 4 do
   else
     local delay = tonumber(ARGV[i + 3])
     redis.call('ZREM', active, id)
-    if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+    if delay >= 0 and tonumber(f[3]) - (tonumber(f[6]) or 0) <= tonumber(f[4]) then
       local due = now + delay
       redis.call('HSET', key, 'state', 'scheduled', 'run_at', due, 'error', ARGV[i + 2])
       redis.call('HDEL', key, 'worker')

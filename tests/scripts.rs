@@ -32,6 +32,8 @@ const SHARD: u16 = 3;
 const FAR: i64 = 4_000_000_000_000;
 /// The arguments of every seeded task: MessagePack `[42]`.
 const ARGS: &[u8] = &[0x91, 0x2a];
+/// The `max_lost` of every reap call: leases a task may lose before it is buried.
+const MAX_LOST: u32 = 2;
 /// Sentinel published after a call, so we know every message of the call has arrived.
 const END: &str = "--end--";
 
@@ -1149,6 +1151,7 @@ async fn claim_transitions() {
                 max_retries: 3,
                 timeout_ms: 30_000,
                 due_ms,
+                lost: 0,
             })
             .collect();
         assert_eq!(ran.reply.tasks, want, "{}: claimed", case.name);
@@ -1418,6 +1421,23 @@ async fn retry_transitions() {
             msgs: vec![M::S(W::Now(0))],
         },
         RetryCase {
+            name: "lost leases do not count: attempts 4, lost 1, max_retries 3: retried",
+            seed: |_| {
+                St::default()
+                    .task("a", running(3, 4).with("lost", 1))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(0))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task("a", rescheduled(running(3, 4).with("lost", 1), "boom", 0))
+                    .sched("a", W::Now(0))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(0))],
+        },
+        RetryCase {
             name: "retries exhausted: dead with the error",
             seed: |_| St::default().task("a", running(3, 4)).active("a", FAR),
             items: vec![("a", 3, "boom", Some(5000))],
@@ -1587,6 +1607,7 @@ async fn reap_transitions() {
                         running(2, 1)
                             .with("priority", 4)
                             .with("state", "ready")
+                            .with("lost", 1)
                             .with("error", "lease expired: worker lost during attempt 1")
                             .without("worker"),
                     )
@@ -1598,8 +1619,34 @@ async fn reap_transitions() {
             msgs: vec![M::R],
         },
         ReapCase {
-            name: "expired without attempts left: dead",
+            name: "handler retries used up but no lease lost before: back to ready, lost 1",
             seed: |_| St::default().task("a", running(2, 4)).active("a", 1000),
+            batch: 100,
+            requeued: 1,
+            buried: 0,
+            next_deadline: None,
+            want: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        running(2, 4)
+                            .with("state", "ready")
+                            .with("lost", 1)
+                            .with("error", "lease expired: worker lost during attempt 4")
+                            .without("worker"),
+                    )
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .stat("reaped", 1)
+            },
+            msgs: vec![M::R],
+        },
+        ReapCase {
+            name: "lost == max_lost before this expiry: dead, the reason names the lost leases",
+            seed: |_| {
+                St::default()
+                    .task("a", running(2, 3).with("lost", 2))
+                    .active("a", 1000)
+            },
             batch: 100,
             requeued: 0,
             buried: 1,
@@ -1608,12 +1655,14 @@ async fn reap_transitions() {
                 St::default()
                     .task(
                         "a",
-                        running(2, 4)
+                        running(2, 3)
+                            .with("lost", 3)
                             .with("state", "dead")
                             .with("finished_at", W::Now(0))
                             .with(
                                 "error",
-                                "lease expired: worker lost during attempt 4, no retries left",
+                                "lease expired 3 times: worker lost during 3 of 3 attempts \
+                                 (max_lost_leases = 2)",
                             )
                             .without("worker"),
                     )
@@ -1652,6 +1701,7 @@ async fn reap_transitions() {
             want: |_| {
                 let lost = |r: Rec| {
                     r.with("state", "ready")
+                        .with("lost", 1)
                         .with("error", "lease expired: worker lost during attempt 1")
                         .without("worker")
                 };
@@ -1689,7 +1739,7 @@ async fn reap_transitions() {
     for (i, case) in cases.iter().enumerate() {
         let q = format!("rea{i}");
         let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
-            s.reap(p, case.batch).await.unwrap()
+            s.reap(p, case.batch, MAX_LOST).await.unwrap()
         })
         .await;
         let r = ran.reply;
@@ -2247,7 +2297,7 @@ async fn fencing_rejects_the_lost_workers_token() {
     assert_eq!((first.tasks[0].token, first.tasks[0].attempt), (1, 1));
 
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let r = s.reap(&p, 100).await.unwrap();
+    let r = s.reap(&p, 100, MAX_LOST).await.unwrap();
     assert_eq!((r.requeued, r.buried, r.next_deadline_ms), (1, 0, None));
 
     // Between reap and the next claim the task is `ready`: token 1 is already refused.
@@ -2299,6 +2349,7 @@ async fn fencing_rejects_the_lost_workers_token() {
                 .with("enqueued_at", first.tasks[0].due_ms)
                 .with("token", 2)
                 .with("attempts", 2)
+                .with("lost", 1)
                 .with("started_at", second.server_now_ms)
                 .with("worker", "w2")
                 .with("error", "lease expired: worker lost during attempt 1")
@@ -2377,7 +2428,7 @@ async fn batches_beyond_the_lua_unpack_limit() {
 
     let p = fx.store.partition("big-reap", SHARD);
     seed_many(&mut conn, &p, N, "running", &p.keys.active());
-    let r = fx.store.reap(&p, N as u32).await;
+    let r = fx.store.reap(&p, N as u32, MAX_LOST).await;
     outcomes.push((
         "reap.lua",
         r.map(|r| r.requeued).map_err(|e| e.to_string()),

@@ -133,6 +133,9 @@ pub struct Claimed {
     pub timeout_ms: u64,
     /// When this run was due (unix ms, Redis clock).
     pub due_ms: i64,
+    /// Runs of the earlier attempts lost with their worker (expired leases, `lost`); they use
+    /// up no retry: `attempt - lost` is the run of the retry budget this is.
+    pub lost: u32,
 }
 
 /// A batch of claimed tasks and the server time of the claim.
@@ -350,13 +353,13 @@ impl Store {
             .ok_or_else(|| Error::Protocol("claim returned no count".into()))?)?
             as u32;
         let rest: Vec<Value> = it.collect();
-        if !rest.len().is_multiple_of(8) {
+        if !rest.len().is_multiple_of(9) {
             return Err(Error::Protocol(format!(
                 "claim returned {} values",
                 rest.len()
             )));
         }
-        let mut tasks = Vec::with_capacity(rest.len() / 8);
+        let mut tasks = Vec::with_capacity(rest.len() / 9);
         let mut it = rest.into_iter();
         while let Some(id) = it.next() {
             let mut next = || {
@@ -370,6 +373,7 @@ impl Store {
             let max_retries = int(&next()?)? as u32;
             let timeout_ms = int(&next()?)? as u64;
             let due_ms = int(&next()?)?;
+            let lost = int(&next()?)? as u32;
             tasks.push(Claimed {
                 id: String::from_utf8_lossy(&bytes(id)?).into_owned(),
                 token,
@@ -379,6 +383,7 @@ impl Store {
                 max_retries,
                 timeout_ms,
                 due_ms,
+                lost,
             });
         }
         Ok(Claim {
@@ -449,12 +454,14 @@ impl Store {
         })
     }
 
-    /// `reap.lua`: recovers at most `batch` tasks of `p` whose lease expired.
+    /// `reap.lua`: recovers at most `batch` tasks of `p` whose lease expired. A task goes back to
+    /// its ready set while its count of expired leases (`lost`, this one included) is at most
+    /// `max_lost`, and to the dead set beyond; handler failures (`retry.lua`) do not count here.
     ///
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn reap(&self, p: &Partition, batch: u32) -> Result<Reaped> {
+    pub async fn reap(&self, p: &Partition, batch: u32, max_lost: u32) -> Result<Reaped> {
         let mut inv = REAP.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.ready())
@@ -463,7 +470,8 @@ impl Store {
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
-            .arg(p.shard);
+            .arg(p.shard)
+            .arg(max_lost);
         let v = array(self.run_script(&inv).await?)?;
         if v.len() != 3 {
             return Err(Error::Protocol(format!("reap returned {v:?}")));

@@ -31,6 +31,12 @@ pub struct WorkerConfig {
     /// Lease (visibility timeout) of a claimed task; renewed every third of it while the task
     /// runs, so it only runs out when the worker is gone or stalled. Default 30 s.
     pub lease: Duration,
+    /// Expired leases (worker killed, hung or cut off while running the task) a task may have
+    /// before it is buried. Counted apart from handler failures, which `max_retries` bounds:
+    /// a task whose worker is lost during a run goes back to the ready set while its count of
+    /// lost leases (`lost` in its record) is at most this, and to the dead set with the reason
+    /// "lease expired N times" beyond. Default 5.
+    pub max_lost_leases: u32,
     /// TTL of a promoter lock; renewed every third of it while its partition has work due within
     /// one TTL. A dead worker's partitions are taken over within about this time. Default 10 s.
     pub lock_ttl: Duration,
@@ -75,6 +81,7 @@ impl Default for WorkerConfig {
             claim_batch: 100,
             promote_batch: 200,
             lease: Duration::from_secs(30),
+            max_lost_leases: 5,
             lock_ttl: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),

@@ -122,7 +122,13 @@ async fn run(
     .with_claimed_at(claimed_at_ms);
     let limit = Duration::from_millis(task.timeout_ms.max(1));
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
-    let backoff = || shared.cfg.backoff.delay(task.attempt);
+    // The retry this would be: runs lost with their worker use up no retry (see reap.lua).
+    let backoff = || {
+        shared
+            .cfg
+            .backoff
+            .delay(task.attempt.saturating_sub(task.lost).max(1))
+    };
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(Ok(bytes))) => (Verdict::Ack(bytes), "success"),
         Ok(Ok(Err(RunError::Decode(e)))) => (

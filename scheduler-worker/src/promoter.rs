@@ -292,7 +292,11 @@ impl Promoter {
         let p = &shared.partitions[idx];
         let batch = shared.cfg.promote_batch.max(1);
         let next = loop {
-            match shared.store.reap(p, batch).await {
+            match shared
+                .store
+                .reap(p, batch, shared.cfg.max_lost_leases)
+                .await
+            {
                 Ok(r) => {
                     Counters::add(&shared.counters.reaped, r.requeued + r.buried);
                     crate::metrics::count(crate::metrics::REAPED, &p.queue, r.requeued + r.buried);
