@@ -85,6 +85,9 @@ pub enum Outcome {
     Exists,
     /// Retry only: the task went to the dead set.
     Dead,
+    /// Enqueue only: a value of this task was out of range (an empty id...); nothing was written
+    /// for it, and the other tasks of the call were handled as usual.
+    Invalid,
     /// The task is no longer running under this lease token (the lease expired and was reaped, or
     /// another worker holds it now): nothing changed.
     StaleLease,
@@ -292,6 +295,7 @@ impl Store {
                 outcomes(v, |i| match i {
                     1 => Some(Outcome::Done),
                     0 => Some(Outcome::Exists),
+                    -2 => Some(Outcome::Invalid),
                     _ => None,
                 })
             })

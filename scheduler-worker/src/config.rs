@@ -49,7 +49,8 @@ pub struct WorkerConfig {
     /// How long a succeeded task's record and result are kept. Default 24 h; zero deletes the
     /// record on success.
     pub result_ttl: Duration,
-    /// Largest argument payload run, in bytes; a bigger one is dead-lettered. Default 1 MiB.
+    /// Largest argument payload run, and largest result stored, in bytes; a task with bigger
+    /// arguments, or whose run returns a bigger result, is dead-lettered. Default 1 MiB.
     pub max_payload_bytes: usize,
     /// Delay before retries. Default: exponential from 1 s, doubling, capped at 10 min, full
     /// jitter.

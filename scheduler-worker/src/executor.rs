@@ -130,6 +130,15 @@ async fn run(
             .delay(task.attempt.saturating_sub(task.lost).max(1))
     };
     match tokio::time::timeout(limit, fut).await {
+        // The result obeys the cap the arguments do: every size stored is one readers take.
+        Ok(Ok(Ok(bytes))) if bytes.len() > shared.cfg.max_payload_bytes => (
+            Verdict::Bury(format!(
+                "result of {} bytes exceeds the worker's cap of {} bytes",
+                bytes.len(),
+                shared.cfg.max_payload_bytes
+            )),
+            "fatal",
+        ),
         Ok(Ok(Ok(bytes))) => (Verdict::Ack(bytes), "success"),
         Ok(Ok(Err(RunError::Decode(e)))) => (
             Verdict::Bury(format!(

@@ -133,7 +133,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// Largest argument payload run, in bytes. Default 1 MiB.
+    /// Largest argument payload run, and largest result stored, in bytes. Default 1 MiB.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.cfg.max_payload_bytes = n;
         self
