@@ -13,10 +13,11 @@ local function now_ms()
 end
 
 -- The integer written in decimal in `v` (a hash value or an argument), or nil when `v` is
--- absent or anything else: `abc`, `nan`, `inf`, `1e3`, `0x10`, `2.5`, or over 20 characters.
+-- absent or anything else: `abc`, `nan`, `inf`, `1e3`, `0x10`, `2.5`, or over 15 characters
+-- (beyond that, not every integer is exact in a Lua double).
 -- (tonumber() alone accepts most of those, and comparing its nil fails a script.)
 local function int_of(v)
-  if type(v) == 'string' and #v <= 20 and string.match(v, '^%-?%d+$') then
+  if type(v) == 'string' and #v <= 15 and string.match(v, '^%-?%d+$') then
     return tonumber(v)
   end
   return nil
@@ -30,6 +31,37 @@ local function ready_score(priority, t)
   local p = tonumber(priority)
   if not p or p ~= p or p < 0 or p > 9 then p = 0 end
   return (9 - math.floor(p)) * 1e13 + t
+end
+
+-- Publishes `r:<shard>` on `channel` after the caller added tasks to the ready set, unless the
+-- partition's drained flag (KEY `flag`, see claim.lua) says `0`: the workers are still claiming
+-- from it (their last claim got a full batch). Absent or `1` (a claim found the set empty, so
+-- the workers stopped looking): publish. Then the flag is `0`. One command when nothing is
+-- published. Unlike a ZCARD before the add, a member no worker will ever claim cannot keep
+-- this from firing.
+local function wake_ready(flag, channel, shard)
+  if redis.call('SET', flag, '0', 'GET') ~= '0' then
+    redis.call('PUBLISH', channel, 'r:' .. shard)
+  end
+end
+
+-- States a task record can be in.
+local STATES = { scheduled = true, ready = true, running = true, succeeded = true, dead = true,
+  cancelled = true }
+
+-- Moves a task whose record cannot be read (a field deleted or overwritten by hand) to the dead
+-- set, with the reason in `error`: state `dead`, `finished_at` now, `worker` removed. The caller
+-- removes the id from the set it was in, and reports it in its reply (the `corrupt` count).
+local function bury_corrupt(key, dead, id, now, why)
+  redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'error', 'corrupt record: ' .. why)
+  redis.call('HDEL', key, 'worker')
+  redis.call('ZADD', dead, now, id)
+end
+
+-- A field's value for a reason text: quoted, at most 40 bytes.
+local function shown(v)
+  if not v then return 'absent' end
+  return string.format('%q', string.sub(v, 1, 40))
 end
 
 -- Head (earliest due time, unix ms) of a scheduled sorted set, or -1 when it is empty.

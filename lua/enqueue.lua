@@ -11,12 +11,14 @@
 --      pieces by hset_all, so any size works; no attempt, no token yet).
 --      Due now or in the past: state `ready`, added to the ready set. Otherwise: state
 --      `scheduled`, added to the scheduled set (one ZADD per set and call).
--- Then, once per call: publish `r:<shard>` when the ready set went from empty to non-empty, and
--- `s:<shard>:<due>` when the scheduled set got a new, earlier head (wakes the promoter).
+-- Then, once per call: publish `r:<shard>` when tasks went to the ready set and the partition's
+-- drained flag is not `0` (see wake_ready), and `s:<shard>:<due>` when the scheduled set got a
+-- new, earlier head (wakes the promoter).
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:scheduled  sorted set  id -> due time (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:ready      sorted set  id -> ready score (priority, then time)
 -- KEYS[3] <ns>:{<queue>:<shard>}:stats      hash        counters
+-- KEYS[4] <ns>:{<queue>:<shard>}:drained    string      `1`/absent: the workers stopped claiming
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:` (the task hash is prefix .. id)
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
@@ -25,12 +27,11 @@
 --
 -- Output: an array with one integer per task, in order: 1 created, 0 already existed,
 --         -2 invalid (nothing written).
-local sched, ready, stats = KEYS[1], KEYS[2], KEYS[3]
+local sched, ready, stats, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 local head = head_of(sched)
 local new_head = false
-local was_empty = redis.call('ZCARD', ready) == 0
 local made_ready = false
 local created = 0
 local out = {}
@@ -72,6 +73,6 @@ end
 zadd_all(ready, to_ready)
 zadd_all(sched, to_sched)
 if created > 0 then redis.call('HINCRBY', stats, 'enqueued', created) end
-if made_ready and was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+if made_ready then wake_ready(drained, channel, shard) end
 if new_head then redis.call('PUBLISH', channel, 's:' .. shard .. ':' .. string.format('%d', head)) end
 return out

@@ -153,9 +153,11 @@ fn running(token: i64, attempts: i64) -> Rec {
 }
 
 /// The whole state of one partition: its task hashes (with TTL in ms, if any), sorted sets in
-/// order with scores, and stats counters. A key not listed must not exist.
+/// order with scores, and stats counters. A key not listed must not exist, except the drained
+/// flag `…:drained`, which is checked only where a case names its value.
 #[derive(Debug, Clone, Default)]
 struct St {
+    drained: Option<&'static str>,
     tasks: Vec<(&'static str, Rec, Option<i64>)>,
     scheduled: Vec<(&'static str, W)>,
     ready: Vec<(&'static str, W)>,
@@ -193,6 +195,12 @@ impl St {
 
     fn dead(mut self, id: &'static str, score: impl Into<W>) -> Self {
         self.dead.push((id, score.into()));
+        self
+    }
+
+    /// The drained flag (`0`: the workers are claiming; `1`: a claim found the ready set empty).
+    fn drained(mut self, v: &'static str) -> Self {
+        self.drained = Some(v);
         self
     }
 
@@ -237,6 +245,13 @@ impl St {
                     .unwrap();
             }
         }
+        if let Some(v) = self.drained {
+            let _: () = redis::cmd("SET")
+                .arg(p.keys.drained())
+                .arg(v)
+                .query(conn)
+                .unwrap();
+        }
         for (counter, n) in &self.stats {
             let _: () = redis::cmd("HSET")
                 .arg(p.keys.stats())
@@ -274,11 +289,14 @@ fn assert_state(conn: &mut Connection, p: &Partition, want: &St, c: Clock, case:
     if !want.stats.is_empty() {
         expect.insert(p.keys.stats());
     }
-    assert_eq!(
-        partition_keys(conn, p),
-        expect,
-        "{case}: keys of the partition"
-    );
+    let mut got_keys = partition_keys(conn, p);
+    let flag: Option<String> = got_keys
+        .take(&p.keys.drained())
+        .map(|k| redis::cmd("GET").arg(k).query(conn).unwrap());
+    assert_eq!(got_keys, expect, "{case}: keys of the partition");
+    if let Some(v) = want.drained {
+        assert_eq!(flag.as_deref(), Some(v), "{case}: drained flag");
+    }
 
     for (id, rec, ttl) in &want.tasks {
         let key = p.keys.task(id);
@@ -588,12 +606,18 @@ async fn enqueue_transitions() {
             msgs: vec![M::R, M::S(W::Now(30_000))],
         },
         EnqueueCase {
-            name: "ready set already non-empty: no r: message",
-            seed: |_| St::default().task("x", at("ready", 5, 5)).ready("x", 5),
+            name: "ready set non-empty, workers still claiming (drained 0): no r: message",
+            seed: |_| {
+                St::default()
+                    .drained("0")
+                    .task("x", at("ready", 5, 5))
+                    .ready("x", 5)
+            },
             tasks: vec![new_task("a", Delay(0), 5)],
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", enqueued("ready", 5, W::Now(0)))
                     .ready("x", 5)
@@ -822,6 +846,7 @@ async fn promote_transitions() {
             name: "ready set already non-empty: no r: message, counter adds up",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", at("scheduled", 5, 1000))
                     .ready("x", 5)
@@ -833,6 +858,7 @@ async fn promote_transitions() {
             next_due: None,
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", at("ready", 5, 1000))
                     .ready("x", 5)
@@ -1020,8 +1046,8 @@ async fn racing_promoters_move_each_task_once() {
     );
     assert_eq!(
         partition_keys(&mut conn, &p).len(),
-        N + 2,
-        "tasks, ready and stats only"
+        N + 3,
+        "tasks, ready, stats and the drained flag only"
     );
 }
 
@@ -1685,6 +1711,7 @@ async fn reap_transitions() {
             name: "batch limit: earliest deadlines first, next deadline already past",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("a", running(1, 1))
                     .task("b", running(1, 1))
                     .task("c", running(1, 1))
@@ -1706,6 +1733,7 @@ async fn reap_transitions() {
                         .without("worker")
                 };
                 St::default()
+                    .drained("0")
                     .task("a", lost(running(1, 1)))
                     .task("b", lost(running(1, 1)))
                     .task("c", running(1, 1))
@@ -1716,7 +1744,7 @@ async fn reap_transitions() {
                     .active("c", 3000)
                     .stat("reaped", 2)
             },
-            // The ready set was not empty.
+            // The workers are still claiming (drained 0).
             msgs: vec![],
         },
         ReapCase {
@@ -1903,6 +1931,7 @@ async fn release_transitions() {
             name: "ready set not empty: no r: message",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", ready_task(5, 1))
                     .task("a", running(1, 1))
                     .ready("x", ready_score(5, 1))
@@ -1912,6 +1941,7 @@ async fn release_transitions() {
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", ready_task(5, 1))
                     .task("a", running(1, 0).with("state", "ready").without("worker"))
                     .ready("x", ready_score(5, 1))
@@ -2579,6 +2609,7 @@ async fn requeue_transitions() {
             name: "ready set already non-empty: no r: message, counter adds up",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", dead_at().with("priority", 9))
                     .ready("x", ready_score(5, 5))
@@ -2589,6 +2620,7 @@ async fn requeue_transitions() {
             reply: vec![Requeued],
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", requeued().with("priority", 9))
                     .ready("a", W::Now(ready_score(9, 0)))
@@ -2667,8 +2699,10 @@ async fn requeue_transitions() {
                     .ready("a", W::Now(ready_score(5, 0)))
                     .ready("d", W::Now(ready_score(5, 0)))
                     .stat("requeued", 2)
+                    .drained("0")
             },
-            msgs: vec![],
+            // No drained flag yet: the workers may not be looking, so they are woken.
+            msgs: vec![M::R],
         },
         RequeueCase {
             name: "empty ready set, two requeued: a single r: message",
@@ -2873,6 +2907,7 @@ async fn enqueue_refuses_a_bad_task_alone() {
     inv.key(p.keys.scheduled())
         .key(p.keys.ready())
         .key(p.keys.stats())
+        .key(p.keys.drained())
         .arg(p.keys.task_prefix())
         .arg(&p.channel)
         .arg(SHARD);

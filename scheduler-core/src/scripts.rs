@@ -85,6 +85,9 @@ pub enum Outcome {
     Exists,
     /// Retry only: the task went to the dead set.
     Dead,
+    /// Retry only: the task's record could not be read (`attempts`, `max_retries` or `lost` not a
+    /// decimal integer, edited by hand): it went to the dead set with the reason and the error.
+    Corrupt,
     /// Enqueue only: a value of this task was out of range (an empty id...); nothing was written
     /// for it, and the other tasks of the call were handled as usual.
     Invalid,
@@ -104,6 +107,10 @@ pub struct Promoted {
     pub server_now_ms: i64,
     /// The same instant in unix microseconds.
     pub server_now_us: i64,
+    /// Records that could not be read, each handled on its own: ids without a task hash dropped
+    /// from the scheduled set, hashes with no known `state` moved to the dead set with the
+    /// reason. Worth a warning: only a hand edit or a bug makes one.
+    pub corrupt: u64,
 }
 
 /// What reap did.
@@ -115,6 +122,10 @@ pub struct Reaped {
     pub buried: u64,
     /// Earliest lease deadline still held (unix ms), if any.
     pub next_deadline_ms: Option<i64>,
+    /// Records that could not be read, each handled on its own (not counted in `buried`): ids
+    /// without a task hash dropped from the active set, hashes with no known `state` or an
+    /// unreadable `attempts` or `lost` moved to the dead set with the reason. Worth a warning.
+    pub corrupt: u64,
 }
 
 /// A task taken into a lease by [`Store::claim`].
@@ -149,6 +160,11 @@ pub struct Claim {
     /// Ids taken from the ready set, including any dropped because their task was gone or not
     /// ready; fewer than the batch size means the ready set is now empty.
     pub popped: u32,
+    /// Popped records that could not be read, each handled on its own: ids without a task hash
+    /// dropped, hashes with no known `state` or an unreadable number field (`token`, `attempts`,
+    /// `lost`, `max_retries`, `timeout_ms`) moved to the dead set with the reason. Worth a
+    /// warning: only a hand edit or a bug makes one.
+    pub corrupt: u32,
     /// The tasks.
     pub tasks: Vec<Claimed>,
 }
@@ -262,6 +278,7 @@ impl Store {
                 inv.key(p.keys.scheduled())
                     .key(p.keys.ready())
                     .key(p.keys.stats())
+                    .key(p.keys.drained())
                     .arg(p.keys.task_prefix())
                     .arg(&p.channel)
                     .arg(p.shard);
@@ -312,12 +329,14 @@ impl Store {
         inv.key(p.keys.scheduled())
             .key(p.keys.ready())
             .key(p.keys.stats())
+            .key(p.keys.dead())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
             .arg(p.shard);
         let v = array(self.run_script(&inv).await?)?;
-        if v.len() != 4 {
+        if v.len() != 5 {
             return Err(Error::Protocol(format!("promote returned {v:?}")));
         }
         Ok(Promoted {
@@ -325,6 +344,7 @@ impl Store {
             next_due_ms: opt_time(int(&v[1])?),
             server_now_ms: int(&v[2])?,
             server_now_us: int(&v[3])?,
+            corrupt: int(&v[4])? as u64,
         })
     }
 
@@ -343,6 +363,8 @@ impl Store {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(p.keys.ready())
             .key(p.keys.active())
+            .key(p.keys.dead())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(lease_ms)
@@ -355,6 +377,10 @@ impl Store {
         let popped = int(&it
             .next()
             .ok_or_else(|| Error::Protocol("claim returned no count".into()))?)?
+            as u32;
+        let corrupt = int(&it
+            .next()
+            .ok_or_else(|| Error::Protocol("claim returned no corrupt count".into()))?)?
             as u32;
         let rest: Vec<Value> = it.collect();
         if !rest.len().is_multiple_of(9) {
@@ -393,6 +419,7 @@ impl Store {
         Ok(Claim {
             server_now_ms,
             popped,
+            corrupt,
             tasks,
         })
     }
@@ -453,6 +480,7 @@ impl Store {
         outcomes(self.run_script(&inv).await?, |i| match i {
             1 => Some(Outcome::Done),
             2 => Some(Outcome::Dead),
+            3 => Some(Outcome::Corrupt),
             -1 => Some(Outcome::StaleLease),
             _ => None,
         })
@@ -471,19 +499,21 @@ impl Store {
             .key(p.keys.ready())
             .key(p.keys.dead())
             .key(p.keys.stats())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
             .arg(p.shard)
             .arg(max_lost);
         let v = array(self.run_script(&inv).await?)?;
-        if v.len() != 3 {
+        if v.len() != 4 {
             return Err(Error::Protocol(format!("reap returned {v:?}")));
         }
         Ok(Reaped {
             requeued: int(&v[0])? as u64,
             buried: int(&v[1])? as u64,
             next_deadline_ms: opt_time(int(&v[2])?),
+            corrupt: int(&v[3])? as u64,
         })
     }
 
@@ -518,6 +548,7 @@ impl Store {
         let mut inv = RELEASE.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.ready())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard);
@@ -538,6 +569,7 @@ impl Store {
         let mut inv = RELEASE_CLAIM.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.ready())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard)
@@ -603,6 +635,7 @@ impl Store {
         inv.key(p.keys.dead())
             .key(p.keys.ready())
             .key(p.keys.stats())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard);
