@@ -136,13 +136,12 @@ struct Corruption {
 
 fn corruption() -> impl Strategy<Value = Corruption> {
     // Fields the claim, ack and retry paths read back from the record. (`state` and `priority`
-    // are left out: a record in no known state is dropped by design, and `priority` is only read
-    // by promote and reap, which this test does not drive.)
-    // `token` is not fuzzed either: it is the fencing state, not an input, and a `nan`/`inf`
-    // token written by hand makes the claim script hand out a token no ack can match, so the
-    // task cycles through leases (reported in docs/reliability.md; the fixed `2.5` case below
-    // shows a fractional one is buried after max_retries + 1 leases).
+    // are left out here: `every_script_survives_damaged_records` below covers every field in
+    // every state, script by script.) A `token` that is not a decimal integer (`nan`, `2.5`)
+    // is buried by the claim script with the reason since issue 9; before, it cycled through
+    // leases.
     let field = prop::sample::select(vec![
+        "token",
         "attempts",
         "max_retries",
         "timeout_ms",
@@ -190,8 +189,7 @@ impl Rig {
                 .register(fz_add)
                 .state(Arc::clone(&runs))
                 .max_payload_bytes(WORKER_CAP)
-                // Short: a corrupted fractional `token` makes every ack of that task stale, so it
-                // ends only by lease expiry, max_retries + 1 times (see the corrupted test).
+                // Short: a run whose record is damaged while it runs ends by lease expiry.
                 .lease(Duration::from_secs(1))
                 .lock_ttl(Duration::from_secs(1))
                 .sweep_interval(Duration::from_secs(1))
@@ -399,9 +397,8 @@ fn corrupted_task_records_do_not_break_the_worker() {
         rig.assert_worker_alive();
     };
     // Found by this test: a `nan` run_at came back as due time i64::MIN and the lateness
-    // subtraction overflowed in the executor, which left the task in flight for good. A
-    // fractional `token` (claim adds 1 and the reply truncates it) makes every ack stale: the
-    // task is buried by the reaper after max_retries + 1 leases.
+    // subtraction overflowed in the executor, which left the task in flight for good (claim
+    // now replies server now for an unreadable run_at).
     for fixed in [
         vec![Corruption {
             field: "run_at",
