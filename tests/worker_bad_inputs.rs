@@ -426,3 +426,53 @@ async fn payloads_at_the_cap_work_end_to_end() {
     let report = w.stop().await;
     assert_eq!((report.succeeded, report.dead), (5, 1), "{report:?}");
 }
+
+/// An id without a task hash in a ready set (issue 9, point 5) does not delay the partition's
+/// tasks: the worker is still woken at once for every new task. (The scripts published `r:` only
+/// when the ready set was empty, so the stray kept the worker asleep until its next sweep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_ready_id_does_not_delay_wake_ups() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let w = Running::start(
+        Worker::builder()
+            .redis_url(&url)
+            .namespace("stray")
+            .queues(["bad"])
+            .queue_shards("bad", 1)
+            .register(add)
+            .state(Arc::new(AtomicU64::new(0)))
+            .lock_ttl(Duration::from_secs(1))
+            // No sweep during the test: only wake-up messages bring the worker to the tasks.
+            .sweep_interval(Duration::from_secs(600)),
+    )
+    .await;
+    let client = Client::with_config(
+        ClientConfig::new(&url)
+            .namespace("stray")
+            .queue_shards("bad", 1),
+    )
+    .await
+    .unwrap();
+    still_serving(&client).await;
+    let p = client.store().partition("bad", 0);
+    let mut conn = client.store().conn();
+    redis::cmd("ZADD")
+        .arg(p.keys.ready())
+        .arg(1)
+        .arg("no-such-task")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..3u32 {
+        let t0 = std::time::Instant::now();
+        let id = add::new(i, 1).send(&client).await.unwrap();
+        let sum: u32 = client
+            .wait_result(&id, Duration::from_secs(5))
+            .await
+            .expect("woken at once despite the stray id");
+        assert_eq!(sum, i + 1);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    w.stop().await;
+}
