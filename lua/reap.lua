@@ -11,8 +11,8 @@
 --      (acknowledged, retried) is only removed from the active set.
 --      A record that cannot be read is handled on its own and counted as corrupt: an id whose
 --      hash is gone is removed from the active set; a hash whose `state` is absent or unknown, or
---      (when `running`) whose `attempts` is not a decimal integer >= 0 or `lost` neither absent
---      nor one, goes to the dead set with the reason (`corrupt record: <field> <value>`).
+--      (when `running`) whose `attempts` is not a decimal integer >= 0 or whose `lost` is present
+--      and not one, goes to the dead set with the reason (`corrupt record: <field> <value>`).
 --   2. Remove the id from the active set.
 --   3. Publish `r:<shard>` when tasks went back to the ready set and the partition's drained flag
 --      is not `0` (see wake_ready).

@@ -12,7 +12,7 @@
 --      into the dead set with the time of death.
 --   3. Remove the id from the active set.
 -- A running task under this token whose `attempts` or `max_retries` is not a decimal integer
--- >= 0, or whose `lost` is neither absent nor one, cannot be judged: it goes to the dead set
+-- >= 0, or whose `lost` is present and not one, cannot be judged: it goes to the dead set
 -- with the reason (`corrupt record: <field> <value>; the run failed: <error>`) and reports 3.
 -- Every value is checked before the task's first write, so no task is left half-moved.
 --
