@@ -12,6 +12,17 @@ local function now_ms()
   return math.floor(now_us() / 1000)
 end
 
+-- The integer written in decimal in `v` (a hash value or an argument), or nil when `v` is
+-- absent or anything else: `abc`, `nan`, `inf`, `1e3`, `0x10`, `2.5`, or over 15 characters
+-- (beyond that, not every integer is exact in a Lua double).
+-- (tonumber() alone accepts most of those, and comparing its nil fails a script.)
+local function int_of(v)
+  if type(v) == 'string' and #v <= 15 and string.match(v, '^%-?%d+$') then
+    return tonumber(v)
+  end
+  return nil
+end
+
 -- Score of a task in a ready sorted set: higher priority first (0..9), then older first.
 -- Priorities 0..9 are offsets of 1e13 ms (~317 years); every score stays an exact integer.
 -- A priority that is not an integer 0..9 (a record edited by hand) counts as 0, so one bad
@@ -20,6 +31,37 @@ local function ready_score(priority, t)
   local p = tonumber(priority)
   if not p or p ~= p or p < 0 or p > 9 then p = 0 end
   return (9 - math.floor(p)) * 1e13 + t
+end
+
+-- Publishes `r:<shard>` on `channel` after the caller added tasks to the ready set, unless the
+-- partition's drained flag (KEY `flag`, see claim.lua) says `0`: the workers are still claiming
+-- from it (their last claim got a full batch). Absent or `1` (a claim found the set empty, so
+-- the workers stopped looking): publish. Then the flag is `0`. One command when nothing is
+-- published. Unlike a ZCARD before the add, a member no worker will ever claim cannot keep
+-- this from firing.
+local function wake_ready(flag, channel, shard)
+  if redis.call('SET', flag, '0', 'GET') ~= '0' then
+    redis.call('PUBLISH', channel, 'r:' .. shard)
+  end
+end
+
+-- States a task record can be in.
+local STATES = { scheduled = true, ready = true, running = true, succeeded = true, dead = true,
+  cancelled = true }
+
+-- Moves a task whose record cannot be read (a field deleted or overwritten by hand) to the dead
+-- set, with the reason in `error`: state `dead`, `finished_at` now, `worker` removed. The caller
+-- removes the id from the set it was in, and reports it in its reply (the `corrupt` count).
+local function bury_corrupt(key, dead, id, now, why)
+  redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'error', 'corrupt record: ' .. why)
+  redis.call('HDEL', key, 'worker')
+  redis.call('ZADD', dead, now, id)
+end
+
+-- A field's value for a reason text: quoted, at most 40 bytes.
+local function shown(v)
+  if not v then return 'absent' end
+  return string.format('%q', string.sub(v, 1, 40))
 end
 
 -- Head (earliest due time, unix ms) of a scheduled sorted set, or -1 when it is empty.
@@ -44,6 +86,14 @@ local function zadd_all(zkey, pairs)
   end
 end
 
+-- HSET of many field/value pairs given flat in `fv`, in chunks: a blob of 1 MiB is 16,384
+-- pieces, 32,768 values, far beyond what one unpack() takes.
+local function hset_all(key, fv)
+  for i = 1, #fv, 1000 do
+    redis.call('HSET', key, unpack(fv, i, math.min(i + 999, #fv)))
+  end
+end
+
 -- Binary values (args, result) are stored in pieces of at most 64 bytes: `args`, `args:1`,
 -- `args:2`, ... A hash whose every value fits in 64 bytes (Redis' default
 -- hash-max-listpack-value) stays listpack-encoded: about half the memory of a hashtable.
@@ -63,7 +113,8 @@ local function put_blob(fv, field, v)
 end
 
 -- The whole value stored by put_blob, given its first two pieces as read by the caller's HMGET
--- of `field` and `field:1` (false when absent). Reads further pieces only for values over 128 bytes.
+-- of `field` and `field:1` (false when absent). Reads further pieces only for values over 128
+-- bytes, 256 pieces per HMGET.
 local function get_blob(key, field, first, second)
   if not first then return '' end
   if #first < PIECE or not second then return first end
@@ -71,11 +122,15 @@ local function get_blob(key, field, first, second)
   local parts = { first, second }
   local n = 2
   while true do
-    local p = redis.call('HGET', key, field .. ':' .. n)
-    if not p then break end
-    parts[#parts + 1] = p
-    if #p < PIECE then break end
-    n = n + 1
+    local names = {}
+    for j = n, n + 255 do names[#names + 1] = field .. ':' .. j end
+    local got = redis.call('HMGET', key, unpack(names))
+    for j = 1, #got do
+      local p = got[j]
+      if not p then return table.concat(parts) end
+      parts[#parts + 1] = p
+      if #p < PIECE then return table.concat(parts) end
+    end
+    n = n + 256
   end
-  return table.concat(parts)
 end

@@ -5,7 +5,8 @@
 --      and change nothing. Not `running`, or its token differs (the lease was lost and the task
 --      handed to another worker): change nothing and report -1. (With a result TTL of 0 the first
 --      call deleted the hash, so a retried call reports -1.)
---   2. State -> `succeeded` (the `worker` field stays: who ran it), store the result (MessagePack in 64-byte pieces, see put_blob;
+--   2. State -> `succeeded` (the `worker` field stays: who ran it), store the result (MessagePack
+--      in 64-byte pieces, see put_blob, written in chunks by hset_all, so any size works;
 --      omitted when empty), finished time; remove from the active set (one ZREM per batch);
 --      expire the hash after the result TTL (0 deletes it at once).
 --
@@ -35,7 +36,7 @@ for i = 3, #ARGV, 3 do
     if ttl > 0 then
       local fv = { 'state', 'succeeded', 'finished_at', now }
       put_blob(fv, 'result', ARGV[i + 2])
-      redis.call('HSET', key, unpack(fv))
+      hset_all(key, fv)
       redis.call('PEXPIRE', key, ttl)
     else
       redis.call('DEL', key)

@@ -1,16 +1,26 @@
 -- claim: take ready tasks of one partition into leases (visibility timeouts) with fencing tokens.
 --
 -- Steps, for at most ARGV[2] tasks, highest priority and oldest first:
---   1. Pop the id from the ready set. An id whose hash is gone or whose state is not `ready` is
---      dropped (it was cancelled or handled already).
+--   1. Pop the id from the ready set. An id whose state is another known one (cancelled or
+--      handled already) is dropped. A record that cannot be read is handled on its own and
+--      counted as corrupt: an id whose hash is gone is dropped; a hash whose `state` is absent or
+--      unknown, or whose `token`, `attempts` or `lost` (absent: 0), `max_retries` or `timeout_ms`
+--      is not a decimal integer >= 0, goes to the dead set with the reason
+--      (`corrupt record: <field> <value>`). (An unreadable `run_at` is repaired in the reply only:
+--      the due time is server now; it is informational.)
 --   2. Increment the task's fencing token and attempt count (both absent, i.e. 0, before the
 --      first claim); state `ready` -> `running`; record the worker and start time; add the id to
 --      the active set with deadline now + lease (one ZADD for the whole batch).
+--   3. Fewer ids popped than asked: the ready set is now empty and the workers stop looking, so
+--      set the partition's drained flag to `1` (the next script to add a ready task publishes
+--      `r:<shard>`, see wake_ready).
 -- Every later change by the worker (ack, retry, extend, release) must present this token; once the
 -- lease is reaped and the task claimed again, the old token is rejected.
 --
--- KEYS[1] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
--- KEYS[2] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
+-- KEYS[1] <ns>:{<queue>:<shard>}:ready    sorted set  id -> ready score
+-- KEYS[2] <ns>:{<queue>:<shard>}:active   sorted set  id -> lease deadline (unix ms)
+-- KEYS[3] <ns>:{<queue>:<shard>}:dead     sorted set  id -> time of death (unix ms)
+-- KEYS[4] <ns>:{<queue>:<shard>}:drained  string      `1`/absent: the workers stopped claiming
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] batch size (max tasks claimed)
 -- ARGV[3] lease length (ms)
@@ -18,22 +28,50 @@
 --         release_claim.lua finds the tasks of a claim whose reply was lost by it)
 --
 -- Output: { server now (unix ms), ids popped (claimed or dropped; fewer than the batch size means
---           the ready set is now empty), then 8 values per claimed task: id, token, attempts,
---           name, args (MessagePack bytes), max retries, timeout (ms), due time (unix ms) }
-local ready, active = KEYS[1], KEYS[2]
+--           the ready set is now empty), corrupt (records that could not be read: ids without a
+--           hash dropped, plus hashes buried), then 9 values per claimed task: id, token,
+--           attempts, name, args (MessagePack bytes), max retries, timeout (ms), due time
+--           (unix ms), lost leases (runs of the attempts lost with their worker, see reap.lua) }
+local ready, active, dead, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, batch, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
 local popped = redis.call('ZPOPMIN', ready, batch)
-local out = { now, #popped / 2 }
+local out = { now, #popped / 2, 0 }
+local corrupt = 0
 local leased = {}
+-- The first field of `f` (named in `names`) that is present but not a decimal integer >= 0, or
+-- absent where `required`; nil when all are readable.
+local function unreadable(f, names, required)
+  for j, name in ipairs(names) do
+    local v = f[j]
+    local n = int_of(v)
+    if (v or required[name]) and (not n or n < 0) then return name .. ' ' .. shown(v) end
+  end
+  return nil
+end
+local NUMS = { 'token', 'attempts', 'lost', 'max_retries', 'timeout_ms' }
+local REQUIRED = { max_retries = true, timeout_ms = true }
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'name', 'args', 'max_retries', 'timeout_ms', 'run_at',
-    'token', 'attempts', 'args:1')
+  local f = redis.call('HMGET', key, 'state', 'name', 'args', 'args:1', 'run_at',
+    'token', 'attempts', 'lost', 'max_retries', 'timeout_ms')
+  local why
   if f[1] == 'ready' then
-    local token = (tonumber(f[7]) or 0) + 1
-    local attempts = (tonumber(f[8]) or 0) + 1
+    why = unreadable({ f[6], f[7], f[8], f[9], f[10] }, NUMS, REQUIRED)
+  elseif not STATES[f[1]] then
+    if f[1] or redis.call('EXISTS', key) == 1 then
+      why = 'state ' .. shown(f[1])
+    else
+      corrupt = corrupt + 1
+    end
+  end
+  if why then
+    bury_corrupt(key, dead, id, now, why)
+    corrupt = corrupt + 1
+  elseif f[1] == 'ready' then
+    local token = (int_of(f[6]) or 0) + 1
+    local attempts = (int_of(f[7]) or 0) + 1
     redis.call('HSET', key, 'state', 'running', 'token', token, 'attempts', attempts,
       'worker', worker, 'started_at', now)
     leased[#leased + 1] = now + lease
@@ -41,12 +79,15 @@ for i = 1, #popped, 2 do
     out[#out + 1] = id
     out[#out + 1] = token
     out[#out + 1] = attempts
-    out[#out + 1] = f[2] or ""
-    out[#out + 1] = get_blob(key, 'args', f[3], f[9])
-    out[#out + 1] = tonumber(f[4]) or 0
-    out[#out + 1] = tonumber(f[5]) or 0
-    out[#out + 1] = tonumber(f[6]) or now
+    out[#out + 1] = f[2] or ''
+    out[#out + 1] = get_blob(key, 'args', f[3], f[4])
+    out[#out + 1] = int_of(f[9])
+    out[#out + 1] = int_of(f[10])
+    out[#out + 1] = int_of(f[5]) or now
+    out[#out + 1] = int_of(f[8]) or 0
   end
 end
+out[3] = corrupt
 zadd_all(active, leased)
+if #popped / 2 < batch then redis.call('SET', drained, '1') end
 return out

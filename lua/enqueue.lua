@@ -2,30 +2,36 @@
 --
 -- Steps, for each task given:
 --   1. If the task hash already exists, leave it untouched and report 0 (a unique id or a retried
---      enqueue after a lost reply never creates a second task).
+--      enqueue after a lost reply never creates a second task). If one of its values is not
+--      what the header below says (empty id, a number that is not a decimal integer in range),
+--      write nothing for it and report -2: every value is checked before the task's first write,
+--      so one bad task neither fails the call nor touches any other task.
 --   2. Compute its due time: server now + delay, or the absolute run-at when delay is -1.
---   3. Write the task hash (args in 64-byte pieces, see put_blob; no attempt, no token yet).
+--   3. Write the task hash (args in 64-byte pieces, see put_blob, written in chunks of 500
+--      pieces by hset_all, so any size works; no attempt, no token yet).
 --      Due now or in the past: state `ready`, added to the ready set. Otherwise: state
 --      `scheduled`, added to the scheduled set (one ZADD per set and call).
--- Then, once per call: publish `r:<shard>` when the ready set went from empty to non-empty, and
--- `s:<shard>:<due>` when the scheduled set got a new, earlier head (wakes the promoter).
+-- Then, once per call: publish `r:<shard>` when tasks went to the ready set and the partition's
+-- drained flag is not `0` (see wake_ready), and `s:<shard>:<due>` when the scheduled set got a
+-- new, earlier head (wakes the promoter).
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:scheduled  sorted set  id -> due time (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:ready      sorted set  id -> ready score (priority, then time)
 -- KEYS[3] <ns>:{<queue>:<shard>}:stats      hash        counters
+-- KEYS[4] <ns>:{<queue>:<shard>}:drained    string      `1`/absent: the workers stopped claiming
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:` (the task hash is prefix .. id)
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
 -- ARGV[4..] per task, 8 values: id, name, args (MessagePack bytes), delay (ms, or -1),
 --           run-at (unix ms, used when delay is -1), max retries, timeout (ms), priority (0..9)
 --
--- Output: an array with one integer per task, in order: 1 created, 0 already existed.
-local sched, ready, stats = KEYS[1], KEYS[2], KEYS[3]
+-- Output: an array with one integer per task, in order: 1 created, 0 already existed,
+--         -2 invalid (nothing written).
+local sched, ready, stats, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
 local head = head_of(sched)
 local new_head = false
-local was_empty = redis.call('ZCARD', ready) == 0
 local made_ready = false
 local created = 0
 local out = {}
@@ -33,13 +39,17 @@ local to_ready, to_sched = {}, {}
 for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local key = prefix .. id
-  if redis.call('EXISTS', key) == 1 then
+  local delay, at = int_of(ARGV[i + 3]), int_of(ARGV[i + 4])
+  local retries, timeout, priority = int_of(ARGV[i + 5]), int_of(ARGV[i + 6]), int_of(ARGV[i + 7])
+  if id == nil or id == '' or ARGV[i + 2] == nil or not delay or delay < -1 or not at
+      or not retries or retries < 0 or not timeout or timeout < 0
+      or not priority or priority < 0 or priority > 9 then
+    out[#out + 1] = -2
+  elseif redis.call('EXISTS', key) == 1 then
     out[#out + 1] = 0
   else
-    local delay = tonumber(ARGV[i + 3])
     local due
-    if delay >= 0 then due = now + delay else due = tonumber(ARGV[i + 4]) end
-    local priority = ARGV[i + 7]
+    if delay >= 0 then due = now + delay else due = at end
     local state
     if due <= now then
       state = 'ready'
@@ -53,9 +63,9 @@ for i = 4, #ARGV, 8 do
       if head < 0 or due < head then head = due; new_head = true end
     end
     local fv = { 'name', ARGV[i + 1], 'state', state, 'max_retries', ARGV[i + 5],
-      'timeout_ms', ARGV[i + 6], 'priority', priority, 'run_at', due, 'enqueued_at', now }
+      'timeout_ms', ARGV[i + 6], 'priority', ARGV[i + 7], 'run_at', due, 'enqueued_at', now }
     put_blob(fv, 'args', ARGV[i + 2])
-    redis.call('HSET', key, unpack(fv))
+    hset_all(key, fv)
     created = created + 1
     out[#out + 1] = 1
   end
@@ -63,6 +73,6 @@ end
 zadd_all(ready, to_ready)
 zadd_all(sched, to_sched)
 if created > 0 then redis.call('HINCRBY', stats, 'enqueued', created) end
-if made_ready and was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+if made_ready then wake_ready(drained, channel, shard) end
 if new_head then redis.call('PUBLISH', channel, 's:' .. shard .. ':' .. string.format('%d', head)) end
 return out

@@ -1,54 +1,81 @@
 -- reap: recover tasks whose lease expired (their worker died, hung or was cut off).
 --
 -- Steps, for at most ARGV[2] ids of the active set whose lease deadline is <= now:
---   1. A task still `running` that has attempts left goes back to `ready` (the lost run counted
---      as an attempt) and into the ready set; one without attempts left goes to `dead` with the
---      reason. Its token is left as is: the next claim increments it, so the lost worker's token
---      is rejected from then on, and before that the state is no longer `running`.
+--   1. A task still `running` counts the expired lease in `lost` (+1). While `lost` <= ARGV[5] it
+--      goes back to `ready` and into the ready set; beyond, it goes to `dead` with the reason.
+--      Lost leases are counted apart from handler failures (`retry.lua` bounds those by
+--      `max_retries`): a run lost with its worker uses up no retry, yet a task that kills its
+--      worker every time still ends dead. `attempts` (every claim) is left as is. Its token is
+--      left as is too: the next claim increments it, so the lost worker's token is rejected from
+--      then on, and before that the state is no longer `running`. A task in another known state
+--      (acknowledged, retried) is only removed from the active set.
+--      A record that cannot be read is handled on its own and counted as corrupt: an id whose
+--      hash is gone is removed from the active set; a hash whose `state` is absent or unknown, or
+--      (when `running`) whose `attempts` is not a decimal integer >= 0 or whose `lost` is present
+--      and not one, goes to the dead set with the reason (`corrupt record: <field> <value>`).
 --   2. Remove the id from the active set.
---   3. Publish `r:<shard>` when the ready set went from empty to non-empty.
+--   3. Publish `r:<shard>` when tasks went back to the ready set and the partition's drained flag
+--      is not `0` (see wake_ready).
 --
--- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
--- KEYS[2] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
--- KEYS[3] <ns>:{<queue>:<shard>}:dead    sorted set  id -> time of death (unix ms)
--- KEYS[4] <ns>:{<queue>:<shard>}:stats   hash        counters
+-- KEYS[1] <ns>:{<queue>:<shard>}:active   sorted set  id -> lease deadline (unix ms)
+-- KEYS[2] <ns>:{<queue>:<shard>}:ready    sorted set  id -> ready score
+-- KEYS[3] <ns>:{<queue>:<shard>}:dead     sorted set  id -> time of death (unix ms)
+-- KEYS[4] <ns>:{<queue>:<shard>}:stats    hash        counters
+-- KEYS[5] <ns>:{<queue>:<shard>}:drained  string      `1`/absent: the workers stopped claiming
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] batch size (max leases reaped by this call)
 -- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[4] shard number
+-- ARGV[5] most lost leases a task may have and still go back to ready (max_lost_leases)
 --
--- Output: { requeued, buried, next lease deadline (unix ms) or -1 when no lease is held }
-local active, ready, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- Output: { requeued, buried, next lease deadline (unix ms) or -1 when no lease is held,
+--           corrupt (records that could not be read: ids without a hash dropped, plus hashes
+--           buried; not counted in `buried`) }
+local active, ready, dead, stats, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, batch, channel, shard = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local max_lost = tonumber(ARGV[5])
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, batch)
-local requeued, buried = 0, 0
+local requeued, buried, corrupt = 0, 0, 0
 if #expired > 0 then
-  local was_empty = redis.call('ZCARD', ready) == 0
   for _, id in ipairs(expired) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 'state', 'attempts', 'max_retries', 'priority')
+    local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority')
+    local attempts, lost = int_of(f[2]), int_of(f[3] or '0')
     if f[1] == 'running' then
-      if tonumber(f[2]) <= tonumber(f[3]) then
-        redis.call('HSET', key, 'state', 'ready',
-          'error', 'lease expired: worker lost during attempt ' .. f[2])
+      if not attempts or attempts < 0 then
+        bury_corrupt(key, dead, id, now, 'attempts ' .. shown(f[2]))
+        corrupt = corrupt + 1
+      elseif not lost or lost < 0 then
+        bury_corrupt(key, dead, id, now, 'lost ' .. shown(f[3]))
+        corrupt = corrupt + 1
+      elseif lost + 1 <= max_lost then
+        redis.call('HSET', key, 'state', 'ready', 'lost', lost + 1,
+          'error', 'lease expired: worker lost during attempt ' .. attempts)
         redis.call('HDEL', key, 'worker')
         redis.call('ZADD', ready, ready_score(f[4], now), id)
         requeued = requeued + 1
       else
-        redis.call('HSET', key, 'state', 'dead', 'finished_at', now,
-          'error', 'lease expired: worker lost during attempt ' .. f[2] .. ', no retries left')
+        lost = lost + 1
+        redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'lost', lost,
+          'error', 'lease expired ' .. lost .. ' times: worker lost during ' .. lost .. ' of '
+            .. attempts .. ' attempts (max_lost_leases = ' .. ARGV[5] .. ')')
         redis.call('HDEL', key, 'worker')
         redis.call('ZADD', dead, now, id)
         buried = buried + 1
       end
+    elseif not STATES[f[1]] then
+      if f[1] or redis.call('EXISTS', key) == 1 then
+        bury_corrupt(key, dead, id, now, 'state ' .. shown(f[1]))
+      end
+      corrupt = corrupt + 1
     end
   end
   zrem_all(active, expired)
   if requeued > 0 then
     redis.call('HINCRBY', stats, 'reaped', requeued)
-    if was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+    wake_ready(drained, channel, shard)
   end
   if buried > 0 then redis.call('HINCRBY', stats, 'dead', buried) end
 end
-return { requeued, buried, head_of(active) }
+return { requeued, buried, head_of(active), corrupt }

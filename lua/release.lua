@@ -1,30 +1,31 @@
 -- release: hand running tasks back at once, as on a graceful shutdown that ran out of time.
 --
 -- Steps, for each (id, token) given: if the task is `running` with that token, state -> `ready`,
--- the attempt is not counted (attempts - 1), into the ready set, out of the active set; report 1.
--- Otherwise report -1. Publish `r:<shard>` when the ready set went from empty to non-empty.
+-- the attempt is not counted (attempts - 1; an `attempts` that is not a decimal integer >= 1 is
+-- repaired to 0: the task is going back to be claimed anyway, and 0 gives it all its runs), into
+-- the ready set, out of the active set; report 1. Otherwise report -1. Publish `r:<shard>` when
+-- tasks went to the ready set and the partition's drained flag is not `0` (see wake_ready).
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
+-- KEYS[3] <ns>:{<queue>:<shard>}:drained string      `1`/absent: the workers stopped claiming
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
 -- ARGV[4..] per task, 2 values: id, token
 --
 -- Output: an array with one integer per task, in order: 1 handed back, -1 stale lease.
-local active, ready = KEYS[1], KEYS[2]
+local active, ready, drained = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-local was_empty = redis.call('ZCARD', ready) == 0
 local released = 0
 local out = {}
 for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token', 'priority')
+  local f = redis.call('HMGET', key, 'state', 'token', 'priority', 'attempts')
   if f[1] == 'running' and f[2] == ARGV[i + 1] then
-    redis.call('HSET', key, 'state', 'ready')
-    redis.call('HINCRBY', key, 'attempts', -1)
+    redis.call('HSET', key, 'state', 'ready', 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
     redis.call('HDEL', key, 'worker')
     redis.call('ZREM', active, id)
     redis.call('ZADD', ready, ready_score(f[3], now), id)
@@ -34,5 +35,5 @@ for i = 4, #ARGV, 2 do
     out[#out + 1] = -1
   end
 end
-if released > 0 and was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+if released > 0 then wake_ready(drained, channel, shard) end
 return out

@@ -7,13 +7,16 @@
 -- under that tag: the worker never started them. Steps:
 --   1. Read the server clock; look at the active set's unexpired leases (at most ARGV[4]).
 --   2. For each task `running` with `worker` = the tag: state -> `ready`, the attempt is not
---      counted (attempts - 1), `worker` removed, out of the active set, into the ready set. The
---      token stays; the next claim increments it.
---   3. Publish `r:<shard>` when the ready set went from empty to non-empty.
+--      counted (attempts - 1; an `attempts` that is not a decimal integer >= 1 is repaired to 0:
+--      the task is going back to be claimed anyway), `worker` removed, out of the active set,
+--      into the ready set. The token stays; the next claim increments it.
+--   3. Publish `r:<shard>` when tasks went to the ready set and the partition's drained flag is
+--      not `0` (see wake_ready).
 -- A claim that never ran, or whose tasks were reaped already, leaves nothing to do.
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
+-- KEYS[3] <ns>:{<queue>:<shard>}:drained string      `1`/absent: the workers stopped claiming
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
@@ -21,18 +24,16 @@
 -- ARGV[5] the lost claim's tag
 --
 -- Output: the number of tasks handed back.
-local active, ready = KEYS[1], KEYS[2]
+local active, ready, drained = KEYS[1], KEYS[2], KEYS[3]
 local prefix, channel, shard, limit, tag = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
 local leased = redis.call('ZRANGEBYSCORE', active, now, '+inf', 'LIMIT', 0, limit)
-local was_empty = redis.call('ZCARD', ready) == 0
 local back, pairs = {}, {}
 for _, id in ipairs(leased) do
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'worker', 'priority')
+  local f = redis.call('HMGET', key, 'state', 'worker', 'priority', 'attempts')
   if f[1] == 'running' and f[2] == tag then
-    redis.call('HSET', key, 'state', 'ready')
-    redis.call('HINCRBY', key, 'attempts', -1)
+    redis.call('HSET', key, 'state', 'ready', 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
     redis.call('HDEL', key, 'worker')
     back[#back + 1] = id
     pairs[#pairs + 1] = ready_score(f[3], now)
@@ -42,6 +43,6 @@ end
 if #back > 0 then
   zrem_all(active, back)
   zadd_all(ready, pairs)
-  if was_empty then redis.call('PUBLISH', channel, 'r:' .. shard) end
+  wake_ready(drained, channel, shard)
 end
 return #back

@@ -5,11 +5,16 @@
 --      the task is still under this token with this error (a retried call whose first reply was
 --      lost: a reaped task carries the reaper's error instead): `dead` reports 2, `scheduled` or
 --      `ready` (promoted since) reports 1.
---   2. Record the error text. If delay >= 0 and attempts <= max retries: state -> `scheduled`,
+--   2. Record the error text. If delay >= 0 and attempts - lost <= max retries (runs lost with
+--      their worker, counted by `reap.lua` in `lost`, use up no retry): state -> `scheduled`,
 --      due at server now + delay, into the scheduled set (the promoter is woken when this is the
 --      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
 --      into the dead set with the time of death.
 --   3. Remove the id from the active set.
+-- A running task under this token whose `attempts` or `max_retries` is not a decimal integer
+-- >= 0, or whose `lost` is present and not one, cannot be judged: it goes to the dead set
+-- with the reason (`corrupt record: <field> <value>; the run failed: <error>`) and reports 3.
+-- Every value is checked before the task's first write, so no task is left half-moved.
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:active     sorted set  id -> lease deadline (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:scheduled  sorted set  id -> due time (unix ms)
@@ -21,7 +26,7 @@
 -- ARGV[4..] per task, 4 values: id, token, error (text), retry delay (ms; -1 = no retry)
 --
 -- Output: an array with one integer per task, in order: 1 scheduled for retry, 2 dead,
---         -1 stale lease (rejected).
+--         3 dead because its record could not be read, -1 stale lease (rejected).
 local active, sched, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
@@ -32,7 +37,7 @@ local retried, buried = 0, 0
 for i = 4, #ARGV, 4 do
   local id = ARGV[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error')
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost')
   if f[2] ~= ARGV[i + 1] then
     out[#out + 1] = -1
   elseif f[1] ~= 'running' then
@@ -45,8 +50,16 @@ for i = 4, #ARGV, 4 do
     end
   else
     local delay = tonumber(ARGV[i + 3])
+    local attempts, retries, lost = int_of(f[3]), int_of(f[4]), int_of(f[6] or '0')
+    local why
+    if not attempts or attempts < 0 then why = 'attempts ' .. shown(f[3])
+    elseif not retries or retries < 0 then why = 'max_retries ' .. shown(f[4])
+    elseif not lost or lost < 0 then why = 'lost ' .. shown(f[6]) end
     redis.call('ZREM', active, id)
-    if delay >= 0 and tonumber(f[3]) <= tonumber(f[4]) then
+    if why then
+      bury_corrupt(key, dead, id, now, why .. '; the run failed: ' .. ARGV[i + 2])
+      out[#out + 1] = 3
+    elseif delay >= 0 and attempts - lost <= retries then
       local due = now + delay
       redis.call('HSET', key, 'state', 'scheduled', 'run_at', due, 'error', ARGV[i + 2])
       redis.call('HDEL', key, 'worker')

@@ -136,13 +136,12 @@ struct Corruption {
 
 fn corruption() -> impl Strategy<Value = Corruption> {
     // Fields the claim, ack and retry paths read back from the record. (`state` and `priority`
-    // are left out: a record in no known state is dropped by design, and `priority` is only read
-    // by promote and reap, which this test does not drive.)
-    // `token` is not fuzzed either: it is the fencing state, not an input, and a `nan`/`inf`
-    // token written by hand makes the claim script hand out a token no ack can match, so the
-    // task cycles through leases (reported in docs/reliability.md; the fixed `2.5` case below
-    // shows a fractional one is buried after max_retries + 1 leases).
+    // are left out here: `every_script_survives_damaged_records` below covers every field in
+    // every state, script by script.) A `token` that is not a decimal integer (`nan`, `2.5`)
+    // is buried by the claim script with the reason since issue 9; before, it cycled through
+    // leases.
     let field = prop::sample::select(vec![
+        "token",
         "attempts",
         "max_retries",
         "timeout_ms",
@@ -190,8 +189,7 @@ impl Rig {
                 .register(fz_add)
                 .state(Arc::clone(&runs))
                 .max_payload_bytes(WORKER_CAP)
-                // Short: a corrupted fractional `token` makes every ack of that task stale, so it
-                // ends only by lease expiry, max_retries + 1 times (see the corrupted test).
+                // Short: a run whose record is damaged while it runs ends by lease expiry.
                 .lease(Duration::from_secs(1))
                 .lock_ttl(Duration::from_secs(1))
                 .sweep_interval(Duration::from_secs(1))
@@ -399,9 +397,8 @@ fn corrupted_task_records_do_not_break_the_worker() {
         rig.assert_worker_alive();
     };
     // Found by this test: a `nan` run_at came back as due time i64::MIN and the lateness
-    // subtraction overflowed in the executor, which left the task in flight for good. A
-    // fractional `token` (claim adds 1 and the reply truncates it) makes every ack stale: the
-    // task is buried by the reaper after max_retries + 1 leases.
+    // subtraction overflowed in the executor, which left the task in flight for good (claim
+    // now replies server now for an unreadable run_at).
     for fixed in [
         vec![Corruption {
             field: "run_at",
@@ -435,4 +432,343 @@ fn corrupted_task_records_do_not_break_the_worker() {
     assert_eq!(report.panicked, 0);
     // Every handler run was acked, or refused as stale (the fractional-token records).
     assert_eq!(runs.load(Ordering::SeqCst), report.succeeded + report.stale);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every script against unreadable records (issue 9, point 5), without a worker: the scripts are
+// driven through `Store`, so each call's failure (a Lua error) shows at once.
+// ---------------------------------------------------------------------------------------------
+
+/// Every field of a task record.
+const FIELDS: [&str; 14] = [
+    "state",
+    "name",
+    "args",
+    "max_retries",
+    "timeout_ms",
+    "priority",
+    "run_at",
+    "enqueued_at",
+    "token",
+    "attempts",
+    "lost",
+    "worker",
+    "error",
+    "started_at",
+];
+
+/// What happens to the chosen field: deleted, or overwritten with these bytes.
+fn damage() -> impl Strategy<Value = Option<Vec<u8>>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(vec![
+            "abc",
+            "nan",
+            "inf",
+            "-inf",
+            "-1",
+            "2.5",
+            "1e3",
+            "0x10",
+            "",
+            "bogus",
+            "running",
+            "dead",
+            "99999999999999999999999999",
+        ])
+        .prop_map(|s| Some(s.as_bytes().to_vec())),
+        "-?[0-9]{1,20}".prop_map(|s| Some(s.into_bytes())),
+        proptest::collection::vec(any::<u8>(), 0..24).prop_map(Some),
+    ]
+}
+
+/// One case: the target task's state and damage, a stray id, and what is done to the target.
+#[derive(Debug, Clone)]
+struct Damaged {
+    /// `scheduled`, `ready`, `running` or `dead`.
+    state: &'static str,
+    field: &'static str,
+    value: Option<Vec<u8>>,
+    /// The set a stray id (no task hash) is put in.
+    stray: &'static str,
+    /// For a running target: `retry`, `retry_fatal`, `release`, `release_claim`, `extend`,
+    /// `ack` or `none` (its lease expires); for a waiting one `cancel` or `none`.
+    action: &'static str,
+}
+
+fn damaged() -> impl Strategy<Value = Damaged> {
+    (
+        prop::sample::select(vec!["scheduled", "ready", "running", "dead"]),
+        prop::sample::select(FIELDS.to_vec()),
+        damage(),
+        prop::sample::select(vec!["scheduled", "ready", "active", "dead"]),
+        prop::sample::select(vec![
+            "retry",
+            "retry_fatal",
+            "release",
+            "release_claim",
+            "extend",
+            "ack",
+            "none",
+            "cancel",
+        ]),
+    )
+        .prop_map(|(state, field, value, stray, action)| Damaged {
+            state,
+            field,
+            value,
+            stray,
+            action,
+        })
+}
+
+/// Which sorted set a task in `state` must be in (none for final states but dead).
+fn set_of(state: &str) -> Option<&'static str> {
+    match state {
+        "scheduled" => Some("scheduled"),
+        "ready" => Some("ready"),
+        "running" => Some("active"),
+        "dead" => Some("dead"),
+        _ => None,
+    }
+}
+
+/// Runs one case in its own partition (queue `q`): builds bystanders in every state and the
+/// target, damages the target's record, adds a stray id, then drives every script until the
+/// bystanders have all run. Panics on any script error or broken invariant.
+async fn damaged_case(store: &scheduler::store::Store, q: &str, d: &Damaged) {
+    use scheduler::scripts::{Due, NewTask, Outcome};
+    let p = store.partition(q, 0);
+    let new = |id: &str, due: Due| NewTask {
+        id: id.into(),
+        name: "job".into(),
+        args: vec![0x91, 0x2a],
+        due,
+        max_retries: 1,
+        timeout_ms: 1000,
+        priority: 5,
+    };
+    let ok = |o: Vec<Outcome>| assert!(o.iter().all(|o| *o == Outcome::Done), "{o:?}");
+    // Running and dead ones first: claimed by `w0` with a 100 ms lease, `d` (and a dead target)
+    // then buried.
+    let mut first = vec![new("u", Due::Delay(0)), new("d", Due::Delay(0))];
+    if matches!(d.state, "running" | "dead") {
+        first.push(new("x", Due::Delay(0)));
+    }
+    ok(store.enqueue(&p, &first).await.unwrap());
+    let c = store.claim(&p, 10, 100, "w0").await.unwrap();
+    assert_eq!(c.tasks.len(), first.len());
+    let mut fatal = vec![("d", 1, "fatal", None)];
+    if d.state == "dead" {
+        fatal.push(("x", 1, "fatal", None));
+    }
+    let out = store.retry(&p, &fatal).await.unwrap();
+    assert!(out.iter().all(|o| *o == Outcome::Dead), "{out:?}");
+    let mut later = vec![
+        new("r", Due::Delay(0)),
+        new("s", Due::Delay(150)),
+        new("late", Due::Delay(0)),
+    ];
+    match d.state {
+        "scheduled" => later.push(new("x", Due::Delay(150))),
+        "ready" => later.push(new("x", Due::Delay(0))),
+        _ => {}
+    }
+    ok(store.enqueue(&p, &later).await.unwrap());
+
+    // The damage and the stray.
+    let mut conn = store.conn();
+    let key = p.keys.task("x");
+    let mut cmd = match &d.value {
+        None => redis::cmd("HDEL"),
+        Some(_) => redis::cmd("HSET"),
+    };
+    cmd.arg(&key).arg(d.field);
+    if let Some(v) = &d.value {
+        cmd.arg(v.as_slice());
+    }
+    cmd.query_async::<()>(&mut conn).await.unwrap();
+    let stray_key = match d.stray {
+        "scheduled" => p.keys.scheduled(),
+        "ready" => p.keys.ready(),
+        "active" => p.keys.active(),
+        _ => p.keys.dead(),
+    };
+    redis::cmd("ZADD")
+        .arg(&stray_key)
+        .arg(1)
+        .arg("ghost")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    // The action on the target, each script called with it once.
+    match (d.state, d.action) {
+        ("running", "retry") => drop(store.retry(&p, &[("x", 1, "boom", Some(0))]).await.unwrap()),
+        ("running", "retry_fatal") => {
+            drop(store.retry(&p, &[("x", 1, "boom", None)]).await.unwrap())
+        }
+        ("running", "release") => drop(store.release(&p, &[("x", 1)]).await.unwrap()),
+        ("running", "release_claim") => drop(store.release_claim(&p, "w0", 100).await.unwrap()),
+        ("running", "extend") => drop(store.extend(&p, 60_000, &[("x", 1)]).await.unwrap()),
+        ("running", "ack") => drop(
+            store
+                .ack_many(&[(&p, vec![("x", 1, &[][..])])], 60_000)
+                .await
+                .unwrap(),
+        ),
+        ("scheduled" | "ready", "cancel") => drop(store.cancel(&p, "x", 60_000).await.unwrap()),
+        _ => {}
+    }
+    let mut dead_ids = vec!["d", "ghost"];
+    if d.state == "dead" {
+        dead_ids.push("x");
+    }
+    store.requeue(&p, &dead_ids).await.unwrap();
+
+    // Drive: promote, claim, ack, reap until every bystander has run.
+    let bystanders = ["u", "d", "r", "s", "late"];
+    let mut runs: std::collections::HashMap<String, u32> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bystanders.iter().all(|b| runs.contains_key(*b)) {
+        assert!(
+            Instant::now() < deadline,
+            "{d:?}: the partition stopped making progress; runs {runs:?}"
+        );
+        store.promote(&p, 100).await.unwrap();
+        let c = store.claim(&p, 100, 60_000, "w1").await.unwrap();
+        let acks: Vec<_> = c
+            .tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.token, &[][..]))
+            .collect();
+        for t in &c.tasks {
+            *runs.entry(t.id.clone()).or_default() += 1;
+        }
+        if !acks.is_empty() {
+            let out = store.ack_many(&[(&p, acks)], 60_000).await.unwrap();
+            ok(out.into_iter().flatten().collect());
+        }
+        store.reap(&p, 100, 5).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for b in bystanders {
+        assert_eq!(runs[b], 1, "{d:?}: untouched task {b} runs once: {runs:?}");
+    }
+    store
+        .trim_dead(&p, u64::MAX / 4, 1_000_000, 100)
+        .await
+        .unwrap();
+
+    // Invariants: every task hash is in exactly the set its state names (dead ones with a
+    // reason), and every member of a set other than the dead set has a hash.
+    let mut members: std::collections::HashMap<String, Vec<&str>> = Default::default();
+    for set in ["scheduled", "ready", "active", "dead"] {
+        let key = match set {
+            "scheduled" => p.keys.scheduled(),
+            "ready" => p.keys.ready(),
+            "active" => p.keys.active(),
+            _ => p.keys.dead(),
+        };
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for id in ids {
+            members.entry(id).or_default().push(set);
+        }
+    }
+    for id in ["u", "d", "r", "s", "late", "x"] {
+        let (state, error): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(p.keys.task(id))
+            .arg("state")
+            .arg("error")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let sets = members.remove(id).unwrap_or_default();
+        let Some(state) = state else {
+            assert!(
+                sets.is_empty(),
+                "{d:?}: {id} has no state but is in {sets:?}"
+            );
+            continue;
+        };
+        assert!(
+            [
+                "scheduled",
+                "ready",
+                "running",
+                "succeeded",
+                "dead",
+                "cancelled"
+            ]
+            .contains(&state.as_str()),
+            "{d:?}: {id} left in state {state:?}"
+        );
+        let want: Vec<&str> = set_of(&state).into_iter().collect();
+        assert_eq!(sets, want, "{d:?}: {id} is {state} and in {sets:?}");
+        if state == "dead" {
+            assert!(
+                error.is_some_and(|e| !e.is_empty()),
+                "{d:?}: {id} dead without a reason"
+            );
+        }
+    }
+    assert!(members.is_empty(), "{d:?}: stray members left: {members:?}");
+}
+
+/// Fuzzes every script with a damaged record (each field deleted, or set to a wrong type, `nan`,
+/// `inf`, a huge or negative number, random bytes; in every waiting or running state, with a
+/// stray id in one of the sets): no script call fails, every task ends in exactly the set its
+/// state names (or dead with a reason), the partition keeps making progress (a later task is
+/// still promoted, claimed and acknowledged), and every untouched task runs exactly once.
+#[test]
+fn every_script_survives_damaged_records() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = RedisServer::start();
+    let store = rt
+        .block_on(scheduler::store::Store::connect(&redis.url(), "dmg"))
+        .unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        max_shrink_iters: 64,
+        ..Config::default()
+    });
+    let n = std::cell::Cell::new(0u32);
+    runner
+        .run(&damaged(), |d| {
+            n.set(n.get() + 1);
+            rt.block_on(damaged_case(&store, &format!("q{}", n.get()), &d));
+            Ok(())
+        })
+        .unwrap();
+    // Fixed cases from the fault-injection run of issue 9.
+    for (state, field, value) in [
+        ("running", "attempts", Some(&b"abc"[..])),
+        ("running", "max_retries", None),
+        ("scheduled", "state", None),
+        ("scheduled", "state", Some(&b"garbage"[..])),
+        ("ready", "token", Some(&b"nan"[..])),
+        ("dead", "state", None),
+    ] {
+        for action in ["retry", "none"] {
+            n.set(n.get() + 1);
+            let d = Damaged {
+                state,
+                field,
+                value: value.map(<[u8]>::to_vec),
+                stray: "ready",
+                action,
+            };
+            rt.block_on(damaged_case(&store, &format!("q{}", n.get()), &d));
+        }
+    }
 }

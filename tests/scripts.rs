@@ -32,6 +32,8 @@ const SHARD: u16 = 3;
 const FAR: i64 = 4_000_000_000_000;
 /// The arguments of every seeded task: MessagePack `[42]`.
 const ARGS: &[u8] = &[0x91, 0x2a];
+/// The `max_lost` of every reap call: leases a task may lose before it is buried.
+const MAX_LOST: u32 = 2;
 /// Sentinel published after a call, so we know every message of the call has arrived.
 const END: &str = "--end--";
 
@@ -151,9 +153,11 @@ fn running(token: i64, attempts: i64) -> Rec {
 }
 
 /// The whole state of one partition: its task hashes (with TTL in ms, if any), sorted sets in
-/// order with scores, and stats counters. A key not listed must not exist.
+/// order with scores, and stats counters. A key not listed must not exist, except the drained
+/// flag `…:drained`, which is checked only where a case names its value.
 #[derive(Debug, Clone, Default)]
 struct St {
+    drained: Option<&'static str>,
     tasks: Vec<(&'static str, Rec, Option<i64>)>,
     scheduled: Vec<(&'static str, W)>,
     ready: Vec<(&'static str, W)>,
@@ -191,6 +195,12 @@ impl St {
 
     fn dead(mut self, id: &'static str, score: impl Into<W>) -> Self {
         self.dead.push((id, score.into()));
+        self
+    }
+
+    /// The drained flag (`0`: the workers are claiming; `1`: a claim found the ready set empty).
+    fn drained(mut self, v: &'static str) -> Self {
+        self.drained = Some(v);
         self
     }
 
@@ -235,6 +245,13 @@ impl St {
                     .unwrap();
             }
         }
+        if let Some(v) = self.drained {
+            let _: () = redis::cmd("SET")
+                .arg(p.keys.drained())
+                .arg(v)
+                .query(conn)
+                .unwrap();
+        }
         for (counter, n) in &self.stats {
             let _: () = redis::cmd("HSET")
                 .arg(p.keys.stats())
@@ -272,11 +289,14 @@ fn assert_state(conn: &mut Connection, p: &Partition, want: &St, c: Clock, case:
     if !want.stats.is_empty() {
         expect.insert(p.keys.stats());
     }
-    assert_eq!(
-        partition_keys(conn, p),
-        expect,
-        "{case}: keys of the partition"
-    );
+    let mut got_keys = partition_keys(conn, p);
+    let flag: Option<String> = got_keys
+        .take(&p.keys.drained())
+        .map(|k| redis::cmd("GET").arg(k).query(conn).unwrap());
+    assert_eq!(got_keys, expect, "{case}: keys of the partition");
+    if let Some(v) = want.drained {
+        assert_eq!(flag.as_deref(), Some(v), "{case}: drained flag");
+    }
 
     for (id, rec, ttl) in &want.tasks {
         let key = p.keys.task(id);
@@ -586,12 +606,18 @@ async fn enqueue_transitions() {
             msgs: vec![M::R, M::S(W::Now(30_000))],
         },
         EnqueueCase {
-            name: "ready set already non-empty: no r: message",
-            seed: |_| St::default().task("x", at("ready", 5, 5)).ready("x", 5),
+            name: "ready set non-empty, workers still claiming (drained 0): no r: message",
+            seed: |_| {
+                St::default()
+                    .drained("0")
+                    .task("x", at("ready", 5, 5))
+                    .ready("x", 5)
+            },
             tasks: vec![new_task("a", Delay(0), 5)],
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", enqueued("ready", 5, W::Now(0)))
                     .ready("x", 5)
@@ -820,6 +846,7 @@ async fn promote_transitions() {
             name: "ready set already non-empty: no r: message, counter adds up",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", at("scheduled", 5, 1000))
                     .ready("x", 5)
@@ -831,6 +858,7 @@ async fn promote_transitions() {
             next_due: None,
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", at("ready", 5, 1000))
                     .ready("x", 5)
@@ -1018,8 +1046,8 @@ async fn racing_promoters_move_each_task_once() {
     );
     assert_eq!(
         partition_keys(&mut conn, &p).len(),
-        N + 2,
-        "tasks, ready and stats only"
+        N + 3,
+        "tasks, ready, stats and the drained flag only"
     );
 }
 
@@ -1149,6 +1177,7 @@ async fn claim_transitions() {
                 max_retries: 3,
                 timeout_ms: 30_000,
                 due_ms,
+                lost: 0,
             })
             .collect();
         assert_eq!(ran.reply.tasks, want, "{}: claimed", case.name);
@@ -1418,6 +1447,23 @@ async fn retry_transitions() {
             msgs: vec![M::S(W::Now(0))],
         },
         RetryCase {
+            name: "lost leases do not count: attempts 4, lost 1, max_retries 3: retried",
+            seed: |_| {
+                St::default()
+                    .task("a", running(3, 4).with("lost", 1))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(0))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task("a", rescheduled(running(3, 4).with("lost", 1), "boom", 0))
+                    .sched("a", W::Now(0))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(0))],
+        },
+        RetryCase {
             name: "retries exhausted: dead with the error",
             seed: |_| St::default().task("a", running(3, 4)).active("a", FAR),
             items: vec![("a", 3, "boom", Some(5000))],
@@ -1587,6 +1633,7 @@ async fn reap_transitions() {
                         running(2, 1)
                             .with("priority", 4)
                             .with("state", "ready")
+                            .with("lost", 1)
                             .with("error", "lease expired: worker lost during attempt 1")
                             .without("worker"),
                     )
@@ -1598,8 +1645,34 @@ async fn reap_transitions() {
             msgs: vec![M::R],
         },
         ReapCase {
-            name: "expired without attempts left: dead",
+            name: "handler retries used up but no lease lost before: back to ready, lost 1",
             seed: |_| St::default().task("a", running(2, 4)).active("a", 1000),
+            batch: 100,
+            requeued: 1,
+            buried: 0,
+            next_deadline: None,
+            want: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        running(2, 4)
+                            .with("state", "ready")
+                            .with("lost", 1)
+                            .with("error", "lease expired: worker lost during attempt 4")
+                            .without("worker"),
+                    )
+                    .ready("a", W::Now(ready_score(5, 0)))
+                    .stat("reaped", 1)
+            },
+            msgs: vec![M::R],
+        },
+        ReapCase {
+            name: "lost == max_lost before this expiry: dead, the reason names the lost leases",
+            seed: |_| {
+                St::default()
+                    .task("a", running(2, 3).with("lost", 2))
+                    .active("a", 1000)
+            },
             batch: 100,
             requeued: 0,
             buried: 1,
@@ -1608,12 +1681,14 @@ async fn reap_transitions() {
                 St::default()
                     .task(
                         "a",
-                        running(2, 4)
+                        running(2, 3)
+                            .with("lost", 3)
                             .with("state", "dead")
                             .with("finished_at", W::Now(0))
                             .with(
                                 "error",
-                                "lease expired: worker lost during attempt 4, no retries left",
+                                "lease expired 3 times: worker lost during 3 of 3 attempts \
+                                 (max_lost_leases = 2)",
                             )
                             .without("worker"),
                     )
@@ -1636,6 +1711,7 @@ async fn reap_transitions() {
             name: "batch limit: earliest deadlines first, next deadline already past",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("a", running(1, 1))
                     .task("b", running(1, 1))
                     .task("c", running(1, 1))
@@ -1652,10 +1728,12 @@ async fn reap_transitions() {
             want: |_| {
                 let lost = |r: Rec| {
                     r.with("state", "ready")
+                        .with("lost", 1)
                         .with("error", "lease expired: worker lost during attempt 1")
                         .without("worker")
                 };
                 St::default()
+                    .drained("0")
                     .task("a", lost(running(1, 1)))
                     .task("b", lost(running(1, 1)))
                     .task("c", running(1, 1))
@@ -1666,7 +1744,7 @@ async fn reap_transitions() {
                     .active("c", 3000)
                     .stat("reaped", 2)
             },
-            // The ready set was not empty.
+            // The workers are still claiming (drained 0).
             msgs: vec![],
         },
         ReapCase {
@@ -1689,7 +1767,7 @@ async fn reap_transitions() {
     for (i, case) in cases.iter().enumerate() {
         let q = format!("rea{i}");
         let ran = run(&fx, &q, &(case.seed)(&q), async |s, p| {
-            s.reap(p, case.batch).await.unwrap()
+            s.reap(p, case.batch, MAX_LOST).await.unwrap()
         })
         .await;
         let r = ran.reply;
@@ -1853,6 +1931,7 @@ async fn release_transitions() {
             name: "ready set not empty: no r: message",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", ready_task(5, 1))
                     .task("a", running(1, 1))
                     .ready("x", ready_score(5, 1))
@@ -1862,6 +1941,7 @@ async fn release_transitions() {
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", ready_task(5, 1))
                     .task("a", running(1, 0).with("state", "ready").without("worker"))
                     .ready("x", ready_score(5, 1))
@@ -2247,7 +2327,7 @@ async fn fencing_rejects_the_lost_workers_token() {
     assert_eq!((first.tasks[0].token, first.tasks[0].attempt), (1, 1));
 
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let r = s.reap(&p, 100).await.unwrap();
+    let r = s.reap(&p, 100, MAX_LOST).await.unwrap();
     assert_eq!((r.requeued, r.buried, r.next_deadline_ms), (1, 0, None));
 
     // Between reap and the next claim the task is `ready`: token 1 is already refused.
@@ -2299,6 +2379,7 @@ async fn fencing_rejects_the_lost_workers_token() {
                 .with("enqueued_at", first.tasks[0].due_ms)
                 .with("token", 2)
                 .with("attempts", 2)
+                .with("lost", 1)
                 .with("started_at", second.server_now_ms)
                 .with("worker", "w2")
                 .with("error", "lease expired: worker lost during attempt 1")
@@ -2377,7 +2458,7 @@ async fn batches_beyond_the_lua_unpack_limit() {
 
     let p = fx.store.partition("big-reap", SHARD);
     seed_many(&mut conn, &p, N, "running", &p.keys.active());
-    let r = fx.store.reap(&p, N as u32).await;
+    let r = fx.store.reap(&p, N as u32, MAX_LOST).await;
     outcomes.push((
         "reap.lua",
         r.map(|r| r.requeued).map_err(|e| e.to_string()),
@@ -2528,6 +2609,7 @@ async fn requeue_transitions() {
             name: "ready set already non-empty: no r: message, counter adds up",
             seed: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", dead_at().with("priority", 9))
                     .ready("x", ready_score(5, 5))
@@ -2538,6 +2620,7 @@ async fn requeue_transitions() {
             reply: vec![Requeued],
             want: |_| {
                 St::default()
+                    .drained("0")
                     .task("x", at("ready", 5, 5))
                     .task("a", requeued().with("priority", 9))
                     .ready("a", W::Now(ready_score(9, 0)))
@@ -2616,8 +2699,10 @@ async fn requeue_transitions() {
                     .ready("a", W::Now(ready_score(5, 0)))
                     .ready("d", W::Now(ready_score(5, 0)))
                     .stat("requeued", 2)
+                    .drained("0")
             },
-            msgs: vec![],
+            // No drained flag yet: the workers may not be looking, so they are woken.
+            msgs: vec![M::R],
         },
         RequeueCase {
             name: "empty ready set, two requeued: a single r: message",
@@ -2710,4 +2795,384 @@ async fn long_args_and_results_are_stored_in_pieces() {
             "len {len}: pieces left over: {fields:?}"
         );
     }
+}
+
+/// The producer's and worker's default payload cap (`max_payload_bytes`): 1 MiB.
+const CAP: usize = 1 << 20;
+
+/// Every size the API accepts works in every script that stores or reads a blob: a bulk enqueue
+/// with arguments of exactly the cap between two small tasks creates all three (each in its set),
+/// claim hands the arguments back whole, and ack stores a result of exactly the cap whole. (Lua's
+/// `unpack` fails near 8,000 values: an unchunked `HSET` of 64-byte pieces failed beyond ~255 kB
+/// and left the tasks written before it in no set.)
+#[tokio::test]
+async fn payloads_at_the_cap_pass_every_script() {
+    let fx = fx().await;
+    let p = fx.store.partition("cap", SHARD);
+    let s = &fx.store;
+    let mut conn = fx.server.conn();
+    let big: Vec<u8> = (0..CAP).map(|i| (i * 7 % 251) as u8).collect();
+    let mut b = new_task("b", Due::Delay(0), 5);
+    b.args = big.clone();
+    let tasks = [
+        new_task("a", Due::Delay(0), 9),
+        b,
+        new_task("c", Due::Delay(0), 1),
+    ];
+    let reply = s.enqueue(&p, &tasks).await.unwrap();
+    assert_eq!(reply, vec![Outcome::Done; 3]);
+    let ready: Vec<String> = conn.zrange(p.keys.ready(), 0, -1).unwrap();
+    assert_eq!(ready, ["a", "b", "c"]);
+
+    let claim = s.claim(&p, 10, 30_000, "w1").await.unwrap();
+    let ids: Vec<&str> = claim.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(claim.tasks[1].args, big, "claimed args whole");
+
+    let result: Vec<u8> = big.iter().rev().copied().collect();
+    let acked = s
+        .ack_many(
+            &[(
+                &p,
+                vec![("a", 1, &result[..]), ("b", 1, &result[..]), ("c", 1, &[])],
+            )],
+            60_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(acked, vec![vec![Outcome::Done; 3]]);
+    for id in ["a", "b"] {
+        let mut fields: HashMap<String, Vec<u8>> = conn.hgetall(p.keys.task(id)).unwrap();
+        assert_eq!(
+            fields.get("state").map(Vec::as_slice),
+            Some(&b"succeeded"[..])
+        );
+        assert!(
+            take_blob(&mut fields, "result") == Some(result.clone()),
+            "{id}: result whole"
+        );
+    }
+    let mut fields: HashMap<String, Vec<u8>> = conn.hgetall(p.keys.task("b")).unwrap();
+    assert!(take_blob(&mut fields, "args") == Some(big), "b: args whole");
+}
+
+/// `enqueue.lua` as the store loads it, to call it with values the typed wrapper cannot produce.
+fn raw_enqueue() -> redis::Script {
+    redis::Script::new(concat!(
+        include_str!("../lua/_prelude.lua"),
+        include_str!("../lua/enqueue.lua")
+    ))
+}
+
+/// enqueue checks every value of a task before its first write: a task with an empty id, a
+/// delay, run-at, retry count, timeout or priority that is not a decimal integer in range is
+/// refused alone (-2, nothing written), and the tasks around it are created as usual.
+#[tokio::test]
+async fn enqueue_refuses_a_bad_task_alone() {
+    let fx = fx().await;
+    let p = fx.store.partition("enqbad", SHARD);
+    let mut conn = fx.server.conn();
+    let c0 = server_ms(&mut conn);
+    let good = |id: &str| {
+        vec![
+            id.to_owned(),
+            "job".into(),
+            "\u{91}*".into(),
+            "0".into(),
+            "0".into(),
+            "3".into(),
+            "30000".into(),
+            "5".into(),
+        ]
+    };
+    let bad = |id: &str, at: usize, v: &str| {
+        let mut t = good(id);
+        t[at] = v.to_owned();
+        t
+    };
+    let tasks = [
+        good("a"),
+        bad("b", 3, "abc"),
+        bad("c", 3, "-5"),
+        bad("d", 4, "nan"),
+        bad("e", 5, "-1"),
+        bad("f", 6, "1e3"),
+        bad("g", 7, "12"),
+        bad("h", 7, "2.5"),
+        bad("", 0, ""),
+        good("z"),
+    ];
+    let script = raw_enqueue();
+    let mut inv = script.prepare_invoke();
+    inv.key(p.keys.scheduled())
+        .key(p.keys.ready())
+        .key(p.keys.stats())
+        .key(p.keys.drained())
+        .arg(p.keys.task_prefix())
+        .arg(&p.channel)
+        .arg(SHARD);
+    for v in tasks.iter().flatten() {
+        inv.arg(v);
+    }
+    let reply: Vec<i64> = inv.invoke(&mut conn).unwrap();
+    assert_eq!(reply, [1, -2, -2, -2, -2, -2, -2, -2, -2, 1]);
+    let c = Clock {
+        t0: c0,
+        t1: server_ms(&mut conn),
+    };
+    let rec = || {
+        Rec::new("ready")
+            .with("run_at", W::Now(0))
+            .with("enqueued_at", W::Now(0))
+            .with("args", "\u{91}*")
+    };
+    let want = St::default()
+        .task("a", rec())
+        .task("z", rec())
+        .ready("a", W::Now(ready_score(5, 0)))
+        .ready("z", W::Now(ready_score(5, 0)))
+        .stat("enqueued", 2);
+    assert_state(&mut conn, &p, &want, c, "bad tasks refused alone");
+}
+
+// ---------------------------------------------------------------------------------------------
+// records that cannot be read, stray ids, wake-ups (issue 9, point 5)
+// ---------------------------------------------------------------------------------------------
+
+/// What a script makes of a record it cannot read: dead now with the reason.
+fn corrupt(rec: Rec, why: &str) -> Rec {
+    rec.with("state", "dead")
+        .with("finished_at", W::Now(0))
+        .with("error", format!("corrupt record: {why}").as_str())
+        .without("worker")
+}
+
+/// A stray id in the ready set (no task hash) no longer masks wake-ups: the scripts that add to
+/// the ready set publish `r:` whenever the last claim found the set empty (drained flag `1`) or
+/// no claim ran yet (no flag), whatever the set holds, and stay quiet only while the workers
+/// are still claiming (their last claim got a full batch: flag `0`).
+#[tokio::test]
+async fn a_stray_ready_member_does_not_mask_wake_ups() {
+    let fx = fx().await;
+    let q = "stray";
+    // Before: `ZCARD ready == 0` was false because of the stray, so no message.
+    let seed = St::default().ready("ghost", 1).drained("1");
+    let ran = run(&fx, q, &seed, async |s, p| {
+        s.enqueue(p, &[new_task("a", Due::Delay(0), 5)])
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_msgs(
+        &ran.msgs,
+        &[M::R],
+        ran.clock,
+        "enqueue behind a stray, drained",
+    );
+
+    // The claim pops the stray (reported as corrupt) and the task, and finds the set empty.
+    let ran = run(&fx, q, &St::default(), async |s, p| {
+        s.claim(p, 10, 30_000, "w1").await.unwrap()
+    })
+    .await;
+    assert_eq!((ran.reply.popped, ran.reply.corrupt), (2, 1));
+    assert_eq!(ran.reply.tasks.len(), 1);
+    let mut conn = fx.server.conn();
+    let flag: String = conn.get(ran.p.keys.drained()).unwrap();
+    assert_eq!(flag, "1", "a short claim marks the partition drained");
+
+    // Every script that adds to the ready set wakes the workers once, then stays quiet.
+    let ran = run(&fx, q, &St::default(), async |s, p| {
+        s.enqueue(
+            p,
+            &[
+                new_task("b", Due::Delay(0), 5),
+                new_task("c", Due::Delay(0), 5),
+            ],
+        )
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_msgs(&ran.msgs, &[M::R], ran.clock, "enqueue after a short claim");
+    let ran = run(&fx, q, &St::default(), async |s, p| {
+        s.enqueue(p, &[new_task("d", Due::Delay(0), 5)])
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_msgs(&ran.msgs, &[], ran.clock, "second enqueue: already woken");
+
+    // A full batch leaves the flag at 0: the workers keep claiming without a message.
+    let ran = run(&fx, q, &St::default(), async |s, p| {
+        s.claim(p, 1, 30_000, "w1").await.unwrap()
+    })
+    .await;
+    assert_eq!(ran.reply.popped, 1);
+    let flag: String = conn.get(ran.p.keys.drained()).unwrap();
+    assert_eq!(flag, "0", "a full claim leaves the flag");
+}
+
+/// Records that cannot be read (a field deleted or overwritten by hand) are handled one by one:
+/// each goes to the dead set with a reason naming the field (or is repaired), the reply counts
+/// it, no script fails, and the other tasks of the call move as usual. Found by fault injection:
+/// reap failed on every call once one `attempts` was `abc`; retry took a task without
+/// `max_retries` out of the active set and then failed (`running` in no set); promote dropped a
+/// task with no `state` without a word.
+#[tokio::test]
+async fn unreadable_records_are_handled_one_by_one() {
+    let fx = fx().await;
+    let mut conn = fx.server.conn();
+
+    // promote: no hash, no state, an unknown state, and a good task.
+    let seed = St::default()
+        .task("nostate", at("scheduled", 5, 1000).without("state"))
+        .task("junk", at("scheduled", 5, 1000).with("state", "bogus"))
+        .task("ok", at("scheduled", 5, 1000))
+        .sched("gone", 1000)
+        .sched("nostate", 1000)
+        .sched("junk", 1000)
+        .sched("ok", 1000);
+    let ran = run(&fx, "bad_pro", &seed, async |s, p| {
+        s.promote(p, 100).await.unwrap()
+    })
+    .await;
+    assert_eq!((ran.reply.moved, ran.reply.corrupt), (1, 3));
+    let want = St::default()
+        .task("nostate", corrupt(at("scheduled", 5, 1000), "state absent"))
+        .task("junk", corrupt(at("scheduled", 5, 1000), "state \"bogus\""))
+        .task("ok", at("ready", 5, 1000))
+        .ready("ok", ready_score(5, 1000))
+        .dead("junk", W::Now(0))
+        .dead("nostate", W::Now(0))
+        .stat("promoted", 1);
+    assert_state(&mut conn, &ran.p, &want, ran.clock, "promote");
+
+    // claim: an unreadable max_retries, a `nan` token, a missing timeout, no hash, a good task.
+    let seed = St::default()
+        .task("badmax", ready_task(5, 1000).with("max_retries", "abc"))
+        .task("nantok", ready_task(5, 1000).with("token", "nan"))
+        .task("notime", ready_task(5, 1000).without("timeout_ms"))
+        .task("ok", ready_task(5, 1000))
+        .ready("badmax", 1)
+        .ready("gone", 2)
+        .ready("nantok", 3)
+        .ready("notime", 4)
+        .ready("ok", 5);
+    let ran = run(&fx, "bad_clm", &seed, async |s, p| {
+        s.claim(p, 10, 30_000, "w1").await.unwrap()
+    })
+    .await;
+    assert_eq!((ran.reply.popped, ran.reply.corrupt), (5, 4));
+    let ids: Vec<&str> = ran.reply.tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["ok"]);
+    let want = St::default()
+        .task(
+            "badmax",
+            corrupt(ready_task(5, 1000), "max_retries \"abc\"").with("max_retries", "abc"),
+        )
+        .task(
+            "nantok",
+            corrupt(ready_task(5, 1000), "token \"nan\"").with("token", "nan"),
+        )
+        .task(
+            "notime",
+            corrupt(ready_task(5, 1000), "timeout_ms absent").without("timeout_ms"),
+        )
+        .task("ok", claimed(ready_task(5, 1000), 1, 1))
+        .active("ok", W::Now(30_000))
+        .dead("badmax", W::Now(0))
+        .dead("nantok", W::Now(0))
+        .dead("notime", W::Now(0))
+        .drained("1");
+    assert_state(&mut conn, &ran.p, &want, ran.clock, "claim");
+
+    // reap: `attempts` = `abc` (failed every call before), no hash, and a good expired lease.
+    let seed = St::default()
+        .task("abc", running(1, 1).with("attempts", "abc"))
+        .task("ok", running(1, 1))
+        .active("abc", 1000)
+        .active("gone", 1000)
+        .active("ok", 1000);
+    let ran = run(&fx, "bad_rea", &seed, async |s, p| {
+        s.reap(p, 100, MAX_LOST).await.unwrap()
+    })
+    .await;
+    let r = ran.reply;
+    assert_eq!((r.requeued, r.buried, r.corrupt), (1, 0, 2));
+    let want = St::default()
+        .task(
+            "abc",
+            corrupt(running(1, 1), "attempts \"abc\"").with("attempts", "abc"),
+        )
+        .task(
+            "ok",
+            running(1, 1)
+                .with("state", "ready")
+                .with("lost", 1)
+                .with("error", "lease expired: worker lost during attempt 1")
+                .without("worker"),
+        )
+        .ready("ok", W::Now(ready_score(5, 0)))
+        .dead("abc", W::Now(0))
+        .stat("reaped", 1);
+    assert_state(&mut conn, &ran.p, &want, ran.clock, "reap");
+
+    // retry: no max_retries and no timeout_ms (left `running` in no set before), next to a good one.
+    let bare = || running(3, 1).without("max_retries").without("timeout_ms");
+    let seed = St::default()
+        .task("bare", bare())
+        .task("ok", running(3, 1))
+        .active("bare", FAR)
+        .active("ok", FAR);
+    let ran = run(&fx, "bad_rty", &seed, async |s, p| {
+        s.retry(
+            p,
+            &[("bare", 3, "boom", Some(0)), ("ok", 3, "boom", Some(0))],
+        )
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(ran.reply, [Outcome::Corrupt, Outcome::Done]);
+    let want = St::default()
+        .task(
+            "bare",
+            corrupt(bare(), "max_retries absent; the run failed: boom"),
+        )
+        .task("ok", rescheduled(running(3, 1), "boom", 0))
+        .sched("ok", W::Now(0))
+        .dead("bare", W::Now(0))
+        .stat("retried", 1);
+    assert_state(&mut conn, &ran.p, &want, ran.clock, "retry");
+
+    // release: an unreadable `attempts` is repaired to 0 (HINCRBY failed on it before).
+    let seed = St::default()
+        .task("a", running(3, 1).with("attempts", "1e3"))
+        .active("a", FAR);
+    let ran = run(&fx, "bad_rel", &seed, async |s, p| {
+        s.release(p, &[("a", 3)]).await.unwrap()
+    })
+    .await;
+    assert_eq!(ran.reply, [Outcome::Done]);
+    let want = St::default()
+        .task("a", running(3, 0).with("state", "ready").without("worker"))
+        .ready("a", W::Now(ready_score(5, 0)));
+    assert_state(&mut conn, &ran.p, &want, ran.clock, "release");
+
+    // requeue: a member of the dead set whose `state` was deleted is dead by its set: requeued
+    // (before, it was dropped from the dead set and left in no set).
+    let seed = St::default()
+        .task("a", dead_at().without("state"))
+        .dead("a", 990);
+    let ran = run(&fx, "bad_rqu", &seed, async |s, p| {
+        s.requeue(p, &["a"]).await.unwrap()
+    })
+    .await;
+    assert_eq!(ran.reply, [scheduler::scripts::RequeueReply::Requeued]);
+    let want = St::default()
+        .task("a", requeued())
+        .ready("a", W::Now(ready_score(5, 0)))
+        .stat("requeued", 1);
+    assert_state(&mut conn, &ran.p, &want, ran.clock, "requeue");
 }

@@ -321,3 +321,158 @@ async fn shard_mismatch_is_a_clear_error() {
     still_serving(&plain).await;
     w.stop().await;
 }
+
+/// The default payload cap of producer and worker: 1 MiB.
+const CAP: usize = 1 << 20;
+
+/// Takes a text and returns one of `out` bytes, so both directions can be sized exactly.
+#[task(name = "blob", queue = "cap")]
+async fn blob(_ctx: TaskContext, _data: String, out: u64) -> Result<String, TaskError> {
+    Ok("r".repeat(out as usize))
+}
+
+/// The arguments of `blob` encoded to exactly `size` bytes (at least 70 kB), returning `out`.
+fn blob_args(size: usize, out: u64) -> Vec<u8> {
+    let probe = rmp_serde::to_vec(&("x".repeat(70_000), out)).unwrap();
+    let data = "a".repeat(size - (probe.len() - 70_000));
+    let v = rmp_serde::to_vec(&(data, out)).unwrap();
+    assert_eq!(v.len(), size);
+    v
+}
+
+/// Every size the API accepts works end to end, with the default caps (issue 9, point 4):
+/// arguments of exactly 1 MiB are enqueued (alone and in a bulk call between small tasks) and
+/// run, and a result of exactly 1 MiB is stored and read back whole. One byte over: arguments
+/// are refused at enqueue with `PayloadTooLarge` before anything is sent, and a result is
+/// refused by the worker, which buries the task saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_at_the_cap_work_end_to_end() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let w = Running::start(
+        Worker::builder()
+            .redis_url(&url)
+            .namespace("capw")
+            .queues(["cap"])
+            .queue_shards("cap", 2)
+            .register(blob)
+            .lock_ttl(Duration::from_secs(1))
+            .sweep_interval(Duration::from_secs(1)),
+    )
+    .await;
+    let client = Client::with_config(
+        ClientConfig::new(&url)
+            .namespace("capw")
+            .queue_shards("cap", 2),
+    )
+    .await
+    .unwrap();
+    let req = |args: Vec<u8>| TaskRequest::from_encoded("blob", "cap", args);
+
+    // Arguments at the cap, one task and a bulk call with small tasks around it.
+    let one = client
+        .enqueue_request(req(blob_args(CAP, 3)))
+        .await
+        .unwrap();
+    let bulk = client
+        .enqueue_bulk(vec![
+            req(blob_args(70_000, 1)),
+            req(blob_args(CAP, 2)),
+            req(blob_args(70_000, 1)),
+        ])
+        .await
+        .unwrap();
+    assert!(bulk.iter().all(|(_, created)| *created), "{bulk:?}");
+    let mut want = vec![(one, 3usize)];
+    want.extend(bulk.into_iter().zip([1, 2, 1]).map(|((id, _), n)| (id, n)));
+    for (id, n) in &want {
+        let r: String = client
+            .wait_result(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(r.len(), *n, "{id}");
+    }
+
+    // Arguments one byte over: a typed error, nothing sent.
+    match client.enqueue_request(req(blob_args(CAP + 1, 1))).await {
+        Err(Error::PayloadTooLarge { size, max }) => assert_eq!((size, max), (CAP + 1, CAP)),
+        other => panic!("arguments over the cap: {other:?}"),
+    }
+
+    // A result of exactly the cap (a str32 header of 5 bytes), and one byte over.
+    let at = client
+        .enqueue_request(req(blob_args(100_000, (CAP - 5) as u64)))
+        .await
+        .unwrap();
+    let r: String = client
+        .wait_result(&at, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r.len(), CAP - 5);
+    let info = client.status(&at).await.unwrap();
+    assert_eq!(info.result.map(|r| r.len()), Some(CAP));
+    let over = client
+        .enqueue_request(req(blob_args(100_000, (CAP - 4) as u64)))
+        .await
+        .unwrap();
+    let info = wait_finished(&client, &over, Duration::from_secs(30)).await;
+    assert_eq!(info.state, TaskState::Dead, "{:?}", info.last_error);
+    let err = info.last_error.unwrap_or_default();
+    assert!(
+        err.contains(&format!("result of {} bytes exceeds", CAP + 1)),
+        "{err}"
+    );
+
+    let report = w.stop().await;
+    assert_eq!((report.succeeded, report.dead), (5, 1), "{report:?}");
+}
+
+/// An id without a task hash in a ready set (issue 9, point 5) does not delay the partition's
+/// tasks: the worker is still woken at once for every new task. (The scripts published `r:` only
+/// when the ready set was empty, so the stray kept the worker asleep until its next sweep.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_ready_id_does_not_delay_wake_ups() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let w = Running::start(
+        Worker::builder()
+            .redis_url(&url)
+            .namespace("stray")
+            .queues(["bad"])
+            .queue_shards("bad", 1)
+            .register(add)
+            .state(Arc::new(AtomicU64::new(0)))
+            .lock_ttl(Duration::from_secs(1))
+            // No sweep during the test: only wake-up messages bring the worker to the tasks.
+            .sweep_interval(Duration::from_secs(600)),
+    )
+    .await;
+    let client = Client::with_config(
+        ClientConfig::new(&url)
+            .namespace("stray")
+            .queue_shards("bad", 1),
+    )
+    .await
+    .unwrap();
+    still_serving(&client).await;
+    let p = client.store().partition("bad", 0);
+    let mut conn = client.store().conn();
+    redis::cmd("ZADD")
+        .arg(p.keys.ready())
+        .arg(1)
+        .arg("no-such-task")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..3u32 {
+        let t0 = std::time::Instant::now();
+        let id = add::new(i, 1).send(&client).await.unwrap();
+        let sum: u32 = client
+            .wait_result(&id, Duration::from_secs(5))
+            .await
+            .expect("woken at once despite the stray id");
+        assert_eq!(sum, i + 1);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    w.stop().await;
+}

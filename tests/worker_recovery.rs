@@ -197,8 +197,9 @@ fn spawn_test_worker(
 /// A worker process killed with SIGKILL while running three 2-second tasks (two more wait behind
 /// them, concurrency 3): once the 1 s leases expire, another worker reaps and runs everything.
 /// The interrupted tasks complete on attempt 2 (the lost run counted), the waiting ones on
-/// attempt 1, each task completes exactly once and the killed runs never completed; an
-/// interrupted task without retries left goes to the dead set saying its lease expired.
+/// attempt 1, each task completes exactly once and the killed runs never completed. A run lost
+/// with its worker uses up no retry (issue 9): an interrupted task with `max_retries` 0 runs
+/// again too, and completes on attempt 2 with one lost lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_tasks_run_again_after_their_lease() {
     let redis = RedisServer::start();
@@ -222,7 +223,7 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
         Stdio::null(),
     );
 
-    // No retries left after one run. Enqueued and running first, so that exactly two of the
+    // No retries for handler failures. Enqueued and running first, so that exactly two of the
     // four others can run beside it (ready order holds within a partition only).
     let fragile = sleep_then_record::new(5_000, "fragile".into())
         .queue(queue)
@@ -287,6 +288,7 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
             .state(recorder(&url, list).await)
             .concurrency(4)
             .lease(Duration::from_secs(1))
+            .max_lost_leases(1)
             .lock_ttl(Duration::from_secs(1))
             .sweep_interval(Duration::from_millis(500)),
     )
@@ -302,7 +304,7 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
     let info = wait_statuses(
         &client,
         std::slice::from_ref(&fragile),
-        "the fragile task is dead",
+        "the fragile task finished",
         Duration::from_secs(30),
         |i| i[0].state.is_finished(),
     )
@@ -310,8 +312,8 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
     .remove(0);
     let report = w.stop().await;
     assert_eq!(
-        (info.state, info.attempts),
-        (TaskState::Dead, 1),
+        (info.state, info.attempts, info.lost),
+        (TaskState::Succeeded, 2, 1),
         "{info:?}"
     );
     let err = info.last_error.unwrap_or_default();
@@ -326,12 +328,14 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
         assert_eq!(info.attempts, attempt, "t{i}: {info:?}");
         expected.push(format!("t{i}:{attempt}"));
     }
+    expected.push("fragile:2".to_owned());
+    expected.sort();
     assert_eq!(
         records, expected,
         "each task completed once, the killed runs never"
     );
-    assert_eq!(report.reaped, 3, "two requeued, one buried: {report:?}");
-    assert_eq!(report.succeeded, 4);
+    assert_eq!(report.reaped, 3, "three requeued: {report:?}");
+    assert_eq!(report.succeeded, 5);
     assert_eq!(
         report.stale, 0,
         "leases of running tasks were renewed: {report:?}"

@@ -301,6 +301,7 @@ impl Client {
             ids.push(id);
         }
         let mut created = vec![false; ids.len()];
+        let mut invalid = None;
         // Chunks of 100 tasks per script call bound the time one call holds Redis; 64 calls per
         // pipeline bound the size of one round trip.
         let chunks: Vec<(&Partition, Vec<usize>, Vec<NewTask>)> = groups
@@ -328,8 +329,19 @@ impl Client {
             for ((_, idx, _), outs) in window.iter().zip(replies) {
                 for (i, o) in idx.iter().zip(outs) {
                     created[*i] = o == Outcome::Done;
+                    if o == Outcome::Invalid {
+                        invalid.get_or_insert(*i);
+                    }
                 }
             }
+        }
+        // The checks above refuse whatever the script would: reaching this is a version
+        // mismatch. The other tasks were handled; sending the call again is safe.
+        if let Some(i) = invalid {
+            return Err(Error::Protocol(format!(
+                "enqueue.lua refused task {} as invalid",
+                ids[i]
+            )));
         }
         Ok(ids.into_iter().zip(created).collect())
     }

@@ -81,6 +81,9 @@ pub struct TaskInfo {
     pub state: TaskState,
     /// Runs started so far (a run lost with its worker counts).
     pub attempts: u32,
+    /// Runs lost with their worker (expired leases); counted apart from handler failures, so
+    /// the task may run `max_retries + 1 + lost` times in all.
+    pub lost: u32,
     /// Retries allowed after the first run.
     pub max_retries: u32,
     /// Priority 0..=9.
@@ -119,6 +122,7 @@ impl TaskInfo {
             name: text(&mut f, "name").unwrap_or_default(),
             state,
             attempts: num(&mut f, "attempts").unwrap_or(0) as u32,
+            lost: num(&mut f, "lost").unwrap_or(0) as u32,
             max_retries: num(&mut f, "max_retries").unwrap_or(0) as u32,
             priority: num(&mut f, "priority").unwrap_or(0) as u8,
             run_at_ms: num(&mut f, "run_at").unwrap_or(0),

@@ -85,6 +85,14 @@ impl PartitionKeys {
         format!("{}:stats", self.base)
     }
 
+    /// String `…:drained`: `1` when a claim found the ready set empty (its `ZPOPMIN` returned
+    /// fewer than asked, so the workers stopped looking), `0` once a script added to the ready
+    /// set and published `r:<shard>`. Absent counts as `1`. A script that adds to the ready set
+    /// publishes exactly when it finds the flag not `0`, so no stray member can mask a wake-up.
+    pub fn drained(&self) -> String {
+        format!("{}:drained", self.base)
+    }
+
     /// String `…:lock`, with a TTL: token of the promoter that owns this partition.
     pub fn lock(&self) -> String {
         format!("{}:lock", self.base)
@@ -121,6 +129,7 @@ mod tests {
             (p.dead(), "sched:{emails:3}:dead"),
             (p.stats(), "sched:{emails:3}:stats"),
             (p.lock(), "sched:{emails:3}:lock"),
+            (p.drained(), "sched:{emails:3}:drained"),
             (p.task_prefix(), "sched:{emails:3}:t:"),
             (p.task("01J"), "sched:{emails:3}:t:01J"),
         ];

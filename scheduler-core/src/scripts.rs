@@ -85,6 +85,12 @@ pub enum Outcome {
     Exists,
     /// Retry only: the task went to the dead set.
     Dead,
+    /// Retry only: the task's record could not be read (`attempts`, `max_retries` or `lost` not a
+    /// decimal integer, edited by hand): it went to the dead set with the reason and the error.
+    Corrupt,
+    /// Enqueue only: a value of this task was out of range (an empty id...); nothing was written
+    /// for it, and the other tasks of the call were handled as usual.
+    Invalid,
     /// The task is no longer running under this lease token (the lease expired and was reaped, or
     /// another worker holds it now): nothing changed.
     StaleLease,
@@ -101,6 +107,10 @@ pub struct Promoted {
     pub server_now_ms: i64,
     /// The same instant in unix microseconds.
     pub server_now_us: i64,
+    /// Records that could not be read, each handled on its own: ids without a task hash dropped
+    /// from the scheduled set, hashes with no known `state` moved to the dead set with the
+    /// reason. Worth a warning: only a hand edit or a bug makes one.
+    pub corrupt: u64,
 }
 
 /// What reap did.
@@ -112,6 +122,10 @@ pub struct Reaped {
     pub buried: u64,
     /// Earliest lease deadline still held (unix ms), if any.
     pub next_deadline_ms: Option<i64>,
+    /// Records that could not be read, each handled on its own (not counted in `buried`): ids
+    /// without a task hash dropped from the active set, hashes with no known `state` or an
+    /// unreadable `attempts` or `lost` moved to the dead set with the reason. Worth a warning.
+    pub corrupt: u64,
 }
 
 /// A task taken into a lease by [`Store::claim`].
@@ -133,6 +147,9 @@ pub struct Claimed {
     pub timeout_ms: u64,
     /// When this run was due (unix ms, Redis clock).
     pub due_ms: i64,
+    /// Runs of the earlier attempts lost with their worker (expired leases, `lost`); they use
+    /// up no retry: `attempt - lost` is the run of the retry budget this is.
+    pub lost: u32,
 }
 
 /// A batch of claimed tasks and the server time of the claim.
@@ -143,6 +160,11 @@ pub struct Claim {
     /// Ids taken from the ready set, including any dropped because their task was gone or not
     /// ready; fewer than the batch size means the ready set is now empty.
     pub popped: u32,
+    /// Popped records that could not be read, each handled on its own: ids without a task hash
+    /// dropped, hashes with no known `state` or an unreadable number field (`token`, `attempts`,
+    /// `lost`, `max_retries`, `timeout_ms`) moved to the dead set with the reason. Worth a
+    /// warning: only a hand edit or a bug makes one.
+    pub corrupt: u32,
     /// The tasks.
     pub tasks: Vec<Claimed>,
 }
@@ -256,6 +278,7 @@ impl Store {
                 inv.key(p.keys.scheduled())
                     .key(p.keys.ready())
                     .key(p.keys.stats())
+                    .key(p.keys.drained())
                     .arg(p.keys.task_prefix())
                     .arg(&p.channel)
                     .arg(p.shard);
@@ -289,6 +312,7 @@ impl Store {
                 outcomes(v, |i| match i {
                     1 => Some(Outcome::Done),
                     0 => Some(Outcome::Exists),
+                    -2 => Some(Outcome::Invalid),
                     _ => None,
                 })
             })
@@ -305,12 +329,14 @@ impl Store {
         inv.key(p.keys.scheduled())
             .key(p.keys.ready())
             .key(p.keys.stats())
+            .key(p.keys.dead())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
             .arg(p.shard);
         let v = array(self.run_script(&inv).await?)?;
-        if v.len() != 4 {
+        if v.len() != 5 {
             return Err(Error::Protocol(format!("promote returned {v:?}")));
         }
         Ok(Promoted {
@@ -318,6 +344,7 @@ impl Store {
             next_due_ms: opt_time(int(&v[1])?),
             server_now_ms: int(&v[2])?,
             server_now_us: int(&v[3])?,
+            corrupt: int(&v[4])? as u64,
         })
     }
 
@@ -336,6 +363,8 @@ impl Store {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(p.keys.ready())
             .key(p.keys.active())
+            .key(p.keys.dead())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(lease_ms)
@@ -349,14 +378,18 @@ impl Store {
             .next()
             .ok_or_else(|| Error::Protocol("claim returned no count".into()))?)?
             as u32;
+        let corrupt = int(&it
+            .next()
+            .ok_or_else(|| Error::Protocol("claim returned no corrupt count".into()))?)?
+            as u32;
         let rest: Vec<Value> = it.collect();
-        if !rest.len().is_multiple_of(8) {
+        if !rest.len().is_multiple_of(9) {
             return Err(Error::Protocol(format!(
                 "claim returned {} values",
                 rest.len()
             )));
         }
-        let mut tasks = Vec::with_capacity(rest.len() / 8);
+        let mut tasks = Vec::with_capacity(rest.len() / 9);
         let mut it = rest.into_iter();
         while let Some(id) = it.next() {
             let mut next = || {
@@ -370,6 +403,7 @@ impl Store {
             let max_retries = int(&next()?)? as u32;
             let timeout_ms = int(&next()?)? as u64;
             let due_ms = int(&next()?)?;
+            let lost = int(&next()?)? as u32;
             tasks.push(Claimed {
                 id: String::from_utf8_lossy(&bytes(id)?).into_owned(),
                 token,
@@ -379,11 +413,13 @@ impl Store {
                 max_retries,
                 timeout_ms,
                 due_ms,
+                lost,
             });
         }
         Ok(Claim {
             server_now_ms,
             popped,
+            corrupt,
             tasks,
         })
     }
@@ -444,34 +480,40 @@ impl Store {
         outcomes(self.run_script(&inv).await?, |i| match i {
             1 => Some(Outcome::Done),
             2 => Some(Outcome::Dead),
+            3 => Some(Outcome::Corrupt),
             -1 => Some(Outcome::StaleLease),
             _ => None,
         })
     }
 
-    /// `reap.lua`: recovers at most `batch` tasks of `p` whose lease expired.
+    /// `reap.lua`: recovers at most `batch` tasks of `p` whose lease expired. A task goes back to
+    /// its ready set while its count of expired leases (`lost`, this one included) is at most
+    /// `max_lost`, and to the dead set beyond; handler failures (`retry.lua`) do not count here.
     ///
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn reap(&self, p: &Partition, batch: u32) -> Result<Reaped> {
+    pub async fn reap(&self, p: &Partition, batch: u32, max_lost: u32) -> Result<Reaped> {
         let mut inv = REAP.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.ready())
             .key(p.keys.dead())
             .key(p.keys.stats())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
-            .arg(p.shard);
+            .arg(p.shard)
+            .arg(max_lost);
         let v = array(self.run_script(&inv).await?)?;
-        if v.len() != 3 {
+        if v.len() != 4 {
             return Err(Error::Protocol(format!("reap returned {v:?}")));
         }
         Ok(Reaped {
             requeued: int(&v[0])? as u64,
             buried: int(&v[1])? as u64,
             next_deadline_ms: opt_time(int(&v[2])?),
+            corrupt: int(&v[3])? as u64,
         })
     }
 
@@ -506,6 +548,7 @@ impl Store {
         let mut inv = RELEASE.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.ready())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard);
@@ -526,6 +569,7 @@ impl Store {
         let mut inv = RELEASE_CLAIM.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.ready())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard)
@@ -591,6 +635,7 @@ impl Store {
         inv.key(p.keys.dead())
             .key(p.keys.ready())
             .key(p.keys.stats())
+            .key(p.keys.drained())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard);

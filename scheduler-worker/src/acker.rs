@@ -128,6 +128,11 @@ async fn write(shared: &Shared, batch: Vec<Completion>) {
                             Counters::add(&shared.counters.dead, 1);
                             crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
                         }
+                        Outcome::Corrupt => {
+                            Counters::add(&shared.counters.dead, 1);
+                            crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
+                            tracing::warn!(queue = %p.queue, id, "task record unreadable (edited by hand?): moved to the dead set with the reason");
+                        }
                         Outcome::StaleLease => {
                             Counters::add(&shared.counters.stale, 1);
                             crate::metrics::count(crate::metrics::STALE, &p.queue, 1);

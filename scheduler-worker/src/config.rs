@@ -31,6 +31,12 @@ pub struct WorkerConfig {
     /// Lease (visibility timeout) of a claimed task; renewed every third of it while the task
     /// runs, so it only runs out when the worker is gone or stalled. Default 30 s.
     pub lease: Duration,
+    /// Expired leases (worker killed, hung or cut off while running the task) a task may have
+    /// before it is buried. Counted apart from handler failures, which `max_retries` bounds:
+    /// a task whose worker is lost during a run goes back to the ready set while its count of
+    /// lost leases (`lost` in its record) is at most this, and to the dead set with the reason
+    /// "lease expired N times" beyond. Default 5.
+    pub max_lost_leases: u32,
     /// TTL of a promoter lock; renewed every third of it while its partition has work due within
     /// one TTL. It only bounds how long a lock outlives a holder that stopped renewing it: other
     /// workers do not wait for it to expire (see `takeover_after`). Default 10 s.
@@ -56,7 +62,8 @@ pub struct WorkerConfig {
     /// How long a succeeded task's record and result are kept. Default 24 h; zero deletes the
     /// record on success.
     pub result_ttl: Duration,
-    /// Largest argument payload run, in bytes; a bigger one is dead-lettered. Default 1 MiB.
+    /// Largest argument payload run, and largest result stored, in bytes; a task with bigger
+    /// arguments, or whose run returns a bigger result, is dead-lettered. Default 1 MiB.
     pub max_payload_bytes: usize,
     /// Delay before retries. Default: exponential from 1 s, doubling, capped at 10 min, full
     /// jitter.
@@ -88,6 +95,7 @@ impl Default for WorkerConfig {
             claim_batch: 100,
             promote_batch: 200,
             lease: Duration::from_secs(30),
+            max_lost_leases: 5,
             lock_ttl: Duration::from_secs(10),
             takeover_after: Duration::from_millis(50),
             warm_sweep_interval: Duration::from_secs(1),

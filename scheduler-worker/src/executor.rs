@@ -122,8 +122,23 @@ async fn run(
     .with_claimed_at(claimed_at_ms);
     let limit = Duration::from_millis(task.timeout_ms.max(1));
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
-    let backoff = || shared.cfg.backoff.delay(task.attempt);
+    // The retry this would be: runs lost with their worker use up no retry (see reap.lua).
+    let backoff = || {
+        shared
+            .cfg
+            .backoff
+            .delay(task.attempt.saturating_sub(task.lost).max(1))
+    };
     match tokio::time::timeout(limit, fut).await {
+        // The result obeys the cap the arguments do: every size stored is one readers take.
+        Ok(Ok(Ok(bytes))) if bytes.len() > shared.cfg.max_payload_bytes => (
+            Verdict::Bury(format!(
+                "result of {} bytes exceeds the worker's cap of {} bytes",
+                bytes.len(),
+                shared.cfg.max_payload_bytes
+            )),
+            "fatal",
+        ),
         Ok(Ok(Ok(bytes))) => (Verdict::Ack(bytes), "success"),
         Ok(Ok(Err(RunError::Decode(e)))) => (
             Verdict::Bury(format!(

@@ -654,6 +654,9 @@ async fn promote(shared: &Shared, p: &Partition, clock: &mut Option<Clock>) -> O
                 *clock = Some(c);
                 Counters::add(&shared.counters.promoted, r.moved);
                 crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved);
+                if r.corrupt > 0 {
+                    tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = r.corrupt, "promote found task records it cannot read: moved to the dead set with the reason (or dropped when the record is gone)");
+                }
                 if r.moved >= u64::from(batch) {
                     continue;
                 }
@@ -671,10 +674,17 @@ async fn promote(shared: &Shared, p: &Partition, clock: &mut Option<Clock>) -> O
 async fn reap(shared: &Shared, p: &Partition, clock: Option<Clock>) -> Option<Instant> {
     let batch = shared.cfg.promote_batch.max(1);
     loop {
-        match shared.store.reap(p, batch).await {
+        match shared
+            .store
+            .reap(p, batch, shared.cfg.max_lost_leases)
+            .await
+        {
             Ok(r) => {
                 Counters::add(&shared.counters.reaped, r.requeued + r.buried);
                 crate::metrics::count(crate::metrics::REAPED, &p.queue, r.requeued + r.buried);
+                if r.corrupt > 0 {
+                    tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = r.corrupt, "reap found task records it cannot read: moved to the dead set with the reason (or dropped when the record is gone)");
+                }
                 if r.requeued + r.buried > 0 {
                     tracing::info!(queue = %p.queue, shard = p.shard, requeued = r.requeued, buried = r.buried, "recovered tasks of lost workers (expired leases)");
                 }

@@ -102,6 +102,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Expired leases a task may have before it is buried, counted apart from its handler's
+    /// failures (see [`WorkerConfig::max_lost_leases`]). Default 5.
+    pub fn max_lost_leases(mut self, n: u32) -> Self {
+        self.cfg.max_lost_leases = n;
+        self
+    }
+
     /// Promoter lock TTL. Default 10 s.
     pub fn lock_ttl(mut self, t: Duration) -> Self {
         self.cfg.lock_ttl = t.max(Duration::from_millis(300));
@@ -140,7 +147,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// Largest argument payload run, in bytes. Default 1 MiB.
+    /// Largest argument payload run, and largest result stored, in bytes. Default 1 MiB.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.cfg.max_payload_bytes = n;
         self

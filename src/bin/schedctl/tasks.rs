@@ -18,10 +18,11 @@ use crate::{json_out, Ctx};
 const REQUEUE_BATCH: usize = 500;
 
 /// Fields of the task hash in the order of `docs/redis-layout.md` section 4.
-const FIELD_ORDER: [&str; 15] = [
+const FIELD_ORDER: [&str; 16] = [
     "name",
     "state",
     "attempts",
+    "lost",
     "max_retries",
     "timeout_ms",
     "priority",
@@ -39,7 +40,14 @@ const FIELD_ORDER: [&str; 15] = [
 /// Fields holding unix ms.
 const TIME_FIELDS: [&str; 4] = ["run_at", "enqueued_at", "started_at", "finished_at"];
 /// Fields holding other integers.
-const INT_FIELDS: [&str; 5] = ["attempts", "max_retries", "timeout_ms", "priority", "token"];
+const INT_FIELDS: [&str; 6] = [
+    "attempts",
+    "lost",
+    "max_retries",
+    "timeout_ms",
+    "priority",
+    "token",
+];
 /// Fields holding MessagePack.
 const MSGPACK_FIELDS: [&str; 2] = ["args", "result"];
 
