@@ -51,7 +51,10 @@ impl Runs {
     }
 
     fn labelled(&self, label: &str) -> Vec<Run> {
-        self.all().into_iter().filter(|r| r.label == label).collect()
+        self.all()
+            .into_iter()
+            .filter(|r| r.label == label)
+            .collect()
     }
 
     /// Ids that ran more than once.
@@ -60,7 +63,10 @@ impl Runs {
         for r in self.all() {
             *n.entry(r.id).or_default() += 1;
         }
-        n.into_iter().filter(|(_, c)| *c > 1).map(|(i, _)| i).collect()
+        n.into_iter()
+            .filter(|(_, c)| *c > 1)
+            .map(|(i, _)| i)
+            .collect()
     }
 }
 
