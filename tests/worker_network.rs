@@ -70,9 +70,8 @@ impl Runs {
     }
 }
 
-/// Records its run.
-#[task(name = "net_task", queue = "net")]
-async fn net_task(ctx: TaskContext, label: String) -> Result<(), TaskError> {
+/// Records the run of `ctx`.
+fn record(ctx: &TaskContext, label: String) -> Result<(), TaskError> {
     let runs = ctx.state::<Runs>()?;
     runs.0.lock().unwrap().push(Run {
         id: ctx.id().to_string(),
@@ -82,6 +81,19 @@ async fn net_task(ctx: TaskContext, label: String) -> Result<(), TaskError> {
         started: Instant::now(),
     });
     Ok(())
+}
+
+/// Records its run.
+#[task(name = "net_task", queue = "net")]
+async fn net_task(ctx: TaskContext, label: String) -> Result<(), TaskError> {
+    record(&ctx, label)
+}
+
+/// Sleeps `ms`, then records its run.
+#[task(name = "net_slow", queue = "net")]
+async fn net_slow(ctx: TaskContext, label: String, ms: u64) -> Result<(), TaskError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    record(&ctx, label)
 }
 
 /// A worker running in this process, stopped by [`Running::stop`].
@@ -135,6 +147,7 @@ fn worker(url: &str, ns: &str, runs: &Runs) -> WorkerBuilder {
         .redis_url(url)
         .namespace(ns)
         .register(net_task)
+        .register(net_slow)
         .state(runs.clone())
 }
 
@@ -363,4 +376,51 @@ async fn heals_after_a_black_hole_that_leaves_connections_half_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heals_after_a_black_hole_ended_by_resets() {
     heals_after(Fault::Reset, "net-reset").await;
+}
+
+/// The prefetch is bounded and gives back what it did not start: a worker of concurrency 2 with
+/// prefetch multiplier 2 holds at most 6 tasks (2 running, 4 waiting for a slot); stopped while
+/// they run, it finishes the 2 and hands the 4 back at once, unstarted and without counting an
+/// attempt; a second worker then runs every remaining task exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
+    const N: usize = 20;
+    let redis = RedisServer::start();
+    let client = direct_client(&redis, "net-prefetch").await;
+    let mut ids = Vec::new();
+    for _ in 0..N {
+        let req = net_slow::new("slow".to_owned(), 1_500).into_request().unwrap();
+        ids.push(client.enqueue_request(req).await.unwrap());
+    }
+    let runs = Runs::default();
+    let first = Running::start(
+        worker(&redis.url(), "net-prefetch", &runs)
+            .concurrency(2)
+            .prefetch_multiplier(2),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stats = client.queue_stats(QUEUE).await.unwrap();
+    assert_eq!(stats.active, 6, "2 running + 4 prefetched hold leases");
+    let report = first.stop().await;
+    eprintln!("first worker: {report:?}");
+    assert_eq!(report.claimed, 6);
+    assert_eq!(report.succeeded, 2);
+    assert_eq!(report.released, 4);
+    let stats = client.queue_stats(QUEUE).await.unwrap();
+    assert_eq!((stats.active, stats.ready), (0, N as u64 - 2));
+    let mut not_started = 0;
+    for id in &ids {
+        let info = client.status(id).await.unwrap();
+        if info.attempts == 0 {
+            not_started += 1;
+        }
+    }
+    assert_eq!(not_started, N - 2, "handed-back tasks keep their attempts");
+
+    let second = Running::start(worker(&redis.url(), "net-prefetch", &runs).concurrency(20)).await;
+    assert!(wait_until(Duration::from_secs(30), || runs.count() == N).await);
+    let report = second.stop().await;
+    assert_eq!(report.succeeded, N as u64 - 2);
+    assert!(runs.duplicates().is_empty(), "no task ran twice");
 }

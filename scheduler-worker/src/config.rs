@@ -28,8 +28,9 @@ pub struct WorkerConfig {
     /// prefetch_multiplier` tasks claimed ahead, in claims still in flight (several partitions
     /// are claimed from at once) or waiting here for a free slot, so that a slot never waits a
     /// round trip to Redis for its next task. Throughput is then bounded by about
-    /// `concurrency × (1 + prefetch_multiplier) / round trip`, not by one claim per round trip.
-    /// Default 4 (as Celery's `worker_prefetch_multiplier`); 0 claims only for free slots.
+    /// `concurrency × (1 + prefetch_multiplier) / round trip`, not by one claim per round trip:
+    /// with concurrency 100 at a 200 ms round trip, about 430 tasks/s with 0, 1,800 with 4 and
+    /// 2,900 with 8 (`tests/worker_network.rs`). Default 8; 0 claims only for free slots.
     ///
     /// A task's lease starts when it is claimed, and a task waiting here is renewed like a
     /// running one but is not available to other workers: with long tasks and several workers,
@@ -95,7 +96,7 @@ impl Default for WorkerConfig {
             queue_shards: HashMap::new(),
             concurrency: 64,
             claim_batch: 100,
-            prefetch_multiplier: 4,
+            prefetch_multiplier: 8,
             promote_batch: 200,
             lease: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(10),

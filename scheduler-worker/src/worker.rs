@@ -85,7 +85,7 @@ impl WorkerBuilder {
     }
 
     /// Tasks claimed ahead of free slots, as a multiple of the concurrency: see
-    /// [`WorkerConfig::prefetch_multiplier`]. Default 4; 0 claims only for free slots.
+    /// [`WorkerConfig::prefetch_multiplier`]. Default 8; 0 claims only for free slots.
     pub fn prefetch_multiplier(mut self, n: usize) -> Self {
         self.cfg.prefetch_multiplier = n;
         self
