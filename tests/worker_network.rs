@@ -389,7 +389,9 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     let client = direct_client(&redis, "net-prefetch").await;
     let mut ids = Vec::new();
     for _ in 0..N {
-        let req = net_slow::new("slow".to_owned(), 1_500).into_request().unwrap();
+        let req = net_slow::new("slow".to_owned(), 1_500)
+            .into_request()
+            .unwrap();
         ids.push(client.enqueue_request(req).await.unwrap());
     }
     let runs = Runs::default();

@@ -302,7 +302,8 @@ pub struct WorkerReport {
     pub promoted: u64,
     /// Expired leases this process recovered.
     pub reaped: u64,
-    /// Running tasks handed back at shutdown.
+    /// Tasks handed back at shutdown: prefetched ones that had not started, and running ones
+    /// still running at the end of the shutdown timeout.
     pub released: u64,
 }
 
