@@ -93,7 +93,9 @@ async fn health_check(shared: &Shared, sink: &mut PubSubSink) -> Error {
         match tokio::time::timeout(shared.cfg.health_check_timeout, sink.ping::<redis::Value>())
             .await
         {
+            // An error reply (a user not allowed to PING) still proves the connection alive.
             Ok(Ok(_)) => {}
+            Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {}
             Ok(Err(e)) => return e.into(),
             Err(_) => return timed_out("PING on the pub/sub connection"),
         }
