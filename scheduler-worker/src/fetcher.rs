@@ -51,7 +51,9 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
     let n = shared.partitions.len();
     let batch = shared.cfg.claim_batch.max(1);
     let concurrency = shared.cfg.concurrency.max(1);
-    let budget = concurrency + concurrency * shared.cfg.prefetch_multiplier;
+    let budget = concurrency
+        .saturating_mul(shared.cfg.prefetch_multiplier.saturating_add(1))
+        .min(Semaphore::MAX_PERMITS);
     let hand = Arc::new(Semaphore::new(budget));
     let ctx = Arc::new(Ctx {
         shared: Arc::clone(&shared),
