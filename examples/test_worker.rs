@@ -46,6 +46,9 @@ struct Args {
     /// How long a graceful shutdown waits for running tasks, ms.
     #[arg(long, env = "SCHED_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     shutdown_timeout_ms: u64,
+    /// Tasks claimed ahead of free slots, as a multiple of the concurrency (0: none).
+    #[arg(long, env = "SCHED_PREFETCH_MULTIPLIER", default_value_t = 8)]
+    prefetch_multiplier: usize,
     /// Redis list that `sleep_then_record` appends `<tag>:<attempt>` to.
     #[arg(long, env = "SCHED_RECORD_LIST", default_value = "test:record")]
     record_list: String,
@@ -88,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         .namespace(&args.namespace)
         .queues([args.queue.as_str()])
         .concurrency(args.concurrency)
+        .prefetch_multiplier(args.prefetch_multiplier)
         .lease(Duration::from_millis(args.lease_ms))
         .lock_ttl(Duration::from_millis(args.lock_ttl_ms))
         .sweep_interval(Duration::from_millis(500))

@@ -41,6 +41,10 @@ struct Args {
     /// Tasks run at once by this process.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
+    /// Tasks claimed ahead of free slots, as a multiple of the concurrency (0: none; 0 or 1 for
+    /// long tasks). See `WorkerConfig::prefetch_multiplier`.
+    #[arg(long, env = "WORKER_PREFETCH_MULTIPLIER", default_value_t = 8)]
+    prefetch_multiplier: usize,
     /// Shards of a queue this worker is the first to use.
     #[arg(long, env = "WORKER_SHARDS", default_value_t = 16)]
     shards: u16,
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         .register(tasks::expire_coupon)
         .register(tasks::render_receipt)
         .concurrency(args.concurrency)
+        .prefetch_multiplier(args.prefetch_multiplier)
         .default_shards(args.shards)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout_secs));
     if args.queue_metrics_secs > 0 {

@@ -213,6 +213,9 @@ async fn killed_worker_tasks_run_again_after_their_lease() {
         &[
             "--concurrency",
             "3",
+            // No prefetch: every task this worker claims is one it runs.
+            "--prefetch-multiplier",
+            "0",
             "--lease-ms",
             "1000",
             "--lock-ttl-ms",

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
 
-use crate::conn::{ConnectOptions, Mode, TlsConfig};
+use crate::conn::{ConnectOptions, HealthCheck, Mode, TlsConfig};
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
@@ -31,6 +31,7 @@ pub struct ClientConfig {
     loading_wait: Duration,
     replica_wait: Option<(u32, Duration)>,
     tls: Option<TlsConfig>,
+    health_check: Option<HealthCheck>,
 }
 
 impl ClientConfig {
@@ -48,6 +49,7 @@ impl ClientConfig {
             loading_wait: crate::store::DEFAULT_LOADING_WAIT,
             replica_wait: None,
             tls: None,
+            health_check: Some(HealthCheck::default()),
         }
     }
 
@@ -119,6 +121,14 @@ impl ClientConfig {
         self
     }
 
+    /// Health check of the command connection: see [`ConnectOptions::health_check`]. Default
+    /// [`HealthCheck::default`] (a `PING` every second, the connection replaced after 3 s
+    /// without a reply).
+    pub fn health_check(mut self, check: Option<HealthCheck>) -> Self {
+        self.health_check = check;
+        self
+    }
+
     /// Certificates for `rediss` URLs (CA, client certificate). Default: from the environment
     /// ([`TlsConfig::from_env`]), else the system's roots.
     pub fn tls(mut self, tls: TlsConfig) -> Self {
@@ -170,7 +180,9 @@ impl Client {
     ///
     /// [`Error::InvalidUrl`] or a Redis error when Redis cannot be reached.
     pub async fn with_config(config: ClientConfig) -> Result<Self> {
-        let mut opts = ConnectOptions::new(&config.url).namespace(&config.namespace);
+        let mut opts = ConnectOptions::new(&config.url)
+            .namespace(&config.namespace)
+            .health_check(config.health_check);
         if let Some(tls) = &config.tls {
             opts = opts.tls(tls.clone());
         }

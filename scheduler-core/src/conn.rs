@@ -187,11 +187,32 @@ pub struct ConnectOptions {
     tls: Option<TlsConfig>,
     connection_timeout: Duration,
     response_timeout: Duration,
+    health_check: Option<HealthCheck>,
+}
+
+/// How often a connection is checked with `PING`, and how long the reply may take before the
+/// connection is replaced. See [`ConnectOptions::health_check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Time between two checks.
+    pub interval: Duration,
+    /// Longest wait for the reply.
+    pub timeout: Duration,
+}
+
+impl Default for HealthCheck {
+    /// A `PING` every second, replaced after 3 s without a reply.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+        }
+    }
 }
 
 impl ConnectOptions {
     /// Options for `url`, namespace `sched`, TLS certificates from the environment, a 5 s
-    /// connection timeout and a 10 s response timeout.
+    /// connection timeout, a 10 s response timeout and the default [`HealthCheck`].
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -199,7 +220,21 @@ impl ConnectOptions {
             tls: None,
             connection_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
+            health_check: Some(HealthCheck::default()),
         }
+    }
+
+    /// Health check of the command connection (one Redis and TLS modes): a `PING` every
+    /// `interval`; when one gets no reply within its `timeout`, or any request times out, the
+    /// connection is replaced by a new one (requests already sent on the old one still get their
+    /// replies or time out). A connection silently cut by the network (a black hole, or
+    /// half-open after a fault) never fails by itself: without this, every request on it would
+    /// time out, forever. `None` turns the periodic check off (a timed-out request still replaces
+    /// the connection). Default: [`HealthCheck::default`]. Cluster and Sentinel connections have
+    /// their own reconnection logic.
+    pub fn health_check(mut self, check: Option<HealthCheck>) -> Self {
+        self.health_check = check;
+        self
     }
 
     /// Key namespace, the prefix of every key. Default `sched`.
@@ -401,7 +436,7 @@ pub struct Conn(Kind);
 
 #[derive(Clone)]
 enum Kind {
-    Single(ConnectionManager),
+    Single(SingleConn),
     Cluster(ClusterConnection),
     Sentinel(SentinelConn),
 }
@@ -447,11 +482,117 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match &self.0 {
-            Kind::Single(c) => c.get_db(),
+            Kind::Single(c) => c.current().1.get_db(),
             Kind::Cluster(c) => c.get_db(),
             Kind::Sentinel(c) => c.0.db,
         }
     }
+}
+
+/// One Redis: a connection manager (which reconnects by itself after a dropped connection),
+/// replaced by a new one when a request or a health check times out. A timeout does not make the
+/// manager reconnect, and a connection that the network silently cut (no reset, no close) only
+/// ever times out.
+#[derive(Clone)]
+struct SingleConn(Arc<SingleShared>);
+
+struct SingleShared {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// The manager in use and its generation. A std mutex: held only to clone or replace it.
+    current: Mutex<(u64, ConnectionManager)>,
+}
+
+impl SingleConn {
+    fn current(&self) -> (u64, ConnectionManager) {
+        self.0.current()
+    }
+
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut c) = self.current();
+            let r = c.req_packed_command(cmd).await;
+            if let Err(e) = &r {
+                if e.is_timeout() {
+                    self.0.replace(generation, e);
+                }
+            }
+            r
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut c) = self.current();
+            let r = c.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &r {
+                if e.is_timeout() {
+                    self.0.replace(generation, e);
+                }
+            }
+            r
+        })
+    }
+}
+
+impl SingleShared {
+    fn current(&self) -> (u64, ConnectionManager) {
+        self.current.lock().expect("single conn poisoned").clone()
+    }
+
+    /// Replaces manager `generation` (unless a newer one replaced it already) by a new one that
+    /// connects on first use. Requests in flight on the old one end as they would have.
+    fn replace(&self, generation: u64, why: &dyn std::fmt::Display) {
+        let mut cur = self.current.lock().expect("single conn poisoned");
+        if cur.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(m) => {
+                tracing::warn!(reason = %why, "replacing the connection to Redis");
+                *cur = (generation + 1, m);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot replace the connection to Redis"),
+        }
+    }
+}
+
+/// Checks the connection with `PING` every `check.interval` and replaces it when the reply takes
+/// longer than `check.timeout`. An error reply (Redis down, refused) is left to the manager's own
+/// reconnection. Ends when the last clone of the connection is dropped.
+fn spawn_health_check(shared: &Arc<SingleShared>, check: HealthCheck) {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(check.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some((generation, mut c)) = weak.upgrade().map(|s| s.current()) else {
+                return;
+            };
+            let reply = tokio::time::timeout(
+                check.timeout,
+                redis::cmd("PING").query_async::<Value>(&mut c),
+            )
+            .await;
+            let timed_out = match &reply {
+                Err(_) => true,
+                Ok(Err(e)) => e.is_timeout(),
+                Ok(Ok(_)) => false,
+            };
+            if timed_out {
+                let Some(shared) = weak.upgrade() else { return };
+                let why = format!("no reply to a health check within {:?}", check.timeout);
+                shared.replace(generation, &why);
+            }
+        }
+    });
 }
 
 /// The master of a Sentinel deployment, found again whenever it may have changed.
@@ -714,9 +855,17 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<(Conn, Endpoint)> {
                 .set_response_timeout(Some(opts.response_timeout))
                 .set_number_of_retries(4)
                 .set_max_delay(Duration::from_secs(2));
-            let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+            let conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+            let shared = Arc::new(SingleShared {
+                client: client.clone(),
+                config,
+                current: Mutex::new((0, conn)),
+            });
+            if let Some(check) = opts.health_check {
+                spawn_health_check(&shared, check);
+            }
             Ok((
-                Conn(Kind::Single(conn)),
+                Conn(Kind::Single(SingleConn(shared))),
                 Endpoint {
                     kind: EndpointKind::Single,
                     node_client: client,
@@ -888,6 +1037,19 @@ fn cluster_slots_nodes(v: &Value) -> Vec<String> {
 }
 
 impl Endpoint {
+    /// `connect`, failed with an I/O timeout after the connection timeout.
+    async fn timed<T>(
+        &self,
+        connect: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.connection_timeout, connect).await {
+            Ok(r) => Ok(r?),
+            Err(_) => {
+                Err(RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)).into())
+            }
+        }
+    }
+
     /// A connected pub/sub connection that receives every `PUBLISH` of the scripts.
     ///
     /// One Redis: that server. Sentinel: the master the sentinels name now. Cluster: any node,
@@ -896,9 +1058,11 @@ impl Endpoint {
     /// answers, so after that node dies the next call lands on a live one.
     pub(crate) async fn pubsub(&self, conn: &Conn) -> Result<redis::aio::PubSub> {
         match &self.kind {
-            EndpointKind::Single => Ok(self.node_client.get_async_pubsub().await?),
+            // A connect that hangs (the network silently cut) fails after the connection timeout.
+            EndpointKind::Single => self.timed(self.node_client.get_async_pubsub()).await,
             EndpointKind::Sentinel(shared) => {
-                Ok(shared.master_client().await?.get_async_pubsub().await?)
+                let client = shared.master_client().await?;
+                self.timed(client.get_async_pubsub()).await
             }
             EndpointKind::Cluster {
                 prefix,

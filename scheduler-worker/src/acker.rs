@@ -1,13 +1,17 @@
-//! The acker: collects finished runs and writes their outcomes in batches, one pipelined round
-//! trip for the acks of many partitions, one retry-or-bury call per partition for failures.
+//! The acker: collects finished runs and writes their outcomes in batches: the acks of many
+//! partitions in one pipelined round trip, and the failures and hand-backs of every partition
+//! at the same time. Several batches may be in flight at once, so the round trip to Redis bounds
+//! the latency of an outcome, not the rate at which outcomes are written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use scheduler_core::scripts::{AckItem, FailItem, Outcome};
 use scheduler_core::store::retry_transient;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::shared::{Counters, Shared};
 
@@ -20,6 +24,8 @@ pub(crate) enum Verdict {
     Retry(String, Duration),
     /// Failed in a way retrying cannot fix: bury now.
     Bury(String),
+    /// Never started (prefetched, then shutdown): hand back to the ready set, attempt not counted.
+    Release,
 }
 
 /// A finished run.
@@ -42,10 +48,14 @@ pub(crate) enum AckMsg {
 /// Most completions written in one round.
 const MAX_BATCH: usize = 1000;
 
+/// Most rounds in flight at once.
+const MAX_WRITES: usize = 4;
+
 /// Runs until the channel closes (every sender dropped).
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
+    let mut writes = JoinSet::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -57,20 +67,28 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack
                 next = rx.try_recv().ok();
             }
         }
-        write(&shared, std::mem::take(&mut batch)).await;
-        for tx in flushes.drain(..) {
-            let _ = tx.send(());
+        // While the most rounds are in flight, completions gather into the next, bigger batch.
+        while writes.len() >= MAX_WRITES {
+            let _ = writes.join_next().await;
+        }
+        if !batch.is_empty() {
+            writes.spawn(write(Arc::clone(&shared), std::mem::take(&mut batch)));
+        }
+        if !flushes.is_empty() {
+            while writes.join_next().await.is_some() {}
+            for tx in flushes.drain(..) {
+                let _ = tx.send(());
+            }
         }
     }
+    while writes.join_next().await.is_some() {}
 }
 
-async fn write(shared: &Shared, batch: Vec<Completion>) {
-    if batch.is_empty() {
-        return;
-    }
+async fn write(shared: Arc<Shared>, batch: Vec<Completion>) {
     let ttl_ms = shared.cfg.result_ttl.as_millis() as u64;
     let mut acks: HashMap<usize, Vec<AckItem<'_>>> = HashMap::new();
     let mut fails: HashMap<usize, Vec<FailItem<'_>>> = HashMap::new();
+    let mut releases: HashMap<usize, Vec<(&str, i64)>> = HashMap::new();
     for c in &batch {
         match &c.verdict {
             // A unit result encodes as MessagePack nil; store nothing, readers default to nil.
@@ -89,6 +107,7 @@ async fn write(shared: &Shared, batch: Vec<Completion>) {
                 .entry(c.idx)
                 .or_default()
                 .push((&c.id, c.token, e, None)),
+            Verdict::Release => releases.entry(c.idx).or_default().push((&c.id, c.token)),
         }
     }
     // Writes are retried through Redis restarts and failovers for up to about a minute; every
@@ -98,53 +117,89 @@ async fn write(shared: &Shared, batch: Vec<Completion>) {
         .iter()
         .map(|(idx, items)| (&shared.partitions[*idx], items.clone()))
         .collect();
-    for chunk in groups.chunks(64) {
-        match retry_transient(30, || shared.store.ack_many(chunk, ttl_ms)).await {
-            Ok(replies) => {
-                for ((p, items), outs) in chunk.iter().zip(replies) {
-                    for ((id, _, _), o) in items.iter().zip(outs) {
-                        if o == Outcome::StaleLease {
-                            Counters::add(&shared.counters.stale, 1);
-                            crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
-                            tracing::warn!(queue = %p.queue, id, "ack rejected: lease lost, the task was handed to another worker");
-                        } else {
-                            Counters::add(&shared.counters.succeeded, 1);
-                        }
+    let shared = &*shared;
+    let ack_rounds = groups
+        .chunks(64)
+        .map(|chunk| write_acks(shared, chunk, ttl_ms));
+    let fail_rounds = fails
+        .iter()
+        .map(|(idx, items)| write_fails(shared, *idx, items));
+    let release_rounds = releases
+        .iter()
+        .map(|(idx, items)| write_releases(shared, *idx, items));
+    futures::join!(
+        join_all(ack_rounds),
+        join_all(fail_rounds),
+        join_all(release_rounds)
+    );
+}
+
+async fn write_acks(
+    shared: &Shared,
+    chunk: &[(&scheduler_core::store::Partition, Vec<AckItem<'_>>)],
+    ttl_ms: u64,
+) {
+    match retry_transient(30, || shared.store.ack_many(chunk, ttl_ms)).await {
+        Ok(replies) => {
+            for ((p, items), outs) in chunk.iter().zip(replies) {
+                for ((id, _, _), o) in items.iter().zip(outs) {
+                    if o == Outcome::StaleLease {
+                        Counters::add(&shared.counters.stale, 1);
+                        crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
+                        tracing::warn!(queue = %p.queue, id, "ack rejected: lease lost, the task was handed to another worker");
+                    } else {
+                        Counters::add(&shared.counters.succeeded, 1);
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not write acks; their leases will expire and the tasks run again")
             }
         }
+        Err(e) => {
+            tracing::error!(error = %e, "could not write acks; their leases will expire and the tasks run again")
+        }
     }
-    for (idx, items) in &fails {
-        let p = &shared.partitions[*idx];
-        match retry_transient(30, || shared.store.retry(p, items)).await {
-            Ok(outs) => {
-                for ((id, _, _, _), o) in items.iter().zip(outs) {
-                    match o {
-                        Outcome::Dead => {
-                            Counters::add(&shared.counters.dead, 1);
-                            crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
-                        }
-                        Outcome::Corrupt => {
-                            Counters::add(&shared.counters.dead, 1);
-                            crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
-                            tracing::warn!(queue = %p.queue, id, "task record unreadable (edited by hand?): moved to the dead set with the reason");
-                        }
-                        Outcome::StaleLease => {
-                            Counters::add(&shared.counters.stale, 1);
-                            crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
-                            tracing::warn!(queue = %p.queue, id, "failure report rejected: lease lost");
-                        }
-                        _ => Counters::add(&shared.counters.retried, 1),
+}
+
+async fn write_fails(shared: &Shared, idx: usize, items: &[FailItem<'_>]) {
+    let p = &shared.partitions[idx];
+    match retry_transient(30, || shared.store.retry(p, items)).await {
+        Ok(outs) => {
+            for ((id, _, _, _), o) in items.iter().zip(outs) {
+                match o {
+                    Outcome::Dead => {
+                        Counters::add(&shared.counters.dead, 1);
+                        crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
                     }
+                    Outcome::Corrupt => {
+                        Counters::add(&shared.counters.dead, 1);
+                        crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
+                        tracing::warn!(queue = %p.queue, id, "task record unreadable (edited by hand?): moved to the dead set with the reason");
+                    }
+                    Outcome::StaleLease => {
+                        Counters::add(&shared.counters.stale, 1);
+                        crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
+                        tracing::warn!(queue = %p.queue, id, "failure report rejected: lease lost");
+                    }
+                    _ => Counters::add(&shared.counters.retried, 1),
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "could not write failures; their leases will expire and the tasks run again")
-            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not write failures; their leases will expire and the tasks run again")
+        }
+    }
+}
+
+async fn write_releases(shared: &Shared, idx: usize, items: &[(&str, i64)]) {
+    let p = &shared.partitions[idx];
+    match retry_transient(10, || shared.store.release(p, items)).await {
+        Ok(outs) => {
+            let n = outs.iter().filter(|o| **o == Outcome::Done).count() as u64;
+            Counters::add(&shared.counters.released, n);
+            crate::metrics::count(crate::metrics::RELEASED, &p.queue, n);
+            tracing::info!(queue = %p.queue, shard = p.shard, released = n, "handed prefetched tasks back");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not hand prefetched tasks back; they return when their lease expires")
         }
     }
 }

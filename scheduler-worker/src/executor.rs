@@ -8,19 +8,27 @@ use std::time::Duration;
 use futures::FutureExt;
 use scheduler_core::scripts::Claimed;
 use scheduler_core::{TaskContext, TaskErrorKind, TaskId};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::acker::{AckMsg, Completion, Verdict};
 use crate::registry::RunError;
 use crate::shared::Shared;
 
+/// What a claimed task needs to run: its permit of the fetcher's prefetch budget, held until its
+/// outcome is handed to the acker, and the execution slots, one of which it waits for.
+#[derive(Debug)]
+pub(crate) struct Permits {
+    pub(crate) hand: OwnedSemaphorePermit,
+    pub(crate) slots: Arc<Semaphore>,
+}
+
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     idx: usize,
     task: Claimed,
     claimed_at_ms: i64,
-    permit: OwnedSemaphorePermit,
+    permits: Permits,
 ) {
     // Should this function itself panic (not the handler: its panics are caught below), the
     // task must not stay in flight forever with its lease renewed: it is dropped from the
@@ -31,6 +39,17 @@ pub(crate) async fn execute(
         token: task.token,
     };
     let p = &shared.partitions[idx];
+    // A prefetched task waits here for a free slot (its lease is renewed meanwhile). If intake
+    // stops first, it has not started: it is handed back at once, its attempt not counted.
+    let slot = tokio::select! {
+        biased;
+        () = shared.stop_intake.cancelled() => None,
+        s = Arc::clone(&permits.slots).acquire_owned() => s.ok(),
+    };
+    let Some(slot) = slot else {
+        report(&shared, idx, task.id, task.token, Verdict::Release);
+        return;
+    };
     // Saturating: a corrupted record can carry any due time (a `nan` run_at reads as i64::MIN).
     let lateness_ms = claimed_at_ms.saturating_sub(task.due_ms);
     let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
@@ -44,24 +63,30 @@ pub(crate) async fn execute(
         Verdict::Ack(_) => tracing::debug!(lateness_ms, "succeeded"),
         Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),
         Verdict::Bury(err) => tracing::warn!(error = %err, "failed; not retryable"),
+        Verdict::Release => {}
     });
-    // Exactly one of us and a shutdown that hands tasks back acts on this task: whoever removes
-    // the in-flight entry.
+    report(&shared, idx, task.id, task.token, verdict);
+    drop(slot);
+    drop(permits.hand);
+}
+
+/// Hands `verdict` to the acker, unless a shutdown that hands tasks back took this task first:
+/// exactly one of the two acts on it, whoever removes the in-flight entry.
+fn report(shared: &Shared, idx: usize, id: String, token: i64, verdict: Verdict) {
     let mine = shared
         .inflight
         .lock()
         .expect("inflight poisoned")
-        .remove(&(idx, task.id.clone()))
+        .remove(&(idx, id.clone()))
         .is_some();
     if mine {
         let _ = shared.acker_tx.send(AckMsg::Done(Completion {
             idx,
-            id: task.id,
-            token: task.token,
+            id,
+            token,
             verdict,
         }));
     }
-    drop(permit);
 }
 
 /// Removes the task's in-flight entry (if it is still ours) when [`execute`] unwinds.

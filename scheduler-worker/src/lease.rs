@@ -1,5 +1,6 @@
-//! The lease renewer: while tasks run, extends their leases every third of the lease length, in
-//! one script call per partition, so a lease only runs out when this process is gone or stalled.
+//! The lease renewer: while tasks run (or wait for a slot after a prefetch), extends their leases
+//! every third of the lease length, in one script call per partition, all partitions at once,
+//! so a lease only runs out when this process is gone or stalled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,29 +28,36 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             m
         };
-        for (idx, items) in snapshot {
-            let p = &shared.partitions[idx];
-            for chunk in items.chunks(500) {
-                let refs: Vec<(&str, i64)> = chunk.iter().map(|(i, t)| (i.as_str(), *t)).collect();
-                match shared.store.extend(p, lease_ms, &refs).await {
-                    Ok(outs) => {
-                        let lost = lost_leases(&refs, &outs, |id, token| {
-                            shared
-                                .inflight
-                                .lock()
-                                .expect("inflight poisoned")
-                                .get(&(idx, id.to_owned()))
-                                .is_some_and(|f| f.token == token)
-                        });
-                        for id in lost {
-                            tracing::warn!(queue = %p.queue, id, "lease lost while running; the task may run elsewhere too");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not renew leases; retrying next tick")
-                    }
-                }
+        // Every partition at once: the calls share the multiplexed connection, so a round of
+        // renewals costs about one round trip however many partitions there are.
+        let rounds = snapshot
+            .iter()
+            .flat_map(|(idx, items)| items.chunks(500).map(move |chunk| (*idx, chunk)))
+            .map(|(idx, chunk)| extend(&shared, lease_ms, idx, chunk));
+        futures::future::join_all(rounds).await;
+    }
+}
+
+/// Renews the leases of `chunk`, tasks of partition `idx`.
+async fn extend(shared: &Shared, lease_ms: u64, idx: usize, chunk: &[(String, i64)]) {
+    let p = &shared.partitions[idx];
+    let refs: Vec<(&str, i64)> = chunk.iter().map(|(i, t)| (i.as_str(), *t)).collect();
+    match shared.store.extend(p, lease_ms, &refs).await {
+        Ok(outs) => {
+            let lost = lost_leases(&refs, &outs, |id, token| {
+                shared
+                    .inflight
+                    .lock()
+                    .expect("inflight poisoned")
+                    .get(&(idx, id.to_owned()))
+                    .is_some_and(|f| f.token == token)
+            });
+            for id in lost {
+                tracing::warn!(queue = %p.queue, id, "lease lost while running; the task may run elsewhere too");
             }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not renew leases; retrying next tick")
         }
     }
 }

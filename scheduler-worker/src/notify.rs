@@ -1,12 +1,20 @@
 //! The listener: one pub/sub connection per worker process, subscribed to the wake-up channel of
 //! each served queue. It turns `r:<shard>` into "claim from this partition" for the fetcher and
 //! `s:<shard>:<due>` into "new head" for the promoter. Idle workers wait here instead of polling.
+//!
+//! A connection the network cut silently (a black hole, or half-open after a fault) neither
+//! delivers messages nor fails, so the listener checks it: a `PING` every
+//! [`crate::WorkerConfig::health_check_interval`]; without a reply within
+//! [`crate::WorkerConfig::health_check_timeout`] it opens a new connection, and every reconnect
+//! looks at every partition once (messages published meanwhile were lost).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use redis::aio::PubSubSink;
+use scheduler_core::Error;
 
 use crate::shared::{PromoterEvent, Shared};
 
@@ -16,7 +24,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             () = shared.stop_intake.cancelled() => return,
-            res = listen(&shared) => {
+            res = listen(&shared, &mut backoff) => {
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "wake-up listener lost its connection; reconnecting");
                 }
@@ -30,31 +38,68 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn listen(shared: &Shared) -> Result<(), scheduler_core::Error> {
+/// An I/O timeout error: `what` got no reply in time.
+fn timed_out(what: &str) -> Error {
+    redis::RedisError::from((redis::ErrorKind::Io, "no reply in time", what.to_owned())).into()
+}
+
+/// Listens until the connection fails; resets `backoff` once subscribed.
+async fn listen(shared: &Shared, backoff: &mut Duration) -> Result<(), Error> {
+    let wait = shared.cfg.health_check_timeout;
     // A fresh connection each time: in Cluster or Sentinel mode it lands on a live node.
-    let mut pubsub = shared.store.pubsub().await?;
+    let (mut sink, mut stream) = shared.store.pubsub().await?.split();
     let mut queue_of: HashMap<String, String> = HashMap::new();
     for p in &shared.partitions {
         if !queue_of.contains_key(&p.channel) {
-            pubsub.subscribe(&p.channel).await?;
+            tokio::time::timeout(wait, sink.subscribe(&p.channel))
+                .await
+                .map_err(|_| timed_out("SUBSCRIBE"))??;
             queue_of.insert(p.channel.clone(), p.queue.clone());
         }
     }
+    *backoff = Duration::from_millis(100);
     // Anything published before the subscription took effect was missed: look everywhere once.
     shared.mark_all_ready();
     let _ = shared.promoter_tx.send(PromoterEvent::SweepAll);
     tracing::debug!(channels = queue_of.len(), "listening for wake-ups");
-    let mut stream = pubsub.on_message();
-    while let Some(msg) = stream.next().await {
-        let Some(queue) = queue_of.get(msg.get_channel_name()) else {
-            continue;
-        };
-        let Ok(payload) = msg.get_payload::<String>() else {
-            continue;
-        };
-        dispatch(shared, queue, &payload);
+    let messages = async {
+        while let Some(msg) = stream.next().await {
+            let Some(queue) = queue_of.get(msg.get_channel_name()) else {
+                continue;
+            };
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            dispatch(shared, queue, &payload);
+        }
+        Error::from(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "pub/sub connection closed",
+        )))
+    };
+    tokio::select! {
+        e = messages => Err(e),
+        e = health_check(shared, &mut sink) => Err(e),
     }
-    Err(redis::RedisError::from((redis::ErrorKind::Io, "pub/sub connection closed")).into())
+}
+
+/// Pings the pub/sub connection every health-check interval; returns the error that ends it.
+async fn health_check(shared: &Shared, sink: &mut PubSubSink) -> Error {
+    let mut tick = tokio::time::interval(shared.cfg.health_check_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(shared.cfg.health_check_timeout, sink.ping::<redis::Value>())
+            .await
+        {
+            // An error reply (a user not allowed to PING) still proves the connection alive.
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {}
+            Ok(Err(e)) => return e.into(),
+            Err(_) => return timed_out("PING on the pub/sub connection"),
+        }
+    }
 }
 
 fn dispatch(shared: &Shared, queue: &str, payload: &str) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use scheduler_core::conn::TlsConfig;
+use scheduler_core::conn::{HealthCheck, TlsConfig};
 use scheduler_core::{Client, ClientConfig, Error, StateMap, Task};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,28 @@ impl WorkerBuilder {
     /// Tasks run at once. Default 64.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.cfg.concurrency = n.max(1);
+        self
+    }
+
+    /// Most tasks one claim takes. Default 100.
+    pub fn claim_batch(mut self, n: usize) -> Self {
+        self.cfg.claim_batch = n.max(1);
+        self
+    }
+
+    /// Tasks claimed ahead of free slots, as a multiple of the concurrency: see
+    /// [`WorkerConfig::prefetch_multiplier`]. Default 8; 0 claims only for free slots.
+    pub fn prefetch_multiplier(mut self, n: usize) -> Self {
+        self.cfg.prefetch_multiplier = n;
+        self
+    }
+
+    /// Connection health checks: a `PING` every `interval` on the pub/sub and command
+    /// connections; one without a reply within `timeout` gets its connection replaced. See
+    /// [`WorkerConfig::health_check_interval`]. Defaults 1 s and 3 s.
+    pub fn health_check(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.cfg.health_check_interval = interval.max(Duration::from_millis(10));
+        self.cfg.health_check_timeout = timeout.max(Duration::from_millis(10));
         self
     }
 
@@ -183,7 +205,11 @@ impl WorkerBuilder {
     pub async fn build(self) -> Result<Worker, Error> {
         let mut ccfg = ClientConfig::new(&self.cfg.redis_url)
             .namespace(&self.cfg.namespace)
-            .default_shards(self.cfg.default_shards);
+            .default_shards(self.cfg.default_shards)
+            .health_check(Some(HealthCheck {
+                interval: self.cfg.health_check_interval,
+                timeout: self.cfg.health_check_timeout,
+            }));
         for (q, n) in &self.cfg.queue_shards {
             ccfg = ccfg.queue_shards(q, *n);
         }
@@ -299,7 +325,8 @@ pub struct WorkerReport {
     pub reaped: u64,
     /// Partitions this process took over from a promoter that missed its due work.
     pub takeovers: u64,
-    /// Running tasks handed back at shutdown.
+    /// Tasks handed back at shutdown: prefetched ones that had not started, and running ones
+    /// still running at the end of the shutdown timeout.
     pub released: u64,
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod ha;
+pub mod proxy;
 pub mod sentinel;
 pub mod tls;
 
