@@ -40,9 +40,9 @@ struct Args {
     /// Key namespace.
     #[arg(long, default_value = "chaos")]
     namespace: String,
-    /// Queue to serve.
-    #[arg(long, default_value = "chaos")]
-    queue: String,
+    /// Queues to serve, comma-separated.
+    #[arg(long, default_value = "chaos", value_delimiter = ',')]
+    queue: Vec<String>,
     /// Directory of the per-process run logs.
     #[arg(long)]
     record_dir: String,
@@ -154,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
-        .queues([args.queue.as_str()]);
+        .queues(args.queue.iter().map(String::as_str));
     if let Some(n) = args.concurrency {
         builder = builder.concurrency(n);
     }
