@@ -323,13 +323,16 @@ enum Fault {
         every_ms: u64,
         for_ms: u64,
     },
-    /// SIGSTOP worker 0 at `at_ms` for `for_ms`, then SIGCONT. With `expect_stale`, the
-    /// stopped worker must have had runs re-run elsewhere and its late acks rejected (lease-lost);
-    /// without, the scenario is about the tasks it had not claimed (sigstop).
+    /// SIGSTOP a worker at `at_ms` for `for_ms`, then SIGCONT: worker 0, or with
+    /// `lock_holder` the one holding the most promoter locks of the queue's shards then. With
+    /// `expect_stale`, the stopped worker must have had runs re-run elsewhere and its late acks
+    /// rejected (lease-lost); without, the scenario is about the tasks it had not claimed
+    /// (sigstop).
     Stop {
         at_ms: u64,
         for_ms: u64,
         expect_stale: bool,
+        lock_holder: bool,
     },
     /// kill -9 redis at `at_ms`, restart after `down_ms`.
     RedisCrash {
@@ -483,6 +486,9 @@ struct Events {
     stopped: Vec<u32>,
     /// Worker processes SIGSTOPped by `Fault::Stop`: pid, (stop ms, SIGCONT ms).
     stopped_at: Vec<(u32, (i64, i64))>,
+    /// Promoter locks the worker stopped by `Fault::Stop` held when it was stopped (when chosen
+    /// as the lock holder).
+    stopped_locks: u64,
     redis_down_ms: Option<i64>,
     redis_up_ms: Option<i64>,
     termed: Vec<(u32, i64)>,
@@ -830,9 +836,38 @@ async fn inject(
                 }
             }
         }
-        Fault::Stop { at_ms, for_ms, .. } => {
+        Fault::Stop {
+            at_ms,
+            for_ms,
+            lock_holder,
+            ..
+        } => {
             sleep(at_ms).await;
-            let pid = workers.lock().unwrap().pid(0);
+            let mut pid = workers.lock().unwrap().pid(0);
+            if lock_holder {
+                // Lock tokens are `<host>:<pid>:<random>:<random>`.
+                let mut held: HashMap<u32, u64> = HashMap::new();
+                for shard in 0..spec.shards {
+                    let key = format!("{NS}:{{{QUEUE}:{shard}}}:lock");
+                    if let Ok(redis::Value::BulkString(b)) =
+                        redis.lock().unwrap().cmd(&["GET", &key])
+                    {
+                        let token = String::from_utf8_lossy(&b).into_owned();
+                        if let Some(p) = token.split(':').nth(1).and_then(|p| p.parse().ok()) {
+                            *held.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+                let w = workers.lock().unwrap();
+                let ours = (0..w.slots.len()).filter_map(|i| w.pid(i));
+                if let Some((p, n)) = ours
+                    .map(|p| (p, held.get(&p).copied().unwrap_or(0)))
+                    .max_by_key(|x| x.1)
+                {
+                    pid = Some(p);
+                    ev.lock().unwrap().stopped_locks = n;
+                }
+            }
             if let Some(pid) = pid {
                 signal(pid, "STOP");
                 let stop = now_ms();
@@ -1339,7 +1374,8 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
             // sigstop: the tasks the stopped worker had not claimed must not wait for it.
             ok &= dup == dup_after_kill && !stopped.is_empty();
             extra += &format!(
-                ",\"stopped_ms\":{for_ms},\"dup_after_stop\":{dup_after_kill},\"inflight_on_stopped\":{inflight_killed}{unclaimed_json},\"first_claimed_by_stopped\":{first_on_stopped},\"claimed_start_unlogged\":{start_unlogged}{rerun_json},\"targets\":{{\"unclaimed_p99_ms\":{TARGET_UNCLAIMED_P99_MS},\"unclaimed_max_ms\":{TARGET_UNCLAIMED_MAX_MS}}},\"targets_met\":{unclaimed_met},\"done_twice\":{done_dup}"
+                ",\"stopped_ms\":{for_ms},\"stopped_held_locks\":{},\"dup_after_stop\":{dup_after_kill},\"inflight_on_stopped\":{inflight_killed}{unclaimed_json},\"first_claimed_by_stopped\":{first_on_stopped},\"claimed_start_unlogged\":{start_unlogged}{rerun_json},\"targets\":{{\"unclaimed_p99_ms\":{TARGET_UNCLAIMED_P99_MS},\"unclaimed_max_ms\":{TARGET_UNCLAIMED_MAX_MS}}},\"targets_met\":{unclaimed_met},\"done_twice\":{done_dup}",
+                ev.stopped_locks
             );
         }
         Fault::Stop { for_ms, .. } => {
@@ -1783,12 +1819,13 @@ fn specs(args: &Args) -> Vec<Spec> {
         at_ms: 1_000,
         for_ms: 6_000,
         expect_stale: true,
+        lock_holder: false,
     };
     out.push(s);
 
-    // SIGSTOP one of 2 workers for 15 s while tasks fall due, then SIGCONT (issue 9): the tasks
-    // it had not claimed must not wait for it. Lease 2 s, otherwise library defaults; quick mode
-    // stops it for 4 s.
+    // SIGSTOP one of 2 workers (the one holding the most promoter locks) for 15 s while tasks
+    // fall due, then SIGCONT (issue 9): the tasks it had not claimed must not wait for it. Lease
+    // 2 s, otherwise library defaults; quick mode stops it for 4 s.
     let mut s = Spec::new("sigstop", n(20_000, 1_000));
     s.delay_max_ms = if q { 2_000 } else { 5_000 };
     s.task_ms = 20;
@@ -1800,6 +1837,7 @@ fn specs(args: &Args) -> Vec<Spec> {
         at_ms: if q { 1_500 } else { 3_000 },
         for_ms: dur(15_000, 4_000),
         expect_stale: false,
+        lock_holder: true,
     };
     out.push(s);
 
