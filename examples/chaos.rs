@@ -9,7 +9,12 @@
 //! target/release/examples/chaos all --quick    # CI sizes (tests/chaos.rs)
 //! target/release/examples/chaos kill-storm --tasks 20000 --duration-secs 30 --workers 4
 //! target/release/examples/chaos backlog          # one scenario, full size
+//! target/release/examples/chaos kill-storm --library-defaults   # no setting overridden at all
+//! target/release/examples/chaos kill-storm --set lock_ttl_ms=1000  # one setting overridden
 //! ```
+//!
+//! The workers run with the library defaults (`WorkerConfig::default()`) except the settings a
+//! scenario overrides, which its line names under `"settings"` (e.g. `{"lease_ms":2000}`).
 //!
 //! Prints one JSON line per scenario, with `"ok"`: whether its invariant held. Exits 1 when one
 //! did not. Every process it starts is killed by pid when its scenario ends, also on error or
