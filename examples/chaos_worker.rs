@@ -4,7 +4,12 @@
 //! It registers one task, `chaos_rec(ms, mode)`. Every run appends a start line to
 //! `<record-dir>/w-<pid>.log` (`S <id> <attempt> <pid> <claimed_at_ms> <due_ms> <local_ms>`: claim
 //! and due times on the Redis clock, then this process's own clock), sleeps `ms`, then appends a done line (`D <id> <attempt> <pid>`). With
-//! `mode = 1` it calls `std::process::abort()` after the start line (a poison task). The log is
+//! `mode = 1` it calls `std::process::abort()` after the start line (a poison task), every run;
+//! with `mode = 1 + k` only during the task's first `k` runs (a task whose worker is lost `k`
+//! times while running it, then completes).
+//!
+//! Worker settings: only the flags the harness passes are set; everything else is the library
+//! default, so the figures of a scenario hold for the defaults plus the settings it names. The log is
 //! a plain file written with one `write` per line (O_APPEND), so the lines a process wrote
 //! survive its `kill -9` and a Redis crash.
 //!
@@ -24,7 +29,9 @@ use std::time::Duration;
 use clap::Parser;
 use scheduler::{task, TaskContext, TaskError, Worker};
 
-/// Flags of the chaos worker.
+/// Flags of the chaos worker. Every worker setting is optional: a flag the harness does not pass
+/// leaves the library default (`WorkerConfig::default()`) in force, so a scenario runs with
+/// exactly the settings its JSON line names under `"settings"` and the defaults otherwise.
 #[derive(Debug, Parser)]
 struct Args {
     /// Redis URL.
@@ -33,28 +40,29 @@ struct Args {
     /// Key namespace.
     #[arg(long, default_value = "chaos")]
     namespace: String,
-    /// Queue to serve.
-    #[arg(long, default_value = "chaos")]
-    queue: String,
-    /// Tasks run at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
-    /// Lease of a claimed task, ms.
-    #[arg(long, default_value_t = 30_000)]
-    lease_ms: u64,
-    /// Promoter lock TTL, ms.
-    #[arg(long, default_value_t = 10_000)]
-    lock_ttl_ms: u64,
-    /// Graceful shutdown wait for running tasks, ms.
-    #[arg(long, default_value_t = 30_000)]
-    shutdown_timeout_ms: u64,
-    /// Sweep interval, ms.
-    #[arg(long, default_value_t = 1_000)]
-    sweep_ms: u64,
+    /// Queues to serve, comma-separated.
+    #[arg(long, default_value = "chaos", value_delimiter = ',')]
+    queue: Vec<String>,
     /// Directory of the per-process run logs.
     #[arg(long)]
     record_dir: String,
-    /// How long a succeeded task's record is kept, ms (0: deleted at success).
+    /// Tasks run at once (library default when absent).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Lease of a claimed task, ms (library default when absent).
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// Promoter lock TTL, ms (library default when absent).
+    #[arg(long)]
+    lock_ttl_ms: Option<u64>,
+    /// Graceful shutdown wait for running tasks, ms (library default when absent).
+    #[arg(long)]
+    shutdown_timeout_ms: Option<u64>,
+    /// Safety sweep interval, ms (library default when absent).
+    #[arg(long)]
+    sweep_ms: Option<u64>,
+    /// How long a succeeded task's record is kept, ms (0: deleted at success; library default
+    /// when absent).
     #[arg(long)]
     result_ttl_ms: Option<u64>,
 }
@@ -71,19 +79,38 @@ fn local_now_ms() -> i64 {
     host + offset
 }
 
-/// The run log of this process.
+/// The run log of this process, and the directory of every process's run log.
 #[derive(Debug)]
-struct Log(Mutex<File>);
+struct Log {
+    file: Mutex<File>,
+    dir: String,
+}
 
 impl Log {
     fn line(&self, s: String) -> Result<(), TaskError> {
-        let mut f = self.0.lock().expect("log poisoned");
+        let mut f = self.file.lock().expect("log poisoned");
         f.write_all(s.as_bytes())
             .map_err(|e| TaskError::retry(format!("run log: {e}")))
     }
+
+    /// Runs of task `id` started so far by any worker process (start lines in every run log of
+    /// the directory, this run's included).
+    fn starts_of(&self, id: &str) -> usize {
+        let prefix = format!("S {id} ");
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("w-"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .map(|text| text.lines().filter(|l| l.starts_with(&prefix)).count())
+            .sum()
+    }
 }
 
-/// Logs the start, sleeps `ms`, logs the end; `mode = 1` aborts the process instead.
+/// Logs the start, sleeps `ms`, logs the end. `mode = 1` aborts the process instead, every run;
+/// `mode = 1 + k` (k >= 1) aborts it during the task's first `k` runs (counted across every
+/// process's run log), then runs normally: a task whose worker was lost `k` times.
 #[task(name = "chaos_rec", queue = "chaos", max_retries = 3, timeout = "600s")]
 async fn chaos_rec(ctx: TaskContext, ms: u64, mode: u8) -> Result<(), TaskError> {
     let log = ctx.state::<Log>()?;
@@ -97,7 +124,7 @@ async fn chaos_rec(ctx: TaskContext, ms: u64, mode: u8) -> Result<(), TaskError>
         ctx.due_ms(),
         local_now_ms()
     ))?;
-    if mode == 1 {
+    if mode == 1 || (mode > 1 && log.starts_of(ctx.id().id()) < usize::from(mode)) {
         std::process::abort();
     }
     if ms > 0 {
@@ -122,21 +149,36 @@ async fn main() -> anyhow::Result<()> {
         .create(true)
         .append(true)
         .open(&path)?;
-    let mut builder = Worker::builder();
-    if let Some(ms) = args.result_ttl_ms {
-        builder = builder.result_ttl(Duration::from_millis(ms));
-    }
-    let worker = builder
+    // Only what the harness passed overrides the library defaults.
+    let ms = Duration::from_millis;
+    let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
-        .queues([args.queue.as_str()])
-        .concurrency(args.concurrency)
-        .lease(Duration::from_millis(args.lease_ms))
-        .lock_ttl(Duration::from_millis(args.lock_ttl_ms))
-        .sweep_interval(Duration::from_millis(args.sweep_ms))
-        .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
+        .queues(args.queue.iter().map(String::as_str));
+    if let Some(n) = args.concurrency {
+        builder = builder.concurrency(n);
+    }
+    if let Some(v) = args.lease_ms {
+        builder = builder.lease(ms(v));
+    }
+    if let Some(v) = args.lock_ttl_ms {
+        builder = builder.lock_ttl(ms(v));
+    }
+    if let Some(v) = args.sweep_ms {
+        builder = builder.sweep_interval(ms(v));
+    }
+    if let Some(v) = args.shutdown_timeout_ms {
+        builder = builder.shutdown_timeout(ms(v));
+    }
+    if let Some(v) = args.result_ttl_ms {
+        builder = builder.result_ttl(ms(v));
+    }
+    let worker = builder
         .register(chaos_rec)
-        .state(Log(Mutex::new(file)))
+        .state(Log {
+            file: Mutex::new(file),
+            dir: args.record_dir.clone(),
+        })
         .build()
         .await?;
     let report = worker.run_until_shutdown_signal().await?;

@@ -2,6 +2,13 @@
 //! (small counts, a few seconds each), each one's invariant asserted from its JSON line.
 //!
 //! The full-size run and its figures are in `docs/reliability.md`.
+//!
+//! The workers run with the library defaults except the settings each scenario names in its
+//! line's `"settings"` object. Timing targets (issue 9: `"targets_met"`) are printed, never
+//! asserted here: CI machines are noisy; the invariants are.
+//!
+//! `lost-every-attempt` checks behaviour that the `max_lost_leases` change brings (a worker lost
+//! during a run is not a failed retry): it fails until that change is in.
 
 mod common;
 
@@ -34,12 +41,14 @@ fn chaos_quick_scenarios_hold_their_invariants() {
         "baseline",
         "kill-storm",
         "lease-lost",
+        "sigstop",
         "redis-crash-everysec",
         "redis-crash-always",
         "script-flush",
         "client-kill",
         "redis-stall",
         "poison",
+        "lost-every-attempt",
         "graceful-shutdown",
         "stale-lock",
         "clock-skew",
@@ -59,6 +68,16 @@ fn chaos_quick_scenarios_hold_their_invariants() {
         if name != "racing-promoters" {
             assert!(line.contains("\"lost\":0"), "{name} lost tasks: {line}");
             assert!(line.contains("\"early\":0"), "{name} ran early: {line}");
+            assert!(
+                line.contains("\"settings\":{"),
+                "{name} does not state its settings: {line}"
+            );
+        }
+        if name == "kill-storm" || name == "sigstop" {
+            assert!(
+                line.contains("\"lateness_unclaimed_ms\":{") && line.contains("\"targets_met\":"),
+                "{name} does not report its figures against the targets: {line}"
+            );
         }
     }
     assert!(out.status.success(), "chaos exited with {}", out.status);
