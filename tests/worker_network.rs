@@ -463,11 +463,7 @@ async fn local_prefetch_stays_small() {
     let redis = RedisServer::start();
     let client = direct_client(&redis, "net-local").await;
     let reqs: Vec<TaskRequest> = (0..N)
-        .map(|_| {
-            net_busy::new("busy".to_owned(), 50)
-                .into_request()
-                .unwrap()
-        })
+        .map(|_| net_busy::new("busy".to_owned(), 50).into_request().unwrap())
         .collect();
     client.enqueue_bulk(reqs).await.unwrap();
     let runs = Runs::default();

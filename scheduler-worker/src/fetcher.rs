@@ -280,11 +280,8 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
             }
             Counters::add(&shared.counters.claimed, claim.tasks.len() as u64);
             let concurrency = shared.cfg.concurrency.max(1);
-            let held = ctx
-                .hand
-                .held
-                .fetch_add(claim.tasks.len(), Ordering::AcqRel)
-                + claim.tasks.len();
+            let held =
+                ctx.hand.held.fetch_add(claim.tasks.len(), Ordering::AcqRel) + claim.tasks.len();
             shared
                 .counters
                 .prefetch_peak
