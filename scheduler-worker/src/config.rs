@@ -34,7 +34,7 @@ pub struct WorkerConfig {
     /// what this worker finishes during one claim round trip, times 2 (`ceil(2 × completion rate
     /// × claim latency)`, both measured as moving averages; `min(concurrency, claim_batch, cap)`
     /// until a task has finished). Near Redis that is a task or two (concurrency 8, 50 ms tasks,
-    /// local Redis: at most 5 tasks claimed and not started once running, against 64 with a
+    /// local Redis: at most 1 or 2 tasks claimed and not started once running, against 64 with a
     /// fixed prefetch), so other workers and later higher-priority tasks are not kept waiting
     /// and a killed worker strands few leases. Far from Redis, where claims limit throughput,
     /// the target grows about twofold per round trip up to the cap, and throughput is bounded
