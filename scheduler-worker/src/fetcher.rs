@@ -51,6 +51,8 @@ pub(crate) const RATE_TAU: Duration = Duration::from_millis(300);
 const RATE_WINDOW: Duration = Duration::from_millis(20);
 /// Weight of a new claim latency in the round trip's EWMA.
 const RTT_ALPHA: f64 = 0.25;
+/// Weight of a new claim's task count in the EWMA of tasks received per claim.
+const FILL_ALPHA: f64 = 0.5;
 /// The fetcher loop re-evaluates its target at least this often while it waits for room.
 const REEVALUATE: Duration = Duration::from_millis(100);
 
@@ -142,6 +144,10 @@ struct Ctx {
     hand: Arc<Hand>,
     /// EWMA of the claim calls' latency, seconds; `None` before the first claim returns.
     rtt: Mutex<Option<f64>>,
+    /// EWMA of the tasks received per claim. A claim asks for twice that at most (and at most a
+    /// batch): when ready tasks are sparse, the target's permits are not all reserved by one
+    /// claim that returns a few tasks, but spread over claims to several partitions at once.
+    fill: Mutex<f64>,
 }
 
 /// Runs until intake stops, then waits for its claims in flight. `slots` holds one permit per
@@ -169,6 +175,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         claim_done: Notify::new(),
         hand: Arc::new(Hand::default()),
         rtt: Mutex::new(None),
+        fill: Mutex::new(batch as f64 / 2.0),
     });
     let mut rate = Rate {
         ewma: None,
@@ -181,9 +188,10 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
     let mut last_extra = initial;
     'fetch: loop {
         // Room: the adaptive target of tasks in hand (claimed in flight, waiting or running)
-        // minus those in hand. A claim is sent for one task at least when no claim is in flight;
-        // otherwise for a quarter batch at least, so that tasks finishing one by one do not turn
-        // into a stream of tiny claims.
+        // minus those in hand. A claim asks for up to twice the tasks claims have been getting
+        // (`fill`); it is sent for one task at least when no claim is in flight, otherwise for a
+        // quarter batch at least (less when claims get fewer), so that tasks finishing one by
+        // one do not turn into a stream of tiny claims.
         let permit = loop {
             rate.sample(ctx.hand.left.load(Ordering::Acquire), Instant::now());
             let rtt = *ctx.rtt.lock().expect("rtt poisoned");
@@ -195,14 +203,16 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
             let allowed = (concurrency + extra).min(budget);
             let in_hand = budget - budget_sem.available_permits();
             let room = allowed.saturating_sub(in_hand);
+            let fill = *ctx.fill.lock().expect("fill poisoned");
+            let ask = ((2.0 * fill).ceil() as usize).clamp(1, batch);
             let min = if ctx.in_flight.load(Ordering::Acquire) == 0 {
                 1
             } else {
-                (batch / 4).clamp(1, allowed)
+                (batch / 4).min(ask).clamp(1, allowed)
             };
             if room >= min {
                 // The fetcher is the only one taking permits: `room` of them are free.
-                match Arc::clone(&budget_sem).try_acquire_many_owned(room.min(batch) as u32) {
+                match Arc::clone(&budget_sem).try_acquire_many_owned(room.min(ask) as u32) {
                     Ok(p) => break p,
                     Err(tokio::sync::TryAcquireError::Closed) => break 'fetch,
                     Err(tokio::sync::TryAcquireError::NoPermits) => {}
@@ -265,6 +275,8 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
                 let took = sent.elapsed().as_secs_f64();
                 let mut rtt = ctx.rtt.lock().expect("rtt poisoned");
                 *rtt = Some(rtt.map_or(took, |r| r + RTT_ALPHA * (took - r)));
+                let mut fill = ctx.fill.lock().expect("fill poisoned");
+                *fill += FILL_ALPHA * (claim.tasks.len() as f64 - *fill);
             }
             if claim.corrupt > 0 {
                 tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = claim.corrupt, "claim found unreadable task records and moved them to the dead set");
