@@ -452,8 +452,8 @@ async fn net_busy(ctx: TaskContext, label: String, ms: u64) -> Result<(), TaskEr
 /// has not landed: the tasks claimed and not started. The worker's own `prefetch_peak` (tasks
 /// held beyond concurrency) stays within `concurrency`: what it holds before anything finished
 /// (`min(concurrency, claim_batch, cap)`), then `ceil(2 × 160 tasks/s × claim round trip)`, a
-/// task or two with a round trip well under a millisecond. The Redis count (a few tasks off either
-/// way, as its reads are not simultaneous) stays within `2 × concurrency`, and within
+/// task or two with a claim taking a few milliseconds. The Redis count (which may err low by a
+/// task or two, as its reads are not simultaneous) stays within `2 × concurrency`, and within
 /// `concurrency` after the first second. Before the adaptive prefetch it was 64-72.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_prefetch_stays_small() {
