@@ -18,12 +18,14 @@
 //! `min(concurrency, claim_batch, cap)`. Each claim is sized to fit the tasks in hand under
 //! `concurrency + extra`, and to at most twice the tasks claims have been getting (an EWMA), so
 //! that when ready tasks are sparse the room is spread over claims to several partitions at
-//! once instead of reserved by one. Near Redis (a claim takes a few milliseconds at most, in a
-//! debug build) this holds a task or two
-//! beyond the running ones, so other workers and later higher-priority tasks are not kept
-//! waiting and a killed worker strands few leases; far from Redis, when claims are what limits
-//! throughput, the measured rate grows with the prefetch and `extra` doubles about every round
-//! trip until it covers the round trip or reaches the cap.
+//! once instead of reserved by one.
+//!
+//! Near Redis (a claim takes a few milliseconds at most, even in a debug build) this holds a
+//! task or two beyond the running ones, so other workers and later higher-priority tasks are not
+//! kept waiting and a killed worker strands few leases. Far from Redis, when claims are what
+//! limits throughput, the measured rate grows with the prefetch and `extra` about doubles every
+//! round trip until it covers the round trip or reaches the cap.
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
