@@ -379,8 +379,10 @@ async fn heals_after_a_black_hole_ended_by_resets() {
 }
 
 /// The prefetch is bounded and gives back what it did not start: a worker of concurrency 2 with
-/// prefetch multiplier 2 holds at most 6 tasks (2 running, 4 waiting for a slot); stopped while
-/// they run, it finishes the 2 and hands the 4 back at once, unstarted and without counting an
+/// prefetch multiplier 2 (a cap of 4 tasks beyond its concurrency) holds 4 tasks: 2 running and
+/// 2 waiting for a slot, as the adaptive prefetch holds `min(concurrency, claim_batch, cap)`
+/// beyond concurrency until a task has finished (these take 1.5 s); stopped while they run, it
+/// finishes the 2 and hands the 2 others back at once, unstarted and without counting an
 /// attempt; a second worker then runs every remaining task exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
@@ -403,12 +405,13 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let stats = client.queue_stats(QUEUE).await.unwrap();
-    assert_eq!(stats.active, 6, "2 running + 4 prefetched hold leases");
+    assert_eq!(stats.active, 4, "2 running + 2 prefetched hold leases");
     let report = first.stop().await;
     eprintln!("first worker: {report:?}");
-    assert_eq!(report.claimed, 6);
+    assert_eq!(report.claimed, 4);
     assert_eq!(report.succeeded, 2);
-    assert_eq!(report.released, 4);
+    assert_eq!(report.released, 2);
+    assert_eq!(report.prefetch_peak, 2);
     let stats = client.queue_stats(QUEUE).await.unwrap();
     assert_eq!((stats.active, stats.ready), (0, N as u64 - 2));
     let mut not_started = 0;
@@ -424,5 +427,110 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     assert!(wait_until(Duration::from_secs(30), || runs.count() == N).await);
     let report = second.stop().await;
     assert_eq!(report.succeeded, N as u64 - 2);
+    assert!(runs.duplicates().is_empty(), "no task ran twice");
+}
+
+/// Tasks of [`net_busy`] running now.
+#[derive(Clone, Default)]
+struct Busy(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Counts itself in [`Busy`] while it sleeps `ms`, then records its run.
+#[task(name = "net_busy", queue = "net")]
+async fn net_busy(ctx: TaskContext, label: String, ms: u64) -> Result<(), TaskError> {
+    use std::sync::atomic::Ordering;
+    let busy = ctx.state::<Busy>()?;
+    busy.0.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    busy.0.fetch_sub(1, Ordering::SeqCst);
+    record(&ctx, label)
+}
+
+/// On a direct local connection the adaptive prefetch stays small: a worker of concurrency 8
+/// (default prefetch multiplier 8, so a cap of 64 tasks beyond concurrency) runs 40-60 ms tasks
+/// from 1,000 ready ones. Every 5 ms the test reads the queue's leases from Redis (`active`: claimed
+/// and not yet acknowledged) minus the tasks running and those finished whose acknowledgement
+/// has not landed: the tasks claimed and not started. The worker's own `prefetch_peak` (tasks
+/// held beyond concurrency) stays within `concurrency`: what it holds before anything finished
+/// (`min(concurrency, claim_batch, cap)`), then `ceil(2 × 160 tasks/s × claim round trip)`, a
+/// task or two with a claim taking a few milliseconds. The Redis count (which may err low by a
+/// task or two, as its reads are not simultaneous) stays within `2 × concurrency`, and within
+/// `concurrency` after the first second. Before the adaptive prefetch it was 64-72.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_prefetch_stays_small() {
+    use std::sync::atomic::Ordering;
+    const N: usize = 1_000;
+    const CONCURRENCY: usize = 8;
+    let redis = RedisServer::start();
+    let client = direct_client(&redis, "net-local").await;
+    // 40 to 60 ms, so that tasks started together do not all finish together.
+    let reqs: Vec<TaskRequest> = (0..N as u64)
+        .map(|i| {
+            net_busy::new("busy".to_owned(), 40 + (i * 7) % 21)
+                .into_request()
+                .unwrap()
+        })
+        .collect();
+    client.enqueue_bulk(reqs).await.unwrap();
+    let runs = Runs::default();
+    let busy = Busy::default();
+    let w = Running::start(
+        worker(&redis.url(), "net-local", &runs)
+            .register(net_busy)
+            .state(busy.clone())
+            .concurrency(CONCURRENCY),
+    )
+    .await;
+    let begun = Instant::now();
+    let mut peak = 0u64;
+    let mut steady_peak = 0u64;
+    let mut samples = 0u64;
+    let mut sum = 0u64;
+    // 5 s of the drain (1,000 × 50 ms / 8 = 6.25 s).
+    while Instant::now() < begun + Duration::from_secs(5) {
+        // Leased, less running, less finished but not yet acknowledged. The local counts are
+        // read after Redis: a task that finishes meanwhile is still leased (its ack takes a
+        // round trip) and counted as finished, and one counted in both errs low by one.
+        let stats = client.queue_stats(QUEUE).await.unwrap();
+        let acked = stats.counters.get("succeeded").copied().unwrap_or(0);
+        let running = busy.0.load(Ordering::SeqCst) as u64;
+        let finished = runs.count() as u64;
+        let ahead = stats
+            .active
+            .saturating_sub(running + finished.saturating_sub(acked));
+        peak = peak.max(ahead);
+        if Instant::now() >= begun + Duration::from_secs(1) {
+            steady_peak = steady_peak.max(ahead);
+        }
+        sum += ahead;
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ran = runs.count();
+    let report = w.stop().await;
+    eprintln!(
+        "local prefetch, concurrency {CONCURRENCY}, 40-60 ms tasks: {ran} ran in 5 s ({:.0} tasks/s); \
+         leases held beyond the running tasks (Redis, {samples} samples): peak {peak}, peak \
+         after the first second {steady_peak}, mean {:.1}; worker's prefetch_peak {}",
+        ran as f64 / 5.0,
+        sum as f64 / samples.max(1) as f64,
+        report.prefetch_peak,
+    );
+    assert!(
+        ran as f64 >= 0.8 * 5.0 * CONCURRENCY as f64 * 20.0,
+        "the worker keeps its slots busy: {ran} ran in 5 s"
+    );
+    assert!(
+        peak <= 2 * CONCURRENCY as u64,
+        "leases held beyond the running tasks peaked at {peak}"
+    );
+    assert!(
+        steady_peak <= CONCURRENCY as u64,
+        "leases held beyond the running tasks peaked at {steady_peak} after the first second"
+    );
+    assert!(
+        report.prefetch_peak <= CONCURRENCY as u64,
+        "prefetch_peak {}",
+        report.prefetch_peak
+    );
     assert!(runs.duplicates().is_empty(), "no task ran twice");
 }

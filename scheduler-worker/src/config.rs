@@ -24,19 +24,28 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most tasks one claim takes. Default 100 (capped by the free prefetch budget).
     pub claim_batch: usize,
-    /// Prefetch: besides its running tasks, this worker may hold up to `concurrency ×
-    /// prefetch_multiplier` tasks claimed ahead, in claims still in flight (several partitions
-    /// are claimed from at once) or waiting here for a free slot, so that a slot never waits a
-    /// round trip to Redis for its next task. Throughput is then bounded by about
-    /// `concurrency × (1 + prefetch_multiplier) / round trip`, not by one claim per round trip:
-    /// with concurrency 100 at a 200 ms round trip, about 430 tasks/s with 0, 1,800 with 4 and
-    /// 2,900 with 8 (`tests/worker_network.rs`). Default 8; 0 claims only for free slots.
+    /// Cap of the adaptive prefetch: besides its running tasks, this worker holds at most
+    /// `concurrency × prefetch_multiplier` tasks claimed ahead, in claims still in flight
+    /// (several partitions are claimed from at once) or waiting here for a free slot, so that a
+    /// slot does not wait a round trip to Redis for its next task. Default 8; 0 claims only for
+    /// free slots.
+    ///
+    /// Within the cap, the prefetch is adaptive: the tasks held beyond `concurrency` are about
+    /// what this worker finishes during one claim round trip, times 2 (`ceil(2 × completion rate
+    /// × claim latency)`, both measured as moving averages; `min(concurrency, claim_batch, cap)`
+    /// until a task has finished). Near Redis that is a task or two (concurrency 8, 50 ms tasks,
+    /// local Redis: at most 1 or 2 tasks claimed and not started once running, against 64 with a
+    /// fixed prefetch), so other workers and later higher-priority tasks are not kept waiting
+    /// and a killed worker strands few leases. Far from Redis, where claims limit throughput,
+    /// the target grows about twofold per round trip up to the cap, and throughput is bounded
+    /// by about `concurrency × (1 + prefetch_multiplier) / round trip`: with concurrency 100 at
+    /// a 200 ms round trip, about 430 tasks/s with 0, 1,800 with 4 and 2,800 with 8
+    /// (`tests/worker_network.rs`). Lower the cap only to bound what a far worker may hold.
     ///
     /// A task's lease starts when it is claimed, and a task waiting here is renewed like a
-    /// running one but is not available to other workers: with long tasks and several workers,
-    /// a large prefetch makes some tasks wait behind this worker's running ones while other
-    /// workers idle. Use 0 or 1 for long tasks. At shutdown, prefetched tasks that have not
-    /// started are handed back at once.
+    /// running one but is not available to other workers. At shutdown, prefetched tasks that
+    /// have not started are handed back at once. [`crate::WorkerReport::prefetch_peak`] reports
+    /// the most tasks held beyond `concurrency`.
     pub prefetch_multiplier: usize,
     /// Most tasks one promote or reap call moves. Default 200: one call stays around a
     /// millisecond even with a million tasks due in one partition (each move is a few sorted-set

@@ -8,18 +8,19 @@ use std::time::Duration;
 use futures::FutureExt;
 use scheduler_core::scripts::Claimed;
 use scheduler_core::{TaskContext, TaskErrorKind, TaskId};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::acker::{AckMsg, Completion, Verdict};
 use crate::registry::RunError;
 use crate::shared::Shared;
 
-/// What a claimed task needs to run: its permit of the fetcher's prefetch budget, held until its
+/// What a claimed task needs to run: its place in the fetcher's hand (a permit of the prefetch
+/// budget, counted as a completion by the adaptive prefetch when given back), held until its
 /// outcome is handed to the acker, and the execution slots, one of which it waits for.
 #[derive(Debug)]
 pub(crate) struct Permits {
-    pub(crate) hand: OwnedSemaphorePermit,
+    pub(crate) hand: crate::fetcher::Held,
     pub(crate) slots: Arc<Semaphore>,
 }
 

@@ -3,13 +3,30 @@
 //! idle fetcher sends Redis nothing.
 //!
 //! Round trips are not paid one at a time: several claims (on different partitions) are in
-//! flight at once, and the fetcher claims ahead of free slots up to a bounded prefetch
-//! ([`crate::WorkerConfig::prefetch_multiplier`]), so a slot that frees takes its next task from
-//! here instead of waiting a round trip. Every task in hand (in a claim in flight, waiting for a
-//! slot, or running) holds one permit of the prefetch budget; a claim asks for as many tasks as
-//! it holds permits, and gives back the permits of the tasks it did not get.
+//! flight at once, and the fetcher claims ahead of free slots so that a slot that frees takes its
+//! next task from here instead of waiting a round trip. Every task in hand (in a claim in flight,
+//! waiting for a slot, or running) holds one permit of the prefetch budget, `concurrency × (1 +
+//! prefetch_multiplier)` ([`crate::WorkerConfig::prefetch_multiplier`]); a claim asks for as many
+//! tasks as it holds permits, and gives back the permits of the tasks it did not get.
+//!
+//! The budget is only a cap: the prefetch is adaptive. The tasks in hand beyond `concurrency`
+//! are kept to about what this worker finishes during one claim round trip, times
+//! [`SAFETY`]: `extra = ceil(SAFETY × completion rate × claim round trip)`, at most the cap
+//! `concurrency × prefetch_multiplier`. Both are measured: the round trip as an EWMA of the
+//! claim calls' latency, the completion rate as an EWMA (time constant [`RATE_TAU`]) of the
+//! tasks leaving the hand per second. Until a task has finished, `extra` is
+//! `min(concurrency, claim_batch, cap)`. Each claim is sized to fit the tasks in hand under
+//! `concurrency + extra`, and to at most twice the tasks claims have been getting (an EWMA), so
+//! that when ready tasks are sparse the room is spread over claims to several partitions at
+//! once instead of reserved by one.
+//!
+//! Near Redis (a claim takes a few milliseconds at most, even in a debug build) this holds a
+//! task or two beyond the running ones, so other workers and later higher-priority tasks are not
+//! kept waiting and a killed worker strands few leases. Far from Redis, when claims are what
+//! limits throughput, the measured rate grows with the prefetch and `extra` about doubles every
+//! round trip until it covers the round trip or reaches the cap.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +48,92 @@ struct Pause {
 
 const FIRST_PAUSE: Duration = Duration::from_millis(50);
 
+/// The adaptive prefetch covers this many claim round trips of completions.
+pub(crate) const SAFETY: f64 = 2.0;
+/// Time constant of the completion rate's EWMA.
+pub(crate) const RATE_TAU: Duration = Duration::from_millis(300);
+/// The completion rate is sampled over windows at least this long.
+const RATE_WINDOW: Duration = Duration::from_millis(20);
+/// Weight of a new claim latency in the round trip's EWMA.
+const RTT_ALPHA: f64 = 0.25;
+/// Weight of a new claim's task count in the EWMA of tasks received per claim.
+const FILL_ALPHA: f64 = 0.5;
+/// The fetcher loop re-evaluates its target at least this often while it waits for room.
+const REEVALUATE: Duration = Duration::from_millis(100);
+
+/// The tasks received by claims and not finished yet (running or waiting for a slot); each one
+/// holds a [`Held`].
+#[derive(Debug, Default)]
+pub(crate) struct Hand {
+    /// Tasks held now.
+    held: AtomicUsize,
+    /// Tasks that left the hand (finished, or handed back), for the completion rate.
+    left: AtomicU64,
+    /// Signalled when a task leaves the hand.
+    freed: Notify,
+}
+
+/// One task's place in the hand: its permit of the prefetch budget, given back (and counted as
+/// a completion) when dropped.
+#[derive(Debug)]
+pub(crate) struct Held {
+    _permit: OwnedSemaphorePermit,
+    hand: Arc<Hand>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.hand.held.fetch_sub(1, Ordering::AcqRel);
+        self.hand.left.fetch_add(1, Ordering::AcqRel);
+        self.hand.freed.notify_one();
+    }
+}
+
+/// The completion rate, an EWMA of tasks leaving the hand per second; `None` until one has.
+#[derive(Debug)]
+struct Rate {
+    ewma: Option<f64>,
+    last: Instant,
+    last_left: u64,
+}
+
+impl Rate {
+    fn sample(&mut self, left: u64, now: Instant) {
+        let dt = now.saturating_duration_since(self.last);
+        if dt < RATE_WINDOW {
+            return;
+        }
+        let n = left.saturating_sub(self.last_left);
+        self.last = now;
+        self.last_left = left;
+        let inst = n as f64 / dt.as_secs_f64();
+        self.ewma = match self.ewma {
+            None if n == 0 => None,
+            None => Some(inst),
+            Some(r) => {
+                let a = 1.0 - (-dt.as_secs_f64() / RATE_TAU.as_secs_f64()).exp();
+                Some(r + a * (inst - r))
+            }
+        };
+    }
+}
+
+/// Tasks to hold beyond `concurrency`: `SAFETY × rate × rtt` rounded up, at most `cap`;
+/// `initial` until both are measured.
+fn target_extra(rate: Option<f64>, rtt: Option<f64>, initial: usize, cap: usize) -> usize {
+    match (rate, rtt) {
+        (Some(r), Some(t)) => {
+            let e = (SAFETY * r * t).ceil();
+            if e.is_finite() && e >= 0.0 {
+                (e as usize).min(cap)
+            } else {
+                cap
+            }
+        }
+        _ => initial.min(cap),
+    }
+}
+
 /// What the claims in flight share with the fetcher loop.
 struct Ctx {
     shared: Arc<Shared>,
@@ -42,6 +145,14 @@ struct Ctx {
     in_flight: AtomicUsize,
     /// Signalled when a claim ends, so the loop can lower the size it waits for.
     claim_done: Notify,
+    /// Tasks received and not finished.
+    hand: Arc<Hand>,
+    /// EWMA of the claim calls' latency, seconds; `None` before the first claim returns.
+    rtt: Mutex<Option<f64>>,
+    /// EWMA of the tasks received per claim. A claim asks for twice that at most (and at most a
+    /// batch): when ready tasks are sparse, the target's permits are not all reserved by one
+    /// claim that returns a few tasks, but spread over claims to several partitions at once.
+    fill: Mutex<f64>,
 }
 
 /// Runs until intake stops, then waits for its claims in flight. `slots` holds one permit per
@@ -54,7 +165,9 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
     let budget = concurrency
         .saturating_mul(shared.cfg.prefetch_multiplier.saturating_add(1))
         .min(Semaphore::MAX_PERMITS);
-    let hand = Arc::new(Semaphore::new(budget));
+    let budget_sem = Arc::new(Semaphore::new(budget));
+    let cap = budget - concurrency.min(budget);
+    let initial = concurrency.min(batch).min(cap);
     let ctx = Arc::new(Ctx {
         shared: Arc::clone(&shared),
         slots,
@@ -65,34 +178,58 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         }),
         in_flight: AtomicUsize::new(0),
         claim_done: Notify::new(),
+        hand: Arc::new(Hand::default()),
+        rtt: Mutex::new(None),
+        fill: Mutex::new(batch as f64 / 2.0),
     });
+    let mut rate = Rate {
+        ewma: None,
+        last: Instant::now(),
+        last_left: 0,
+    };
     let claims = TaskTracker::new();
     let mut cursor = 0usize;
     let mut seq = 0u64;
+    let mut last_extra = initial;
     'fetch: loop {
-        // Budget: one task when no claim is in flight; otherwise a quarter batch, so that permits
-        // coming back one by one do not turn into a stream of tiny claims.
-        let mut permit = loop {
+        // Room: the adaptive target of tasks in hand (claimed in flight, waiting or running)
+        // minus those in hand. A claim asks for up to twice the tasks claims have been getting
+        // (`fill`); it is sent for one task at least when no claim is in flight, otherwise for a
+        // quarter batch at least (less when claims get fewer), so that tasks finishing one by
+        // one do not turn into a stream of tiny claims.
+        let permit = loop {
+            rate.sample(ctx.hand.left.load(Ordering::Acquire), Instant::now());
+            let rtt = *ctx.rtt.lock().expect("rtt poisoned");
+            let extra = target_extra(rate.ewma, rtt, initial, cap);
+            if extra != last_extra {
+                tracing::trace!(extra, rate = ?rate.ewma, rtt = ?rtt, "prefetch target");
+                last_extra = extra;
+            }
+            let allowed = (concurrency + extra).min(budget);
+            let in_hand = budget - budget_sem.available_permits();
+            let room = allowed.saturating_sub(in_hand);
+            let fill = *ctx.fill.lock().expect("fill poisoned");
+            let ask = ((2.0 * fill).ceil() as usize).clamp(1, batch);
             let min = if ctx.in_flight.load(Ordering::Acquire) == 0 {
                 1
             } else {
-                (batch / 4).clamp(1, budget)
+                (batch / 4).min(ask).clamp(1, allowed)
             };
+            if room >= min {
+                // The fetcher is the only one taking permits: `room` of them are free.
+                match Arc::clone(&budget_sem).try_acquire_many_owned(room.min(ask) as u32) {
+                    Ok(p) => break p,
+                    Err(tokio::sync::TryAcquireError::Closed) => break 'fetch,
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {}
+                }
+            }
             tokio::select! {
                 () = shared.stop_intake.cancelled() => break 'fetch,
-                p = Arc::clone(&hand).acquire_many_owned(min as u32) => match p {
-                    Ok(p) => break p,
-                    Err(_) => break 'fetch,
-                },
+                () = ctx.hand.freed.notified() => {}
                 () = ctx.claim_done.notified() => {}
+                () = tokio::time::sleep(REEVALUATE) => {}
             }
         };
-        while permit.num_permits() < batch {
-            match Arc::clone(&hand).try_acquire_owned() {
-                Ok(p) => permit.merge(p),
-                Err(_) => break,
-            }
-        }
         let until = ctx.pause.lock().expect("pause poisoned").until;
         if let Some(until) = until {
             tokio::select! {
@@ -136,8 +273,19 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
     let lease_ms = shared.cfg.lease.as_millis() as u64;
     // The claim's tag, recorded as the tasks' `worker`: finds them again if the reply is lost.
     let tag = format!("{}#{seq}", shared.worker_id);
+    let sent = Instant::now();
     match shared.store.claim(p, want as u32, lease_ms, &tag).await {
         Ok(claim) => {
+            {
+                let took = sent.elapsed().as_secs_f64();
+                let mut rtt = ctx.rtt.lock().expect("rtt poisoned");
+                *rtt = Some(rtt.map_or(took, |r| r + RTT_ALPHA * (took - r)));
+                let mut fill = ctx.fill.lock().expect("fill poisoned");
+                *fill += FILL_ALPHA * (claim.tasks.len() as f64 - *fill);
+            }
+            if claim.corrupt > 0 {
+                tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = claim.corrupt, "claim found unreadable task records and moved them to the dead set");
+            }
             {
                 let mut pause = ctx.pause.lock().expect("pause poisoned");
                 pause.until = None;
@@ -148,9 +296,19 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
                 shared.mark_ready(idx);
             }
             Counters::add(&shared.counters.claimed, claim.tasks.len() as u64);
+            let concurrency = shared.cfg.concurrency.max(1);
+            let held =
+                ctx.hand.held.fetch_add(claim.tasks.len(), Ordering::AcqRel) + claim.tasks.len();
+            shared
+                .counters
+                .prefetch_peak
+                .fetch_max(held.saturating_sub(concurrency) as u64, Ordering::Relaxed);
             crate::metrics::claimed(&p.queue, claim.tasks.len() as u64);
             for task in claim.tasks {
-                let one = permit.split(1).expect("one permit per claimed task");
+                let one = Held {
+                    _permit: permit.split(1).expect("one permit per claimed task"),
+                    hand: Arc::clone(&ctx.hand),
+                };
                 let key = (idx, task.id.clone());
                 let token = task.token;
                 // Insert under the lock before the executor can look for its own entry.

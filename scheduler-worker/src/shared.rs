@@ -35,6 +35,8 @@ pub(crate) struct Counters {
     pub(crate) reaped: AtomicU64,
     pub(crate) takeovers: AtomicU64,
     pub(crate) released: AtomicU64,
+    /// Peak of the tasks held (received by claims, not finished) beyond `concurrency`.
+    pub(crate) prefetch_peak: AtomicU64,
 }
 
 impl Counters {

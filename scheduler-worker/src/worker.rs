@@ -328,6 +328,12 @@ pub struct WorkerReport {
     /// Tasks handed back at shutdown: prefetched ones that had not started, and running ones
     /// still running at the end of the shutdown timeout.
     pub released: u64,
+    /// Peak of the tasks this worker held beyond its concurrency: received by its claims
+    /// (leased to it) and not finished, so running or waiting for a free slot, less
+    /// `concurrency`. It measures the adaptive prefetch (see
+    /// [`crate::WorkerConfig::prefetch_multiplier`]): at most `concurrency ×
+    /// prefetch_multiplier`, and near Redis a few tasks.
+    pub prefetch_peak: u64,
 }
 
 impl Worker {
@@ -471,6 +477,7 @@ impl Worker {
             reaped: get(&c.reaped),
             takeovers: get(&c.takeovers),
             released: get(&c.released),
+            prefetch_peak: get(&c.prefetch_peak),
         };
         tracing::info!(worker = %worker_id, ?report, "worker stopped");
         report
