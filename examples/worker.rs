@@ -41,8 +41,9 @@ struct Args {
     /// Tasks run at once by this process.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
-    /// Tasks claimed ahead of free slots, as a multiple of the concurrency (0: none; 0 or 1 for
-    /// long tasks). See `WorkerConfig::prefetch_multiplier`.
+    /// Cap of the adaptive prefetch, as a multiple of the concurrency (0: claim only for free
+    /// slots). The worker claims ahead only what it completes in about two claim round trips.
+    /// See `WorkerConfig::prefetch_multiplier`.
     #[arg(long, env = "WORKER_PREFETCH_MULTIPLIER", default_value_t = 8)]
     prefetch_multiplier: usize,
     /// Shards of a queue this worker is the first to use.
