@@ -1636,16 +1636,15 @@ fn slowlog_max(r: &Redis) -> i64 {
     slowlog_top(r).0
 }
 
-/// The script of a SHA seen in `SLOWLOG`: every `lua/*.lua` the store runs is `_prelude.lua`
-/// followed by the script.
+/// The script of a SHA seen in `SLOWLOG`: every `lua/*.lua` the store runs is the parts of
+/// `_prelude.lua` it uses followed by the script (`scheduler::scripts::with_prelude`).
 fn script_name(sha: &str) -> &'static str {
     macro_rules! named {
         ($($name:literal),*) => {
             $(
-                if redis::Script::new(concat!(
-                    include_str!("../lua/_prelude.lua"),
-                    include_str!(concat!("../lua/", $name, ".lua"))
-                ))
+                if redis::Script::new(&scheduler::scripts::with_prelude(include_str!(concat!(
+                    "../lua/", $name, ".lua"
+                ))))
                 .get_hash()
                     == sha
                 {

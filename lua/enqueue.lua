@@ -39,11 +39,14 @@ local to_ready, to_sched = {}, {}
 for i = 4, #ARGV, 8 do
   local id = ARGV[i]
   local key = prefix .. id
-  local delay, at = int_of(ARGV[i + 3]), int_of(ARGV[i + 4])
-  local retries, timeout, priority = int_of(ARGV[i + 5]), int_of(ARGV[i + 6]), int_of(ARGV[i + 7])
-  if id == nil or id == '' or ARGV[i + 2] == nil or not delay or delay < -1 or not at
-      or not retries or retries < 0 or not timeout or timeout < 0
-      or not priority or priority < 0 or priority > 9 then
+  -- Inline checks (tonumber, then integers in range): a helper call per value cost 2% of a call.
+  local delay, at = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  local retries, timeout, priority = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
+  if id == nil or id == '' or ARGV[i + 2] == nil or not (delay and at and retries and timeout
+      and priority and delay % 1 == 0 and at % 1 == 0 and retries % 1 == 0 and timeout % 1 == 0
+      and priority % 1 == 0 and delay >= -1 and delay < 1e15 and at > -1e15 and at < 1e15
+      and retries >= 0 and retries < 1e15 and timeout >= 0 and timeout < 1e15
+      and priority >= 0 and priority <= 9) then
     out[#out + 1] = -2
   elseif redis.call('EXISTS', key) == 1 then
     out[#out + 1] = 0
@@ -65,7 +68,7 @@ for i = 4, #ARGV, 8 do
     local fv = { 'name', ARGV[i + 1], 'state', state, 'max_retries', ARGV[i + 5],
       'timeout_ms', ARGV[i + 6], 'priority', ARGV[i + 7], 'run_at', due, 'enqueued_at', now }
     put_blob(fv, 'args', ARGV[i + 2])
-    hset_all(key, fv)
+    if #fv <= 1000 then redis.call('HSET', key, unpack(fv)) else hset_all(key, fv) end
     created = created + 1
     out[#out + 1] = 1
   end

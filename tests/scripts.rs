@@ -2858,10 +2858,9 @@ async fn payloads_at_the_cap_pass_every_script() {
 
 /// `enqueue.lua` as the store loads it, to call it with values the typed wrapper cannot produce.
 fn raw_enqueue() -> redis::Script {
-    redis::Script::new(concat!(
-        include_str!("../lua/_prelude.lua"),
-        include_str!("../lua/enqueue.lua")
-    ))
+    redis::Script::new(&scheduler::scripts::with_prelude(include_str!(
+        "../lua/enqueue.lua"
+    )))
 }
 
 /// enqueue checks every value of a task before its first write: a task with an empty id, a
@@ -2896,7 +2895,7 @@ async fn enqueue_refuses_a_bad_task_alone() {
         bad("c", 3, "-5"),
         bad("d", 4, "nan"),
         bad("e", 5, "-1"),
-        bad("f", 6, "1e3"),
+        bad("f", 6, "1e-3"),
         bad("g", 7, "12"),
         bad("h", 7, "2.5"),
         bad("", 0, ""),
@@ -3148,7 +3147,7 @@ async fn unreadable_records_are_handled_one_by_one() {
 
     // release: an unreadable `attempts` is repaired to 0 (HINCRBY failed on it before).
     let seed = St::default()
-        .task("a", running(3, 1).with("attempts", "1e3"))
+        .task("a", running(3, 1).with("attempts", "1e-3"))
         .active("a", FAR);
     let ran = run(&fx, "bad_rel", &seed, async |s, p| {
         s.release(p, &[("a", 3)]).await.unwrap()

@@ -21,6 +21,35 @@ use crate::shared::{Counters, Shared};
 use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter};
 
 /// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
+///
+/// The settings that decide how the worker behaves when another worker or the network fails,
+/// shown with their defaults (each is documented on its method and in [`WorkerConfig`]):
+///
+/// ```
+/// use std::time::Duration;
+/// use scheduler_worker::Worker;
+///
+/// let builder = Worker::builder()
+///     .redis_url("redis://127.0.0.1:6379")
+///     // A claimed task's lease: a lost worker's tasks run again after it.
+///     .lease(Duration::from_secs(30))
+///     // Runs lost with their worker that a task may have before it is buried (apart from
+///     // handler failures, which `max_retries` of the task bounds).
+///     .max_lost_leases(5)
+///     // Due work or an expired lease left untouched this long by a partition's lock holder:
+///     // another worker takes the partition over.
+///     .takeover_after(Duration::from_millis(50))
+///     // How often partitions with recent activity are read (to learn other workers' leases),
+///     // and every partition (a backstop for lost notifications).
+///     .warm_sweep_interval(Duration::from_secs(1))
+///     .sweep_interval(Duration::from_secs(30))
+///     // A PING per second on each connection; no reply in 3 s replaces the connection.
+///     .health_check(Duration::from_secs(1), Duration::from_secs(3))
+///     // Cap of the adaptive prefetch (tasks claimed ahead of free slots, as a multiple of the
+///     // concurrency): it only covers the claim round trip.
+///     .prefetch_multiplier(8);
+/// # drop(builder);
+/// ```
 #[derive(Debug, Default)]
 pub struct WorkerBuilder {
     cfg: WorkerConfig,
