@@ -260,10 +260,26 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         claims.spawn(claim(Arc::clone(&ctx), idx, permit, seq));
     }
     // A claim's reply carries leased tasks: let the claims in flight finish (their tasks are
-    // handed back at once, as intake has stopped).
+    // handed back at once, as intake has stopped), but not for longer than CLAIM_DRAIN: a claim
+    // sent to a node that died can hang far longer (a Redis Cluster client retries a dead node
+    // for tens of seconds), and what it leased comes back after its lease anyway.
     claims.close();
-    claims.wait().await;
+    if tokio::time::timeout(CLAIM_DRAIN, claims.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = ctx.in_flight.load(Ordering::Acquire),
+            "claims still unanswered at shutdown; what they leased runs again after its lease"
+        );
+    }
 }
+
+/// Longest a claim may go unanswered before it is treated as failed.
+const CLAIM_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long a stopping fetcher waits for its claims in flight.
+const CLAIM_DRAIN: Duration = Duration::from_secs(2);
 
 /// One claim of as many tasks as `permit` holds, from partition `idx`.
 async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq: u64) {
@@ -274,7 +290,22 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
     // The claim's tag, recorded as the tasks' `worker`: finds them again if the reply is lost.
     let tag = format!("{}#{seq}", shared.worker_id);
     let sent = Instant::now();
-    match shared.store.claim(p, want as u32, lease_ms, &tag).await {
+    // A claim sent to a node that died can hang for tens of seconds (a Redis Cluster client
+    // retrying it), and its partition is not claimed from again meanwhile: give it up after
+    // CLAIM_LIMIT like a failed claim (its tasks, if it ran, are handed back by tag).
+    let claimed = match tokio::time::timeout(
+        CLAIM_LIMIT,
+        shared.store.claim(p, want as u32, lease_ms, &tag),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(scheduler_core::Error::from(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "claim unanswered for 5 s",
+        )))),
+    };
+    match claimed {
         Ok(claim) => {
             {
                 let took = sent.elapsed().as_secs_f64();

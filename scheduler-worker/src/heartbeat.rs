@@ -1,5 +1,6 @@
 //! The heartbeat: a hash per live worker process, refreshed every interval and expiring after
-//! three, so operators (and the CLI) see who runs what; deleted at a clean shutdown.
+//! three, so operators (and the CLI) see who runs what; deleted at a clean shutdown (or left to
+//! expire when Redis does not answer within a second).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,8 +30,8 @@ pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
         let c = &shared.counters;
         let mut conn = shared.store.conn();
         // HSET with several pairs (not HMSET, deprecated): the documented ACL rules allow HSET.
-        let res: redis::RedisResult<()> = redis::pipe()
-            .cmd("HSET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
             .arg(&key)
             .arg(
                 &[
@@ -49,13 +50,24 @@ pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
             )
             .ignore()
             .pexpire(&key, ttl_ms)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+            .ignore();
+        let beat = pipe.query_async::<()>(&mut conn);
+        // A write can hang on a dead node (a Redis Cluster client retries it for tens of
+        // seconds): it must not hold a shutdown back.
+        let res = tokio::select! {
+            () = shared.stop_all.cancelled() => break,
+            r = beat => r,
+        };
         if let Err(e) = res {
             tracing::debug!(error = %e, "heartbeat failed");
         }
     }
     let mut conn = shared.store.conn();
-    let _: redis::RedisResult<()> = conn.del(&key).await;
+    let del = conn.del::<_, ()>(&key);
+    if tokio::time::timeout(std::time::Duration::from_secs(1), del)
+        .await
+        .is_err()
+    {
+        tracing::debug!("heartbeat key not deleted within 1 s at shutdown; it expires by itself");
+    }
 }

@@ -248,7 +248,11 @@ impl Promoter {
         if !watch.is_empty() {
             let shared = Arc::clone(&self.shared);
             self.tasks.spawn(async move {
-                let done = read_heads(&shared, &watch).await;
+                // Bounded like a job: a hung read would leave its partitions busy.
+                let done = tokio::time::timeout(JOB_LIMIT, read_heads(&shared, &watch))
+                    .await
+                    .ok()
+                    .flatten();
                 Done::Watch(done, watch)
             });
         }
@@ -266,7 +270,7 @@ impl Promoter {
         let shared = Arc::clone(&self.shared);
         let clock = self.clock;
         self.tasks
-            .spawn(async move { Done::Job(run_job(shared, clock, job).await) });
+            .spawn(async move { Done::Job(run_job_bounded(shared, clock, job).await) });
     }
 
     fn on_done(&mut self, done: Done) {
@@ -432,7 +436,9 @@ impl Promoter {
         }
         let shared = Arc::clone(&self.shared);
         self.tasks.spawn(async move {
-            let (clock, heads) = sweep(&shared, &idxs).await;
+            let (clock, heads) = tokio::time::timeout(JOB_LIMIT, sweep(&shared, &idxs))
+                .await
+                .unwrap_or_default();
             Done::Swept(clock, heads)
         });
     }
@@ -473,14 +479,28 @@ impl Promoter {
         }
     }
 
+    /// Releases every lock we hold, concurrently, for at most a second: a lock that cannot be
+    /// released (its node is gone, the network is cut) expires by itself, and a shutdown must
+    /// not wait on it (one request per lock in turn could take a response timeout each).
     async fn release_all(&mut self) {
-        for idx in 0..self.parts.len() {
-            if let Some(token) = self.parts[idx].lock.take() {
-                let p = &self.shared.partitions[idx];
-                if let Err(e) = self.shared.store.lock_release(p, &token).await {
-                    tracing::warn!(error = %e, "could not release a promoter lock; it expires by itself");
+        let shared = &self.shared;
+        let releases = self.parts.iter_mut().enumerate().filter_map(|(idx, p)| {
+            let token = p.lock.take()?;
+            Some(async move {
+                let part = &shared.partitions[idx];
+                if let Err(e) = shared.store.lock_release(part, &token).await {
+                    tracing::warn!(error = %e, queue = %part.queue, shard = part.shard, "could not release a promoter lock; it expires by itself");
                 }
-            }
+            })
+        });
+        let all = futures::future::join_all(releases);
+        if tokio::time::timeout(Duration::from_secs(1), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "promoter locks not released within 1 s at shutdown; they expire by themselves"
+            );
         }
     }
 }
@@ -575,6 +595,35 @@ async fn read_heads(shared: &Shared, idxs: &[usize]) -> Option<WatchDone> {
         server_ms: server_us / 1000,
         heads,
     })
+}
+
+/// Longest a partition's job may take before it is given up and tried again: a request to a
+/// node that died can hang for tens of seconds (a Redis Cluster client retrying it), and a
+/// partition whose job hangs is neither promoted nor watched meanwhile.
+const JOB_LIMIT: Duration = Duration::from_secs(5);
+
+/// [`run_job`], given up after [`JOB_LIMIT`]: then the partition is tried again in a second (a
+/// lock the job may have taken shows as held by us, which the watch takes over).
+async fn run_job_bounded(shared: Arc<Shared>, clock: Option<Clock>, job: Job) -> JobDone {
+    let idx = job.idx;
+    let (promote, reap) = (job.promote, job.reap);
+    let held = job.held.clone();
+    match tokio::time::timeout(JOB_LIMIT, run_job(Arc::clone(&shared), clock, job)).await {
+        Ok(done) => done,
+        Err(_) => {
+            let p = &shared.partitions[idx];
+            tracing::warn!(queue = %p.queue, shard = p.shard, "promoter call unanswered for 5 s; trying again in 1 s");
+            let soon = Instant::now() + Duration::from_secs(1);
+            JobDone {
+                idx,
+                lock: held,
+                due: Some(promote.then_some(soon)),
+                reap: Some(reap.then_some(soon)),
+                clock,
+                ..JobDone::default()
+            }
+        }
+    }
 }
 
 /// Takes (or takes over) the lock of a partition, then promotes and reaps as asked.
