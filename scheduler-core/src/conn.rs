@@ -437,7 +437,7 @@ pub struct Conn(Kind);
 #[derive(Clone)]
 enum Kind {
     Single(SingleConn),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConn),
     Sentinel(SentinelConn),
 }
 
@@ -483,7 +483,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match &self.0 {
             Kind::Single(c) => c.current().1.get_db(),
-            Kind::Cluster(c) => c.get_db(),
+            Kind::Cluster(c) => c.current().1.get_db(),
             Kind::Sentinel(c) => c.0.db,
         }
     }
@@ -593,6 +593,118 @@ fn spawn_health_check(shared: &Arc<SingleShared>, check: HealthCheck) {
             }
         }
     });
+}
+
+/// A Redis Cluster connection, replaced by a new one (fresh slot map, fresh node connections)
+/// when a request gets no answer within the stall limit. After `kill -9` of a master, the
+/// redis-rs cluster client was seen to keep the slots of the dead node stuck for longer than
+/// its own timeouts while a new client reached the promoted replica at once
+/// (`tests/ha_cluster_failover.rs`).
+#[derive(Clone)]
+struct ClusterConn(Arc<ClusterShared>);
+
+struct ClusterShared {
+    client: redis::cluster::ClusterClient,
+    /// The connection in use and its generation. A std mutex: held only to clone or replace it.
+    current: Mutex<(u64, ClusterConnection)>,
+    /// A replacement is being connected.
+    replacing: std::sync::atomic::AtomicBool,
+    /// Longest wait for a reply before the connection is replaced.
+    stall: Duration,
+}
+
+impl ClusterConn {
+    fn new(
+        client: redis::cluster::ClusterClient,
+        conn: ClusterConnection,
+        stall: Duration,
+    ) -> Self {
+        Self(Arc::new(ClusterShared {
+            client,
+            current: Mutex::new((0, conn)),
+            replacing: std::sync::atomic::AtomicBool::new(false),
+            stall,
+        }))
+    }
+
+    fn current(&self) -> (u64, ClusterConnection) {
+        self.0
+            .current
+            .lock()
+            .expect("cluster conn poisoned")
+            .clone()
+    }
+
+    /// Runs `fut` on the current connection; a stall or a timeout replaces the connection.
+    async fn guarded<T>(
+        &self,
+        generation: u64,
+        fut: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> RedisResult<T> {
+        match tokio::time::timeout(self.0.stall, fut).await {
+            Ok(Err(e)) if e.is_timeout() => {
+                self.replace(generation);
+                Err(e)
+            }
+            Ok(r) => r,
+            Err(_) => {
+                self.replace(generation);
+                Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no reply from the Redis Cluster within the response timeout",
+                )))
+            }
+        }
+    }
+
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut c) = self.current();
+            self.guarded(generation, c.req_packed_command(cmd)).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut c) = self.current();
+            self.guarded(generation, c.req_packed_commands(pipeline, offset, count))
+                .await
+        })
+    }
+
+    /// Connects a new client connection in the background and swaps it in, unless a newer
+    /// generation is in use already or a replacement is under way.
+    fn replace(&self, generation: u64) {
+        if self.0.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(&self.0);
+        tokio::spawn(async move {
+            let fresh =
+                tokio::time::timeout(shared.stall * 2, shared.client.get_async_connection()).await;
+            match fresh {
+                Ok(Ok(c)) => {
+                    let mut cur = shared.current.lock().expect("cluster conn poisoned");
+                    if cur.0 == generation {
+                        tracing::warn!(
+                            "replacing the Redis Cluster connection after a request got no reply"
+                        );
+                        *cur = (generation + 1, c);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot replace the Redis Cluster connection")
+                }
+                Err(_) => tracing::warn!("cannot replace the Redis Cluster connection: no answer"),
+            }
+            shared.replacing.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// The master of a Sentinel deployment, found again whenever it may have changed.
@@ -893,6 +1005,13 @@ pub(crate) async fn connect(opts: &ConnectOptions) -> Result<(Conn, Endpoint)> {
             }
             let client = builder.build().map_err(bad)?;
             let conn = client.get_async_connection().await?;
+            // Replaced when a request stalls for 4 s: well past any call of ours (script calls
+            // are bounded to milliseconds), well before the worker gives a call up (5 s).
+            let conn = ClusterConn::new(
+                client,
+                conn,
+                opts.response_timeout.min(Duration::from_secs(4)),
+            );
             let seed = &nodes[0];
             let node_client = node_client(seed, certs.as_ref()).map_err(bad)?;
             Ok((
