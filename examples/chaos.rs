@@ -733,8 +733,13 @@ async fn produce(url: String, spec: Spec) -> anyhow::Result<Produced> {
                     if out.oom_error_text.is_empty() {
                         out.oom_error_text = format!("{e:?}").chars().take(160).collect();
                     }
-                    out.rejected.extend(items.iter().cloned());
-                    out.set_aside += items.len() as u64;
+                    // Only the refused tasks are set aside: one that was accepted may run and,
+                    // with no result kept, be created anew by a second send.
+                    let (ok, refused) = split_refused(&e, &items);
+                    created += ok.iter().filter(|(_, c)| *c).count() as u64;
+                    acked.extend(ok.into_iter().map(|(item, _)| item));
+                    out.set_aside += refused.len() as u64;
+                    out.rejected.extend(refused);
                     break;
                 }
                 Err(e) => {
@@ -775,6 +780,27 @@ impl Produced {
     }
 }
 
+/// A produced task: its id and due time (ms, Redis clock).
+type Item = (String, i64);
+
+/// The items of a failed bulk enqueue that Redis accepted (with whether they were created) and
+/// those it refused: all refused unless the error is [`scheduler::Error::PartlyEnqueued`].
+fn split_refused(e: &scheduler::Error, items: &[Item]) -> (Vec<(Item, bool)>, Vec<Item>) {
+    let scheduler::Error::PartlyEnqueued { enqueued, .. } = e else {
+        return (Vec::new(), items.to_vec());
+    };
+    let accepted: HashMap<&str, bool> = enqueued.iter().map(|(id, c)| (id.id(), *c)).collect();
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    for item in items {
+        match accepted.get(item.0.as_str()) {
+            Some(c) => ok.push((item.clone(), *c)),
+            None => refused.push(item.clone()),
+        }
+    }
+    (ok, refused)
+}
+
 /// Memory-full, once the workers run: sends the set-aside batches again (same ids and due
 /// times) until Redis accepts them; returns how many tries were refused and how long it took.
 async fn resend(url: &str, produced: &mut Produced) -> anyhow::Result<(u64, i64)> {
@@ -784,7 +810,8 @@ async fn resend(url: &str, produced: &mut Produced) -> anyhow::Result<(u64, i64)
     let rejected = std::mem::take(&mut produced.rejected);
     let give_up = Instant::now() + Duration::from_secs(300);
     for chunk in rejected.chunks(200) {
-        let reqs = || -> anyhow::Result<Vec<TaskRequest>> {
+        let mut chunk = chunk.to_vec();
+        let reqs = |chunk: &[(String, i64)]| -> anyhow::Result<Vec<TaskRequest>> {
             chunk
                 .iter()
                 .map(|(id, due)| {
@@ -796,13 +823,16 @@ async fn resend(url: &str, produced: &mut Produced) -> anyhow::Result<(u64, i64)
                 .collect()
         };
         loop {
-            match client.enqueue_bulk(reqs()?).await {
+            match client.enqueue_bulk(reqs(&chunk)?).await {
                 Ok(_) => {
                     produced.acked.extend(chunk.iter().cloned());
                     break;
                 }
-                Err(_) if Instant::now() < give_up => {
+                Err(e) if Instant::now() < give_up => {
                     refused += 1;
+                    let (ok, rest) = split_refused(&e, &chunk);
+                    produced.acked.extend(ok.into_iter().map(|(item, _)| item));
+                    chunk = rest;
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(e) => {

@@ -280,6 +280,8 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::enqueue_request`]; a bad request fails the whole call before anything is sent.
+    /// When Redis refuses some tasks after accepting others (out of memory), the error is
+    /// [`Error::PartlyEnqueued`], which says which tasks to send again.
     pub async fn enqueue_bulk(&self, reqs: Vec<TaskRequest>) -> Result<Vec<(TaskId, bool)>> {
         let mut groups: HashMap<Partition, Vec<(usize, NewTask)>> = HashMap::new();
         let mut ids = Vec::with_capacity(reqs.len());
@@ -332,20 +334,87 @@ impl Client {
             .config
             .replica_wait
             .map(|(n, t)| (n, t.as_millis() as u64));
-        for window in chunks.chunks(64) {
-            let calls: Vec<(&Partition, &[NewTask])> =
-                window.iter().map(|(p, _, t)| (*p, &t[..])).collect();
-            let replies = self
-                .retry(|| self.store.enqueue_many_replicated(&calls, wait))
-                .await?;
-            for ((_, idx, _), outs) in window.iter().zip(replies) {
-                for (i, o) in idx.iter().zip(outs) {
-                    created[*i] = o == Outcome::Done;
-                    if o == Outcome::Invalid {
-                        invalid.get_or_insert(*i);
+        // Per chunk: `Some(Ok)` applied, `Some(Err)` refused for good, `None` not settled.
+        let mut settled: Vec<Option<Result<Vec<Outcome>>>> = Vec::new();
+        settled.resize_with(chunks.len(), || None);
+        let mut failure = None;
+        for (w, window) in chunks.chunks(64).enumerate() {
+            let base = w * 64;
+            let state = Mutex::new(&mut settled[base..base + window.len()]);
+            // Each try sends the chunks not settled yet; a refusal that may pass on a later try
+            // (failover, loading) is retried, others are settled as refused.
+            let sent = self
+                .retry(|| async {
+                    let pending: Vec<usize> = {
+                        let st = state.lock().expect("enqueue state poisoned");
+                        (0..window.len()).filter(|j| st[*j].is_none()).collect()
+                    };
+                    let calls: Vec<(&Partition, &[NewTask])> = pending
+                        .iter()
+                        .map(|j| (window[*j].0, &window[*j].2[..]))
+                        .collect();
+                    let replies = self.store.enqueue_each(&calls, wait).await?;
+                    let mut again = None;
+                    let mut st = state.lock().expect("enqueue state poisoned");
+                    for (j, reply) in pending.into_iter().zip(replies) {
+                        match reply {
+                            Err(e) if e.is_transient() => again = Some(e),
+                            r => st[j] = Some(r),
+                        }
+                    }
+                    again.map_or(Ok(()), Err)
+                })
+                .await;
+            if let Err(e) = sent {
+                failure = Some(e);
+                break;
+            }
+            if settled[base..base + window.len()]
+                .iter()
+                .any(|r| matches!(r, Some(Err(_))))
+            {
+                break;
+            }
+        }
+        let mut refused = Vec::new();
+        for ((_, idx, _), r) in chunks.iter().zip(settled) {
+            match r {
+                Some(Ok(outs)) => {
+                    for (i, o) in idx.iter().zip(outs) {
+                        created[*i] = o == Outcome::Done;
+                        if o == Outcome::Invalid {
+                            invalid.get_or_insert(*i);
+                        }
                     }
                 }
+                Some(Err(e)) => {
+                    failure.get_or_insert(e);
+                    refused.extend(idx.iter().copied());
+                }
+                // Not sent, or its round trip failed after the retries.
+                None => refused.extend(idx.iter().copied()),
             }
+        }
+        if let Some(source) = failure {
+            if refused.len() == ids.len() {
+                return Err(source);
+            }
+            refused.sort_unstable();
+            let mut is_refused = vec![false; ids.len()];
+            for i in &refused {
+                is_refused[*i] = true;
+            }
+            return Err(Error::PartlyEnqueued {
+                enqueued: ids
+                    .iter()
+                    .zip(&created)
+                    .zip(is_refused)
+                    .filter(|(_, r)| !r)
+                    .map(|((id, c), _)| (id.clone(), *c))
+                    .collect(),
+                refused: refused.into_iter().map(|i| ids[i].clone()).collect(),
+                source: Box::new(source),
+            });
         }
         // The checks above refuse whatever the script would: reaching this is a version
         // mismatch. The other tasks were handled; sending the call again is safe.

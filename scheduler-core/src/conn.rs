@@ -1282,7 +1282,7 @@ fn first_key(cmd: &Cmd) -> Option<Vec<u8>> {
 
 /// Splits `pipe` into pipelines of one cluster slot each, with the positions of their commands
 /// in `pipe`. Commands without a key ride with the first group.
-pub(crate) fn split_by_slot(pipe: &Pipeline) -> Vec<(Vec<usize>, Pipeline)> {
+pub(crate) fn split_by_slot(pipe: &Pipeline, ignore_errors: bool) -> Vec<(Vec<usize>, Pipeline)> {
     use redis::cluster_routing::Slot;
     let mut order: Vec<Option<Slot>> = Vec::new();
     let mut groups: Vec<(Vec<usize>, Pipeline)> = Vec::new();
@@ -1296,7 +1296,7 @@ pub(crate) fn split_by_slot(pipe: &Pipeline) -> Vec<(Vec<usize>, Pipeline)> {
             Some(g) => g,
             None => {
                 order.push(Some(slot));
-                groups.push((Vec::new(), Pipeline::new()));
+                groups.push((Vec::new(), new_pipe(ignore_errors)));
                 groups.len() - 1
             }
         };
@@ -1305,7 +1305,7 @@ pub(crate) fn split_by_slot(pipe: &Pipeline) -> Vec<(Vec<usize>, Pipeline)> {
     }
     if !keyless.is_empty() {
         if groups.is_empty() {
-            groups.push((Vec::new(), Pipeline::new()));
+            groups.push((Vec::new(), new_pipe(ignore_errors)));
         }
         let cmds: Vec<&Cmd> = pipe.cmd_iter().collect();
         for i in keyless {
@@ -1314,6 +1314,15 @@ pub(crate) fn split_by_slot(pipe: &Pipeline) -> Vec<(Vec<usize>, Pipeline)> {
         }
     }
     groups
+}
+
+/// An empty pipeline, reporting failed commands in its replies with `ignore_errors`.
+fn new_pipe(ignore_errors: bool) -> Pipeline {
+    let mut p = Pipeline::new();
+    if ignore_errors {
+        p.ignore_errors();
+    }
+    p
 }
 
 #[cfg(test)]
@@ -1389,7 +1398,7 @@ mod tests {
             .arg("ns:{q:0}:x")
             .arg("ns:{q:0}:y");
         p.cmd("EVALSHA").arg("abc").arg(0);
-        let groups = split_by_slot(&p);
+        let groups = split_by_slot(&p, false);
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].0, vec![1, 3, 0, 4]);
         assert_eq!(groups[1].0, vec![2]);

@@ -90,6 +90,20 @@ pub enum Error {
         /// Replicas asked for.
         wanted: u32,
     },
+    /// [`crate::Client::enqueue_bulk`]: Redis refused some of the tasks (out of memory, an
+    /// error that retries did not cure) after it had created others. `enqueued` are settled,
+    /// like the reply of a call that succeeds; send only `refused` again (sending an enqueued
+    /// task again would create it anew if it ran and its record expired in between).
+    #[error("{} of {} tasks refused: {source}", refused.len(), refused.len() + enqueued.len())]
+    PartlyEnqueued {
+        /// The tasks Redis accepted, with whether this call created them (as in the reply of
+        /// [`crate::Client::enqueue_bulk`]).
+        enqueued: Vec<(TaskId, bool)>,
+        /// The tasks not known to be created, in request order.
+        refused: Vec<TaskId>,
+        /// Why they were refused.
+        source: Box<Error>,
+    },
 }
 
 impl Error {

@@ -335,6 +335,21 @@ impl Store {
         groups: &[(&Partition, &[NewTask])],
         wait: Option<(u32, u64)>,
     ) -> Result<Vec<Vec<Outcome>>> {
+        self.enqueue_each(groups, wait).await?.into_iter().collect()
+    }
+
+    /// As [`Store::enqueue_many_replicated`], with one result per group: a group that Redis
+    /// refused (out of memory...) has its error in its place while the other groups keep their
+    /// outcomes. The outer error is for the whole round trip (connection lost, replicas).
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::enqueue_many_replicated`], for the pipeline as a whole.
+    pub async fn enqueue_each(
+        &self,
+        groups: &[(&Partition, &[NewTask])],
+        wait: Option<(u32, u64)>,
+    ) -> Result<Vec<Result<Vec<Outcome>>>> {
         let invs: Vec<_> = groups
             .iter()
             .map(|(p, tasks)| {
@@ -364,15 +379,18 @@ impl Store {
             })
             .collect();
         let replies = match wait {
-            None => self.run_pipeline(&invs).await?,
+            None => self.run_pipeline_each(&invs, true).await?,
             Some((replicas, timeout_ms)) => {
                 self.run_pipeline_replicated(&invs, replicas, timeout_ms)
                     .await?
             }
         };
-        replies
+        Ok(replies
             .into_iter()
             .map(|v| {
+                if let Value::ServerError(e) = v {
+                    return Err(redis::RedisError::from(e).into());
+                }
                 outcomes(v, |i| match i {
                     1 => Some(Outcome::Done),
                     0 => Some(Outcome::Exists),
@@ -380,7 +398,7 @@ impl Store {
                     _ => None,
                 })
             })
-            .collect()
+            .collect())
     }
 
     /// `promote.lua`: moves at most `batch` due tasks of `p` to its ready set.

@@ -163,7 +163,7 @@ impl Store {
     ///
     /// The first error of any command (the other groups may have been applied).
     pub async fn query_pipeline(&self, pipe: &Pipeline) -> Result<Vec<Value>> {
-        self.query_groups(pipe, None).await
+        self.query_groups(pipe, None, false).await
     }
 
     /// Runs several invocations of one script in pipelines (one round trip per cluster slot;
@@ -173,18 +173,33 @@ impl Store {
     /// pipeline again. Callers keep one script kind per pipeline, so NOSCRIPT means that none of
     /// the pipeline's calls ran on that node.
     pub(crate) async fn run_pipeline(&self, invs: &[ScriptInvocation<'_>]) -> Result<Vec<Value>> {
+        self.run_pipeline_each(invs, false).await
+    }
+
+    /// As [`Store::run_pipeline`]; with `each`, a call that Redis refuses (out of memory, a
+    /// script error) comes back as a [`Value::ServerError`] in its place while the others keep
+    /// their replies, so that a caller can tell which calls were applied.
+    pub(crate) async fn run_pipeline_each(
+        &self,
+        invs: &[ScriptInvocation<'_>],
+        each: bool,
+    ) -> Result<Vec<Value>> {
         if invs.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = Pipeline::with_capacity(invs.len());
+        if each {
+            pipe.ignore_errors();
+        }
         for inv in invs {
             pipe.invoke_script(inv);
         }
-        self.query_groups(&pipe, Some(&invs[0])).await
+        self.query_groups(&pipe, Some(&invs[0]), each).await
     }
 
-    /// As [`Store::run_pipeline`], followed on the same connection by `WAIT replicas timeout_ms`:
-    /// succeeds only once `replicas` replicas confirmed every write of the pipeline. Not on a
+    /// As [`Store::run_pipeline_each`] with `each`, followed on the same connection by
+    /// `WAIT replicas timeout_ms`: succeeds only once `replicas` replicas confirmed every write
+    /// of the pipeline. Not on a
     /// Cluster (the pipeline would span nodes); [`crate::Client::with_config`] refuses that
     /// combination.
     pub(crate) async fn run_pipeline_replicated(
@@ -202,6 +217,7 @@ impl Store {
             ));
         }
         let mut pipe = Pipeline::with_capacity(invs.len() + 1);
+        pipe.ignore_errors();
         for inv in invs {
             pipe.invoke_script(inv);
         }
@@ -209,6 +225,7 @@ impl Store {
         let mut out = self.query_one(&pipe, Some(&invs[0])).await?;
         let confirmed = match out.pop() {
             Some(Value::Int(n)) => n.max(0) as u32,
+            Some(Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
             other => return Err(Error::Protocol(format!("WAIT replied {other:?}"))),
         };
         if confirmed < replicas {
@@ -224,6 +241,7 @@ impl Store {
         &self,
         pipe: &Pipeline,
         script: Option<&ScriptInvocation<'_>>,
+        ignore_errors: bool,
     ) -> Result<Vec<Value>> {
         if pipe.is_empty() {
             return Ok(Vec::new());
@@ -231,7 +249,7 @@ impl Store {
         if self.conn.mode() != Mode::Cluster {
             return self.query_one(pipe, script).await;
         }
-        let groups = conn::split_by_slot(pipe);
+        let groups = conn::split_by_slot(pipe, ignore_errors);
         if groups.len() == 1 {
             return self.query_one(pipe, script).await;
         }
@@ -271,19 +289,30 @@ impl Store {
         // `SCRIPT FLUSH` on each node in turn, a second restart): a few rounds, then the error.
         let mut loads_left = 3;
         loop {
-            match pipe.query_async::<Vec<Value>>(&mut conn).await {
+            let no_script = match pipe.query_async::<Vec<Value>>(&mut conn).await {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
                         && loads_left > 0 =>
                 {
-                    let Some(inv) = script else {
-                        return Err(e.into());
-                    };
-                    inv.load_async(&mut conn).await?;
-                    loads_left -= 1;
+                    e
                 }
+                // A pipeline sent with `ignore_errors` carries NOSCRIPT in its replies.
+                Ok(values) if loads_left > 0 => match values.iter().find_map(|v| match v {
+                    Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                        Some(e.clone())
+                    }
+                    _ => None,
+                }) {
+                    Some(e) => e.into(),
+                    None => return Ok(values),
+                },
                 other => return Ok(other?),
-            }
+            };
+            let Some(inv) = script else {
+                return Err(no_script.into());
+            };
+            inv.load_async(&mut conn).await?;
+            loads_left -= 1;
         }
     }
 
