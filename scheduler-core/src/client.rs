@@ -201,7 +201,7 @@ impl Client {
 
     /// Runs `op` with this client's retry policy: [`ClientConfig::retry_attempts`] for transient
     /// errors, [`ClientConfig::loading_wait`] while Redis is loading.
-    async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
+    pub(crate) async fn retry<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -556,22 +556,17 @@ impl Client {
             shards,
             ..QueueStats::default()
         };
-        let mut conn = self.store.conn();
-        for shard in 0..shards {
-            let p = self.store.partition(queue, shard);
-            let (s, r, a, d, c): (u64, u64, u64, u64, HashMap<String, u64>) = redis::pipe()
-                .zcard(p.keys.scheduled())
-                .zcard(p.keys.ready())
-                .zcard(p.keys.active())
-                .zcard(p.keys.dead())
-                .hgetall(p.keys.stats())
-                .query_async(&mut conn)
-                .await?;
-            stats.scheduled += s;
-            stats.ready += r;
-            stats.active += a;
-            stats.dead += d;
-            for (k, v) in c {
+        // One pipeline for every shard (grouped by slot on a cluster). Due counts are not
+        // reported here: judged at time 0, their ZCOUNT costs nothing.
+        let pipe = crate::inspector::counts_pipeline(&self.store, queue, shards, 0);
+        let per_shard =
+            crate::inspector::parse_counts(self.retry(|| self.store.query_pipeline(&pipe)).await?)?;
+        for c in per_shard {
+            stats.scheduled += c.scheduled;
+            stats.ready += c.ready;
+            stats.active += c.running;
+            stats.dead += c.dead;
+            for (k, v) in c.counters {
                 *stats.counters.entry(k).or_default() += v;
             }
         }

@@ -57,6 +57,16 @@ pub enum Error {
     /// No such task (never existed, or its record expired after its TTL).
     #[error("task {0} not found")]
     NotFound(TaskId),
+    /// [`crate::Inspector`]: no queue of that name is registered (looking does not create one).
+    #[error("unknown queue {0:?}: not registered")]
+    UnknownQueue(String),
+    /// [`crate::Inspector::tasks`]: tasks in this state are in no set (finished tasks are kept
+    /// as records only); look them up one by one.
+    #[error("tasks that are {0} are not listed: only scheduled, ready, running and dead")]
+    NotListed(crate::info::TaskState),
+    /// [`crate::Inspector::tasks`]: a page cursor that no page returned.
+    #[error("invalid page cursor {0:?}: pass the `next` of a previous page")]
+    InvalidCursor(String),
     /// The task is running and cannot be cancelled.
     #[error("task {0} is running and cannot be cancelled")]
     Running(TaskId),

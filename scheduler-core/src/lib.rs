@@ -21,6 +21,7 @@ pub mod conn;
 pub mod error;
 pub mod id;
 pub mod info;
+pub mod inspector;
 pub mod keys;
 pub mod scripts;
 pub mod store;
@@ -30,6 +31,10 @@ pub use client::{Client, ClientConfig, TaskCall, TaskRequest};
 pub use error::{Error, Result};
 pub use id::TaskId;
 pub use info::{QueueStats, TaskInfo, TaskState};
+pub use inspector::{
+    Counts, DueSummary, Inspector, QueueCounts, QueueSummary, RequeueTally, TaskDetail, TaskPage,
+    TaskSummary, WorkerInfo,
+};
 pub use store::Store;
 pub use task::{StateMap, Task, TaskContext, TaskError, TaskErrorKind};
 

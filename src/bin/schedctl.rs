@@ -1,7 +1,7 @@
 //! `schedctl`, the operators' CLI: looks at queues, tasks and workers in Redis and acts on single
-//! tasks (cancel, requeue the dead). It reads the layout described in `docs/redis-layout.md` ("The
-//! CLI" there lists every subcommand with sample output) and changes state only through the Lua
-//! scripts, like the workers do.
+//! tasks (cancel, requeue the dead). It goes only through the library's `Inspector` and `Client`
+//! (`docs/redis-layout.md`, "The CLI", lists every subcommand with sample output), which change
+//! state only through the Lua scripts, like the workers do.
 //!
 //! ```text
 //! schedctl queues
@@ -22,8 +22,8 @@
 //! # Layout
 //!
 //! - this file: arguments, connecting, dispatch, printing.
-//! - `schedctl/inspect.rs`: read-only queries shared by the subcommands (server time, queue
-//!   registry, per-shard counts).
+//! - `schedctl/inspect.rs`: what the subcommands share on top of `scheduler::Inspector`, through
+//!   which every read and action goes.
 //! - `schedctl/queues.rs`: `queues`, `stats`, `due`.
 //! - `schedctl/tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
 //! - `schedctl/workers.rs`: `workers`.
@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use clap::{Parser, Subcommand};
-use scheduler::{Client, ClientConfig};
+use scheduler::{Client, ClientConfig, Inspector};
 
 /// Inspect and operate a Redis-backed task scheduler.
 #[derive(Debug, Parser)]
@@ -127,14 +127,9 @@ enum Command {
 /// What every subcommand gets: the connection and the output mode.
 #[derive(Debug)]
 pub(crate) struct Ctx {
-    pub(crate) client: Client,
+    pub(crate) inspector: Inspector,
+    pub(crate) namespace: String,
     pub(crate) json: bool,
-}
-
-impl Ctx {
-    pub(crate) fn store(&self) -> &scheduler::Store {
-        self.client.store()
-    }
 }
 
 /// JSON for programs, pretty-printed, with a final newline.
@@ -164,7 +159,8 @@ async fn connect(url: &str, namespace: &str) -> Result<Client> {
 async fn run(cli: Cli) -> Result<String> {
     let client = connect(&cli.redis_url, &cli.namespace).await?;
     let ctx = Ctx {
-        client,
+        inspector: Inspector::new(&client),
+        namespace: cli.namespace.clone(),
         json: cli.json,
     };
     match cli.command {

@@ -1,10 +1,10 @@
 //! Queue-level views: `queues`, `stats`, `due`.
 
-use anyhow::{Context as _, Result};
-use scheduler::redis;
+use anyhow::Result;
+use scheduler::Counts;
 use serde_json::{json, Map, Value as Json};
 
-use crate::inspect::{self, ordered_counters, server_now_ms, shard_counts, shards_of, Counts};
+use crate::inspect::{ordered_counters, shards_of};
 use crate::render::{human_ms, iso_utc, pairs, when, Table};
 use crate::{json_out, Ctx};
 
@@ -28,17 +28,17 @@ fn count_cells(c: &Counts) -> [String; 5] {
 
 /// `queues`: every registered queue with summed counts.
 pub(crate) async fn queues(ctx: &Ctx) -> Result<String> {
-    let store = ctx.store();
-    let now = server_now_ms(store).await?;
-    let all = inspect::queues(store).await?;
-    let mut rows = Vec::with_capacity(all.len());
-    for (queue, shards) in all {
-        let mut total = Counts::default();
-        for c in shard_counts(store, &queue, shards, now).await? {
-            total.add(&c);
-        }
-        rows.push((queue, shards, total));
+    let mut now = None;
+    let mut rows = Vec::new();
+    for q in ctx.inspector.queues().await? {
+        let counts = ctx.inspector.queue(&q.name).await?;
+        now.get_or_insert(counts.server_now_ms);
+        rows.push((q.name, q.shards, counts.total));
     }
+    let now = match now {
+        Some(n) => n,
+        None => ctx.inspector.server_time_ms().await?,
+    };
     if ctx.json {
         let list: Vec<Json> = rows
             .iter()
@@ -53,10 +53,7 @@ pub(crate) async fn queues(ctx: &Ctx) -> Result<String> {
         return Ok(json_out(&json!({ "server_now_ms": now, "queues": list })));
     }
     if rows.is_empty() {
-        return Ok(format!(
-            "no queues registered in {}\n",
-            store.keys().queues()
-        ));
+        return Ok("no queues registered\n".to_owned());
     }
     let mut t = Table::new(&[
         "QUEUE",
@@ -77,30 +74,20 @@ pub(crate) async fn queues(ctx: &Ctx) -> Result<String> {
 
 /// `stats <queue> [--shards]`: counts and lifetime counters, summed and optionally per shard.
 pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<String> {
-    let store = ctx.store();
-    // Checked first: `queue_stats` would register an unknown queue.
-    let shards = shards_of(store, queue).await?;
-    let stats = ctx.client.queue_stats(queue).await?;
-    let now = server_now_ms(store).await?;
-    let counts = shard_counts(store, queue, shards, now).await?;
-    let due_now: u64 = counts.iter().map(|c| c.due_now).sum();
+    let shards = shards_of(&ctx.inspector, queue).await?;
+    let all = ctx.inspector.queue(queue).await?;
+    let (now, stats, counts) = (all.server_now_ms, &all.total, &all.per_shard);
     let counters = ordered_counters(&stats.counters);
-    let by_shard = if per_shard {
-        inspect::shard_counters(store, queue, shards).await?
-    } else {
-        Vec::new()
-    };
-
     if ctx.json {
         let mut v = json!({
             "queue": queue,
-            "shards": stats.shards,
+            "shards": shards,
             "server_now_ms": now,
             "scheduled": stats.scheduled,
             "ready": stats.ready,
-            "running": stats.active,
+            "running": stats.running,
             "dead": stats.dead,
-            "due_now": due_now,
+            "due_now": stats.due_now,
             "counters": counters
                 .iter()
                 .map(|(k, v)| (k.clone(), json!(v)))
@@ -109,15 +96,14 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
         if per_shard {
             v["per_shard"] = counts
                 .iter()
-                .zip(&by_shard)
                 .enumerate()
-                .map(|(shard, (c, k))| {
+                .map(|(shard, c)| {
                     let mut m = Map::new();
                     m.insert("shard".into(), json!(shard));
                     m.extend(counts_json(c));
                     m.insert(
                         "counters".into(),
-                        ordered_counters(k)
+                        ordered_counters(&c.counters)
                             .into_iter()
                             .map(|(k, v)| (k, json!(v)))
                             .collect::<Map<String, Json>>()
@@ -131,15 +117,12 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
     }
 
     let mut rows = vec![
-        (
-            "queue".to_owned(),
-            format!("{queue} ({} shards)", stats.shards),
-        ),
+        ("queue".to_owned(), format!("{queue} ({shards} shards)")),
         ("scheduled".to_owned(), stats.scheduled.to_string()),
         ("ready".to_owned(), stats.ready.to_string()),
-        ("running".to_owned(), stats.active.to_string()),
+        ("running".to_owned(), stats.running.to_string()),
         ("dead".to_owned(), stats.dead.to_string()),
-        ("due now".to_owned(), due_now.to_string()),
+        ("due now".to_owned(), stats.due_now.to_string()),
     ];
     let mut out = pairs(&rows);
     out.push_str("\nlifetime counters\n");
@@ -165,12 +148,12 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
             "CANCELLED>",
             "REQUEUED>",
         ]);
-        for (shard, (c, k)) in counts.iter().zip(&by_shard).enumerate() {
+        for (shard, c) in counts.iter().enumerate() {
             let mut cells = vec![shard.to_string()];
             cells.extend(count_cells(c));
             // The first eight of `ordered_counters` are the known counters, in column order.
             cells.extend(
-                ordered_counters(k)
+                ordered_counters(&c.counters)
                     .iter()
                     .take(8)
                     .map(|(_, v)| v.to_string()),
@@ -186,40 +169,15 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
 /// `due <queue> --within <window>`: scheduled tasks due now (not yet promoted) and due within the
 /// window, by the Redis server's clock, plus the ready backlog and the next due time.
 pub(crate) async fn due(ctx: &Ctx, queue: &str, within_ms: u64) -> Result<String> {
-    let store = ctx.store();
-    let shards = shards_of(store, queue).await?;
-    let now = server_now_ms(store).await?;
-    let until = now.saturating_add(i64::try_from(within_ms).unwrap_or(i64::MAX));
-    let mut pipe = redis::pipe();
-    for shard in 0..shards {
-        let k = store.partition(queue, shard).keys;
-        pipe.zcount(k.scheduled(), "-inf", now)
-            .zcount(k.scheduled(), format!("({now}"), until)
-            .zcard(k.ready())
-            .zrange_withscores(k.scheduled(), 0, 0);
-    }
-    type Reply = (u64, u64, u64, Vec<(String, f64)>);
-    let replies: Vec<Reply> = {
-        let flat: Vec<redis::Value> = pipe
-            .query_async(&mut store.conn())
-            .await
-            .with_context(|| format!("counting due tasks of queue {queue}"))?;
-        flat.chunks_exact(4)
-            .map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec())))
-            .collect::<Result<_, _>>()
-            .context("unexpected reply counting due tasks")?
-    };
-    let (mut due_now, mut due_within, mut ready) = (0, 0, 0);
-    let mut next: Option<i64> = None;
-    for (n, w, r, head) in &replies {
-        due_now += n;
-        due_within += w;
-        ready += r;
-        if let Some((_, score)) = head.first() {
-            let s = *score as i64;
-            next = Some(next.map_or(s, |x: i64| x.min(s)));
-        }
-    }
+    shards_of(&ctx.inspector, queue).await?;
+    let d = ctx.inspector.due(queue, within_ms).await?;
+    let (now, due_now, due_within, ready, next) = (
+        d.server_now_ms,
+        d.due_now,
+        d.due_within,
+        d.ready,
+        d.next_due_ms,
+    );
     if ctx.json {
         return Ok(json_out(&json!({
             "queue": queue,

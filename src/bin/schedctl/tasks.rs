@@ -1,21 +1,14 @@
 //! Task-level views and actions: `status`, `cancel`, `dead`, `requeue`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _, Result};
-use scheduler::id::validate_id;
-use scheduler::info::take_blob;
-use scheduler::redis;
-use scheduler::scripts::RequeueReply;
-use scheduler::TaskId;
+use scheduler::{TaskId, TaskState};
 use serde_json::{json, Map, Value as Json};
 
-use crate::inspect::{server_now_ms, shards_of};
+use crate::inspect::shards_of;
 use crate::render::{human_ms, iso_utc, msgpack_json, msgpack_text, pairs, when, Table};
 use crate::{json_out, Ctx};
-
-/// Dead ids sent to one `requeue.lua` call: bounds the time one call holds Redis.
-const REQUEUE_BATCH: usize = 500;
 
 /// Fields of the task hash in the order of `docs/redis-layout.md` section 4.
 const FIELD_ORDER: [&str; 16] = [
@@ -53,11 +46,8 @@ const MSGPACK_FIELDS: [&str; 2] = ["args", "result"];
 
 /// Parses `<queue>/<id>` and checks both parts.
 fn parse_task(s: &str) -> Result<TaskId> {
-    let id: TaskId = s
-        .parse()
-        .with_context(|| format!("{s:?} is not a task: use <queue>/<id>, e.g. emails/order-3"))?;
-    validate_id(id.id())?;
-    Ok(id)
+    s.parse()
+        .with_context(|| format!("{s:?} is not a task: use <queue>/<id>, e.g. emails/order-3"))
 }
 
 fn text(v: &[u8]) -> String {
@@ -69,61 +59,40 @@ fn int(v: &[u8]) -> Option<i64> {
 }
 
 /// Field names of a task hash in display order: the known ones, then any others by name.
-fn ordered_fields(fields: &HashMap<String, Vec<u8>>) -> Vec<&str> {
+fn ordered_fields(fields: &BTreeMap<String, Vec<u8>>) -> Vec<&str> {
     let mut names: Vec<&str> = FIELD_ORDER
         .iter()
         .copied()
         .filter(|f| fields.contains_key(*f))
         .collect();
-    let mut rest: Vec<&str> = fields
-        .keys()
-        .map(String::as_str)
-        .filter(|f| !FIELD_ORDER.contains(f))
-        .collect();
-    rest.sort_unstable();
-    names.extend(rest);
+    // A BTreeMap iterates by name.
+    names.extend(
+        fields
+            .keys()
+            .map(String::as_str)
+            .filter(|f| !FIELD_ORDER.contains(f)),
+    );
     names
 }
-
-/// Task hash, its PTTL, its lease deadline (score in the active set), server `TIME`.
-type StatusReply = (HashMap<String, Vec<u8>>, i64, Option<f64>, (i64, i64));
 
 /// `status <queue>/<id>`: every field of the task hash, plus its shard, lease and expiry.
 pub(crate) async fn status(ctx: &Ctx, target: &str) -> Result<String> {
     let id = parse_task(target)?;
-    let store = ctx.store();
-    let shards = shards_of(store, id.queue()).await?;
-    let shard = id.shard(shards);
-    let p = store.partition(id.queue(), shard);
-    let key = p.keys.task(id.id());
-    // One round trip; TIME last so "now" is no earlier than what we read.
-    let (mut fields, pttl, lease, (s, us)): StatusReply = redis::pipe()
-        .hgetall(&key)
-        .pttl(&key)
-        .zscore(p.keys.active(), id.id())
-        .cmd("TIME")
-        .query_async(&mut store.conn())
-        .await
-        .with_context(|| format!("reading {key}"))?;
-    let now = s * 1000 + us / 1000;
-    if fields.is_empty() {
-        bail!(
-            "{} (never enqueued, or its record expired after its TTL)",
-            scheduler::Error::NotFound(id)
-        );
-    }
-    // `args` and `result` are stored in 64-byte pieces: show each whole.
-    for f in MSGPACK_FIELDS {
-        if let Some(v) = take_blob(&mut fields, f) {
-            fields.insert(f.to_owned(), v);
+    shards_of(&ctx.inspector, id.queue()).await?;
+    let d = match ctx.inspector.task(&id).await {
+        Err(e @ scheduler::Error::NotFound(_)) => {
+            bail!("{e} (never enqueued, or its record expired after its TTL)")
         }
-    }
+        other => other?,
+    };
+    let (shard, shards, now) = (d.shard, d.shards, d.server_now_ms);
+    let key = d.key;
+    let mut fields = d.fields;
     // `attempts` is written at the first claim: show the 0 it means before that.
     fields
         .entry("attempts".to_owned())
         .or_insert_with(|| b"0".to_vec());
-    let lease = lease.map(|l| l as i64);
-    let expires = (pttl > 0).then(|| now + pttl);
+    let (lease, expires) = (d.lease_deadline_ms, d.expires_at_ms);
 
     if ctx.json {
         let mut m = Map::new();
@@ -187,8 +156,8 @@ pub(crate) async fn status(ctx: &Ctx, target: &str) -> Result<String> {
 /// `cancel <queue>/<id>`.
 pub(crate) async fn cancel(ctx: &Ctx, target: &str) -> Result<String> {
     let id = parse_task(target)?;
-    shards_of(ctx.store(), id.queue()).await?;
-    ctx.client.cancel(&id).await?;
+    shards_of(&ctx.inspector, id.queue()).await?;
+    ctx.inspector.cancel(&id).await?;
     if ctx.json {
         return Ok(json_out(
             &json!({ "id": id.to_string(), "cancelled": true }),
@@ -205,90 +174,13 @@ fn tasks_word(n: u64) -> &'static str {
     }
 }
 
-/// One dead task as listed by `dead`.
-struct DeadTask {
-    id: TaskId,
-    shard: u16,
-    died_ms: i64,
-    name: Option<String>,
-    attempts: Option<i64>,
-    error: Option<String>,
-}
-
 /// `dead <queue> --limit N`: the newest dead tasks across all shards.
 pub(crate) async fn dead(ctx: &Ctx, queue: &str, limit: u64) -> Result<String> {
     let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
-    let store = ctx.store();
-    let shards = shards_of(store, queue).await?;
-    let now = server_now_ms(store).await?;
-    // The newest `limit` of each shard hold the newest `limit` overall.
-    let mut pipe = redis::pipe();
-    for shard in 0..shards {
-        let k = store.partition(queue, shard).keys;
-        pipe.zcard(k.dead());
-        pipe.cmd("ZRANGE")
-            .arg(k.dead())
-            .arg(0)
-            .arg(limit.saturating_sub(1))
-            .arg("REV")
-            .arg("WITHSCORES");
-    }
-    let flat: Vec<redis::Value> = pipe
-        .query_async(&mut store.conn())
-        .await
-        .with_context(|| format!("reading the dead sets of queue {queue}"))?;
-    let mut total = 0u64;
-    let mut found: Vec<(i64, u16, String)> = Vec::new();
-    for (shard, c) in flat.chunks_exact(2).enumerate() {
-        let (n, members): (u64, Vec<(String, f64)>) =
-            redis::from_redis_value(redis::Value::Array(c.to_vec()))
-                .context("unexpected reply reading a dead set")?;
-        total += n;
-        found.extend(
-            members
-                .into_iter()
-                .map(|(id, died)| (died as i64, shard as u16, id)),
-        );
-    }
-    // Newest first; ties by id so the output is stable.
-    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
-    found.truncate(limit);
-
-    let mut pipe = redis::pipe();
-    for (_, shard, id) in &found {
-        pipe.cmd("HMGET")
-            .arg(store.partition(queue, *shard).keys.task(id))
-            .arg("name")
-            .arg("attempts")
-            .arg("error");
-    }
-    let details: Vec<(Option<String>, Option<i64>, Option<String>)> = if found.is_empty() {
-        Vec::new()
-    } else {
-        // Dead tasks of several shards live in different cluster slots.
-        store
-            .query_pipeline(&pipe)
-            .await
-            .context("reading dead tasks")?
-            .into_iter()
-            .map(|v| {
-                redis::from_redis_value(v).map_err(|e| anyhow::anyhow!("reading dead tasks: {e}"))
-            })
-            .collect::<Result<_>>()?
-    };
-    let tasks: Vec<DeadTask> = found
-        .into_iter()
-        .zip(details)
-        .map(|((died_ms, shard, id), (name, attempts, error))| DeadTask {
-            id: TaskId::new(queue, id),
-            shard,
-            died_ms,
-            name,
-            attempts,
-            error,
-        })
-        .collect();
-
+    shards_of(&ctx.inspector, queue).await?;
+    let page = ctx.inspector.newest(queue, TaskState::Dead, limit).await?;
+    let now = ctx.inspector.server_time_ms().await?;
+    let (total, tasks) = (page.total, page.tasks);
     if ctx.json {
         let list: Vec<Json> = tasks
             .iter()
@@ -298,8 +190,8 @@ pub(crate) async fn dead(ctx: &Ctx, queue: &str, limit: u64) -> Result<String> {
                     "shard": t.shard,
                     "name": t.name,
                     "attempts": t.attempts,
-                    "died_at_ms": t.died_ms,
-                    "died_at": iso_utc(t.died_ms),
+                    "died_at_ms": t.score,
+                    "died_at": iso_utc(t.score),
                     "error": t.error,
                 })
             })
@@ -330,7 +222,7 @@ pub(crate) async fn dead(ctx: &Ctx, queue: &str, limit: u64) -> Result<String> {
             d.id.to_string(),
             d.name.clone().unwrap_or_else(dash),
             d.attempts.map_or_else(dash, |a| a.to_string()),
-            when(d.died_ms, now),
+            when(d.score, now),
             // One line per task: a multi-line error is joined.
             d.error
                 .as_deref()
@@ -347,22 +239,16 @@ pub(crate) async fn requeue_one(ctx: &Ctx, target: &str) -> Result<String> {
         bail!("requeue takes a task as <queue>/<id>, or a queue with --all-dead");
     }
     let id = parse_task(target)?;
-    let store = ctx.store();
-    let shards = shards_of(store, id.queue()).await?;
-    if !ctx.client.requeue_dead(&id).await? {
-        let key = store
-            .partition(id.queue(), id.shard(shards))
-            .keys
-            .task(id.id());
-        let state: Option<String> = redis::cmd("HGET")
-            .arg(key)
-            .arg("state")
-            .query_async(&mut store.conn())
-            .await?;
-        bail!(
-            "task {id} is {}, not dead: nothing changed",
-            state.as_deref().unwrap_or("gone")
-        );
+    shards_of(&ctx.inspector, id.queue()).await?;
+    if !ctx.inspector.requeue(&id).await? {
+        let state = match ctx.inspector.task(&id).await {
+            Ok(d) => d
+                .fields
+                .get("state")
+                .map_or_else(|| "unreadable".to_owned(), |s| text(s)),
+            Err(_) => "gone".to_owned(),
+        };
+        bail!("task {id} is {state}, not dead: nothing changed");
     }
     if ctx.json {
         return Ok(json_out(&json!({ "id": id.to_string(), "requeued": true })));
@@ -370,101 +256,14 @@ pub(crate) async fn requeue_one(ctx: &Ctx, target: &str) -> Result<String> {
     Ok(format!("requeued {id}: ready, attempts reset to 0\n"))
 }
 
-/// What a `--all-dead` requeue did.
-#[derive(Default)]
-struct Tally {
-    requeued: u64,
-    not_dead: u64,
-    not_found: u64,
-}
-
-impl Tally {
-    fn add(&mut self, replies: &[RequeueReply]) {
-        for r in replies {
-            match r {
-                RequeueReply::Requeued => self.requeued += 1,
-                RequeueReply::NotDead => self.not_dead += 1,
-                RequeueReply::NotFound => self.not_found += 1,
-            }
-        }
-    }
-}
-
 /// `requeue <queue> --all-dead [--limit N]`: every dead task of the queue, or the newest N.
 pub(crate) async fn requeue_all(ctx: &Ctx, queue: &str, limit: Option<u64>) -> Result<String> {
     if queue.contains('/') {
         bail!("--all-dead takes a queue, not a task ({queue:?})");
     }
-    let store = ctx.store();
-    let shards = shards_of(store, queue).await?;
-    let mut tally = Tally::default();
-    match limit {
-        None => {
-            // Shard by shard, a batch at a time. Requeued and vanished ids leave the dead set;
-            // ids that are not dead stay, so we skip past them.
-            for shard in 0..shards {
-                let p = store.partition(queue, shard);
-                let mut skip = 0usize;
-                loop {
-                    let ids: Vec<String> = redis::cmd("ZRANGE")
-                        .arg(p.keys.dead())
-                        .arg(skip)
-                        .arg(skip + REQUEUE_BATCH - 1)
-                        .query_async(&mut store.conn())
-                        .await
-                        .with_context(|| format!("reading {}", p.keys.dead()))?;
-                    if ids.is_empty() {
-                        break;
-                    }
-                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-                    let replies = store.requeue(&p, &refs).await?;
-                    skip += replies
-                        .iter()
-                        .filter(|r| **r == RequeueReply::NotDead)
-                        .count();
-                    tally.add(&replies);
-                }
-            }
-        }
-        Some(n) => {
-            // The newest n overall are among the newest n of each shard.
-            let n = usize::try_from(n.max(1)).unwrap_or(usize::MAX);
-            let mut pipe = redis::pipe();
-            for shard in 0..shards {
-                pipe.cmd("ZRANGE")
-                    .arg(store.partition(queue, shard).keys.dead())
-                    .arg(0)
-                    .arg(n.saturating_sub(1))
-                    .arg("REV")
-                    .arg("WITHSCORES");
-            }
-            let per_shard: Vec<Vec<(String, f64)>> = pipe
-                .query_async(&mut store.conn())
-                .await
-                .with_context(|| format!("reading the dead sets of queue {queue}"))?;
-            let mut all: Vec<(f64, u16, String)> = per_shard
-                .into_iter()
-                .enumerate()
-                .flat_map(|(shard, m)| {
-                    m.into_iter()
-                        .map(move |(id, died)| (died, shard as u16, id))
-                })
-                .collect();
-            all.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
-            all.truncate(n);
-            let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
-            for (_, shard, id) in all {
-                by_shard.entry(shard).or_default().push(id);
-            }
-            for (shard, ids) in by_shard {
-                let p = store.partition(queue, shard);
-                for chunk in ids.chunks(REQUEUE_BATCH) {
-                    let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    tally.add(&store.requeue(&p, &refs).await?);
-                }
-            }
-        }
-    }
+    shards_of(&ctx.inspector, queue).await?;
+    let limit = limit.map(|n| usize::try_from(n.max(1)).unwrap_or(usize::MAX));
+    let tally = ctx.inspector.requeue_dead(queue, limit).await?;
     if ctx.json {
         return Ok(json_out(&json!({
             "queue": queue,
