@@ -1,9 +1,20 @@
 //! A Redis-backed distributed task scheduler and worker framework: millions of delayed tasks,
 //! each run on time, on many hosts, none lost.
 //!
-//! This is the crate applications depend on. It re-exports the producer client and task types
-//! ([`scheduler_core`]), the worker runtime ([`scheduler_worker`]), the `#[task]` macro (feature
-//! `macros`, on by default), and the `redis` crate so versions cannot drift.
+//! This is the crate applications depend on, and what it shows is the whole public API:
+//!
+//! - producing: [`Client`], [`ClientConfig`], [`TaskRequest`], [`TaskCall`] (what `#[task]`
+//!   generates calls of), [`TaskId`];
+//! - running: [`Worker`], [`WorkerBuilder`], [`WorkerConfig`], [`WorkerReport`],
+//!   [`ShutdownHandle`], [`Backoff`], the `#[task]` attribute (feature `macros`, on by default),
+//!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names);
+//! - looking and administering: [`Inspector`] and what it returns, [`TaskInfo`], [`TaskState`],
+//!   [`QueueStats`];
+//! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
+//! - the `redis` crate, re-exported so that versions cannot drift.
+//!
+//! The Redis operations underneath (script wrappers, keys, the store) are internal: they change
+//! with the Redis layout and are not part of the API.
 //!
 //! ```no_run
 //! use scheduler::{task, Client, TaskError, Worker};
@@ -31,4 +42,28 @@
 //! # Ok(()) }
 //! ```
 
-pub use scheduler_worker::*;
+pub use scheduler_core::conn::{HealthCheck, TlsConfig};
+pub use scheduler_core::{
+    redis, Client, ClientConfig, Counts, DueSummary, Error, Inspector, QueueCounts, QueueStats,
+    QueueSummary, RequeueTally, Result, StateMap, Task, TaskCall, TaskContext, TaskDetail,
+    TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary,
+    WorkerInfo,
+};
+#[cfg(feature = "macros")]
+pub use scheduler_worker::task;
+pub use scheduler_worker::{
+    metrics, Backoff, ShutdownHandle, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
+};
+
+/// What `#[task]`-generated code reaches; not a public API.
+#[doc(hidden)]
+pub use scheduler_core::__private;
+
+/// The broker layer: the store, one wrapper per Lua script, key names, connections. Used by the
+/// worker, the benchmarks, the chaos harness and the tests; **not a public API**, exempt from
+/// semver (a script's arguments change with the Redis layout).
+#[doc(hidden)]
+pub mod broker {
+    pub use scheduler_core::store::*;
+    pub use scheduler_core::{conn, id, info, keys, scripts, store};
+}

@@ -696,7 +696,7 @@ pub(crate) async fn scale(env: &mut Env, args: &Args) -> Result<Value> {
 /// `profile`: Redis cost of each script per task, step by step through the store API: bulk
 /// enqueue (delayed), promote, claim, ack.
 pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
-    use scheduler::scripts::AckItem;
+    use scheduler::broker::scripts::AckItem;
 
     let load = crate::probe::load_avg();
     let n = args.tasks.unwrap_or(100_000);
@@ -748,7 +748,7 @@ pub(crate) async fn profile(env: &mut Env, args: &Args) -> Result<Value> {
         by_part[i].push((id, token));
     }
     let parts_ref = &parts;
-    let groups: Vec<(&scheduler::store::Partition, Vec<AckItem<'_>>)> = by_part
+    let groups: Vec<(&scheduler::broker::Partition, Vec<AckItem<'_>>)> = by_part
         .iter()
         .enumerate()
         .flat_map(|(i, items)| {

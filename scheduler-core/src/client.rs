@@ -209,7 +209,8 @@ impl Client {
         retry_transient_for(self.config.retry_attempts, self.config.loading_wait, op).await
     }
 
-    /// The underlying store.
+    /// The underlying store (the broker layer: not a public API).
+    #[doc(hidden)]
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -4,30 +4,40 @@
 //! hash tag, so each Lua script touches one partition (one Redis Cluster slot). Every state change
 //! of a task is one script; the Redis server clock decides what is due.
 //!
+//! Applications use it through the `scheduler` crate. The modules `conn`, `id`, `keys`,
+//! `scripts` and `store` are the broker layer the worker uses: hidden, and exempt from semver.
+//!
 //! # Layout
 //!
-//! - [`keys`] — every Redis key name, one function each.
-//! - [`scripts`] — one typed wrapper per Lua script of `lua/`.
-//! - [`store`] — [`Store`], the connection and the plumbing shared by every script call.
-//! - [`conn`] — connection modes (one Redis, Cluster, Sentinel; TLS) and [`conn::Conn`].
+//! - `keys` — every Redis key name, one function each.
+//! - `scripts` — one typed wrapper per Lua script of `lua/`.
+//! - `store` — `Store`, the connection and the plumbing shared by every script call.
+//! - `conn` — connection modes (one Redis, Cluster, Sentinel; TLS) and `conn::Conn`.
 //! - [`client`] — [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
 //! - [`task`] — the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
-//! - [`id`] — [`TaskId`], queue-name rules and the shard hash.
+//! - `id` — [`TaskId`], queue-name rules and the shard hash.
+//! - [`inspector`] — [`Inspector`], the operators' view.
 //! - [`info`] — [`TaskInfo`], [`TaskState`], [`QueueStats`].
 //! - [`error`] — [`Error`].
 
 pub mod client;
+#[doc(hidden)]
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
 pub mod id;
 pub mod info;
 pub mod inspector;
+#[doc(hidden)]
 pub mod keys;
+#[doc(hidden)]
 pub mod scripts;
+#[doc(hidden)]
 pub mod store;
 pub mod task;
 
 pub use client::{Client, ClientConfig, TaskCall, TaskRequest};
+pub use conn::{HealthCheck, TlsConfig};
 pub use error::{Error, Result};
 pub use id::TaskId;
 pub use info::{QueueStats, TaskInfo, TaskState};
@@ -35,6 +45,7 @@ pub use inspector::{
     Counts, DueSummary, Inspector, QueueCounts, QueueSummary, RequeueTally, TaskDetail, TaskPage,
     TaskSummary, WorkerInfo,
 };
+#[doc(hidden)]
 pub use store::Store;
 pub use task::{StateMap, Task, TaskContext, TaskError, TaskErrorKind};
 

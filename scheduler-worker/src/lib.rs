@@ -2,8 +2,8 @@
 //! time limits, retries and leases; promotes delayed tasks at their due time; recovers the tasks
 //! of dead workers; shuts down gracefully.
 //!
-//! Re-exports everything of [`scheduler_core`] and, with the `macros` feature (default), the
-//! `#[task]` attribute.
+//! Applications use it through the `scheduler` crate, which re-exports its API; with the
+//! `macros` feature (default) it re-exports the `#[task]` attribute.
 //!
 //! # Layout
 //!
@@ -43,6 +43,5 @@ pub use backoff::Backoff;
 pub use config::WorkerConfig;
 pub use worker::{ShutdownHandle, Worker, WorkerBuilder, WorkerReport};
 
-pub use scheduler_core::*;
 #[cfg(feature = "macros")]
 pub use scheduler_macros::task;
