@@ -44,10 +44,10 @@
 
 pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::{
-    redis, Client, ClientConfig, Counts, DueSummary, Error, Inspector, QueueCounts, QueueStats,
-    QueueSummary, RequeueTally, Result, StateMap, Task, TaskCall, TaskContext, TaskDetail,
-    TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary,
-    WorkerInfo,
+    redis, Client, ClientConfig, Counts, DueSummary, Error, Inspector, IntoTaskRequest,
+    QueueCounts, QueueStats, QueueSummary, RequeueTally, Result, StateMap, Task, TaskCall,
+    TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest,
+    TaskState, TaskSummary, WorkerInfo,
 };
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;

@@ -274,7 +274,8 @@ impl Client {
         Ok(out.remove(0).0)
     }
 
-    /// Enqueues many tasks: grouped by partition, at most 100 per script call, all calls sent in
+    /// Enqueues many tasks ([`TaskRequest`]s, or typed [`TaskCall`]s, encoded on the way):
+    /// grouped by partition, at most 100 per script call, all calls sent in
     /// pipelines of one round trip each. Returns, in input order, each id and whether it was
     /// created (`false`: a task with that id existed already).
     ///
@@ -283,7 +284,30 @@ impl Client {
     /// As [`Client::enqueue_request`]; a bad request fails the whole call before anything is sent.
     /// When Redis refuses some tasks after accepting others (out of memory), the error is
     /// [`Error::PartlyEnqueued`], which says which tasks to send again.
-    pub async fn enqueue_bulk(&self, reqs: Vec<TaskRequest>) -> Result<Vec<(TaskId, bool)>> {
+    ///
+    /// # Examples
+    ///
+    /// Typed calls and untyped requests alike:
+    ///
+    /// ```no_run
+    /// # use scheduler_core::{Client, Result, TaskRequest};
+    /// # async fn demo(client: &Client) -> Result<()> {
+    /// let reqs = (0..1000u64).map(|i| TaskRequest::new("send_reminder", "emails", &(i, "hi")));
+    /// let ids = client.enqueue_bulk(reqs.collect::<Result<Vec<_>>>()?).await?;
+    /// assert_eq!(ids.len(), 1000);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// With `#[task] async fn send_reminder(user_id: u64, text: String)`, the calls go in as
+    /// they are: `client.enqueue_bulk(users.iter().map(|u| send_reminder::new(u.id, text.clone())))`.
+    pub async fn enqueue_bulk<R: IntoTaskRequest>(
+        &self,
+        reqs: impl IntoIterator<Item = R>,
+    ) -> Result<Vec<(TaskId, bool)>> {
+        let reqs = reqs
+            .into_iter()
+            .map(IntoTaskRequest::into_task_request)
+            .collect::<Result<Vec<_>>>()?;
         let mut groups: HashMap<Partition, Vec<(usize, NewTask)>> = HashMap::new();
         let mut ids = Vec::with_capacity(reqs.len());
         for (i, req) in reqs.into_iter().enumerate() {
@@ -572,6 +596,29 @@ impl Client {
             }
         }
         Ok(stats)
+    }
+}
+
+/// What [`Client::enqueue_bulk`] takes: a [`TaskRequest`], or a typed [`TaskCall`] (its
+/// arguments encoded on the way).
+pub trait IntoTaskRequest {
+    /// The request, arguments encoded.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] when the arguments cannot be encoded.
+    fn into_task_request(self) -> Result<TaskRequest>;
+}
+
+impl IntoTaskRequest for TaskRequest {
+    fn into_task_request(self) -> Result<TaskRequest> {
+        Ok(self)
+    }
+}
+
+impl<T: Task> IntoTaskRequest for TaskCall<T> {
+    fn into_task_request(self) -> Result<TaskRequest> {
+        self.into_request()
     }
 }
 

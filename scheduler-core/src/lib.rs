@@ -36,7 +36,7 @@ pub mod scripts;
 pub mod store;
 pub mod task;
 
-pub use client::{Client, ClientConfig, TaskCall, TaskRequest};
+pub use client::{Client, ClientConfig, IntoTaskRequest, TaskCall, TaskRequest};
 pub use conn::{HealthCheck, TlsConfig};
 pub use error::{Error, Result};
 pub use id::TaskId;
