@@ -1667,12 +1667,12 @@ fn slowlog_max(r: &Redis) -> i64 {
 }
 
 /// The script of a SHA seen in `SLOWLOG`: every `lua/*.lua` the store runs is the parts of
-/// `_prelude.lua` it uses followed by the script (`scheduler::scripts::with_prelude`).
+/// `_prelude.lua` it uses followed by the script (`scheduler::broker::scripts::with_prelude`).
 fn script_name(sha: &str) -> &'static str {
     macro_rules! named {
         ($($name:literal),*) => {
             $(
-                if redis::Script::new(&scheduler::scripts::with_prelude(include_str!(concat!(
+                if redis::Script::new(&scheduler::broker::scripts::with_prelude(include_str!(concat!(
                     "../lua/", $name, ".lua"
                 ))))
                 .get_hash()

@@ -48,15 +48,29 @@ local function wake_ready(flag, channel, shard)
   end
 end
 
+-- Task states, spelled as `TaskState::as_str` spells them (a test in info.rs checks that
+-- they agree); one block each, so that a script carries only those it uses.
+local SCHEDULED = 'scheduled'
+
+local READY = 'ready'
+
+local RUNNING = 'running'
+
+local SUCCEEDED = 'succeeded'
+
+local DEAD = 'dead'
+
+local CANCELLED = 'cancelled'
+
 -- States a task record can be in.
-local STATES = { scheduled = true, ready = true, running = true, succeeded = true, dead = true,
-  cancelled = true }
+local STATES = { [SCHEDULED] = true, [READY] = true, [RUNNING] = true, [SUCCEEDED] = true,
+  [DEAD] = true, [CANCELLED] = true }
 
 -- Moves a task whose record cannot be read (a field deleted or overwritten by hand) to the dead
 -- set, with the reason in `error`: state `dead`, `finished_at` now, `worker` removed. The caller
 -- removes the id from the set it was in, and reports it in its reply (the `corrupt` count).
 local function bury_corrupt(key, dead, id, now, why)
-  redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'error', 'corrupt record: ' .. why)
+  redis.call('HSET', key, 'state', DEAD, 'finished_at', now, 'error', 'corrupt record: ' .. why)
   redis.call('HDEL', key, 'worker')
   redis.call('ZADD', dead, now, id)
 end

@@ -27,14 +27,14 @@ for i = 3, #ARGV, 3 do
   local id = ARGV[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'token')
-  if f[2] ~= ARGV[i + 1] or (f[1] ~= 'running' and f[1] ~= 'succeeded') then
+  if f[2] ~= ARGV[i + 1] or (f[1] ~= RUNNING and f[1] ~= SUCCEEDED) then
     out[#out + 1] = -1
-  elseif f[1] == 'succeeded' then
+  elseif f[1] == SUCCEEDED then
     out[#out + 1] = 1
   else
     removed[#removed + 1] = id
     if ttl > 0 then
-      local fv = { 'state', 'succeeded', 'finished_at', now }
+      local fv = { 'state', SUCCEEDED, 'finished_at', now }
       put_blob(fv, 'result', ARGV[i + 2])
       hset_all(key, fv)
       redis.call('PEXPIRE', key, ttl)

@@ -20,13 +20,13 @@ local prefix, ttl, id = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local key = prefix .. id
 local state = redis.call('HGET', key, 'state')
 if not state then return 0 end
-if state == 'running' then return 2 end
-if state ~= 'scheduled' and state ~= 'ready' then return 3 end
+if state == RUNNING then return 2 end
+if state ~= SCHEDULED and state ~= READY then return 3 end
 redis.call('ZREM', sched, id)
 redis.call('ZREM', ready, id)
 redis.call('HINCRBY', stats, 'cancelled', 1)
 if ttl > 0 then
-  redis.call('HSET', key, 'state', 'cancelled', 'finished_at', now_ms())
+  redis.call('HSET', key, 'state', CANCELLED, 'finished_at', now_ms())
   redis.call('PEXPIRE', key, ttl)
 else
   redis.call('DEL', key)

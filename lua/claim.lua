@@ -51,7 +51,7 @@ for i = 1, #popped, 2 do
     'token', 'attempts', 'lost', 'max_retries', 'timeout_ms')
   local why
   local token, attempts, lost, retries, timeout
-  if f[1] == 'ready' then
+  if f[1] == READY then
     -- Fast path, no function call but tonumber: every count an integer in [0, 1e15).
     token, attempts, lost = tonumber(f[6] or 0), tonumber(f[7] or 0), tonumber(f[8] or 0)
     retries, timeout = tonumber(f[9]), tonumber(f[10])
@@ -77,10 +77,10 @@ for i = 1, #popped, 2 do
   if why then
     bury_corrupt(key, dead, id, now, why)
     corrupt = corrupt + 1
-  elseif f[1] == 'ready' then
+  elseif f[1] == READY then
     token = token + 1
     attempts = attempts + 1
-    redis.call('HSET', key, 'state', 'running', 'token', token, 'attempts', attempts,
+    redis.call('HSET', key, 'state', RUNNING, 'token', token, 'attempts', attempts,
       'worker', worker, 'started_at', now)
     leased[#leased + 1] = now + lease
     leased[#leased + 1] = id

@@ -18,7 +18,7 @@ local sched, ready, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, id = ARGV[1], ARGV[2]
 local key = prefix .. id
 if redis.call('EXISTS', key) == 0 then return 0 end
-if redis.call('HGET', key, 'state') == 'running' then return 2 end
+if redis.call('HGET', key, 'state') == RUNNING then return 2 end
 redis.call('ZREM', sched, id)
 redis.call('ZREM', ready, id)
 redis.call('ZREM', dead, id)

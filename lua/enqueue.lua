@@ -55,12 +55,12 @@ for i = 4, #ARGV, 8 do
     if delay >= 0 then due = now + delay else due = at end
     local state
     if due <= now then
-      state = 'ready'
+      state = READY
       to_ready[#to_ready + 1] = ready_score(priority, due)
       to_ready[#to_ready + 1] = id
       made_ready = true
     else
-      state = 'scheduled'
+      state = SCHEDULED
       to_sched[#to_sched + 1] = due
       to_sched[#to_sched + 1] = id
       if head < 0 or due < head then head = due; new_head = true end

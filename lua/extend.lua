@@ -16,7 +16,7 @@ local out = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local f = redis.call('HMGET', prefix .. id, 'state', 'token')
-  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+  if f[1] == RUNNING and f[2] == ARGV[i + 1] then
     redis.call('ZADD', active, 'XX', now + lease, id)
     out[#out + 1] = 1
   else

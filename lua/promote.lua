@@ -40,8 +40,8 @@ if #due > 0 then
     local key = prefix .. id
     ids[#ids + 1] = id
     local f = redis.call('HMGET', key, 'state', 'priority')
-    if f[1] == 'scheduled' then
-      redis.call('HSET', key, 'state', 'ready')
+    if f[1] == SCHEDULED then
+      redis.call('HSET', key, 'state', READY)
       pairs[#pairs + 1] = ready_score(f[2], tonumber(due[i + 1]))
       pairs[#pairs + 1] = id
       moved = moved + 1

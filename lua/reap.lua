@@ -42,7 +42,7 @@ if #expired > 0 then
     local key = prefix .. id
     local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority')
     local attempts, lost = int_of(f[2]), int_of(f[3] or '0')
-    if f[1] == 'running' then
+    if f[1] == RUNNING then
       if not attempts or attempts < 0 then
         bury_corrupt(key, dead, id, now, 'attempts ' .. shown(f[2]))
         corrupt = corrupt + 1
@@ -50,14 +50,14 @@ if #expired > 0 then
         bury_corrupt(key, dead, id, now, 'lost ' .. shown(f[3]))
         corrupt = corrupt + 1
       elseif lost + 1 <= max_lost then
-        redis.call('HSET', key, 'state', 'ready', 'lost', lost + 1,
+        redis.call('HSET', key, 'state', READY, 'lost', lost + 1,
           'error', 'lease expired: worker lost during attempt ' .. attempts)
         redis.call('HDEL', key, 'worker')
         redis.call('ZADD', ready, ready_score(f[4], now), id)
         requeued = requeued + 1
       else
         lost = lost + 1
-        redis.call('HSET', key, 'state', 'dead', 'finished_at', now, 'lost', lost,
+        redis.call('HSET', key, 'state', DEAD, 'finished_at', now, 'lost', lost,
           'error', 'lease expired ' .. lost .. ' times: worker lost during ' .. lost .. ' of '
             .. attempts .. ' attempts (max_lost_leases = ' .. ARGV[5] .. ')')
         redis.call('HDEL', key, 'worker')

@@ -24,8 +24,8 @@ for i = 4, #ARGV, 2 do
   local id = ARGV[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'token', 'priority', 'attempts')
-  if f[1] == 'running' and f[2] == ARGV[i + 1] then
-    redis.call('HSET', key, 'state', 'ready', 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
+  if f[1] == RUNNING and f[2] == ARGV[i + 1] then
+    redis.call('HSET', key, 'state', READY, 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
     redis.call('HDEL', key, 'worker')
     redis.call('ZREM', active, id)
     redis.call('ZADD', ready, ready_score(f[3], now), id)

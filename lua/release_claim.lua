@@ -32,8 +32,8 @@ local back, pairs = {}, {}
 for _, id in ipairs(leased) do
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'worker', 'priority', 'attempts')
-  if f[1] == 'running' and f[2] == tag then
-    redis.call('HSET', key, 'state', 'ready', 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
+  if f[1] == RUNNING and f[2] == tag then
+    redis.call('HSET', key, 'state', READY, 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
     redis.call('HDEL', key, 'worker')
     back[#back + 1] = id
     pairs[#pairs + 1] = ready_score(f[3], now)

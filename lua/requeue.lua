@@ -34,10 +34,10 @@ for i = 4, #ARGV do
   if not f[1] and redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', dead, id)
     out[#out + 1] = 0
-  elseif f[1] ~= 'dead' and STATES[f[1]] then
+  elseif f[1] ~= DEAD and STATES[f[1]] then
     out[#out + 1] = 2
   else
-    redis.call('HSET', key, 'state', 'ready', 'attempts', 0, 'run_at', now)
+    redis.call('HSET', key, 'state', READY, 'attempts', 0, 'run_at', now)
     redis.call('HDEL', key, 'finished_at', 'lost')
     redis.call('ZREM', dead, id)
     redis.call('ZADD', ready, ready_score(f[2] or 0, now), id)

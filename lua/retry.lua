@@ -40,10 +40,10 @@ for i = 4, #ARGV, 4 do
   local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost')
   if f[2] ~= ARGV[i + 1] then
     out[#out + 1] = -1
-  elseif f[1] ~= 'running' then
+  elseif f[1] ~= RUNNING then
     if f[5] ~= ARGV[i + 2] then
       out[#out + 1] = -1
-    elseif f[1] == 'dead' then
+    elseif f[1] == DEAD then
       out[#out + 1] = 2
     else
       out[#out + 1] = 1
@@ -61,14 +61,14 @@ for i = 4, #ARGV, 4 do
       out[#out + 1] = 3
     elseif delay >= 0 and attempts - lost <= retries then
       local due = now + delay
-      redis.call('HSET', key, 'state', 'scheduled', 'run_at', due, 'error', ARGV[i + 2])
+      redis.call('HSET', key, 'state', SCHEDULED, 'run_at', due, 'error', ARGV[i + 2])
       redis.call('HDEL', key, 'worker')
       redis.call('ZADD', sched, due, id)
       if head < 0 or due < head then head = due; new_head = true end
       retried = retried + 1
       out[#out + 1] = 1
     else
-      redis.call('HSET', key, 'state', 'dead', 'error', ARGV[i + 2], 'finished_at', now)
+      redis.call('HSET', key, 'state', DEAD, 'error', ARGV[i + 2], 'finished_at', now)
       redis.call('HDEL', key, 'worker')
       redis.call('ZADD', dead, now, id)
       buried = buried + 1

@@ -536,8 +536,8 @@ fn set_of(state: &str) -> Option<&'static str> {
 /// Runs one case in its own partition (queue `q`): builds bystanders in every state and the
 /// target, damages the target's record, adds a stray id, then drives every script until the
 /// bystanders have all run. Panics on any script error or broken invariant.
-async fn damaged_case(store: &scheduler::store::Store, q: &str, d: &Damaged) {
-    use scheduler::scripts::{Due, NewTask, Outcome};
+async fn damaged_case(store: &scheduler::broker::store::Store, q: &str, d: &Damaged) {
+    use scheduler::broker::scripts::{Due, NewTask, Outcome};
     let p = store.partition(q, 0);
     let new = |id: &str, due: Due| NewTask {
         id: id.into(),
@@ -734,7 +734,10 @@ fn every_script_survives_damaged_records() {
         .unwrap();
     let redis = RedisServer::start();
     let store = rt
-        .block_on(scheduler::store::Store::connect(&redis.url(), "dmg"))
+        .block_on(scheduler::broker::store::Store::connect(
+            &redis.url(),
+            "dmg",
+        ))
         .unwrap();
     let mut runner = TestRunner::new(Config {
         cases: 64,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::RedisCluster;
 use common::ha::{ha_worker, Ledger};
-use scheduler::conn::Mode;
+use scheduler::broker::conn::Mode;
 use scheduler::{Client, ClientConfig, Error, TaskId, TaskRequest, TaskState};
 
 /// Cluster tests start 6 servers each: one at a time per test binary.
@@ -114,16 +114,12 @@ async fn end_to_end_on_a_cluster() {
 
     // Tasks that are cancelled before they are due.
     let cancel_ids: Vec<TaskId> = client
-        .enqueue_bulk(
-            (0..10)
-                .map(|i| {
-                    TaskRequest::new("ha_note", "ha", &())
-                        .unwrap()
-                        .id(format!("c{i}"))
-                        .countdown(Duration::from_secs(60))
-                })
-                .collect(),
-        )
+        .enqueue_bulk((0..10).map(|i| {
+            TaskRequest::new("ha_note", "ha", &())
+                .unwrap()
+                .id(format!("c{i}"))
+                .countdown(Duration::from_secs(60))
+        }))
         .await
         .unwrap()
         .into_iter()

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::ha::{ha_worker, produce, resume_after, settle, Ledger};
 use common::sentinel::SentinelSetup;
-use scheduler::conn::Mode;
+use scheduler::broker::conn::Mode;
 use scheduler::{Client, ClientConfig, Error};
 
 const SHARDS: u16 = 8;

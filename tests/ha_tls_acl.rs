@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::ha::{ha_worker, Ledger};
 use common::tls::{Certs, TlsRedis};
 use common::RedisServer;
-use scheduler::conn::TlsConfig;
+use scheduler::TlsConfig;
 use scheduler::{Client, ClientConfig, TaskRequest, TaskState, WorkerBuilder};
 
 /// `n` tasks `t0`.. of `ha_note`: the even ones due now, the odd ones after up to 1 s.

@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::{Commands, Connection};
-use scheduler::info::take_blob;
-use scheduler::scripts::{
+use scheduler::broker::info::take_blob;
+use scheduler::broker::scripts::{
     AckItem, CancelReply, Claimed, Due, FailItem, NewTask, Outcome, MAX_BATCH,
 };
-use scheduler::store::{Partition, Store};
+use scheduler::broker::store::{Partition, Store};
 
 use common::RedisServer;
 
@@ -2561,7 +2561,7 @@ struct RequeueCase {
     name: &'static str,
     seed: fn(&str) -> St,
     ids: Vec<&'static str>,
-    reply: Vec<scheduler::scripts::RequeueReply>,
+    reply: Vec<scheduler::broker::scripts::RequeueReply>,
     want: fn(&str) -> St,
     msgs: Vec<M>,
 }
@@ -2590,7 +2590,7 @@ fn requeued() -> Rec {
 /// no change, and drops the leftover id of a deleted task from the dead set.
 #[tokio::test]
 async fn requeue_transitions() {
-    use scheduler::scripts::RequeueReply::{NotDead, NotFound, Requeued};
+    use scheduler::broker::scripts::RequeueReply::{NotDead, NotFound, Requeued};
     let cases = [
         RequeueCase {
             name: "dead: ready now with attempts 0, r: message",
@@ -2858,7 +2858,7 @@ async fn payloads_at_the_cap_pass_every_script() {
 
 /// `enqueue.lua` as the store loads it, to call it with values the typed wrapper cannot produce.
 fn raw_enqueue() -> redis::Script {
-    redis::Script::new(&scheduler::scripts::with_prelude(include_str!(
+    redis::Script::new(&scheduler::broker::scripts::with_prelude(include_str!(
         "../lua/enqueue.lua"
     )))
 }
@@ -3168,7 +3168,10 @@ async fn unreadable_records_are_handled_one_by_one() {
         s.requeue(p, &["a"]).await.unwrap()
     })
     .await;
-    assert_eq!(ran.reply, [scheduler::scripts::RequeueReply::Requeued]);
+    assert_eq!(
+        ran.reply,
+        [scheduler::broker::scripts::RequeueReply::Requeued]
+    );
     let want = St::default()
         .task("a", requeued())
         .ready("a", W::Now(ready_score(5, 0)))

@@ -26,6 +26,16 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in the order a task lives through them.
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Scheduled,
+        TaskState::Ready,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Dead,
+        TaskState::Cancelled,
+    ];
+
     /// The name stored in the task hash's `state` field.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -171,4 +181,41 @@ pub struct QueueStats {
     /// Lifetime counters from the partitions' `stats` hashes (enqueued, promoted, succeeded,
     /// retried, dead, reaped, cancelled).
     pub counters: HashMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState;
+
+    /// The Lua scripts name states through the prelude's constants only, and those spell each
+    /// state as [`TaskState::as_str`] does.
+    #[test]
+    fn lua_spells_states_as_rust_does() {
+        let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/../lua");
+        let prelude = std::fs::read_to_string(format!("{lua}/_prelude.lua")).unwrap();
+        for s in TaskState::ALL {
+            let line = format!("local {} = '{}'", s.as_str().to_uppercase(), s.as_str());
+            assert!(prelude.contains(&line), "_prelude.lua lacks {line:?}");
+            assert_eq!(s.as_str().parse::<TaskState>(), Ok(s));
+        }
+        for entry in std::fs::read_dir(lua).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for s in TaskState::ALL {
+                for pattern in [
+                    format!("'state', '{}'", s.as_str()),
+                    format!("== '{}'", s.as_str()),
+                    format!("~= '{}'", s.as_str()),
+                    format!("state = '{}'", s.as_str()),
+                ] {
+                    assert!(
+                        !text.contains(&pattern),
+                        "{}: {pattern:?}: use the prelude's {}",
+                        path.display(),
+                        s.as_str().to_uppercase()
+                    );
+                }
+            }
+        }
+    }
 }
