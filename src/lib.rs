@@ -44,6 +44,7 @@
 
 pub use scheduler_core::client::encode_args;
 pub use scheduler_core::conn::{HealthCheck, TlsConfig};
+pub use scheduler_core::defaults;
 pub use scheduler_core::{
     redis, Client, ClientConfig, Counts, DueSummary, Error, Inspector, IntoTaskRequest,
     QueueCounts, QueueStats, QueueSummary, RequeueTally, Result, StateMap, Task, TaskCall,

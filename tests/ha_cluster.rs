@@ -222,7 +222,7 @@ async fn end_to_end_on_a_cluster() {
         stats.counters.get("succeeded").copied(),
         Some((NOW + LATER) as u64)
     );
-    assert_eq!((stats.scheduled, stats.ready, stats.active), (0, 0, 0));
+    assert_eq!((stats.scheduled, stats.ready, stats.running), (0, 0, 0));
     let one = TaskId::new("ha", "t0");
     assert_eq!(
         client.status(&one).await.unwrap().state,

@@ -352,7 +352,7 @@ async fn exhausted_retries_go_to_the_dead_letter_set() {
 
     let stats = client.queue_stats("failures").await.unwrap();
     assert_eq!(stats.dead, 1);
-    assert_eq!(stats.active + stats.ready + stats.scheduled, 0);
+    assert_eq!(stats.running + stats.ready + stats.scheduled, 0);
     assert_eq!(stats.counters.get("retried"), Some(&2));
     assert_eq!(stats.counters.get("dead"), Some(&1));
     let report = w.stop().await;

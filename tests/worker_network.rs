@@ -405,7 +405,7 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     .await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let stats = client.queue_stats(QUEUE).await.unwrap();
-    assert_eq!(stats.active, 4, "2 running + 2 prefetched hold leases");
+    assert_eq!(stats.running, 4, "2 running + 2 prefetched hold leases");
     let report = first.stop().await;
     eprintln!("first worker: {report:?}");
     assert_eq!(report.claimed, 4);
@@ -413,7 +413,7 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     assert_eq!(report.released, 2);
     assert_eq!(report.prefetch_peak, 2);
     let stats = client.queue_stats(QUEUE).await.unwrap();
-    assert_eq!((stats.active, stats.ready), (0, N as u64 - 2));
+    assert_eq!((stats.running, stats.ready), (0, N as u64 - 2));
     let mut not_started = 0;
     for id in &ids {
         let info = client.status(id).await.unwrap();
@@ -495,7 +495,7 @@ async fn local_prefetch_stays_small() {
         let running = busy.0.load(Ordering::SeqCst) as u64;
         let finished = runs.count() as u64;
         let ahead = stats
-            .active
+            .running
             .saturating_sub(running + finished.saturating_sub(acked));
         peak = peak.max(ahead);
         if Instant::now() >= begun + Duration::from_secs(1) {

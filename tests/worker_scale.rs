@@ -151,7 +151,7 @@ async fn bulk_enqueue_runs_every_task_once() {
         let stats = client.queue_stats(q).await.unwrap();
         assert_eq!(stats.shards, shards);
         assert_eq!(
-            (stats.scheduled, stats.ready, stats.active, stats.dead),
+            (stats.scheduled, stats.ready, stats.running, stats.dead),
             (0, 0, 0, 0),
             "{q}"
         );
@@ -282,5 +282,5 @@ async fn racing_promoters_never_double_deliver() {
         "each task promoted exactly once"
     );
     assert_eq!(stats.counters.get("succeeded"), Some(&u64::from(N)));
-    assert_eq!((stats.scheduled, stats.ready, stats.active), (0, 0, 0));
+    assert_eq!((stats.scheduled, stats.ready, stats.running), (0, 0, 0));
 }

@@ -143,7 +143,7 @@ async fn wait_queue_empty(client: &Client, timeout: Duration) -> Result<Instant>
     let deadline = Instant::now() + timeout;
     loop {
         let s = client.queue_stats(QUEUE).await?;
-        if s.scheduled + s.ready + s.active == 0 {
+        if s.scheduled + s.ready + s.running == 0 {
             return Ok(Instant::now());
         }
         if Instant::now() >= deadline {
@@ -151,7 +151,7 @@ async fn wait_queue_empty(client: &Client, timeout: Duration) -> Result<Instant>
                 "queue not empty after {timeout:?}: {} scheduled, {} ready, {} running",
                 s.scheduled,
                 s.ready,
-                s.active
+                s.running
             );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -10,6 +10,7 @@ use redis::AsyncCommands;
 use serde::de::DeserializeOwned;
 
 use crate::conn::{ConnectOptions, HealthCheck, Mode, TlsConfig};
+use crate::defaults;
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
@@ -40,10 +41,10 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            namespace: "sched".into(),
-            default_shards: 16,
+            namespace: defaults::NAMESPACE.into(),
+            default_shards: defaults::SHARDS,
             queue_shards: HashMap::new(),
-            max_payload_bytes: 1 << 20,
+            max_payload_bytes: defaults::MAX_PAYLOAD_BYTES,
             cancelled_ttl: Duration::from_secs(3600),
             retry_attempts: 5,
             loading_wait: crate::store::DEFAULT_LOADING_WAIT,
@@ -589,7 +590,7 @@ impl Client {
         for c in per_shard {
             stats.scheduled += c.scheduled;
             stats.ready += c.ready;
-            stats.active += c.running;
+            stats.running += c.running;
             stats.dead += c.dead;
             for (k, v) in c.counters {
                 *stats.counters.entry(k).or_default() += v;
@@ -676,8 +677,8 @@ impl TaskRequest {
             args,
             id: None,
             due: Due::Delay(0),
-            max_retries: 3,
-            timeout: Duration::from_secs(30),
+            max_retries: defaults::MAX_RETRIES,
+            timeout: defaults::TIMEOUT,
             priority: 0,
         }
     }

@@ -174,8 +174,8 @@ pub struct QueueStats {
     pub scheduled: u64,
     /// Tasks due and waiting for a worker.
     pub ready: u64,
-    /// Tasks running under a lease.
-    pub active: u64,
+    /// Tasks running under a lease (the partition's `active` set).
+    pub running: u64,
     /// Tasks in the dead set.
     pub dead: u64,
     /// Lifetime counters from the partitions' `stats` hashes (enqueued, promoted, succeeded,

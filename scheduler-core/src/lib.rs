@@ -23,6 +23,7 @@
 pub mod client;
 #[doc(hidden)]
 pub mod conn;
+pub mod defaults;
 pub mod error;
 #[doc(hidden)]
 pub mod id;

@@ -46,11 +46,11 @@ pub trait Task: Send + Sync + 'static {
     /// The name workers look the handler up by. Unique among the tasks of one deployment.
     const NAME: &'static str;
     /// The queue tasks of this kind go to unless a call says otherwise. Default `"default"`.
-    const QUEUE: &'static str = "default";
+    const QUEUE: &'static str = crate::defaults::QUEUE;
     /// How many times a failed run is retried (so at most `MAX_RETRIES + 1` runs). Default 3.
-    const MAX_RETRIES: u32 = 3;
+    const MAX_RETRIES: u32 = crate::defaults::MAX_RETRIES;
     /// How long one run may take before it is cancelled and counted as failed. Default 30 s.
-    const TIMEOUT: Duration = Duration::from_secs(30);
+    const TIMEOUT: Duration = crate::defaults::TIMEOUT;
     /// Priority 0 (lowest, the default) to 9 (highest) within the queue.
     const PRIORITY: u8 = 0;
     /// The arguments, serialised with MessagePack (a tuple for a function's parameters).

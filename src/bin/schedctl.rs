@@ -62,7 +62,7 @@ struct Cli {
     )]
     redis_url: String,
     /// Key namespace, the prefix of every key.
-    #[arg(long, env = "SCHED_NAMESPACE", default_value = "sched", global = true)]
+    #[arg(long, env = "SCHED_NAMESPACE", default_value = scheduler::defaults::NAMESPACE, global = true)]
     namespace: String,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
