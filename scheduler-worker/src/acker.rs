@@ -139,7 +139,11 @@ async fn write_acks(
     chunk: &[(&scheduler_core::store::Partition, Vec<AckItem<'_>>)],
     ttl_ms: u64,
 ) {
-    match retry_transient(30, || shared.store.ack_many(chunk, ttl_ms)).await {
+    match retry_transient(shared.cfg.outcome_write_attempts, || {
+        shared.store.ack_many(chunk, ttl_ms)
+    })
+    .await
+    {
         Ok(replies) => {
             for ((p, items), outs) in chunk.iter().zip(replies) {
                 for ((id, _, _), o) in items.iter().zip(outs) {
@@ -161,7 +165,11 @@ async fn write_acks(
 
 async fn write_fails(shared: &Shared, idx: usize, items: &[FailItem<'_>]) {
     let p = &shared.partitions[idx];
-    match retry_transient(30, || shared.store.retry(p, items)).await {
+    match retry_transient(shared.cfg.outcome_write_attempts, || {
+        shared.store.retry(p, items)
+    })
+    .await
+    {
         Ok(outs) => {
             for ((id, _, _, _), o) in items.iter().zip(outs) {
                 match o {
@@ -191,7 +199,11 @@ async fn write_fails(shared: &Shared, idx: usize, items: &[FailItem<'_>]) {
 
 async fn write_releases(shared: &Shared, idx: usize, items: &[(&str, i64)]) {
     let p = &shared.partitions[idx];
-    match retry_transient(10, || shared.store.release(p, items)).await {
+    match retry_transient(shared.cfg.release_attempts, || {
+        shared.store.release(p, items)
+    })
+    .await
+    {
         Ok(outs) => {
             let n = outs.iter().filter(|o| **o == Outcome::Done).count() as u64;
             Counters::add(&shared.counters.released, n);

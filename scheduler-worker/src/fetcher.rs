@@ -391,7 +391,7 @@ async fn release_lost_claim(shared: Arc<Shared>, idx: usize, tag: String) {
     let p = &shared.partitions[idx];
     let released = tokio::select! {
         () = shared.stop_all.cancelled() => return,
-        r = retry_transient(10, || shared.store.release_claim(p, &tag, LOST_CLAIM_SCAN)) => r,
+        r = retry_transient(shared.cfg.release_attempts, || shared.store.release_claim(p, &tag, LOST_CLAIM_SCAN)) => r,
     };
     match released {
         Ok(0) => {}
