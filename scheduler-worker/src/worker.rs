@@ -3,21 +3,31 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scheduler_core::conn::{HealthCheck, TlsConfig};
-use scheduler_core::{Client, ClientConfig, Error, StateMap, Task};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use scheduler_core::store::Partition;
+use scheduler_core::{Client, ClientConfig, Error, StateMap, Store, Task};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::acker::{self, AckMsg};
+use crate::acker::{self, AckerParams};
 use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
+use crate::executor::ExecutorParams;
+use crate::fetcher::FetcherParams;
+use crate::gauges::GaugesParams;
+use crate::heartbeat::HeartbeatParams;
+use crate::janitor::JanitorParams;
+use crate::lease::LeaseParams;
+use crate::messages::AckMsg;
+use crate::notify::NotifyParams;
+use crate::promoter::PromoterParams;
 use crate::registry::Registry;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Counters, InflightMap, Ready};
 use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter};
 
 /// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
@@ -499,61 +509,146 @@ impl Worker {
             .map(|(i, p)| ((p.queue.clone(), p.shard), i))
             .collect();
         let n = self.partitions.len();
-        let shared = Arc::new(Shared {
-            store: self.client.store().clone(),
-            cfg: self.cfg,
-            worker_id: worker_id.clone(),
-            registry: self.registry,
-            state: self.state,
-            partitions: self.partitions,
-            index,
-            ready_flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            touched: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            ready_notify: Notify::new(),
-            promoter_tx,
-            acker_tx,
-            inflight: Default::default(),
-            counters: Counters::default(),
-            stop_intake: self.stop.clone(),
-            stop_all: CancellationToken::new(),
-        });
-        tracing::info!(worker = %worker_id, partitions = n, tasks = ?shared.registry.names(), concurrency = shared.cfg.concurrency, "worker started");
-        let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let cfg = self.cfg;
+        let store = self.client.store().clone();
+        let partitions: Arc<[Partition]> = self.partitions.into();
+        // What several components share; each gets only what it uses, below.
+        let ready = Arc::new(Ready::new(n));
+        let inflight: Arc<InflightMap> = Arc::default();
+        let counters: Arc<Counters> = Arc::default();
+        // Stops fetching, promoting and listening (first step of shutdown).
+        let stop_intake = self.stop.clone();
+        // Stops the lease renewer and heartbeat (last step of shutdown).
+        let stop_all = CancellationToken::new();
+        tracing::info!(worker = %worker_id, partitions = n, tasks = ?self.registry.names(), concurrency = cfg.concurrency, "worker started");
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let executors = TaskTracker::new();
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let bg = TaskTracker::new();
-        let acker = tokio::spawn(acker::run(Arc::clone(&shared), acker_rx));
-        bg.spawn(notify::run(Arc::clone(&shared)));
-        bg.spawn(promoter::run(Arc::clone(&shared), promoter_rx));
-        bg.spawn(janitor::run(Arc::clone(&shared)));
-        bg.spawn(gauges::run(Arc::clone(&shared)));
+        let acker = tokio::spawn(acker::run(
+            Arc::new(AckerParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                counters: Arc::clone(&counters),
+                result_ttl: cfg.result_ttl,
+                outcome_write_attempts: cfg.outcome_write_attempts,
+                release_attempts: cfg.release_attempts,
+            }),
+            acker_rx,
+        ));
+        bg.spawn(notify::run(Arc::new(NotifyParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            index,
+            ready: Arc::clone(&ready),
+            promoter_tx,
+            health_check_interval: cfg.health_check_interval,
+            health_check_timeout: cfg.health_check_timeout,
+            stop_intake: stop_intake.clone(),
+        })));
+        bg.spawn(promoter::run(
+            Arc::new(PromoterParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                ready: Arc::clone(&ready),
+                counters: Arc::clone(&counters),
+                lock_ttl: cfg.lock_ttl,
+                takeover_after: cfg.takeover_after,
+                warm_sweep_interval: cfg.warm_sweep_interval,
+                sweep_interval: cfg.sweep_interval,
+                promote_batch: cfg.promote_batch,
+                max_lost_leases: cfg.max_lost_leases,
+                stop_intake: stop_intake.clone(),
+            }),
+            promoter_rx,
+        ));
+        bg.spawn(janitor::run(Arc::new(JanitorParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            janitor_interval: cfg.janitor_interval,
+            dead_max_age: cfg.dead_max_age,
+            dead_max_len: cfg.dead_max_len,
+            stop_intake: stop_intake.clone(),
+        })));
+        bg.spawn(gauges::run(Arc::new(GaugesParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            queue_metrics_interval: cfg.queue_metrics_interval,
+            stop_intake: stop_intake.clone(),
+        })));
+        let executor = Arc::new(ExecutorParams {
+            partitions: Arc::clone(&partitions),
+            worker_id: worker_id.clone(),
+            registry: self.registry,
+            state: self.state,
+            max_payload_bytes: cfg.max_payload_bytes,
+            backoff: cfg.backoff.clone(),
+            inflight: Arc::clone(&inflight),
+            counters: Arc::clone(&counters),
+            acker_tx: acker_tx.clone(),
+            stop_intake: stop_intake.clone(),
+        });
         bg.spawn(fetcher::run(
-            Arc::clone(&shared),
+            Arc::new(FetcherParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                ready: Arc::clone(&ready),
+                inflight: Arc::clone(&inflight),
+                counters: Arc::clone(&counters),
+                executor,
+                concurrency: cfg.concurrency,
+                claim_batch: cfg.claim_batch,
+                prefetch_multiplier: cfg.prefetch_multiplier,
+                lease: cfg.lease,
+                release_attempts: cfg.release_attempts,
+                stop_intake: stop_intake.clone(),
+                stop_all: stop_all.clone(),
+            }),
             Arc::clone(&slots),
             executors.clone(),
         ));
-        let lease = tokio::spawn(lease::run(Arc::clone(&shared)));
-        let beat = tokio::spawn(heartbeat::run(Arc::clone(&shared), started_ms));
+        let lease = tokio::spawn(lease::run(Arc::new(LeaseParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            lease: cfg.lease,
+            inflight: Arc::clone(&inflight),
+            stop_all: stop_all.clone(),
+        })));
+        let beat = tokio::spawn(heartbeat::run(
+            Arc::new(HeartbeatParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                concurrency: cfg.concurrency,
+                heartbeat_interval: cfg.heartbeat_interval,
+                inflight: Arc::clone(&inflight),
+                counters: Arc::clone(&counters),
+                stop_all: stop_all.clone(),
+            }),
+            started_ms,
+        ));
 
         tokio::select! {
             () = shutdown => {}
             () = self.stop.cancelled() => {}
         }
         // 1. Stop taking work: fetcher, promoter (releases its locks) and listener end.
-        shared.stop_intake.cancel();
+        stop_intake.cancel();
         bg.close();
         bg.wait().await;
         // 2. Let running tasks finish, up to the shutdown timeout.
         executors.close();
-        let finished = tokio::time::timeout(shared.cfg.shutdown_timeout, executors.wait())
+        let finished = tokio::time::timeout(cfg.shutdown_timeout, executors.wait())
             .await
             .is_ok();
         // 3. Hand back, at once, whatever still runs.
         if !finished {
             let left: Vec<((usize, String), i64)> = {
-                let mut inflight = shared.inflight.lock().expect("inflight poisoned");
+                let mut inflight = inflight.lock().expect("inflight poisoned");
                 inflight
                     .drain()
                     .map(|(k, f)| {
@@ -562,19 +657,19 @@ impl Worker {
                     })
                     .collect()
             };
-            release(&shared, left).await;
+            release(&store, &partitions, cfg.release_attempts, &counters, left).await;
             executors.wait().await;
         }
         // 4. Write every outcome still queued, then stop the rest.
         let (tx, rx) = oneshot::channel();
-        if shared.acker_tx.send(AckMsg::Flush(tx)).is_ok() {
+        if acker_tx.send(AckMsg::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
-        shared.stop_all.cancel();
+        stop_all.cancel();
         let _ = lease.await;
         let _ = beat.await;
         acker.abort();
-        let c = &shared.counters;
+        let c = &counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let report = WorkerReport {
             claimed: get(&c.claimed),
@@ -595,25 +690,29 @@ impl Worker {
     }
 }
 
-async fn release(shared: &Shared, left: Vec<((usize, String), i64)>) {
+/// Hands `left`, tasks still running at the end of the shutdown timeout, back to their ready
+/// sets.
+async fn release(
+    store: &Store,
+    partitions: &[Partition],
+    attempts: u32,
+    counters: &Counters,
+    left: Vec<((usize, String), i64)>,
+) {
     let mut by_part: HashMap<usize, Vec<(String, i64)>> = HashMap::new();
     for ((idx, id), token) in left {
         by_part.entry(idx).or_default().push((id, token));
     }
     for (idx, items) in by_part {
-        let p = &shared.partitions[idx];
+        let p = &partitions[idx];
         let refs: Vec<(&str, i64)> = items.iter().map(|(i, t)| (i.as_str(), *t)).collect();
-        match scheduler_core::store::retry_transient(shared.cfg.release_attempts, || {
-            shared.store.release(p, &refs)
-        })
-        .await
-        {
+        match scheduler_core::store::retry_transient(attempts, || store.release(p, &refs)).await {
             Ok(outs) => {
                 let n = outs
                     .iter()
                     .filter(|o| **o == scheduler_core::scripts::Outcome::Done)
                     .count();
-                Counters::add(&shared.counters.released, n as u64);
+                Counters::add(&counters.released, n as u64);
                 crate::metrics::count(crate::metrics::RELEASED, &p.queue, n as u64);
                 tracing::info!(queue = %p.queue, shard = p.shard, released = n, "handed running tasks back");
             }
