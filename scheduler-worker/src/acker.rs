@@ -10,13 +10,13 @@ use std::time::Duration;
 use futures::future::join_all;
 use scheduler_core::scripts::{AckItem, FailItem, Outcome};
 use scheduler_core::store::retry_transient;
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::messages::{AckMsg, Completion, Verdict};
 use crate::shared::Counters;
-use scheduler_core::store::Partition;
-use scheduler_core::Store;
 
 /// What the acker uses.
 pub(crate) struct AckerParams {

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use scheduler_core::scripts::Claimed;
+use scheduler_core::store::Partition;
+use scheduler_core::StateMap;
 use scheduler_core::{TaskContext, TaskErrorKind, TaskId};
+use tokio::sync::mpsc;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
@@ -16,10 +20,6 @@ use crate::messages::{AckMsg, Completion, Verdict};
 use crate::registry::Registry;
 use crate::registry::RunError;
 use crate::shared::{Counters, InflightMap};
-use scheduler_core::store::Partition;
-use scheduler_core::StateMap;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// What an executor uses.
 pub(crate) struct ExecutorParams {

@@ -31,17 +31,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scheduler_core::store::retry_transient;
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::executor;
 use crate::executor::ExecutorParams;
 use crate::shared::{Counters, Inflight};
 use crate::shared::{InflightMap, Ready};
-use scheduler_core::store::Partition;
-use scheduler_core::Store;
-use tokio_util::sync::CancellationToken;
 
 /// What the fetcher uses.
 pub(crate) struct FetcherParams {

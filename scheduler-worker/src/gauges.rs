@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use scheduler_core::store::Partition;
 use scheduler_core::Store;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What the queue gauges use.

@@ -4,14 +4,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::AsyncCommands;
-
-use crate::shared::{Counters, InflightMap};
 use scheduler_core::store::Partition;
 use scheduler_core::Store;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+use crate::shared::{Counters, InflightMap};
 
 /// What the heartbeat uses.
 pub(crate) struct HeartbeatParams {

@@ -2,10 +2,10 @@
 //! every partition this worker serves. Idempotent, so every worker may run it; no lock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use scheduler_core::store::Partition;
 use scheduler_core::Store;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What the janitor uses.

@@ -4,14 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use scheduler_core::scripts::Outcome;
-
-use crate::shared::InflightMap;
 use scheduler_core::store::Partition;
 use scheduler_core::Store;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+use crate::shared::InflightMap;
 
 /// What the lease renewer uses.
 pub(crate) struct LeaseParams {

@@ -14,14 +14,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::PubSubSink;
-use scheduler_core::Error;
-
-use crate::messages::PromoterEvent;
-use crate::shared::Ready;
 use scheduler_core::store::Partition;
+use scheduler_core::Error;
 use scheduler_core::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::messages::PromoterEvent;
+use crate::shared::Ready;
 
 /// What the listener uses.
 pub(crate) struct NotifyParams {

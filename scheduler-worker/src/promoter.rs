@@ -32,15 +32,15 @@ use std::time::Duration;
 
 use rand::Rng;
 use scheduler_core::store::Partition;
+use scheduler_core::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::messages::PromoterEvent;
 use crate::shared::Counters;
 use crate::shared::Ready;
-use scheduler_core::Store;
-use tokio_util::sync::CancellationToken;
 
 /// What the promoter uses.
 pub(crate) struct PromoterParams {

@@ -61,7 +61,7 @@ pub enum Mode {
 ///   master may have changed (connection lost, `READONLY`), so a failover heals by itself.
 ///
 /// A request in flight while the connection breaks fails with a transient error
-/// ([`Error::is_transient`]); callers retry it.
+/// ([`crate::Error::is_transient`]); callers retry it.
 #[derive(Clone)]
 pub struct Conn(Kind);
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::tls::TlsConfig;
 
-/// How to reach the task store: URL (any form of the [module docs](self)), key namespace, TLS
+/// How to reach the task store: URL (any form of the [module docs](super)), key namespace, TLS
 /// certificates, timeouts.
 ///
 /// # Examples

@@ -68,8 +68,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::NotReplicated`] when fewer replicas confirmed within the timeout (the tasks are
-    /// on the master; calling again is safe), [`Error::InvalidConfig`] on a Cluster, or a Redis
+    /// [`crate::Error::NotReplicated`] when fewer replicas confirmed within the timeout (the tasks are
+    /// on the master; calling again is safe), [`crate::Error::InvalidConfig`] on a Cluster, or a Redis
     /// error.
     pub async fn enqueue_many_replicated(
         &self,
