@@ -452,3 +452,49 @@ async fn config_keeps_the_redis_url_set_before_it() {
     assert_eq!(worker.config().lease(), Duration::from_secs(7));
     assert_eq!(worker.config().namespace(), "cfg-keep");
 }
+
+/// After promoting a task, the promoter flags its partition for this process's fetcher at once:
+/// it does not wait for the echo of the script's own `r:` notification. The worker here runs
+/// as an ACL user that may not subscribe, so no notification ever reaches it, and its sweeps
+/// are a minute apart: the task still runs right after its due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_task_runs_without_the_pubsub_echo() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut admin = redis.conn();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("nosub")
+        .arg("on")
+        .arg(">nosub-pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-subscribe")
+        .arg("-psubscribe")
+        .arg("-ssubscribe")
+        .query(&mut admin)
+        .unwrap();
+    let client = client(&url, "echo").await;
+    // Enqueued before the worker starts: its first sweep learns the due time (the `s:`
+    // notification of the enqueue would not reach it).
+    let id = note::new(7)
+        .countdown(Duration::from_millis(1_500))
+        .send(&client)
+        .await
+        .unwrap();
+    let seen = Seen::default();
+    let worker_url = format!("redis://nosub:nosub-pw@127.0.0.1:{}", redis.port());
+    let w = Running::start(
+        worker(&worker_url, "echo", &seen)
+            .sweep_interval(Duration::from_secs(60))
+            .warm_sweep_interval(Duration::from_secs(60)),
+    )
+    .await;
+    wait_state(&client, &id, Duration::from_secs(8), |s| {
+        s == TaskState::Succeeded
+    })
+    .await;
+    assert_eq!(seen.of(&id), [7]);
+    w.stop().await;
+}
