@@ -361,3 +361,140 @@ async fn results_come_back_typed() {
     ));
     w.stop().await;
 }
+
+/// Every bad setting makes `build()` return `Error::InvalidConfig` naming the setting, before
+/// any connection is made (the URL points at a port nothing listens on) and without a panic:
+/// before, a zero lease, lock TTL or interval reached `tokio::time::interval`, which panics.
+#[tokio::test]
+async fn bad_settings_are_typed_errors_from_build() {
+    type Set = fn(WorkerBuilder) -> WorkerBuilder;
+    let cases: Vec<(&str, Set)> = vec![
+        ("concurrency", |b| b.concurrency(0)),
+        ("claim_batch", |b| b.claim_batch(0)),
+        ("promote_batch", |b| b.promote_batch(0)),
+        ("default_shards", |b| b.default_shards(0)),
+        ("queue_shards", |b| b.queue_shards("api", 0)),
+        ("max_payload_bytes", |b| b.max_payload_bytes(0)),
+        ("outcome_write_attempts", |b| b.outcome_write_attempts(0)),
+        ("release_attempts", |b| b.release_attempts(0)),
+        ("lease", |b| b.lease(Duration::ZERO)),
+        ("lease", |b| b.lease(Duration::from_millis(299))),
+        ("lease", |b| b.lease(Duration::MAX)),
+        ("lock_ttl", |b| b.lock_ttl(Duration::ZERO)),
+        ("takeover_after", |b| b.takeover_after(Duration::ZERO)),
+        ("warm_sweep_interval", |b| {
+            b.warm_sweep_interval(Duration::ZERO)
+        }),
+        ("sweep_interval", |b| b.sweep_interval(Duration::ZERO)),
+        ("janitor_interval", |b| b.janitor_interval(Duration::ZERO)),
+        ("heartbeat_interval", |b| {
+            b.heartbeat_interval(Duration::ZERO)
+        }),
+        ("heartbeat_interval", |b| {
+            b.heartbeat_interval(Duration::MAX)
+        }),
+        ("health_check_interval", |b| {
+            b.health_check(Duration::ZERO, Duration::from_secs(3))
+        }),
+        ("health_check_timeout", |b| {
+            b.health_check(Duration::from_secs(1), Duration::ZERO)
+        }),
+        ("queue_metrics_interval", |b| {
+            b.queue_metrics(Duration::ZERO)
+        }),
+        ("shutdown_timeout", |b| b.shutdown_timeout(Duration::MAX)),
+        ("result_ttl", |b| b.result_ttl(Duration::MAX)),
+        ("dead_max_age", |b| b.dead_retention(Duration::MAX, 10)),
+        ("backoff", |b| {
+            b.backoff(scheduler::Backoff::Fixed(Duration::MAX))
+        }),
+        ("backoff.factor", |b| {
+            b.backoff(scheduler::Backoff::exponential(
+                Duration::from_secs(1),
+                f64::NAN,
+                Duration::from_secs(60),
+            ))
+        }),
+    ];
+    for (setting, set) in cases {
+        // Port 1: nothing listens there, so reaching the connection would be a different error.
+        let builder = set(Worker::builder().redis_url("redis://127.0.0.1:1"));
+        match builder.build().await {
+            Err(Error::InvalidConfig(msg)) => assert!(
+                msg.starts_with(setting),
+                "{setting}: the message names another setting: {msg}"
+            ),
+            Err(e) => panic!("{setting}: expected InvalidConfig, got {e}"),
+            Ok(_) => panic!("{setting}: a bad value was accepted"),
+        }
+    }
+}
+
+/// `config()` replaces the settings a `WorkerConfig` holds and keeps the Redis URL (it used
+/// to reset it to the default): a worker built from a copied config reaches the URL set
+/// before `config()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_keeps_the_redis_url_set_before_it() {
+    let server = RedisServer::start();
+    let template = Worker::builder()
+        .namespace("cfg-keep")
+        .concurrency(3)
+        .lease(Duration::from_secs(7));
+    let cfg = template.settings().clone();
+    let worker = Worker::builder()
+        .redis_url(server.url())
+        .config(cfg)
+        .queues(["api"])
+        .build()
+        .await
+        .expect("the URL set before config() is kept");
+    assert_eq!(worker.config().concurrency(), 3);
+    assert_eq!(worker.config().lease(), Duration::from_secs(7));
+    assert_eq!(worker.config().namespace(), "cfg-keep");
+}
+
+/// After promoting a task, the promoter flags its partition for this process's fetcher at once:
+/// it does not wait for the echo of the script's own `r:` notification. The worker here runs
+/// as an ACL user that may not subscribe, so no notification ever reaches it, and its sweeps
+/// are a minute apart: the task still runs right after its due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_task_runs_without_the_pubsub_echo() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut admin = redis.conn();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("nosub")
+        .arg("on")
+        .arg(">nosub-pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-subscribe")
+        .arg("-psubscribe")
+        .arg("-ssubscribe")
+        .query(&mut admin)
+        .unwrap();
+    let client = client(&url, "echo").await;
+    // Enqueued before the worker starts: its first sweep learns the due time (the `s:`
+    // notification of the enqueue would not reach it).
+    let id = note::new(7)
+        .countdown(Duration::from_millis(1_500))
+        .send(&client)
+        .await
+        .unwrap();
+    let seen = Seen::default();
+    let worker_url = format!("redis://nosub:nosub-pw@127.0.0.1:{}", redis.port());
+    let w = Running::start(
+        worker(&worker_url, "echo", &seen)
+            .sweep_interval(Duration::from_secs(60))
+            .warm_sweep_interval(Duration::from_secs(60)),
+    )
+    .await;
+    wait_state(&client, &id, Duration::from_secs(8), |s| {
+        s == TaskState::Succeeded
+    })
+    .await;
+    assert_eq!(seen.of(&id), [7]);
+    w.stop().await;
+}

@@ -14,8 +14,9 @@ pub enum Error {
         /// What the Redis client said.
         source: redis::RedisError,
     },
-    /// A connection setting that cannot be used (an unreadable TLS certificate file...).
-    #[error("invalid connection setting: {0}")]
+    /// A setting that cannot be used: a connection setting (an unreadable TLS certificate
+    /// file...) or a worker setting out of its range (the message names the setting and value).
+    #[error("invalid setting: {0}")]
     InvalidConfig(String),
     /// Redis answered with an error, or could not be reached (down, restarting, timed out).
     #[error("redis: {0}")]

@@ -10,39 +10,26 @@ use std::time::Duration;
 use futures::future::join_all;
 use scheduler_core::scripts::{AckItem, FailItem, Outcome};
 use scheduler_core::store::retry_transient;
-use tokio::sync::{mpsc, oneshot};
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::shared::{Counters, Shared};
+use crate::messages::{AckMsg, Completion, Verdict};
+use crate::shared::Counters;
 
-/// What a run asks the store to do.
-#[derive(Debug)]
-pub(crate) enum Verdict {
-    /// Succeeded with this result (MessagePack).
-    Ack(Vec<u8>),
-    /// Failed; retry after this delay if attempts remain, else bury.
-    Retry(String, Duration),
-    /// Failed in a way retrying cannot fix: bury now.
-    Bury(String),
-    /// Never started (prefetched, then shutdown): hand back to the ready set, attempt not counted.
-    Release,
-}
-
-/// A finished run.
-#[derive(Debug)]
-pub(crate) struct Completion {
-    pub(crate) idx: usize,
-    pub(crate) id: String,
-    pub(crate) token: i64,
-    pub(crate) verdict: Verdict,
-}
-
-/// Messages to the acker.
-#[derive(Debug)]
-pub(crate) enum AckMsg {
-    Done(Completion),
-    /// Write everything received before this, then answer.
-    Flush(oneshot::Sender<()>),
+/// What the acker uses.
+pub(crate) struct AckerParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    /// Counts the outcomes written.
+    pub(crate) counters: Arc<Counters>,
+    /// [`crate::WorkerConfig::result_ttl`].
+    pub(crate) result_ttl: Duration,
+    /// [`crate::WorkerConfig::outcome_write_attempts`].
+    pub(crate) outcome_write_attempts: u32,
+    /// [`crate::WorkerConfig::release_attempts`].
+    pub(crate) release_attempts: u32,
 }
 
 /// Most completions written in one round.
@@ -52,7 +39,7 @@ const MAX_BATCH: usize = 1000;
 const MAX_WRITES: usize = 4;
 
 /// Runs until the channel closes (every sender dropped).
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+pub(crate) async fn run(params: Arc<AckerParams>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut flushes = Vec::new();
     let mut writes = JoinSet::new();
@@ -72,7 +59,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack
             let _ = writes.join_next().await;
         }
         if !batch.is_empty() {
-            writes.spawn(write(Arc::clone(&shared), std::mem::take(&mut batch)));
+            writes.spawn(write(Arc::clone(&params), std::mem::take(&mut batch)));
         }
         if !flushes.is_empty() {
             while writes.join_next().await.is_some() {}
@@ -84,8 +71,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack
     while writes.join_next().await.is_some() {}
 }
 
-async fn write(shared: Arc<Shared>, batch: Vec<Completion>) {
-    let ttl_ms = shared.cfg.result_ttl.as_millis() as u64;
+async fn write(params: Arc<AckerParams>, batch: Vec<Completion>) {
+    let ttl_ms = params.result_ttl.as_millis() as u64;
     let mut acks: HashMap<usize, Vec<AckItem<'_>>> = HashMap::new();
     let mut fails: HashMap<usize, Vec<FailItem<'_>>> = HashMap::new();
     let mut releases: HashMap<usize, Vec<(&str, i64)>> = HashMap::new();
@@ -115,18 +102,18 @@ async fn write(shared: Arc<Shared>, batch: Vec<Completion>) {
     // still fail, the lease runs out and the task runs again: at-least-once, never lost.
     let groups: Vec<_> = acks
         .iter()
-        .map(|(idx, items)| (&shared.partitions[*idx], items.clone()))
+        .map(|(idx, items)| (&params.partitions[*idx], items.clone()))
         .collect();
-    let shared = &*shared;
+    let params = &*params;
     let ack_rounds = groups
         .chunks(64)
-        .map(|chunk| write_acks(shared, chunk, ttl_ms));
+        .map(|chunk| write_acks(params, chunk, ttl_ms));
     let fail_rounds = fails
         .iter()
-        .map(|(idx, items)| write_fails(shared, *idx, items));
+        .map(|(idx, items)| write_fails(params, *idx, items));
     let release_rounds = releases
         .iter()
-        .map(|(idx, items)| write_releases(shared, *idx, items));
+        .map(|(idx, items)| write_releases(params, *idx, items));
     futures::join!(
         join_all(ack_rounds),
         join_all(fail_rounds),
@@ -135,20 +122,24 @@ async fn write(shared: Arc<Shared>, batch: Vec<Completion>) {
 }
 
 async fn write_acks(
-    shared: &Shared,
+    params: &AckerParams,
     chunk: &[(&scheduler_core::store::Partition, Vec<AckItem<'_>>)],
     ttl_ms: u64,
 ) {
-    match retry_transient(30, || shared.store.ack_many(chunk, ttl_ms)).await {
+    match retry_transient(params.outcome_write_attempts, || {
+        params.store.ack_many(chunk, ttl_ms)
+    })
+    .await
+    {
         Ok(replies) => {
             for ((p, items), outs) in chunk.iter().zip(replies) {
                 for ((id, _, _), o) in items.iter().zip(outs) {
                     if o == Outcome::StaleLease {
-                        Counters::add(&shared.counters.stale, 1);
+                        Counters::add(&params.counters.stale, 1);
                         crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
                         tracing::warn!(queue = %p.queue, id, "ack rejected: lease lost, the task was handed to another worker");
                     } else {
-                        Counters::add(&shared.counters.succeeded, 1);
+                        Counters::add(&params.counters.succeeded, 1);
                     }
                 }
             }
@@ -159,27 +150,31 @@ async fn write_acks(
     }
 }
 
-async fn write_fails(shared: &Shared, idx: usize, items: &[FailItem<'_>]) {
-    let p = &shared.partitions[idx];
-    match retry_transient(30, || shared.store.retry(p, items)).await {
+async fn write_fails(params: &AckerParams, idx: usize, items: &[FailItem<'_>]) {
+    let p = &params.partitions[idx];
+    match retry_transient(params.outcome_write_attempts, || {
+        params.store.retry(p, items)
+    })
+    .await
+    {
         Ok(outs) => {
             for ((id, _, _, _), o) in items.iter().zip(outs) {
                 match o {
                     Outcome::Dead => {
-                        Counters::add(&shared.counters.dead, 1);
+                        Counters::add(&params.counters.dead, 1);
                         crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
                     }
                     Outcome::Corrupt => {
-                        Counters::add(&shared.counters.dead, 1);
+                        Counters::add(&params.counters.dead, 1);
                         crate::metrics::count(crate::metrics::DEAD, &p.queue, 1);
                         tracing::warn!(queue = %p.queue, id, "task record unreadable (edited by hand?): moved to the dead set with the reason");
                     }
                     Outcome::StaleLease => {
-                        Counters::add(&shared.counters.stale, 1);
+                        Counters::add(&params.counters.stale, 1);
                         crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
                         tracing::warn!(queue = %p.queue, id, "failure report rejected: lease lost");
                     }
-                    _ => Counters::add(&shared.counters.retried, 1),
+                    _ => Counters::add(&params.counters.retried, 1),
                 }
             }
         }
@@ -189,12 +184,12 @@ async fn write_fails(shared: &Shared, idx: usize, items: &[FailItem<'_>]) {
     }
 }
 
-async fn write_releases(shared: &Shared, idx: usize, items: &[(&str, i64)]) {
-    let p = &shared.partitions[idx];
-    match retry_transient(10, || shared.store.release(p, items)).await {
+async fn write_releases(params: &AckerParams, idx: usize, items: &[(&str, i64)]) {
+    let p = &params.partitions[idx];
+    match retry_transient(params.release_attempts, || params.store.release(p, items)).await {
         Ok(outs) => {
             let n = outs.iter().filter(|o| **o == Outcome::Done).count() as u64;
-            Counters::add(&shared.counters.released, n);
+            Counters::add(&params.counters.released, n);
             crate::metrics::count(crate::metrics::RELEASED, &p.queue, n);
             tracing::info!(queue = %p.queue, shard = p.shard, released = n, "handed prefetched tasks back");
         }

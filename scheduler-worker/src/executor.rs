@@ -7,13 +7,41 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use scheduler_core::scripts::Claimed;
+use scheduler_core::store::Partition;
+use scheduler_core::StateMap;
 use scheduler_core::{TaskContext, TaskErrorKind, TaskId};
+use tokio::sync::mpsc;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::acker::{AckMsg, Completion, Verdict};
+use crate::backoff::Backoff;
+use crate::messages::{AckMsg, Completion, Verdict};
+use crate::registry::Registry;
 use crate::registry::RunError;
-use crate::shared::Shared;
+use crate::shared::{Counters, InflightMap};
+
+/// What an executor uses.
+pub(crate) struct ExecutorParams {
+    pub(crate) partitions: Arc<[Partition]>,
+    /// Named in the error for a task no handler is registered for.
+    pub(crate) worker_id: String,
+    pub(crate) registry: Registry,
+    /// The shared state tasks reach with `ctx.state::<T>()`.
+    pub(crate) state: Arc<StateMap>,
+    /// [`crate::WorkerConfig::max_payload_bytes`].
+    pub(crate) max_payload_bytes: usize,
+    /// [`crate::WorkerConfig::backoff`]: the delay before a retry.
+    pub(crate) backoff: Backoff,
+    /// Where a run's entry lives while it runs; removed before its outcome is reported.
+    pub(crate) inflight: Arc<InflightMap>,
+    /// Counts panics and timeouts.
+    pub(crate) counters: Arc<Counters>,
+    /// Receives the outcomes.
+    pub(crate) acker_tx: mpsc::UnboundedSender<AckMsg>,
+    /// A prefetched task not started when intake stops is handed back.
+    pub(crate) stop_intake: CancellationToken,
+}
 
 /// What a claimed task needs to run: its place in the fetcher's hand (a permit of the prefetch
 /// budget, counted as a completion by the adaptive prefetch when given back), held until its
@@ -25,7 +53,7 @@ pub(crate) struct Permits {
 }
 
 pub(crate) async fn execute(
-    shared: Arc<Shared>,
+    params: Arc<ExecutorParams>,
     idx: usize,
     task: Claimed,
     claimed_at_ms: i64,
@@ -35,20 +63,20 @@ pub(crate) async fn execute(
     // task must not stay in flight forever with its lease renewed: it is dropped from the
     // in-flight map, so its lease runs out and the reaper retries or buries it.
     let _unwind = UnwindGuard {
-        shared: &shared,
+        params: &params,
         key: (idx, task.id.clone()),
         token: task.token,
     };
-    let p = &shared.partitions[idx];
+    let p = &params.partitions[idx];
     // A prefetched task waits here for a free slot (its lease is renewed meanwhile). If intake
     // stops first, it has not started: it is handed back at once, its attempt not counted.
     let slot = tokio::select! {
         biased;
-        () = shared.stop_intake.cancelled() => None,
+        () = params.stop_intake.cancelled() => None,
         s = Arc::clone(&permits.slots).acquire_owned() => s.ok(),
     };
     let Some(slot) = slot else {
-        report(&shared, idx, task.id, task.token, Verdict::Release);
+        report(&params, idx, task.id, task.token, Verdict::Release);
         return;
     };
     // Saturating: a corrupted record can carry any due time (a `nan` run_at reads as i64::MIN).
@@ -56,7 +84,7 @@ pub(crate) async fn execute(
     let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
     crate::metrics::started(&p.queue, lateness_ms);
     let t0 = std::time::Instant::now();
-    let (verdict, outcome) = run(&shared, idx, &task, claimed_at_ms)
+    let (verdict, outcome) = run(&params, idx, &task, claimed_at_ms)
         .instrument(span.clone())
         .await;
     crate::metrics::finished(&p.queue, &task.name, outcome, t0.elapsed());
@@ -66,22 +94,22 @@ pub(crate) async fn execute(
         Verdict::Bury(err) => tracing::warn!(error = %err, "failed; not retryable"),
         Verdict::Release => {}
     });
-    report(&shared, idx, task.id, task.token, verdict);
+    report(&params, idx, task.id, task.token, verdict);
     drop(slot);
     drop(permits.hand);
 }
 
 /// Hands `verdict` to the acker, unless a shutdown that hands tasks back took this task first:
 /// exactly one of the two acts on it, whoever removes the in-flight entry.
-fn report(shared: &Shared, idx: usize, id: String, token: i64, verdict: Verdict) {
-    let mine = shared
+fn report(params: &ExecutorParams, idx: usize, id: String, token: i64, verdict: Verdict) {
+    let mine = params
         .inflight
         .lock()
         .expect("inflight poisoned")
         .remove(&(idx, id.clone()))
         .is_some();
     if mine {
-        let _ = shared.acker_tx.send(AckMsg::Done(Completion {
+        let _ = params.acker_tx.send(AckMsg::Done(Completion {
             idx,
             id,
             token,
@@ -92,7 +120,7 @@ fn report(shared: &Shared, idx: usize, id: String, token: i64, verdict: Verdict)
 
 /// Removes the task's in-flight entry (if it is still ours) when [`execute`] unwinds.
 struct UnwindGuard<'a> {
-    shared: &'a Shared,
+    params: &'a ExecutorParams,
     key: (usize, String),
     token: i64,
 }
@@ -100,7 +128,7 @@ struct UnwindGuard<'a> {
 impl Drop for UnwindGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            if let Ok(mut inflight) = self.shared.inflight.lock() {
+            if let Ok(mut inflight) = self.params.inflight.lock() {
                 if inflight
                     .get(&self.key)
                     .is_some_and(|f| f.token == self.token)
@@ -115,26 +143,26 @@ impl Drop for UnwindGuard<'_> {
 
 /// Runs the task; the verdict for the store and the outcome label for metrics.
 async fn run(
-    shared: &Shared,
+    params: &ExecutorParams,
     idx: usize,
     task: &Claimed,
     claimed_at_ms: i64,
 ) -> (Verdict, &'static str) {
-    let p = &shared.partitions[idx];
-    if task.args.len() > shared.cfg.max_payload_bytes {
+    let p = &params.partitions[idx];
+    if task.args.len() > params.max_payload_bytes {
         let msg = format!(
             "payload of {} bytes exceeds the worker's cap of {} bytes",
             task.args.len(),
-            shared.cfg.max_payload_bytes
+            params.max_payload_bytes
         );
         return (Verdict::Bury(msg), "fatal");
     }
-    let Some(handler) = shared.registry.get(&task.name) else {
+    let Some(handler) = params.registry.get(&task.name) else {
         let msg = format!(
             "unknown task name {:?}: no handler registered on worker {} (registered: {})",
             task.name,
-            shared.worker_id,
-            shared.registry.names().join(", ")
+            params.worker_id,
+            params.registry.names().join(", ")
         );
         return (Verdict::Bury(msg), "fatal");
     };
@@ -143,25 +171,24 @@ async fn run(
         task.attempt,
         task.max_retries,
         task.due_ms,
-        Arc::clone(&shared.state),
+        Arc::clone(&params.state),
     )
     .with_claimed_at(claimed_at_ms);
     let limit = Duration::from_millis(task.timeout_ms.max(1));
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
     // The retry this would be: runs lost with their worker use up no retry (see reap.lua).
     let backoff = || {
-        shared
-            .cfg
+        params
             .backoff
             .delay(task.attempt.saturating_sub(task.lost).max(1))
     };
     match tokio::time::timeout(limit, fut).await {
         // The result obeys the cap the arguments do: every size stored is one readers take.
-        Ok(Ok(Ok(bytes))) if bytes.len() > shared.cfg.max_payload_bytes => (
+        Ok(Ok(Ok(bytes))) if bytes.len() > params.max_payload_bytes => (
             Verdict::Bury(format!(
                 "result of {} bytes exceeds the worker's cap of {} bytes",
                 bytes.len(),
-                shared.cfg.max_payload_bytes
+                params.max_payload_bytes
             )),
             "fatal",
         ),
@@ -187,7 +214,7 @@ async fn run(
             _ => (Verdict::Retry(e.message().to_owned(), backoff()), "failure"),
         },
         Ok(Err(panic)) => {
-            crate::shared::Counters::add(&shared.counters.panicked, 1);
+            crate::shared::Counters::add(&params.counters.panicked, 1);
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -199,7 +226,7 @@ async fn run(
             )
         }
         Err(_) => {
-            crate::shared::Counters::add(&shared.counters.timed_out, 1);
+            crate::shared::Counters::add(&params.counters.timed_out, 1);
             (
                 Verdict::Retry(format!("timed out after {limit:?}"), backoff()),
                 "timeout",

@@ -31,12 +31,47 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scheduler_core::store::retry_transient;
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::executor;
-use crate::shared::{Counters, Inflight, Shared};
+use crate::executor::ExecutorParams;
+use crate::shared::{Counters, Inflight};
+use crate::shared::{InflightMap, Ready};
+
+/// What the fetcher uses.
+pub(crate) struct FetcherParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    /// Prefix of its claim tags.
+    pub(crate) worker_id: String,
+    /// Tells it which partitions to claim from; it clears a flag before claiming.
+    pub(crate) ready: Arc<Ready>,
+    /// Claimed tasks go in here before their executor starts.
+    pub(crate) inflight: Arc<InflightMap>,
+    /// Counts claims and the prefetch peak.
+    pub(crate) counters: Arc<Counters>,
+    /// What the executors it spawns use.
+    pub(crate) executor: Arc<ExecutorParams>,
+    /// [`crate::WorkerConfig::concurrency`].
+    pub(crate) concurrency: usize,
+    /// [`crate::WorkerConfig::claim_batch`].
+    pub(crate) claim_batch: usize,
+    /// [`crate::WorkerConfig::prefetch_multiplier`].
+    pub(crate) prefetch_multiplier: usize,
+    /// [`crate::WorkerConfig::lease`].
+    pub(crate) lease: Duration,
+    /// [`crate::WorkerConfig::release_attempts`].
+    pub(crate) release_attempts: u32,
+    /// Stops fetching.
+    pub(crate) stop_intake: CancellationToken,
+    /// Ends the hand-back of lost claims still running.
+    pub(crate) stop_all: CancellationToken,
+}
 
 /// After a failed claim no claim is sent before `until`; the delay doubles with each failure in a
 /// row (50 ms to 5 s) and starts again after a success.
@@ -136,7 +171,7 @@ fn target_extra(rate: Option<f64>, rtt: Option<f64>, initial: usize, cap: usize)
 
 /// What the claims in flight share with the fetcher loop.
 struct Ctx {
-    shared: Arc<Shared>,
+    params: Arc<FetcherParams>,
     /// One permit per task that may run at once; an executor takes one before it runs.
     slots: Arc<Semaphore>,
     executors: TaskTracker,
@@ -158,18 +193,18 @@ struct Ctx {
 /// Runs until intake stops, then waits for its claims in flight. `slots` holds one permit per
 /// task that may run at once; each executor keeps its permit until its outcome is handed to the
 /// acker.
-pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: TaskTracker) {
-    let n = shared.partitions.len();
-    let batch = shared.cfg.claim_batch.max(1);
-    let concurrency = shared.cfg.concurrency.max(1);
+pub(crate) async fn run(params: Arc<FetcherParams>, slots: Arc<Semaphore>, tracker: TaskTracker) {
+    let n = params.partitions.len();
+    let batch = params.claim_batch.max(1);
+    let concurrency = params.concurrency.max(1);
     let budget = concurrency
-        .saturating_mul(shared.cfg.prefetch_multiplier.saturating_add(1))
+        .saturating_mul(params.prefetch_multiplier.saturating_add(1))
         .min(Semaphore::MAX_PERMITS);
     let budget_sem = Arc::new(Semaphore::new(budget));
     let cap = budget - concurrency.min(budget);
     let initial = concurrency.min(batch).min(cap);
     let ctx = Arc::new(Ctx {
-        shared: Arc::clone(&shared),
+        params: Arc::clone(&params),
         slots,
         executors: tracker,
         pause: Mutex::new(Pause {
@@ -224,7 +259,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
                 }
             }
             tokio::select! {
-                () = shared.stop_intake.cancelled() => break 'fetch,
+                () = params.stop_intake.cancelled() => break 'fetch,
                 () = ctx.hand.freed.notified() => {}
                 () = ctx.claim_done.notified() => {}
                 () = tokio::time::sleep(REEVALUATE) => {}
@@ -233,7 +268,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         let until = ctx.pause.lock().expect("pause poisoned").until;
         if let Some(until) = until {
             tokio::select! {
-                () = shared.stop_intake.cancelled() => break 'fetch,
+                () = params.stop_intake.cancelled() => break 'fetch,
                 () = tokio::time::sleep_until(until) => {}
             }
         }
@@ -241,20 +276,20 @@ pub(crate) async fn run(shared: Arc<Shared>, slots: Arc<Semaphore>, tracker: Tas
         let idx = loop {
             let found = (0..n)
                 .map(|k| (cursor + k) % n)
-                .find(|&i| shared.ready_flags[i].load(Ordering::Acquire));
+                .find(|&i| params.ready.flags[i].load(Ordering::Acquire));
             if let Some(i) = found {
                 cursor = (i + 1) % n;
                 break i;
             }
             tokio::select! {
-                () = shared.stop_intake.cancelled() => break 'fetch,
-                () = shared.ready_notify.notified() => {}
+                () = params.stop_intake.cancelled() => break 'fetch,
+                () = params.ready.notify.notified() => {}
             }
         };
         // Clear before claiming: a notification that arrives during the claim sets it again.
         // While this claim is in flight, no other claim goes to this partition unless a
         // notification flags it again.
-        shared.ready_flags[idx].store(false, Ordering::Release);
+        params.ready.flags[idx].store(false, Ordering::Release);
         seq += 1;
         ctx.in_flight.fetch_add(1, Ordering::AcqRel);
         claims.spawn(claim(Arc::clone(&ctx), idx, permit, seq));
@@ -283,19 +318,19 @@ const CLAIM_DRAIN: Duration = Duration::from_secs(2);
 
 /// One claim of as many tasks as `permit` holds, from partition `idx`.
 async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq: u64) {
-    let shared = &ctx.shared;
+    let params = &ctx.params;
     let want = permit.num_permits();
-    let p = &shared.partitions[idx];
-    let lease_ms = shared.cfg.lease.as_millis() as u64;
+    let p = &params.partitions[idx];
+    let lease_ms = params.lease.as_millis() as u64;
     // The claim's tag, recorded as the tasks' `worker`: finds them again if the reply is lost.
-    let tag = format!("{}#{seq}", shared.worker_id);
+    let tag = format!("{}#{seq}", params.worker_id);
     let sent = Instant::now();
     // A claim sent to a node that died can hang for tens of seconds (a Redis Cluster client
     // retrying it), and its partition is not claimed from again meanwhile: give it up after
     // CLAIM_LIMIT like a failed claim (its tasks, if it ran, are handed back by tag).
     let claimed = match tokio::time::timeout(
         CLAIM_LIMIT,
-        shared.store.claim(p, want as u32, lease_ms, &tag),
+        params.store.claim(p, want as u32, lease_ms, &tag),
     )
     .await
     {
@@ -324,13 +359,13 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
             }
             if claim.popped as usize >= want {
                 // A full batch: there may be more.
-                shared.mark_ready(idx);
+                params.ready.mark(idx);
             }
-            Counters::add(&shared.counters.claimed, claim.tasks.len() as u64);
-            let concurrency = shared.cfg.concurrency.max(1);
+            Counters::add(&params.counters.claimed, claim.tasks.len() as u64);
+            let concurrency = params.concurrency.max(1);
             let held =
                 ctx.hand.held.fetch_add(claim.tasks.len(), Ordering::AcqRel) + claim.tasks.len();
-            shared
+            params
                 .counters
                 .prefetch_peak
                 .fetch_max(held.saturating_sub(concurrency) as u64, Ordering::Relaxed);
@@ -343,9 +378,9 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
                 let key = (idx, task.id.clone());
                 let token = task.token;
                 // Insert under the lock before the executor can look for its own entry.
-                let mut inflight = shared.inflight.lock().expect("inflight poisoned");
+                let mut inflight = params.inflight.lock().expect("inflight poisoned");
                 let handle = ctx.executors.spawn(executor::execute(
-                    Arc::clone(shared),
+                    Arc::clone(&params.executor),
                     idx,
                     task,
                     claim.server_now_ms,
@@ -369,11 +404,11 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
                 pause.until = Some(Instant::now() + pause.next);
                 pause.next = (pause.next * 2).min(Duration::from_secs(5));
             }
-            shared.mark_ready(idx);
+            params.ready.mark(idx);
             tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "claim failed; backing off");
             // The claim may have run and only its reply been lost: hand its tasks back now
             // instead of after their lease.
-            tokio::spawn(release_lost_claim(Arc::clone(shared), idx, tag));
+            tokio::spawn(release_lost_claim(Arc::clone(params), idx, tag));
         }
     }
     // The permits of tasks not received go back now.
@@ -387,11 +422,11 @@ const LOST_CLAIM_SCAN: u32 = 10_000;
 
 /// Hands back the tasks a failed claim took, if it ran (`release_claim.lua`); retried through a
 /// Redis restart, given up at shutdown. Left alone, they would run after their lease.
-async fn release_lost_claim(shared: Arc<Shared>, idx: usize, tag: String) {
-    let p = &shared.partitions[idx];
+async fn release_lost_claim(params: Arc<FetcherParams>, idx: usize, tag: String) {
+    let p = &params.partitions[idx];
     let released = tokio::select! {
-        () = shared.stop_all.cancelled() => return,
-        r = retry_transient(10, || shared.store.release_claim(p, &tag, LOST_CLAIM_SCAN)) => r,
+        () = params.stop_all.cancelled() => return,
+        r = retry_transient(params.release_attempts, || params.store.release_claim(p, &tag, LOST_CLAIM_SCAN)) => r,
     };
     match released {
         Ok(0) => {}

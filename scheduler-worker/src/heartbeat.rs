@@ -4,31 +4,52 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::AsyncCommands;
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
+use tokio_util::sync::CancellationToken;
 
-use crate::shared::Shared;
+use crate::shared::{Counters, InflightMap};
+
+/// What the heartbeat uses.
+pub(crate) struct HeartbeatParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    pub(crate) worker_id: String,
+    /// Advertised as the worker's concurrency.
+    pub(crate) concurrency: usize,
+    /// [`crate::WorkerConfig::heartbeat_interval`].
+    pub(crate) heartbeat_interval: Duration,
+    /// Read for the number of running tasks.
+    pub(crate) inflight: Arc<InflightMap>,
+    /// Read for the succeeded and failed counts.
+    pub(crate) counters: Arc<Counters>,
+    /// Ends it (the last step of shutdown).
+    pub(crate) stop_all: CancellationToken,
+}
 
 /// Runs until the whole worker stops, then deletes its key.
-pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
-    let key = shared.store.keys().worker(&shared.worker_id);
-    let ttl_ms = (shared.cfg.heartbeat_interval * 3).as_millis() as i64;
+pub(crate) async fn run(params: Arc<HeartbeatParams>, started_ms: i64) {
+    let key = params.store.keys().worker(&params.worker_id);
+    let ttl_ms = (params.heartbeat_interval * 3).as_millis() as i64;
     let queues: Vec<&str> = {
-        let mut q: Vec<&str> = shared.partitions.iter().map(|p| p.queue.as_str()).collect();
+        let mut q: Vec<&str> = params.partitions.iter().map(|p| p.queue.as_str()).collect();
         q.dedup();
         q
     };
     let queues = queues.join(",");
-    let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval);
+    let mut tick = tokio::time::interval(params.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shared.stop_all.cancelled() => break,
+            () = params.stop_all.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let running = shared.inflight.lock().map(|m| m.len()).unwrap_or(0);
-        let c = &shared.counters;
-        let mut conn = shared.store.conn();
+        let running = params.inflight.lock().map(|m| m.len()).unwrap_or(0);
+        let c = &params.counters;
+        let mut conn = params.store.conn();
         // HSET with several pairs (not HMSET, deprecated): the documented ACL rules allow HSET.
         let mut pipe = redis::pipe();
         pipe.cmd("HSET")
@@ -37,7 +58,7 @@ pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
                 &[
                     ("pid", std::process::id().to_string()),
                     ("queues", queues.clone()),
-                    ("concurrency", shared.cfg.concurrency.to_string()),
+                    ("concurrency", params.concurrency.to_string()),
                     ("running", running.to_string()),
                     ("succeeded", c.succeeded.load(Ordering::Relaxed).to_string()),
                     (
@@ -55,14 +76,14 @@ pub(crate) async fn run(shared: Arc<Shared>, started_ms: i64) {
         // A write can hang on a dead node (a Redis Cluster client retries it for tens of
         // seconds): it must not hold a shutdown back.
         let res = tokio::select! {
-            () = shared.stop_all.cancelled() => break,
+            () = params.stop_all.cancelled() => break,
             r = beat => r,
         };
         if let Err(e) = res {
             tracing::debug!(error = %e, "heartbeat failed");
         }
     }
-    let mut conn = shared.store.conn();
+    let mut conn = params.store.conn();
     let del = conn.del::<_, ()>(&key);
     if tokio::time::timeout(std::time::Duration::from_secs(1), del)
         .await

@@ -2,25 +2,42 @@
 //! every partition this worker serves. Idempotent, so every worker may run it; no lock.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::shared::Shared;
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
+use tokio_util::sync::CancellationToken;
+
+/// What the janitor uses.
+pub(crate) struct JanitorParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    /// How often it runs ([`crate::WorkerConfig::janitor_interval`]).
+    pub(crate) janitor_interval: Duration,
+    /// [`crate::WorkerConfig::dead_max_age`].
+    pub(crate) dead_max_age: Duration,
+    /// [`crate::WorkerConfig::dead_max_len`].
+    pub(crate) dead_max_len: u64,
+    /// Ends it (intake stops).
+    pub(crate) stop_intake: CancellationToken,
+}
 
 /// Runs until intake stops.
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.cfg.janitor_interval);
+pub(crate) async fn run(params: Arc<JanitorParams>) {
+    let mut tick = tokio::time::interval(params.janitor_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let max_age = shared.cfg.dead_max_age.as_millis() as u64;
+    let max_age = params.dead_max_age.as_millis() as u64;
     let batch = 500;
     loop {
         tokio::select! {
-            () = shared.stop_intake.cancelled() => return,
+            () = params.stop_intake.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for p in &shared.partitions {
+        for p in params.partitions.iter() {
             loop {
-                match shared
+                match params
                     .store
-                    .trim_dead(p, max_age, shared.cfg.dead_max_len, batch)
+                    .trim_dead(p, max_age, params.dead_max_len, batch)
                     .await
                 {
                     Ok(n) if n >= u64::from(batch) => continue,

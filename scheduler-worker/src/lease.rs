@@ -4,24 +4,40 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use scheduler_core::scripts::Outcome;
+use scheduler_core::store::Partition;
+use scheduler_core::Store;
+use tokio_util::sync::CancellationToken;
 
-use crate::shared::Shared;
+use crate::shared::InflightMap;
+
+/// What the lease renewer uses.
+pub(crate) struct LeaseParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    /// [`crate::WorkerConfig::lease`]: renewed every third of it.
+    pub(crate) lease: Duration,
+    /// The tasks whose leases it renews.
+    pub(crate) inflight: Arc<InflightMap>,
+    /// Ends it (the last step of shutdown).
+    pub(crate) stop_all: CancellationToken,
+}
 
 /// Runs until the whole worker stops (after shutdown has handed back what was still running).
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let lease_ms = shared.cfg.lease.as_millis() as u64;
-    let mut tick = tokio::time::interval(shared.cfg.lease / 3);
+pub(crate) async fn run(params: Arc<LeaseParams>) {
+    let lease_ms = params.lease.as_millis() as u64;
+    let mut tick = tokio::time::interval(params.lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
-            () = shared.stop_all.cancelled() => return,
+            () = params.stop_all.cancelled() => return,
             _ = tick.tick() => {}
         }
         let snapshot: HashMap<usize, Vec<(String, i64)>> = {
-            let inflight = shared.inflight.lock().expect("inflight poisoned");
+            let inflight = params.inflight.lock().expect("inflight poisoned");
             let mut m: HashMap<usize, Vec<(String, i64)>> = HashMap::new();
             for ((idx, id), f) in inflight.iter() {
                 m.entry(*idx).or_default().push((id.clone(), f.token));
@@ -33,19 +49,19 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let rounds = snapshot
             .iter()
             .flat_map(|(idx, items)| items.chunks(500).map(move |chunk| (*idx, chunk)))
-            .map(|(idx, chunk)| extend(&shared, lease_ms, idx, chunk));
+            .map(|(idx, chunk)| extend(&params, lease_ms, idx, chunk));
         futures::future::join_all(rounds).await;
     }
 }
 
 /// Renews the leases of `chunk`, tasks of partition `idx`.
-async fn extend(shared: &Shared, lease_ms: u64, idx: usize, chunk: &[(String, i64)]) {
-    let p = &shared.partitions[idx];
+async fn extend(params: &LeaseParams, lease_ms: u64, idx: usize, chunk: &[(String, i64)]) {
+    let p = &params.partitions[idx];
     let refs: Vec<(&str, i64)> = chunk.iter().map(|(i, t)| (i.as_str(), *t)).collect();
-    match shared.store.extend(p, lease_ms, &refs).await {
+    match params.store.extend(p, lease_ms, &refs).await {
         Ok(outs) => {
             let lost = lost_leases(&refs, &outs, |id, token| {
-                shared
+                params
                     .inflight
                     .lock()
                     .expect("inflight poisoned")

@@ -20,6 +20,10 @@
 //! - `janitor`: enforces the dead set's retention.
 //! - `gauges`: optional per-queue task counts for metrics.
 //!
+//! Each takes a parameter struct of its own (`PromoterParams`, `FetcherParams`...) holding only
+//! what it uses; `messages` holds what they send each other (`AckMsg`, `PromoterEvent`) and
+//! `shared` what several of them share (the in-flight map, counters, ready flags).
+//!
 //! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
 //! names).
 
@@ -32,6 +36,7 @@ mod gauges;
 mod heartbeat;
 mod janitor;
 mod lease;
+mod messages;
 pub mod metrics;
 mod notify;
 mod promoter;

@@ -14,24 +14,47 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::PubSubSink;
+use scheduler_core::store::Partition;
 use scheduler_core::Error;
+use scheduler_core::Store;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::shared::{PromoterEvent, Shared};
+use crate::messages::PromoterEvent;
+use crate::shared::Ready;
+
+/// What the listener uses.
+pub(crate) struct NotifyParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    /// Partition index by (queue, shard), to route a notification.
+    pub(crate) index: HashMap<(String, u16), usize>,
+    /// Set for `r:` notifications, all at once on a reconnect.
+    pub(crate) ready: Arc<Ready>,
+    /// Receives the new heads of `s:` notifications, and a sweep on a reconnect.
+    pub(crate) promoter_tx: mpsc::UnboundedSender<PromoterEvent>,
+    /// [`crate::WorkerConfig::health_check_interval`].
+    pub(crate) health_check_interval: Duration,
+    /// [`crate::WorkerConfig::health_check_timeout`].
+    pub(crate) health_check_timeout: Duration,
+    /// Ends it (intake stops).
+    pub(crate) stop_intake: CancellationToken,
+}
 
 /// Runs until intake stops, reconnecting with backoff whenever the connection drops.
-pub(crate) async fn run(shared: Arc<Shared>) {
+pub(crate) async fn run(params: Arc<NotifyParams>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         tokio::select! {
-            () = shared.stop_intake.cancelled() => return,
-            res = listen(&shared, &mut backoff) => {
+            () = params.stop_intake.cancelled() => return,
+            res = listen(&params, &mut backoff) => {
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "wake-up listener lost its connection; reconnecting");
                 }
             }
         }
         tokio::select! {
-            () = shared.stop_intake.cancelled() => return,
+            () = params.stop_intake.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -44,12 +67,12 @@ fn timed_out(what: &str) -> Error {
 }
 
 /// Listens until the connection fails; resets `backoff` once subscribed.
-async fn listen(shared: &Shared, backoff: &mut Duration) -> Result<(), Error> {
-    let wait = shared.cfg.health_check_timeout;
+async fn listen(params: &NotifyParams, backoff: &mut Duration) -> Result<(), Error> {
+    let wait = params.health_check_timeout;
     // A fresh connection each time: in Cluster or Sentinel mode it lands on a live node.
-    let (mut sink, mut stream) = shared.store.pubsub().await?.split();
+    let (mut sink, mut stream) = params.store.pubsub().await?.split();
     let mut queue_of: HashMap<String, String> = HashMap::new();
-    for p in &shared.partitions {
+    for p in params.partitions.iter() {
         if !queue_of.contains_key(&p.channel) {
             tokio::time::timeout(wait, sink.subscribe(&p.channel))
                 .await
@@ -59,8 +82,8 @@ async fn listen(shared: &Shared, backoff: &mut Duration) -> Result<(), Error> {
     }
     *backoff = Duration::from_millis(100);
     // Anything published before the subscription took effect was missed: look everywhere once.
-    shared.mark_all_ready();
-    let _ = shared.promoter_tx.send(PromoterEvent::SweepAll);
+    params.ready.mark_all();
+    let _ = params.promoter_tx.send(PromoterEvent::SweepAll);
     tracing::debug!(channels = queue_of.len(), "listening for wake-ups");
     let messages = async {
         while let Some(msg) = stream.next().await {
@@ -70,7 +93,7 @@ async fn listen(shared: &Shared, backoff: &mut Duration) -> Result<(), Error> {
             let Ok(payload) = msg.get_payload::<String>() else {
                 continue;
             };
-            dispatch(shared, queue, &payload);
+            dispatch(params, queue, &payload);
         }
         Error::from(redis::RedisError::from((
             redis::ErrorKind::Io,
@@ -79,20 +102,18 @@ async fn listen(shared: &Shared, backoff: &mut Duration) -> Result<(), Error> {
     };
     tokio::select! {
         e = messages => Err(e),
-        e = health_check(shared, &mut sink) => Err(e),
+        e = health_check(params, &mut sink) => Err(e),
     }
 }
 
 /// Pings the pub/sub connection every health-check interval; returns the error that ends it.
-async fn health_check(shared: &Shared, sink: &mut PubSubSink) -> Error {
-    let mut tick = tokio::time::interval(shared.cfg.health_check_interval);
+async fn health_check(params: &NotifyParams, sink: &mut PubSubSink) -> Error {
+    let mut tick = tokio::time::interval(params.health_check_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match tokio::time::timeout(shared.cfg.health_check_timeout, sink.ping::<redis::Value>())
-            .await
-        {
+        match tokio::time::timeout(params.health_check_timeout, sink.ping::<redis::Value>()).await {
             // An error reply (a user not allowed to PING) still proves the connection alive.
             Ok(Ok(_)) => {}
             Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {}
@@ -102,20 +123,20 @@ async fn health_check(shared: &Shared, sink: &mut PubSubSink) -> Error {
     }
 }
 
-fn dispatch(shared: &Shared, queue: &str, payload: &str) {
+fn dispatch(params: &NotifyParams, queue: &str, payload: &str) {
     let mut parts = payload.split(':');
     let kind = parts.next();
     let Some(shard) = parts.next().and_then(|s| s.parse::<u16>().ok()) else {
         return;
     };
-    let Some(&idx) = shared.index.get(&(queue.to_owned(), shard)) else {
+    let Some(&idx) = params.index.get(&(queue.to_owned(), shard)) else {
         return;
     };
     match kind {
-        Some("r") => shared.mark_ready(idx),
+        Some("r") => params.ready.mark(idx),
         Some("s") => {
             if let Some(due) = parts.next().and_then(|s| s.parse::<i64>().ok()) {
-                let _ = shared.promoter_tx.send(PromoterEvent::Head(idx, due));
+                let _ = params.promoter_tx.send(PromoterEvent::Head(idx, due));
             }
         }
         _ => {}

@@ -32,11 +32,43 @@ use std::time::Duration;
 
 use rand::Rng;
 use scheduler_core::store::Partition;
+use scheduler_core::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::shared::{Counters, PromoterEvent, Shared};
+use crate::messages::PromoterEvent;
+use crate::shared::Counters;
+use crate::shared::Ready;
+
+/// What the promoter uses.
+pub(crate) struct PromoterParams {
+    pub(crate) store: Store,
+    pub(crate) partitions: Arc<[Partition]>,
+    /// Prefix of its lock tokens, so an operator can tell who holds a lock.
+    pub(crate) worker_id: String,
+    /// Marked after a promote or reap moved tasks to a ready set, so this process's fetcher
+    /// claims them at once rather than at the echo of the script's own notification; read by
+    /// the warm sweep.
+    pub(crate) ready: Arc<Ready>,
+    /// Counts promotions, reaps and takeovers.
+    pub(crate) counters: Arc<Counters>,
+    /// [`crate::WorkerConfig::lock_ttl`].
+    pub(crate) lock_ttl: Duration,
+    /// [`crate::WorkerConfig::takeover_after`].
+    pub(crate) takeover_after: Duration,
+    /// [`crate::WorkerConfig::warm_sweep_interval`].
+    pub(crate) warm_sweep_interval: Duration,
+    /// [`crate::WorkerConfig::sweep_interval`].
+    pub(crate) sweep_interval: Duration,
+    /// [`crate::WorkerConfig::promote_batch`].
+    pub(crate) promote_batch: u32,
+    /// [`crate::WorkerConfig::max_lost_leases`].
+    pub(crate) max_lost_leases: u32,
+    /// Ends it (intake stops); it then releases its locks.
+    pub(crate) stop_intake: CancellationToken,
+}
 
 /// Maps Redis server time to local instants, to the microsecond: `at` is the local instant at
 /// which the server clock read `server_us` (the midpoint of the call that read it).
@@ -135,32 +167,35 @@ enum Done {
 }
 
 struct Promoter {
-    shared: Arc<Shared>,
+    params: Arc<PromoterParams>,
     parts: Vec<Part>,
     clock: Option<Clock>,
     tasks: JoinSet<Done>,
 }
 
 /// Runs until intake stops, then releases every lock it holds.
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<PromoterEvent>) {
+pub(crate) async fn run(
+    params: Arc<PromoterParams>,
+    mut rx: mpsc::UnboundedReceiver<PromoterEvent>,
+) {
     let mut pr = Promoter {
-        parts: vec![Part::default(); shared.partitions.len()],
-        shared: Arc::clone(&shared),
+        parts: vec![Part::default(); params.partitions.len()],
+        params: Arc::clone(&params),
         clock: None,
         tasks: JoinSet::new(),
     };
-    let mut renew = tokio::time::interval(shared.cfg.lock_ttl / 3);
+    let mut renew = tokio::time::interval(params.lock_ttl / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick of an interval is immediate: the sweep at start finds existing work.
-    let mut sweep = tokio::time::interval(shared.cfg.sweep_interval);
+    let mut sweep = tokio::time::interval(params.sweep_interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warm = tokio::time::interval(shared.cfg.warm_sweep_interval);
+    let mut warm = tokio::time::interval(params.warm_sweep_interval);
     warm.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let wake = pr.next_wake();
         tokio::select! {
             biased;
-            () = shared.stop_intake.cancelled() => break,
+            () = params.stop_intake.cancelled() => break,
             Some(done) = pr.tasks.join_next(), if !pr.tasks.is_empty() => match done {
                 Ok(done) => pr.on_done(done),
                 Err(e) => tracing::error!(error = %e, "a promoter task failed"),
@@ -177,7 +212,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pro
         }
     }
     // Let running jobs finish (each is a few calls), so every lock taken is known and released.
-    let grace = Instant::now() + shared.cfg.lock_ttl;
+    let grace = Instant::now() + params.lock_ttl;
     while let Ok(Some(done)) = tokio::time::timeout_at(grace, pr.tasks.join_next()).await {
         if let Ok(done) = done {
             pr.on_done(done);
@@ -246,10 +281,10 @@ impl Promoter {
             }
         }
         if !watch.is_empty() {
-            let shared = Arc::clone(&self.shared);
+            let params = Arc::clone(&self.params);
             self.tasks.spawn(async move {
                 // Bounded like a job: a hung read would leave its partitions busy.
-                let done = tokio::time::timeout(JOB_LIMIT, read_heads(&shared, &watch))
+                let done = tokio::time::timeout(JOB_LIMIT, read_heads(&params, &watch))
                     .await
                     .ok()
                     .flatten();
@@ -267,10 +302,10 @@ impl Promoter {
         if job.reap {
             p.reap = None;
         }
-        let shared = Arc::clone(&self.shared);
+        let params = Arc::clone(&self.params);
         let clock = self.clock;
         self.tasks
-            .spawn(async move { Done::Job(run_job_bounded(shared, clock, job).await) });
+            .spawn(async move { Done::Job(run_job_bounded(params, clock, job).await) });
     }
 
     fn on_done(&mut self, done: Done) {
@@ -287,7 +322,7 @@ impl Promoter {
             self.clock = Some(c);
         }
         let now = Instant::now();
-        let check = self.shared.cfg.takeover_after / 2;
+        let check = self.params.takeover_after / 2;
         let p = &mut self.parts[d.idx];
         p.busy = false;
         p.lock = d.lock;
@@ -320,8 +355,8 @@ impl Promoter {
     /// Applies a watch read: a head that is overdue by `takeover_after` and has not moved since
     /// the previous read was missed by the lock holder, so we take its partition over.
     fn on_watch_done(&mut self, done: Option<WatchDone>, idxs: &[usize]) {
-        let check = self.shared.cfg.takeover_after / 2;
-        let after_ms = self.shared.cfg.takeover_after.as_millis() as i64;
+        let check = self.params.takeover_after / 2;
+        let after_ms = self.params.takeover_after.as_millis() as i64;
         let Some(w) = done else {
             // The read failed: look again a little later.
             let soon = Instant::now() + Duration::from_secs(1);
@@ -378,7 +413,7 @@ impl Promoter {
         if p.lock.as_deref() != Some(token) {
             return;
         }
-        let part = &self.shared.partitions[idx];
+        let part = &self.params.partitions[idx];
         match held {
             Some(true) => {}
             Some(false) => {
@@ -386,7 +421,7 @@ impl Promoter {
                 p.lock = None;
                 p.due = None;
                 p.reap = None;
-                p.watch = Some(Instant::now() + self.shared.cfg.takeover_after / 2);
+                p.watch = Some(Instant::now() + self.params.takeover_after / 2);
             }
             // Keep it: if the lock really expired, another promoter takes over, which is
             // harmless; we find out at the next renewal.
@@ -396,18 +431,18 @@ impl Promoter {
 
     /// Releases the lock of `idx` unless more work is due there within one TTL.
     fn maybe_release(&mut self, idx: usize) {
-        let horizon = Instant::now() + self.shared.cfg.lock_ttl;
+        let horizon = Instant::now() + self.params.lock_ttl;
         let p = &mut self.parts[idx];
         let busy = p.due.is_some_and(|d| d <= horizon) || p.reap.is_some_and(|r| r <= horizon);
         if busy || p.busy {
             return;
         }
         if let Some(token) = p.lock.take() {
-            let shared = Arc::clone(&self.shared);
+            let params = Arc::clone(&self.params);
             // A late release cannot delete a newer lock: it compares the token.
             tokio::spawn(async move {
-                let part = &shared.partitions[idx];
-                if let Err(e) = shared.store.lock_release(part, &token).await {
+                let part = &params.partitions[idx];
+                if let Err(e) = params.store.lock_release(part, &token).await {
                     tracing::debug!(error = %e, "could not release a promoter lock; it expires by itself");
                 }
             });
@@ -420,11 +455,11 @@ impl Promoter {
     fn sweep(&mut self, warm_only: bool) {
         let idxs: Vec<usize> = (0..self.parts.len())
             .filter(|&idx| {
-                let touched = self.shared.touched[idx].swap(false, Ordering::Relaxed);
+                let touched = self.params.ready.touched[idx].swap(false, Ordering::Relaxed);
                 let p = &self.parts[idx];
                 !warm_only
                     || touched
-                    || self.shared.ready_flags[idx].load(Ordering::Relaxed)
+                    || self.params.ready.flags[idx].load(Ordering::Relaxed)
                     || p.lock.is_some()
                     || p.reap.is_some()
                     || p.watch.is_some()
@@ -434,9 +469,9 @@ impl Promoter {
         if idxs.is_empty() {
             return;
         }
-        let shared = Arc::clone(&self.shared);
+        let params = Arc::clone(&self.params);
         self.tasks.spawn(async move {
-            let (clock, heads) = tokio::time::timeout(JOB_LIMIT, sweep(&shared, &idxs))
+            let (clock, heads) = tokio::time::timeout(JOB_LIMIT, sweep(&params, &idxs))
                 .await
                 .unwrap_or_default();
             Done::Swept(clock, heads)
@@ -459,15 +494,15 @@ impl Promoter {
 
     /// Renews the locks we hold, concurrently.
     fn renew(&mut self) {
-        let ttl_ms = self.shared.cfg.lock_ttl.as_millis() as u64;
+        let ttl_ms = self.params.lock_ttl.as_millis() as u64;
         for idx in 0..self.parts.len() {
             let Some(token) = self.parts[idx].lock.clone() else {
                 continue;
             };
-            let shared = Arc::clone(&self.shared);
+            let params = Arc::clone(&self.params);
             self.tasks.spawn(async move {
-                let p = &shared.partitions[idx];
-                let held = match shared.store.lock_renew(p, &token, ttl_ms).await {
+                let p = &params.partitions[idx];
+                let held = match params.store.lock_renew(p, &token, ttl_ms).await {
                     Ok(h) => Some(h),
                     Err(e) => {
                         tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "could not renew a promoter lock");
@@ -483,12 +518,12 @@ impl Promoter {
     /// released (its node is gone, the network is cut) expires by itself, and a shutdown must
     /// not wait on it (one request per lock in turn could take a response timeout each).
     async fn release_all(&mut self) {
-        let shared = &self.shared;
+        let params = &self.params;
         let releases = self.parts.iter_mut().enumerate().filter_map(|(idx, p)| {
             let token = p.lock.take()?;
             Some(async move {
-                let part = &shared.partitions[idx];
-                if let Err(e) = shared.store.lock_release(part, &token).await {
+                let part = &params.partitions[idx];
+                if let Err(e) = params.store.lock_release(part, &token).await {
                     tracing::warn!(error = %e, queue = %part.queue, shard = part.shard, "could not release a promoter lock; it expires by itself");
                 }
             })
@@ -509,7 +544,7 @@ impl Promoter {
 /// partitions per pipeline) and flags partitions with ready work for the fetcher. A failed read
 /// is logged and skipped: the next sweep tries again.
 async fn sweep(
-    shared: &Shared,
+    params: &PromoterParams,
     idxs: &[usize],
 ) -> (Option<Clock>, Vec<(usize, Option<i64>, Option<i64>)>) {
     let mut clock = None;
@@ -518,14 +553,14 @@ async fn sweep(
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
         for &idx in chunk {
-            let p = &shared.partitions[idx];
+            let p = &params.partitions[idx];
             head_cmd(&mut pipe, &p.keys.scheduled());
             pipe.zcard(p.keys.ready());
             head_cmd(&mut pipe, &p.keys.active());
         }
         let sent = Instant::now();
         // Split by cluster slot on a cluster (one round trip per node, sent concurrently).
-        let values = match shared.store.query_pipeline(&pipe).await {
+        let values = match params.store.query_pipeline(&pipe).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "sweep failed; trying again next sweep");
@@ -544,7 +579,7 @@ async fn sweep(
                 .unwrap_or(0);
             let active = head_of(it.next());
             if ready > 0 {
-                shared.mark_ready(idx);
+                params.ready.mark(idx);
             }
             heads.push((idx, sched.map(|h| h.1), active.map(|h| h.1)));
         }
@@ -565,16 +600,16 @@ fn head_of(v: Option<redis::Value>) -> Option<Head> {
 
 /// One pipelined round trip: the server time, then the scheduled and active heads of each
 /// partition of `idxs`. `None` when the read failed (logged).
-async fn read_heads(shared: &Shared, idxs: &[usize]) -> Option<WatchDone> {
+async fn read_heads(params: &PromoterParams, idxs: &[usize]) -> Option<WatchDone> {
     let mut pipe = redis::pipe();
     pipe.cmd("TIME");
     for &idx in idxs {
-        let p = &shared.partitions[idx];
+        let p = &params.partitions[idx];
         head_cmd(&mut pipe, &p.keys.scheduled());
         head_cmd(&mut pipe, &p.keys.active());
     }
     let sent = Instant::now();
-    let values = match shared.store.query_pipeline(&pipe).await {
+    let values = match params.store.query_pipeline(&pipe).await {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "could not read partition heads; trying again in 1 s");
@@ -604,14 +639,14 @@ const JOB_LIMIT: Duration = Duration::from_secs(5);
 
 /// [`run_job`], given up after [`JOB_LIMIT`]: then the partition is tried again in a second (a
 /// lock the job may have taken shows as held by us, which the watch takes over).
-async fn run_job_bounded(shared: Arc<Shared>, clock: Option<Clock>, job: Job) -> JobDone {
+async fn run_job_bounded(params: Arc<PromoterParams>, clock: Option<Clock>, job: Job) -> JobDone {
     let idx = job.idx;
     let (promote, reap) = (job.promote, job.reap);
     let held = job.held.clone();
-    match tokio::time::timeout(JOB_LIMIT, run_job(Arc::clone(&shared), clock, job)).await {
+    match tokio::time::timeout(JOB_LIMIT, run_job(Arc::clone(&params), clock, job)).await {
         Ok(done) => done,
         Err(_) => {
-            let p = &shared.partitions[idx];
+            let p = &params.partitions[idx];
             tracing::warn!(queue = %p.queue, shard = p.shard, "promoter call unanswered for 5 s; trying again in 1 s");
             let soon = Instant::now() + Duration::from_secs(1);
             JobDone {
@@ -627,29 +662,29 @@ async fn run_job_bounded(shared: Arc<Shared>, clock: Option<Clock>, job: Job) ->
 }
 
 /// Takes (or takes over) the lock of a partition, then promotes and reaps as asked.
-async fn run_job(shared: Arc<Shared>, clock: Option<Clock>, job: Job) -> JobDone {
-    let p = &shared.partitions[job.idx];
+async fn run_job(params: Arc<PromoterParams>, clock: Option<Clock>, job: Job) -> JobDone {
+    let p = &params.partitions[job.idx];
     let mut done = JobDone {
         idx: job.idx,
         clock,
         ..JobDone::default()
     };
-    let ttl_ms = shared.cfg.lock_ttl.as_millis() as u64;
+    let ttl_ms = params.lock_ttl.as_millis() as u64;
     let token = match job.held {
         Some(t) => t,
         None => {
-            let token = format!("{}:{:016x}", shared.worker_id, rand::rng().random::<u64>());
+            let token = format!("{}:{:016x}", params.worker_id, rand::rng().random::<u64>());
             let taken = if job.take_over {
-                shared
+                params
                     .store
                     .lock_take_over(p, &token, ttl_ms)
                     .await
                     .map(|previous| {
-                        log_take_over(&shared, p, previous.as_deref(), &job);
+                        log_take_over(&params, p, previous.as_deref(), &job);
                         true
                     })
             } else {
-                shared.store.lock_acquire(p, &token, ttl_ms).await
+                params.store.lock_acquire(p, &token, ttl_ms).await
             };
             match taken {
                 Ok(true) => token,
@@ -669,15 +704,15 @@ async fn run_job(shared: Arc<Shared>, clock: Option<Clock>, job: Job) -> JobDone
     };
     done.lock = Some(token);
     if job.promote {
-        done.due = Some(promote(&shared, p, &mut done.clock).await);
+        done.due = Some(promote(&params, job.idx, &mut done.clock).await);
     }
     if job.reap {
-        done.reap = Some(reap(&shared, p, done.clock).await);
+        done.reap = Some(reap(&params, job.idx, done.clock).await);
     }
     done
 }
 
-fn log_take_over(shared: &Shared, p: &Partition, previous: Option<&str>, job: &Job) {
+fn log_take_over(params: &PromoterParams, p: &Partition, previous: Option<&str>, job: &Job) {
     // Tokens are `<worker id>:<random>`.
     let holder = previous.map_or("nobody (expired)", |t| {
         t.rsplit_once(':').map_or(t, |(w, _)| w)
@@ -688,21 +723,31 @@ fn log_take_over(shared: &Shared, p: &Partition, previous: Option<&str>, job: &J
         _ => "reap",
     };
     tracing::info!(queue = %p.queue, shard = p.shard, previous_holder = holder, work, "took over a partition whose promoter missed its due work");
-    Counters::add(&shared.counters.takeovers, 1);
+    Counters::add(&params.counters.takeovers, 1);
     crate::metrics::count(crate::metrics::TAKEOVERS, &p.queue, 1);
 }
 
 /// Promotes everything due in `p`, a batch per call; the next promote time.
-async fn promote(shared: &Shared, p: &Partition, clock: &mut Option<Clock>) -> Option<Instant> {
-    let batch = shared.cfg.promote_batch.max(1);
+async fn promote(
+    params: &PromoterParams,
+    idx: usize,
+    clock: &mut Option<Clock>,
+) -> Option<Instant> {
+    let p = &params.partitions[idx];
+    let batch = params.promote_batch.max(1);
     loop {
         let sent = Instant::now();
-        match shared.store.promote(p, batch).await {
+        match params.store.promote(p, batch).await {
             Ok(r) => {
                 let c = Clock::read(sent, r.server_now_us);
                 *clock = Some(c);
-                Counters::add(&shared.counters.promoted, r.moved);
+                Counters::add(&params.counters.promoted, r.moved);
                 crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved);
+                if r.moved > 0 {
+                    // Our own fetcher learns of the work now, not at the echo of the `r:`
+                    // notification promote.lua published (which other processes still need).
+                    params.ready.mark(idx);
+                }
                 if r.corrupt > 0 {
                     tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = r.corrupt, "promote found task records it cannot read: moved to the dead set with the reason (or dropped when the record is gone)");
                 }
@@ -720,16 +765,17 @@ async fn promote(shared: &Shared, p: &Partition, clock: &mut Option<Clock>) -> O
 }
 
 /// Recovers the expired leases of `p`; the next reap time.
-async fn reap(shared: &Shared, p: &Partition, clock: Option<Clock>) -> Option<Instant> {
-    let batch = shared.cfg.promote_batch.max(1);
+async fn reap(params: &PromoterParams, idx: usize, clock: Option<Clock>) -> Option<Instant> {
+    let p = &params.partitions[idx];
+    let batch = params.promote_batch.max(1);
     loop {
-        match shared
-            .store
-            .reap(p, batch, shared.cfg.max_lost_leases)
-            .await
-        {
+        match params.store.reap(p, batch, params.max_lost_leases).await {
             Ok(r) => {
-                Counters::add(&shared.counters.reaped, r.requeued + r.buried);
+                Counters::add(&params.counters.reaped, r.requeued + r.buried);
+                if r.requeued > 0 {
+                    // As after a promote: the requeued tasks are ready for our fetcher now.
+                    params.ready.mark(idx);
+                }
                 crate::metrics::count(crate::metrics::REAPED, &p.queue, r.requeued + r.buried);
                 if r.corrupt > 0 {
                     tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = r.corrupt, "reap found task records it cannot read: moved to the dead set with the reason (or dropped when the record is gone)");

@@ -1,18 +1,14 @@
-//! State shared by the background components of one worker process.
+//! What several background components of one worker process share: the in-flight map, the
+//! counters and the ready flags. Each component takes only what it uses, in a parameter struct
+//! of its own (`XParams` in its file, in the manner of asynq's `forwarderParams`), which
+//! [`crate::worker`] builds; the messages they send each other are in [`crate::messages`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use scheduler_core::store::Partition;
-use scheduler_core::{StateMap, Store};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::acker::AckMsg;
-use crate::config::WorkerConfig;
-use crate::registry::Registry;
 
 /// A task this process is running.
 #[derive(Debug)]
@@ -20,6 +16,11 @@ pub(crate) struct Inflight {
     pub(crate) token: i64,
     pub(crate) abort: AbortHandle,
 }
+
+/// Tasks running here, by (partition, id). A std mutex: only held for map operations, never
+/// across an await. An executor removes its entry before reporting its outcome; shutdown
+/// removes the entries it hands back, so exactly one of the two acts on each task.
+pub(crate) type InflightMap = Mutex<HashMap<(usize, String), Inflight>>;
 
 /// Counters of one worker process, for logs, metrics and tests.
 #[derive(Debug, Default)]
@@ -45,68 +46,47 @@ impl Counters {
     }
 }
 
-/// Events for the promoter.
+/// Which partitions may have ready work, for the fetcher. Set by the listener (a notification
+/// from any process), by the promoter (after it moved tasks to a ready set itself, without
+/// waiting for the echo of its own notification) and by sweeps; cleared by the fetcher.
 #[derive(Debug)]
-pub(crate) enum PromoterEvent {
-    /// Partition `idx` got a new earliest due time (unix ms, Redis clock).
-    Head(usize, i64),
-    /// Notifications may have been lost: check every owned partition.
-    SweepAll,
-}
-
-pub(crate) struct Shared {
-    pub(crate) store: Store,
-    pub(crate) cfg: WorkerConfig,
-    pub(crate) worker_id: String,
-    pub(crate) registry: Registry,
-    pub(crate) state: Arc<StateMap>,
-    pub(crate) partitions: Vec<Partition>,
-    pub(crate) index: HashMap<(String, u16), usize>,
-    /// One flag per partition: "its ready set may have work". Set by notifications and sweeps,
-    /// cleared by the fetcher just before it claims (so a notification during the claim is kept).
-    pub(crate) ready_flags: Vec<AtomicBool>,
+pub(crate) struct Ready {
+    /// One flag per partition: "its ready set may have work". Cleared by the fetcher just
+    /// before it claims (so a notification during the claim is kept).
+    pub(crate) flags: Vec<AtomicBool>,
     /// One flag per partition: "it had ready work since the promoter's last warm sweep", so
     /// leases may have been taken there. Set with the ready flag, cleared by that sweep.
     pub(crate) touched: Vec<AtomicBool>,
-    /// Wakes the fetcher when a flag was set. `notify_one` stores a permit when nobody waits, so a
-    /// wake-up between the fetcher's scan and its wait is not lost.
-    pub(crate) ready_notify: Notify,
-    pub(crate) promoter_tx: mpsc::UnboundedSender<PromoterEvent>,
-    pub(crate) acker_tx: mpsc::UnboundedSender<AckMsg>,
-    /// Tasks running here, by (partition, id). A std mutex: only held for map operations, never
-    /// across an await. An executor removes its entry before reporting its outcome; shutdown
-    /// removes the entries it hands back, so exactly one of the two acts on each task.
-    pub(crate) inflight: Mutex<HashMap<(usize, String), Inflight>>,
-    pub(crate) counters: Counters,
-    /// Stops fetching, promoting and listening (first step of shutdown).
-    pub(crate) stop_intake: CancellationToken,
-    /// Stops the lease renewer and heartbeat (last step of shutdown).
-    pub(crate) stop_all: CancellationToken,
+    /// Wakes the fetcher when a flag was set. `notify_one` stores a permit when nobody waits,
+    /// so a wake-up between the fetcher's scan and its wait is not lost.
+    pub(crate) notify: Notify,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("worker_id", &self.worker_id)
-            .field("partitions", &self.partitions.len())
-            .finish_non_exhaustive()
+impl Ready {
+    /// Flags for `n` partitions, none set.
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            touched: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            notify: Notify::new(),
+        }
     }
-}
 
-impl Shared {
-    pub(crate) fn mark_ready(&self, idx: usize) {
-        self.ready_flags[idx].store(true, Ordering::Release);
+    /// Partition `idx` may have ready work.
+    pub(crate) fn mark(&self, idx: usize) {
+        self.flags[idx].store(true, Ordering::Release);
         self.touched[idx].store(true, Ordering::Relaxed);
-        self.ready_notify.notify_one();
+        self.notify.notify_one();
     }
 
-    pub(crate) fn mark_all_ready(&self) {
-        for f in &self.ready_flags {
+    /// Every partition may have ready work (notifications may have been lost).
+    pub(crate) fn mark_all(&self) {
+        for f in &self.flags {
             f.store(true, Ordering::Release);
         }
         for f in &self.touched {
             f.store(true, Ordering::Relaxed);
         }
-        self.ready_notify.notify_one();
+        self.notify.notify_one();
     }
 }

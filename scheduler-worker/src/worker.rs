@@ -3,21 +3,31 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scheduler_core::conn::{HealthCheck, TlsConfig};
-use scheduler_core::{Client, ClientConfig, Error, StateMap, Task};
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use scheduler_core::store::Partition;
+use scheduler_core::{Client, ClientConfig, Error, StateMap, Store, Task};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::acker::{self, AckMsg};
+use crate::acker::{self, AckerParams};
 use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
+use crate::executor::ExecutorParams;
+use crate::fetcher::FetcherParams;
+use crate::gauges::GaugesParams;
+use crate::heartbeat::HeartbeatParams;
+use crate::janitor::JanitorParams;
+use crate::lease::LeaseParams;
+use crate::messages::AckMsg;
+use crate::notify::NotifyParams;
+use crate::promoter::PromoterParams;
 use crate::registry::Registry;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Counters, InflightMap, Ready};
 use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter};
 
 /// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
@@ -50,19 +60,44 @@ use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter};
 ///     .prefetch_multiplier(8);
 /// # drop(builder);
 /// ```
-#[derive(Debug, Default)]
+/// Every setter records its value; [`WorkerBuilder::build`] checks them all (the valid values are
+/// on each setter and on [`WorkerConfig::validate`]) and returns [`Error::InvalidConfig`] for a
+/// bad one, before connecting.
+///
+/// **Rule for [`WorkerBuilder::config`]:** it replaces every setting a [`WorkerConfig`] holds
+/// (all the setters below except [`WorkerBuilder::redis_url`], [`WorkerBuilder::tls`],
+/// [`WorkerBuilder::register`] and [`WorkerBuilder::state`], which it never touches), so call it
+/// first and the setters that override it after.
+#[derive(Debug)]
 pub struct WorkerBuilder {
     cfg: WorkerConfig,
+    redis_url: String,
     registry: Registry,
     state: StateMap,
     tls: Option<TlsConfig>,
 }
 
+impl Default for WorkerBuilder {
+    fn default() -> Self {
+        Self {
+            cfg: WorkerConfig::default(),
+            redis_url: DEFAULT_REDIS_URL.to_owned(),
+            registry: Registry::default(),
+            state: StateMap::default(),
+            tls: None,
+        }
+    }
+}
+
+/// The Redis URL a [`WorkerBuilder`] uses unless told otherwise.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 impl WorkerBuilder {
     /// Redis URL, any form of [`scheduler_core::conn`] (`redis://`, `rediss://`,
-    /// `redis+cluster://`, `redis+sentinel://`). Default `redis://127.0.0.1:6379`.
+    /// `redis+cluster://`, `redis+sentinel://`). Default [`DEFAULT_REDIS_URL`]. Not part of
+    /// [`WorkerConfig`]: [`WorkerBuilder::config`] keeps it.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        self.cfg.redis_url = url.into();
+        self.redis_url = url.into();
         self
     }
 
@@ -73,7 +108,8 @@ impl WorkerBuilder {
     }
 
     /// Certificates for a `rediss` URL. Default: from the environment
-    /// ([`TlsConfig::from_env`]), else the system's roots.
+    /// ([`TlsConfig::from_env`]), else the system's roots. Not part of [`WorkerConfig`]:
+    /// [`WorkerBuilder::config`] keeps it.
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self
@@ -101,15 +137,22 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks run at once. Default 64.
+    /// Tasks run at once. Default 64; at least 1.
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.cfg.concurrency = n.max(1);
+        self.cfg.concurrency = n;
         self
     }
 
-    /// Most tasks one claim takes. Default 100.
+    /// Most tasks one claim takes. Default 100; at least 1.
     pub fn claim_batch(mut self, n: usize) -> Self {
-        self.cfg.claim_batch = n.max(1);
+        self.cfg.claim_batch = n;
+        self
+    }
+
+    /// Most tasks one promote or reap call moves: see [`WorkerConfig::promote_batch`]. Default
+    /// 200; at least 1.
+    pub fn promote_batch(mut self, n: u32) -> Self {
+        self.cfg.promote_batch = n;
         self
     }
 
@@ -122,34 +165,36 @@ impl WorkerBuilder {
 
     /// Connection health checks: a `PING` every `interval` on the pub/sub and command
     /// connections; one without a reply within `timeout` gets its connection replaced. See
-    /// [`WorkerConfig::health_check_interval`]. Defaults 1 s and 3 s.
+    /// [`WorkerConfig::health_check_interval`]. Defaults 1 s and 3 s; each at least
+    /// [`MIN_INTERVAL`](crate::config::MIN_INTERVAL).
     pub fn health_check(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.cfg.health_check_interval = interval.max(Duration::from_millis(10));
-        self.cfg.health_check_timeout = timeout.max(Duration::from_millis(10));
+        self.cfg.health_check_interval = interval;
+        self.cfg.health_check_timeout = timeout;
         self
     }
 
-    /// Shards of a queue this worker is the first to use. Default 16.
+    /// Shards of a queue this worker is the first to use. Default 16; at least 1.
     pub fn default_shards(mut self, shards: u16) -> Self {
-        self.cfg.default_shards = shards.max(1);
+        self.cfg.default_shards = shards;
         self
     }
 
-    /// Requires `queue` to have `shards` shards.
+    /// Requires `queue` to have `shards` shards (at least 1).
     pub fn queue_shards(mut self, queue: impl Into<String>, shards: u16) -> Self {
-        self.cfg.queue_shards.insert(queue.into(), shards.max(1));
+        self.cfg.queue_shards.insert(queue.into(), shards);
         self
     }
 
-    /// How long shutdown waits for running tasks before handing them back. Default 30 s.
+    /// How long shutdown waits for running tasks before handing them back. Default 30 s; zero
+    /// hands them back at once.
     pub fn shutdown_timeout(mut self, t: Duration) -> Self {
         self.cfg.shutdown_timeout = t;
         self
     }
 
-    /// Lease length of a claimed task. Default 30 s.
+    /// Lease length of a claimed task. Default 30 s; at least [`MIN_LEASE`](crate::config::MIN_LEASE) (300 ms).
     pub fn lease(mut self, t: Duration) -> Self {
-        self.cfg.lease = t.max(Duration::from_millis(300));
+        self.cfg.lease = t;
         self
     }
 
@@ -160,45 +205,49 @@ impl WorkerBuilder {
         self
     }
 
-    /// Promoter lock TTL. Default 10 s.
+    /// Promoter lock TTL. Default 10 s; at least [`MIN_LEASE`](crate::config::MIN_LEASE) (300 ms).
     pub fn lock_ttl(mut self, t: Duration) -> Self {
-        self.cfg.lock_ttl = t.max(Duration::from_millis(300));
+        self.cfg.lock_ttl = t;
         self
     }
 
-    /// Full safety sweep interval (every partition's heads). Default 30 s.
+    /// Full safety sweep interval (every partition's heads). Default 30 s; at least
+    /// [`MIN_INTERVAL`](crate::config::MIN_INTERVAL).
     pub fn sweep_interval(mut self, t: Duration) -> Self {
-        self.cfg.sweep_interval = t.max(Duration::from_millis(10));
+        self.cfg.sweep_interval = t;
         self
     }
 
     /// Warm sweep interval (the heads of partitions with recent activity, which is how leases
-    /// taken by other workers are learnt). Default 1 s.
+    /// taken by other workers are learnt). Default 1 s; at least [`MIN_INTERVAL`](crate::config::MIN_INTERVAL).
     pub fn warm_sweep_interval(mut self, t: Duration) -> Self {
-        self.cfg.warm_sweep_interval = t.max(Duration::from_millis(10));
+        self.cfg.warm_sweep_interval = t;
         self
     }
 
     /// How long a partition's due work may sit untouched before another worker takes the
-    /// partition over from its lock holder. Default 50 ms.
+    /// partition over from its lock holder. Default 50 ms; at least 2 ms.
     pub fn takeover_after(mut self, t: Duration) -> Self {
-        self.cfg.takeover_after = t.max(Duration::from_millis(2));
+        self.cfg.takeover_after = t;
         self
     }
 
-    /// How long results of succeeded tasks are kept. Default 24 h.
+    /// How long results of succeeded tasks are kept. Default 24 h; zero deletes the record on
+    /// success.
     pub fn result_ttl(mut self, t: Duration) -> Self {
         self.cfg.result_ttl = t;
         self
     }
 
-    /// Retry backoff. Default exponential with full jitter.
+    /// Retry backoff. Default exponential with full jitter; its factor must be finite and not
+    /// negative.
     pub fn backoff(mut self, b: Backoff) -> Self {
         self.cfg.backoff = b;
         self
     }
 
-    /// Largest argument payload run, and largest result stored, in bytes. Default 1 MiB.
+    /// Largest argument payload run, and largest result stored, in bytes. Default 1 MiB; at
+    /// least 1.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.cfg.max_payload_bytes = n;
         self
@@ -212,27 +261,65 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often the janitor enforces the dead-set retention. Default 5 minutes; at least
+    /// [`MIN_INTERVAL`](crate::config::MIN_INTERVAL).
+    pub fn janitor_interval(mut self, t: Duration) -> Self {
+        self.cfg.janitor_interval = t;
+        self
+    }
+
+    /// Heartbeat period; the heartbeat key lives three periods. Default 5 s; at least
+    /// [`MIN_INTERVAL`](crate::config::MIN_INTERVAL).
+    pub fn heartbeat_interval(mut self, t: Duration) -> Self {
+        self.cfg.heartbeat_interval = t;
+        self
+    }
+
     /// Publishes the served queues' task counts per state as the `scheduler_queue_tasks` gauge
-    /// every `every`. Default off.
+    /// every `every` (at least [`MIN_INTERVAL`](crate::config::MIN_INTERVAL)). Default off.
     pub fn queue_metrics(mut self, every: Duration) -> Self {
         self.cfg.queue_metrics_interval = Some(every);
         self
     }
 
-    /// Replaces every setting at once.
+    /// Attempts at writing a task's outcome while Redis fails transiently: see
+    /// [`WorkerConfig::outcome_write_attempts`]. Default [`DEFAULT_OUTCOME_WRITE_ATTEMPTS`](crate::config::DEFAULT_OUTCOME_WRITE_ATTEMPTS);
+    /// at least 1.
+    pub fn outcome_write_attempts(mut self, n: u32) -> Self {
+        self.cfg.outcome_write_attempts = n;
+        self
+    }
+
+    /// Attempts at handing tasks back while Redis fails transiently: see
+    /// [`WorkerConfig::release_attempts`]. Default [`DEFAULT_RELEASE_ATTEMPTS`](crate::config::DEFAULT_RELEASE_ATTEMPTS); at least 1.
+    pub fn release_attempts(mut self, n: u32) -> Self {
+        self.cfg.release_attempts = n;
+        self
+    }
+
+    /// Replaces every setting a [`WorkerConfig`] holds, keeping the Redis URL, the TLS
+    /// settings, the registered tasks and the shared state. Setters called before it are
+    /// overridden (except those four); call it first.
     pub fn config(mut self, cfg: WorkerConfig) -> Self {
         self.cfg = cfg;
         self
+    }
+
+    /// The settings recorded so far (not yet checked: [`WorkerBuilder::build`] does).
+    pub fn settings(&self) -> &WorkerConfig {
+        &self.cfg
     }
 
     /// Connects to Redis and resolves the partitions to serve.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`], a Redis error when Redis cannot be reached,
-    /// [`Error::InvalidQueueName`], [`Error::ShardMismatch`].
+    /// [`Error::InvalidConfig`] for a bad setting (see [`WorkerConfig::validate`]), before
+    /// any connection is made; [`Error::InvalidUrl`], a Redis error when Redis cannot be
+    /// reached, [`Error::InvalidQueueName`], [`Error::ShardMismatch`].
     pub async fn build(self) -> Result<Worker, Error> {
-        let mut ccfg = ClientConfig::new(&self.cfg.redis_url)
+        self.cfg.validate()?;
+        let mut ccfg = ClientConfig::new(&self.redis_url)
             .namespace(&self.cfg.namespace)
             .default_shards(self.cfg.default_shards)
             .health_check(Some(HealthCheck {
@@ -376,6 +463,11 @@ impl Worker {
         ShutdownHandle(self.stop.clone())
     }
 
+    /// The settings this worker runs with.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.cfg
+    }
+
     /// A client sharing this worker's connection.
     pub fn client(&self) -> &Client {
         &self.client
@@ -417,61 +509,146 @@ impl Worker {
             .map(|(i, p)| ((p.queue.clone(), p.shard), i))
             .collect();
         let n = self.partitions.len();
-        let shared = Arc::new(Shared {
-            store: self.client.store().clone(),
-            cfg: self.cfg,
-            worker_id: worker_id.clone(),
-            registry: self.registry,
-            state: self.state,
-            partitions: self.partitions,
-            index,
-            ready_flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            touched: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            ready_notify: Notify::new(),
-            promoter_tx,
-            acker_tx,
-            inflight: Default::default(),
-            counters: Counters::default(),
-            stop_intake: self.stop.clone(),
-            stop_all: CancellationToken::new(),
-        });
-        tracing::info!(worker = %worker_id, partitions = n, tasks = ?shared.registry.names(), concurrency = shared.cfg.concurrency, "worker started");
-        let slots = Arc::new(Semaphore::new(shared.cfg.concurrency));
+        let cfg = self.cfg;
+        let store = self.client.store().clone();
+        let partitions: Arc<[Partition]> = self.partitions.into();
+        // What several components share; each gets only what it uses, below.
+        let ready = Arc::new(Ready::new(n));
+        let inflight: Arc<InflightMap> = Arc::default();
+        let counters: Arc<Counters> = Arc::default();
+        // Stops fetching, promoting and listening (first step of shutdown).
+        let stop_intake = self.stop.clone();
+        // Stops the lease renewer and heartbeat (last step of shutdown).
+        let stop_all = CancellationToken::new();
+        tracing::info!(worker = %worker_id, partitions = n, tasks = ?self.registry.names(), concurrency = cfg.concurrency, "worker started");
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let executors = TaskTracker::new();
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let bg = TaskTracker::new();
-        let acker = tokio::spawn(acker::run(Arc::clone(&shared), acker_rx));
-        bg.spawn(notify::run(Arc::clone(&shared)));
-        bg.spawn(promoter::run(Arc::clone(&shared), promoter_rx));
-        bg.spawn(janitor::run(Arc::clone(&shared)));
-        bg.spawn(gauges::run(Arc::clone(&shared)));
+        let acker = tokio::spawn(acker::run(
+            Arc::new(AckerParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                counters: Arc::clone(&counters),
+                result_ttl: cfg.result_ttl,
+                outcome_write_attempts: cfg.outcome_write_attempts,
+                release_attempts: cfg.release_attempts,
+            }),
+            acker_rx,
+        ));
+        bg.spawn(notify::run(Arc::new(NotifyParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            index,
+            ready: Arc::clone(&ready),
+            promoter_tx,
+            health_check_interval: cfg.health_check_interval,
+            health_check_timeout: cfg.health_check_timeout,
+            stop_intake: stop_intake.clone(),
+        })));
+        bg.spawn(promoter::run(
+            Arc::new(PromoterParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                ready: Arc::clone(&ready),
+                counters: Arc::clone(&counters),
+                lock_ttl: cfg.lock_ttl,
+                takeover_after: cfg.takeover_after,
+                warm_sweep_interval: cfg.warm_sweep_interval,
+                sweep_interval: cfg.sweep_interval,
+                promote_batch: cfg.promote_batch,
+                max_lost_leases: cfg.max_lost_leases,
+                stop_intake: stop_intake.clone(),
+            }),
+            promoter_rx,
+        ));
+        bg.spawn(janitor::run(Arc::new(JanitorParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            janitor_interval: cfg.janitor_interval,
+            dead_max_age: cfg.dead_max_age,
+            dead_max_len: cfg.dead_max_len,
+            stop_intake: stop_intake.clone(),
+        })));
+        bg.spawn(gauges::run(Arc::new(GaugesParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            queue_metrics_interval: cfg.queue_metrics_interval,
+            stop_intake: stop_intake.clone(),
+        })));
+        let executor = Arc::new(ExecutorParams {
+            partitions: Arc::clone(&partitions),
+            worker_id: worker_id.clone(),
+            registry: self.registry,
+            state: self.state,
+            max_payload_bytes: cfg.max_payload_bytes,
+            backoff: cfg.backoff.clone(),
+            inflight: Arc::clone(&inflight),
+            counters: Arc::clone(&counters),
+            acker_tx: acker_tx.clone(),
+            stop_intake: stop_intake.clone(),
+        });
         bg.spawn(fetcher::run(
-            Arc::clone(&shared),
+            Arc::new(FetcherParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                ready: Arc::clone(&ready),
+                inflight: Arc::clone(&inflight),
+                counters: Arc::clone(&counters),
+                executor,
+                concurrency: cfg.concurrency,
+                claim_batch: cfg.claim_batch,
+                prefetch_multiplier: cfg.prefetch_multiplier,
+                lease: cfg.lease,
+                release_attempts: cfg.release_attempts,
+                stop_intake: stop_intake.clone(),
+                stop_all: stop_all.clone(),
+            }),
             Arc::clone(&slots),
             executors.clone(),
         ));
-        let lease = tokio::spawn(lease::run(Arc::clone(&shared)));
-        let beat = tokio::spawn(heartbeat::run(Arc::clone(&shared), started_ms));
+        let lease = tokio::spawn(lease::run(Arc::new(LeaseParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            lease: cfg.lease,
+            inflight: Arc::clone(&inflight),
+            stop_all: stop_all.clone(),
+        })));
+        let beat = tokio::spawn(heartbeat::run(
+            Arc::new(HeartbeatParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                concurrency: cfg.concurrency,
+                heartbeat_interval: cfg.heartbeat_interval,
+                inflight: Arc::clone(&inflight),
+                counters: Arc::clone(&counters),
+                stop_all: stop_all.clone(),
+            }),
+            started_ms,
+        ));
 
         tokio::select! {
             () = shutdown => {}
             () = self.stop.cancelled() => {}
         }
         // 1. Stop taking work: fetcher, promoter (releases its locks) and listener end.
-        shared.stop_intake.cancel();
+        stop_intake.cancel();
         bg.close();
         bg.wait().await;
         // 2. Let running tasks finish, up to the shutdown timeout.
         executors.close();
-        let finished = tokio::time::timeout(shared.cfg.shutdown_timeout, executors.wait())
+        let finished = tokio::time::timeout(cfg.shutdown_timeout, executors.wait())
             .await
             .is_ok();
         // 3. Hand back, at once, whatever still runs.
         if !finished {
             let left: Vec<((usize, String), i64)> = {
-                let mut inflight = shared.inflight.lock().expect("inflight poisoned");
+                let mut inflight = inflight.lock().expect("inflight poisoned");
                 inflight
                     .drain()
                     .map(|(k, f)| {
@@ -480,19 +657,19 @@ impl Worker {
                     })
                     .collect()
             };
-            release(&shared, left).await;
+            release(&store, &partitions, cfg.release_attempts, &counters, left).await;
             executors.wait().await;
         }
         // 4. Write every outcome still queued, then stop the rest.
         let (tx, rx) = oneshot::channel();
-        if shared.acker_tx.send(AckMsg::Flush(tx)).is_ok() {
+        if acker_tx.send(AckMsg::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
-        shared.stop_all.cancel();
+        stop_all.cancel();
         let _ = lease.await;
         let _ = beat.await;
         acker.abort();
-        let c = &shared.counters;
+        let c = &counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let report = WorkerReport {
             claimed: get(&c.claimed),
@@ -513,21 +690,29 @@ impl Worker {
     }
 }
 
-async fn release(shared: &Shared, left: Vec<((usize, String), i64)>) {
+/// Hands `left`, tasks still running at the end of the shutdown timeout, back to their ready
+/// sets.
+async fn release(
+    store: &Store,
+    partitions: &[Partition],
+    attempts: u32,
+    counters: &Counters,
+    left: Vec<((usize, String), i64)>,
+) {
     let mut by_part: HashMap<usize, Vec<(String, i64)>> = HashMap::new();
     for ((idx, id), token) in left {
         by_part.entry(idx).or_default().push((id, token));
     }
     for (idx, items) in by_part {
-        let p = &shared.partitions[idx];
+        let p = &partitions[idx];
         let refs: Vec<(&str, i64)> = items.iter().map(|(i, t)| (i.as_str(), *t)).collect();
-        match scheduler_core::store::retry_transient(10, || shared.store.release(p, &refs)).await {
+        match scheduler_core::store::retry_transient(attempts, || store.release(p, &refs)).await {
             Ok(outs) => {
                 let n = outs
                     .iter()
                     .filter(|o| **o == scheduler_core::scripts::Outcome::Done)
                     .count();
-                Counters::add(&shared.counters.released, n as u64);
+                Counters::add(&counters.released, n as u64);
                 crate::metrics::count(crate::metrics::RELEASED, &p.queue, n as u64);
                 tracing::info!(queue = %p.queue, shard = p.shard, released = n, "handed running tasks back");
             }

@@ -1,0 +1,175 @@
+//! Decoding script replies: the value shapes (integers, strings, arrays), and the reply-code
+//! tables of every script, the one place a script's integer codes are read. Each table mirrors
+//! the `Output:` section of its script's header in `lua/`; negative codes are refusals.
+
+use redis::Value;
+
+use crate::error::{Error, Result};
+
+/// Reply codes of the scripts that take a batch (negative codes are refusals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done as asked (created, acknowledged, extended, handed back).
+    Done,
+    /// Enqueue only: a task with this id existed already; nothing changed.
+    Exists,
+    /// Retry only: the task went to the dead set.
+    Dead,
+    /// Retry only: the task's record could not be read (`attempts`, `max_retries` or `lost` not a
+    /// decimal integer, edited by hand): it went to the dead set with the reason and the error.
+    Corrupt,
+    /// Enqueue only: a value of this task was out of range (an empty id...); nothing was written
+    /// for it, and the other tasks of the call were handled as usual.
+    Invalid,
+    /// The task is no longer running under this lease token (the lease expired and was reaped, or
+    /// another worker holds it now): nothing changed.
+    StaleLease,
+}
+
+/// What cancel found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReply {
+    /// Withdrawn.
+    Cancelled,
+    /// Running: left alone.
+    Running,
+    /// Succeeded, dead or cancelled before.
+    Finished,
+    /// No such task.
+    NotFound,
+}
+
+/// What requeue did with one dead task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequeueReply {
+    /// Back in the ready set with its attempts reset to 0.
+    Requeued,
+    /// Not dead (scheduled, ready, running, succeeded or cancelled): left alone.
+    NotDead,
+    /// No such task (a leftover id is dropped from the dead set).
+    NotFound,
+}
+
+/// The reply codes of one script: each integer it may return and what it means.
+pub(super) type Codes<T> = &'static [(i64, T)];
+
+/// `enqueue.lua`, one code per task.
+pub(super) const ENQUEUE: Codes<Outcome> = &[
+    (1, Outcome::Done),
+    (0, Outcome::Exists),
+    (-2, Outcome::Invalid),
+];
+
+/// `retry.lua`, one code per task.
+pub(super) const RETRY: Codes<Outcome> = &[
+    (1, Outcome::Done),
+    (2, Outcome::Dead),
+    (3, Outcome::Corrupt),
+    (-1, Outcome::StaleLease),
+];
+
+/// The fenced scripts `ack.lua`, `extend.lua` and `release.lua`, one code per task.
+pub(super) const FENCED: Codes<Outcome> = &[(1, Outcome::Done), (-1, Outcome::StaleLease)];
+
+/// `cancel.lua`, one code.
+pub(super) const CANCEL: Codes<CancelReply> = &[
+    (1, CancelReply::Cancelled),
+    (2, CancelReply::Running),
+    (3, CancelReply::Finished),
+    (0, CancelReply::NotFound),
+];
+
+/// `requeue.lua`, one code per id.
+pub(super) const REQUEUE: Codes<RequeueReply> = &[
+    (1, RequeueReply::Requeued),
+    (2, RequeueReply::NotDead),
+    (0, RequeueReply::NotFound),
+];
+
+/// Decodes a reply of one code with `table`; `script` names it in the error.
+pub(super) fn code<T: Copy>(script: &str, table: Codes<T>, v: &Value) -> Result<T> {
+    let i = int(v)?;
+    table
+        .iter()
+        .find(|(c, _)| *c == i)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| protocol(&format!("{script}: unknown reply code"), v))
+}
+
+/// Decodes a reply of one code per item (an array) with `table`.
+pub(super) fn codes<T: Copy>(script: &str, table: Codes<T>, v: Value) -> Result<Vec<T>> {
+    array(v)?.iter().map(|x| code(script, table, x)).collect()
+}
+
+pub(super) fn protocol(what: &str, v: &Value) -> Error {
+    Error::Protocol(format!("{what}: {v:?}"))
+}
+
+pub(super) fn int(v: &Value) -> Result<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| protocol("expected an integer", v)),
+        _ => Err(protocol("expected an integer", v)),
+    }
+}
+
+pub(super) fn bytes(v: Value) -> Result<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        other => Err(protocol("expected a string", &other)),
+    }
+}
+
+pub(super) fn array(v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(protocol("expected an array", &other)),
+    }
+}
+
+pub(super) fn opt_time(i: i64) -> Option<i64> {
+    (i >= 0).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table decodes each of its codes to its meaning, has no code twice, and refuses a
+    /// code it does not list with a protocol error.
+    #[test]
+    fn every_code_table_decodes_its_codes_and_refuses_others() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(name: &str, table: Codes<T>) {
+            for (c, t) in table {
+                assert_eq!(
+                    code(name, table, &Value::Int(*c)).unwrap(),
+                    *t,
+                    "{name} {c}"
+                );
+                assert_eq!(
+                    table.iter().filter(|(d, _)| d == c).count(),
+                    1,
+                    "{name} {c}"
+                );
+            }
+            assert!(matches!(
+                code(name, table, &Value::Int(99)),
+                Err(Error::Protocol(_))
+            ));
+        }
+        check("enqueue", ENQUEUE);
+        check("retry", RETRY);
+        check("fenced", FENCED);
+        check("cancel", CANCEL);
+        check("requeue", REQUEUE);
+        let arr = Value::Array(vec![Value::Int(1), Value::Int(-1)]);
+        assert_eq!(
+            codes("ack", FENCED, arr).unwrap(),
+            [Outcome::Done, Outcome::StaleLease]
+        );
+    }
+}
