@@ -96,12 +96,12 @@ fn setting_ms(settings: &Settings, name: &str) -> u64 {
     let d = WorkerConfig::default();
     let ms = |t: Duration| t.as_millis() as u64;
     match name {
-        "lease_ms" => ms(d.lease),
-        "lock_ttl_ms" => ms(d.lock_ttl),
-        "sweep_ms" => ms(d.sweep_interval),
-        "shutdown_timeout_ms" => ms(d.shutdown_timeout),
-        "result_ttl_ms" => ms(d.result_ttl),
-        "concurrency" => d.concurrency as u64,
+        "lease_ms" => ms(d.lease()),
+        "lock_ttl_ms" => ms(d.lock_ttl()),
+        "sweep_ms" => ms(d.sweep_interval()),
+        "shutdown_timeout_ms" => ms(d.shutdown_timeout()),
+        "result_ttl_ms" => ms(d.result_ttl()),
+        "concurrency" => d.concurrency() as u64,
         _ => 0,
     }
 }

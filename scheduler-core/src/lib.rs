@@ -10,9 +10,11 @@
 //! # Layout
 //!
 //! - `keys` — every Redis key name, one function each.
-//! - `scripts` — one typed wrapper per Lua script of `lua/`.
-//! - `store` — `Store`, the connection and the plumbing shared by every script call.
+//! - `store` — `Store`, the connection, the pipelines, and one typed wrapper per Lua script of
+//!   `lua/` (a file per script family; reply codes decoded in `store/reply.rs`).
+//! - `scripts` — the script types at their former paths (re-exports of `store`).
 //! - `conn` — connection modes (one Redis, Cluster, Sentinel; TLS) and `conn::Conn`.
+//! - [`defaults`] — the defaults every part shares, each written once.
 //! - [`client`] — [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
 //! - [`task`] — the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
 //! - `id` — [`TaskId`], queue-name rules and the shard hash.

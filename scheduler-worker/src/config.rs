@@ -79,9 +79,9 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            namespace: "sched".into(),
+            namespace: scheduler_core::defaults::NAMESPACE.into(),
             queues: Vec::new(),
-            default_shards: 16,
+            default_shards: scheduler_core::defaults::SHARDS,
             queue_shards: HashMap::new(),
             concurrency: 64,
             claim_batch: 100,
@@ -95,7 +95,7 @@ impl Default for WorkerConfig {
             sweep_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             result_ttl: Duration::from_secs(24 * 3600),
-            max_payload_bytes: 1 << 20,
+            max_payload_bytes: scheduler_core::defaults::MAX_PAYLOAD_BYTES,
             backoff: Backoff::default(),
             heartbeat_interval: Duration::from_secs(5),
             dead_max_age: Duration::from_secs(90 * 24 * 3600),

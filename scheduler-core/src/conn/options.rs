@@ -55,7 +55,7 @@ impl ConnectOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            namespace: "sched".into(),
+            namespace: crate::defaults::NAMESPACE.into(),
             tls: None,
             connection_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(10),
