@@ -9,10 +9,6 @@
 //! before and just after the call; seeded times are fixed, far in the past (`1000`) or far in the
 //! future ([`FAR`]), so most scores are exact.
 
-// `common` is shared by several test crates; its `pub` items are reachable from none of them.
-#[allow(unreachable_pub)]
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -24,7 +20,7 @@ use scheduler::scripts::{
 };
 use scheduler::store::{Partition, Store};
 
-use common::RedisServer;
+use scheduler_testkit::RedisServer;
 
 /// Every partition of these tests is shard 3, so a wrong shard in a message shows.
 const SHARD: u16 = 3;

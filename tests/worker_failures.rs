@@ -2,21 +2,19 @@
 //! `fail` (no retry), the dead-letter set, panics and timeouts, and a worker that keeps serving
 //! other tasks through all of them.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::redis::aio::ConnectionManager;
 use scheduler::redis::AsyncCommands;
 use scheduler::{
-    task, Backoff, Client, ClientConfig, Error, ShutdownHandle, TaskContext, TaskError, TaskId,
-    TaskInfo, TaskState, Worker, WorkerBuilder, WorkerReport,
+    task, Backoff, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskInfo,
+    TaskState, Worker, WorkerBuilder,
 };
-use tokio::task::JoinHandle;
+use scheduler_testkit::RedisServer;
+use scheduler_testkit::Running;
 
 /// One run of a task as the handler saw it: attempt number, due time and start time (Redis
 /// clock, unix ms).
@@ -139,29 +137,6 @@ async fn fine(ctx: TaskContext) -> Result<(), TaskError> {
     ctx.state::<Arc<AtomicU64>>()?
         .fetch_add(1, Ordering::SeqCst);
     Ok(())
-}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
 }
 
 /// A worker for these tests: every task above, quick leases, locks and sweeps.

@@ -1,16 +1,16 @@
-//! Chaos harness: runs the real worker (`examples/chaos_worker.rs`) as separate OS processes
-//! against a `redis-server` it starts itself, injects one fault per scenario, and checks an
+//! Chaos harness: runs the real worker (`chaos_worker`, a binary of this package) as separate OS
+//! processes against a `redis-server` it starts itself (the test kit's), injects one fault per scenario, and checks an
 //! oracle: every acknowledged enqueue (id, due ms) against every run start the workers logged
 //! (id, attempt, pid, claim time on the Redis clock).
 //!
 //! ```text
-//! cargo build --release --example chaos_worker --example chaos
-//! target/release/examples/chaos all            # full sizes, figures in docs/reliability.md
-//! target/release/examples/chaos all --quick    # CI sizes (tests/chaos.rs)
-//! target/release/examples/chaos kill-storm --tasks 20000 --duration-secs 30 --workers 4
-//! target/release/examples/chaos backlog          # one scenario, full size
-//! target/release/examples/chaos kill-storm --library-defaults   # no setting overridden at all
-//! target/release/examples/chaos kill-storm --set lock_ttl_ms=1000  # one setting overridden
+//! cargo build --release -p scheduler-chaos
+//! target/release/chaos all            # full sizes, figures in docs/reliability.md
+//! target/release/chaos all --quick    # CI sizes (tests/chaos.rs)
+//! target/release/chaos kill-storm --tasks 20000 --duration-secs 30 --workers 4
+//! target/release/chaos backlog          # one scenario, full size
+//! target/release/chaos kill-storm --library-defaults   # no setting overridden at all
+//! target/release/chaos kill-storm --set lock_ttl_ms=1000  # one setting overridden
 //! ```
 //!
 //! The workers run with the library defaults (`WorkerConfig::default()`) except the settings a
@@ -23,9 +23,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use scheduler_testkit::scripts::script_name;
+use scheduler_testkit::{signal, RedisServer as Redis};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,7 +40,7 @@ const NS: &str = "chaos";
 const QUEUE: &str = "chaos";
 
 /// The task the chaos workers run; this copy only builds requests (same name and arguments as
-/// in `examples/chaos_worker.rs`).
+/// in `tools/chaos/src/bin/chaos_worker.rs`).
 #[task(name = "chaos_rec", queue = "chaos", max_retries = 3, timeout = "600s")]
 async fn chaos_rec(ms: u64, mode: u8) -> Result<(), TaskError> {
     let _ = (ms, mode);
@@ -137,97 +139,14 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// A redis-server of our own (free port, temp dir), killed by pid on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    args: Vec<String>,
-}
-
-impl Redis {
-    fn start(args: &[&str], dir: &Path) -> anyhow::Result<Self> {
-        let mut r = Self {
-            child: None,
-            port: free_port(),
-            dir: dir.join("redis"),
-            args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        std::fs::create_dir_all(&r.dir)?;
-        r.spawn()?;
-        Ok(r)
-    }
-
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--logfile")
-            .arg(self.dir.join("redis.log"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.ping() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        anyhow::bail!("redis-server on port {} did not come up", self.port)
-    }
-
-    fn ping(&self) -> bool {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let c = redis::Client::open(self.url())?;
-        let mut conn = c.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        cmd.query(&mut conn)
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+/// The redis-server of a scenario: data and log in the scenario's directory, up to 30 s to serve
+/// (a restart reloads the data).
+fn start_redis(args: &[&str], dir: &Path) -> anyhow::Result<Redis> {
+    Ok(Redis::try_start_in(
+        &dir.join("redis"),
+        args,
+        Duration::from_secs(30),
+    )?)
 }
 
 /// Worker processes in slots; a supervisor restarts a slot whose process exited.
@@ -914,12 +833,12 @@ async fn inject(
         }
         Fault::RedisCrash { at_ms, down_ms } => {
             sleep(at_ms).await;
-            redis.lock().unwrap().kill9();
+            redis.lock().unwrap().kill();
             ev.lock().unwrap().redis_down_ms = Some(now_ms());
             sleep(down_ms).await;
             let r = tokio::task::spawn_blocking({
                 let redis = redis.clone();
-                move || redis.lock().unwrap().spawn()
+                move || redis.lock().unwrap().try_restart()
             })
             .await;
             if !matches!(r, Ok(Ok(()))) {
@@ -937,8 +856,7 @@ async fn inject(
                 let redis = redis.clone();
                 move || {
                     let mut r = redis.lock().unwrap();
-                    r.kill9();
-                    r.spawn()
+                    r.try_restart()
                 }
             })
             .await;
@@ -1072,7 +990,7 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
         rand::random::<u32>()
     ));
     std::fs::create_dir_all(&dir)?;
-    let redis = Arc::new(Mutex::new(Redis::start(&spec.redis_args, &dir)?));
+    let redis = Arc::new(Mutex::new(start_redis(&spec.redis_args, &dir)?));
     let url = redis.lock().unwrap().url();
     // Register the queue before any worker starts.
     Client::with_config(
@@ -1222,7 +1140,7 @@ async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)> {
     let reports = read_reports(&dir);
     let (starts, dones) = read_logs(&dir);
     let ev = std::mem::take(&mut *ev.lock().unwrap());
-    redis.lock().unwrap().kill9();
+    redis.lock().unwrap().kill();
 
     // The oracle.
     let mut lost = 0u64;
@@ -1666,27 +1584,6 @@ fn slowlog_max(r: &Redis) -> i64 {
     slowlog_top(r).0
 }
 
-/// The script of a SHA seen in `SLOWLOG`: every `lua/*.lua` the store runs is the parts of
-/// `_prelude.lua` it uses followed by the script (`scheduler::scripts::with_prelude`).
-fn script_name(sha: &str) -> &'static str {
-    macro_rules! named {
-        ($($name:literal),*) => {
-            $(
-                if redis::Script::new(&scheduler::scripts::with_prelude(include_str!(concat!(
-                    "../lua/", $name, ".lua"
-                ))))
-                .get_hash()
-                    == sha
-                {
-                    return $name;
-                }
-            )*
-        };
-    }
-    named!("enqueue", "promote", "claim", "ack", "retry", "reap", "extend", "release", "cancel");
-    "other"
-}
-
 /// `SLOWLOG` by command (scripts by name): entries, p50, p99 and max µs.
 fn slowlog_by_command(r: &Redis) -> String {
     let Ok(redis::Value::Array(entries)) = r.cmd(&["SLOWLOG", "GET", "-1"]) else {
@@ -2095,7 +1992,7 @@ fn specs(args: &Args) -> Vec<Spec> {
 async fn run_race(n: usize, window_ms: i64, lead_ms: i64) -> anyhow::Result<(String, bool)> {
     let dir = std::env::temp_dir().join(format!("sched-chaos-race-{}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir)?;
-    let redis = Redis::start(&["--save", "", "--appendonly", "no"], &dir)?;
+    let redis = start_redis(&["--save", "", "--appendonly", "no"], &dir)?;
     let url = redis.url();
     let client = Client::with_config(
         ClientConfig::new(&url)
@@ -2171,11 +2068,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bin = std::env::current_exe()?
         .parent()
-        .expect("examples dir")
+        .expect("binary dir")
         .join("chaos_worker");
     anyhow::ensure!(
         bin.exists(),
-        "{} missing: cargo build --release --example chaos_worker",
+        "{} missing: cargo build --release -p scheduler-chaos",
         bin.display()
     );
     let all = specs(&args);
