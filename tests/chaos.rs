@@ -1,5 +1,5 @@
-//! The CI subset of the chaos harness: every scenario of the chaos harness (`tools/chaos`) in `--quick` mode
-//! (small counts, a few seconds each), each one's invariant asserted from its JSON line.
+//! The CI subset of the chaos harness (`chaos` of `tools/chaos`): every scenario in `--quick`
+//! mode (small counts, a few seconds each), each one's invariant asserted from its JSON line.
 //!
 //! The full-size run and its figures are in `docs/reliability.md`.
 //!

@@ -1,4 +1,4 @@
-//! Many worker hosts: several worker processes (`test_worker` (`tools/chaos`), separate OS processes)
+//! Many worker hosts: several worker processes (`test_worker` of `tools/chaos`, separate OS processes)
 //! share one queue against a throwaway Redis. Every task runs once, promotion spreads over the
 //! processes (the balance is printed), and a process that leaves, by SIGTERM or SIGKILL, leaves its
 //! partitions to the others: tasks due after it left still run, within about a lock TTL.

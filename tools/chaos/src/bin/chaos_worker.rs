@@ -1,4 +1,4 @@
-//! The worker process the chaos harness (`tools/chaos/src/bin/chaos.rs`) starts, kills, stops and resumes;
+//! The worker process the chaos harness (`tools/chaos/src/bin/chaos/`) starts, kills, stops and resumes;
 //! not an example to copy.
 //!
 //! It registers one task, `chaos_rec(ms, mode)`. Every run appends a start line to
