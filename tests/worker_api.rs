@@ -9,8 +9,7 @@ use scheduler::{
     task, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskInfo, TaskRequest,
     TaskState, Worker, WorkerBuilder,
 };
-use scheduler_testkit::RedisServer;
-use scheduler_testkit::Running;
+use scheduler_testkit::{RedisServer, Running};
 use serde::{Deserialize, Serialize};
 
 /// Executions by task id, with the argument each run saw.

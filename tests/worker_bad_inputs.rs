@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use scheduler::{
-    task, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskInfo, TaskRequest,
-    TaskState, Worker,
+    task, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskRequest, TaskState,
+    Worker,
 };
-use scheduler_testkit::RedisServer;
-use scheduler_testkit::Running;
+use scheduler_testkit::oracle::wait_finished;
+use scheduler_testkit::{RedisServer, Running};
 
 /// Adds two numbers and counts its runs.
 #[task(name = "add", queue = "bad")]
@@ -20,22 +20,6 @@ async fn add(ctx: TaskContext, a: u32, b: u32) -> Result<u32, TaskError> {
     ctx.state::<Arc<AtomicU64>>()?
         .fetch_add(1, Ordering::SeqCst);
     Ok(a + b)
-}
-
-/// Polls the task's status every 20 ms until it is finished; panics after `timeout`.
-async fn wait_finished(client: &Client, id: &TaskId, timeout: Duration) -> TaskInfo {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let info = client.status(id).await.unwrap();
-        if info.state.is_finished() {
-            return info;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {id} did not finish within {timeout:?}: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Asserts that the worker still runs a good task to success.

@@ -10,11 +10,11 @@ use std::time::Duration;
 use scheduler::redis::aio::ConnectionManager;
 use scheduler::redis::AsyncCommands;
 use scheduler::{
-    task, Backoff, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskInfo,
-    TaskState, Worker, WorkerBuilder,
+    task, Backoff, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskState, Worker,
+    WorkerBuilder,
 };
-use scheduler_testkit::RedisServer;
-use scheduler_testkit::Running;
+use scheduler_testkit::oracle::wait_finished;
+use scheduler_testkit::{RedisServer, Running};
 
 /// One run of a task as the handler saw it: attempt number, due time and start time (Redis
 /// clock, unix ms).
@@ -162,22 +162,6 @@ async fn client(url: &str, ns: &str) -> Client {
     Client::with_config(ClientConfig::new(url).namespace(ns))
         .await
         .unwrap()
-}
-
-/// Polls the task's status every 20 ms until it is finished; panics after `timeout`.
-async fn wait_finished(client: &Client, id: &TaskId, timeout: Duration) -> TaskInfo {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let info = client.status(id).await.unwrap();
-        if info.state.is_finished() {
-            return info;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {id} did not finish within {timeout:?}: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Whether `id` is a member of its partition's dead set.

@@ -16,8 +16,7 @@ use scheduler::{
     task, Client, ClientConfig, TaskContext, TaskError, TaskRequest, Worker, WorkerBuilder,
 };
 use scheduler_testkit::proxy::{Cut, Proxy};
-use scheduler_testkit::RedisServer;
-use scheduler_testkit::Running;
+use scheduler_testkit::{RedisServer, Running};
 use tokio::time::Instant;
 
 const QUEUE: &str = "net";

@@ -16,8 +16,7 @@ use scheduler::redis::AsyncCommands;
 use scheduler::{
     task, Client, ClientConfig, TaskContext, TaskError, TaskId, TaskInfo, TaskState, Worker,
 };
-use scheduler_testkit::Running;
-use scheduler_testkit::{tool_bin, ChildGuard, RedisServer};
+use scheduler_testkit::{tool_bin, ChildGuard, RedisServer, Running};
 use tokio::sync::watch;
 
 /// Where `sleep_then_record` writes, as in `test_worker` (`tools/chaos`).

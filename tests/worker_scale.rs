@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use scheduler::redis::AsyncCommands;
 use scheduler::{task, Client, ClientConfig, TaskContext, TaskError, TaskRequest, Worker};
-use scheduler_testkit::RedisServer;
-use scheduler_testkit::Running;
+use scheduler_testkit::oracle::wait_for;
+use scheduler_testkit::{RedisServer, Running};
 
 /// Executions by "queue/id".
 #[derive(Clone, Default)]
@@ -50,15 +50,6 @@ async fn count_me(ctx: TaskContext, n: u32) -> Result<u32, TaskError> {
         .entry(ctx.id().to_string())
         .or_default() += 1;
     Ok(n)
-}
-
-/// Polls `cond` every 50 ms until it holds; panics with `what` after `timeout`.
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// 5,000 tasks over three queues with 1, 4 and 16 shards, some due now and some a little later,

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scheduler::redis::aio::ConnectionManager;
 use scheduler::{task, Client, TaskContext, TaskError, TaskId, TaskState, Worker};
-use scheduler_testkit::RedisServer;
-use scheduler_testkit::Running;
+use scheduler_testkit::oracle::wait_for;
+use scheduler_testkit::{RedisServer, Running};
 
 /// Generous upper bound on lateness: only there to catch "never ran" or "ran at the next sweep",
 /// never a speed claim.
@@ -72,15 +72,6 @@ async fn record_start(ctx: TaskContext, label: String) -> Result<(), TaskError> 
         .or_default()
         .push((ctx.due_ms(), now));
     Ok(())
-}
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn unix_ms(t: SystemTime) -> i64 {

@@ -13,12 +13,14 @@
 //! - [`process`]: the harness binaries of `tools/chaos` built on demand ([`tool_bin`]), signals,
 //!   and a child killed on drop ([`ChildGuard`]).
 //! - [`worker`]: a worker running in the test's process ([`Running`]).
+//! - [`oracle`]: waiting for a task to finish, or for a condition on what tasks recorded.
 //! - [`ha`]: the oracle of failover runs: a ledger of acknowledged enqueues and runs, a steady
 //!   producer, and the accounting of lost, stuck, duplicated and early tasks.
 //! - [`scripts`]: the scripts of `lua/` by SHA1, derived from the files.
 
 pub mod cluster;
 pub mod ha;
+pub mod oracle;
 pub mod process;
 pub mod proxy;
 pub mod scripts;
