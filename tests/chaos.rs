@@ -1,5 +1,5 @@
-//! The CI subset of the chaos harness: every scenario of `examples/chaos.rs` in `--quick` mode
-//! (small counts, a few seconds each), each one's invariant asserted from its JSON line.
+//! The CI subset of the chaos harness (`chaos` of `tools/chaos`): every scenario in `--quick`
+//! mode (small counts, a few seconds each), each one's invariant asserted from its JSON line.
 //!
 //! The full-size run and its figures are in `docs/reliability.md`.
 //!
@@ -10,20 +10,18 @@
 //! `lost-every-attempt` checks behaviour that the `max_lost_leases` change brings (a worker lost
 //! during a run is not a failed retry): it fails until that change is in.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::example_bin;
+use scheduler_testkit::tool_bin;
 
 /// Runs `chaos all --quick` (real worker processes, a real redis-server, faults injected) and
 /// checks that every scenario printed its line with `"ok":true`.
 #[test]
 fn chaos_quick_scenarios_hold_their_invariants() {
     // Built first: the harness starts it as its worker processes.
-    let _worker = example_bin("chaos_worker");
-    let chaos = example_bin("chaos");
+    let _worker = tool_bin("chaos_worker");
+    let chaos = tool_bin("chaos");
     let started = Instant::now();
     let out = Command::new(chaos)
         .args(["all", "--quick"])

@@ -7,14 +7,11 @@
 //!   promotes it: there is no worker), `now-1` and `now-2` ready;
 //! - queue `billing` (4 shards): two dead tasks on different shards, `busy` running.
 
-// `common` allows its own unreachable `pub` items (an outer `allow` here would duplicate it).
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::{Client, ClientConfig, TaskId, TaskRequest};
+use scheduler_testkit::RedisServer;
 use serde_json::{json, Value};
 
 const NS: &str = "cli";

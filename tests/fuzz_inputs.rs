@@ -10,19 +10,17 @@
 //! is computed independently (cap, then registered name, then `rmp_serde` decoding of the
 //! task's argument type).
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::RedisServer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use scheduler::{
     task, Client, ClientConfig, Error, ShutdownHandle, TaskContext, TaskError, TaskId, TaskInfo,
     TaskRequest, TaskState, Worker, WorkerReport,
 };
+use scheduler_testkit::RedisServer;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 

@@ -2,15 +2,13 @@
 //! (producer, promoter, fetcher, acker, notifications) runs end to end on a real local cluster of
 //! 3 masters and 3 replicas.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::cluster::RedisCluster;
-use common::ha::{ha_worker, Ledger};
 use scheduler::broker::conn::Mode;
 use scheduler::{Client, ClientConfig, Error, TaskId, TaskRequest, TaskState};
+use scheduler_testkit::cluster::RedisCluster;
+use scheduler_testkit::ha::{ha_worker, Ledger};
 
 /// Cluster tests start 6 servers each: one at a time per test binary.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -12,15 +12,13 @@
 //!   (claim, ack, promote) is redone: such a task runs late or twice, never vanishes.
 //! - Both: producers and workers go on by themselves, no task runs before its due time.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::RedisCluster;
-use common::ha::{ha_worker, produce, resume_after, settle, Ledger};
 use scheduler::{Client, ClientConfig};
+use scheduler_testkit::cluster::RedisCluster;
+use scheduler_testkit::ha::{ha_worker, produce, resume_after, settle, Ledger};
 
 /// Cluster tests start 6 servers each: one at a time per test binary.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

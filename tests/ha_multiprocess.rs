@@ -1,20 +1,18 @@
-//! Many worker hosts: several worker processes (`examples/test_worker.rs`, separate OS processes)
+//! Many worker hosts: several worker processes (`test_worker` of `tools/chaos`, separate OS processes)
 //! share one queue against a throwaway Redis. Every task runs once, promotion spreads over the
 //! processes (the balance is printed), and a process that leaves, by SIGTERM or SIGKILL, leaves its
 //! partitions to the others: tasks due after it left still run, within about a lock TTL.
-
-mod common;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{example_bin, ChildGuard, RedisServer};
 use scheduler::redis::{self, AsyncCommands};
 use scheduler::{task, Client, ClientConfig, TaskContext, TaskError, TaskId, TaskRequest};
+use scheduler_testkit::{tool_bin, ChildGuard, RedisServer};
 
-/// The task `examples/test_worker.rs` registers; declared here only to build calls.
+/// The task `test_worker` (`tools/chaos`) registers; declared here only to build calls.
 #[task(name = "sleep_then_record", max_retries = 3)]
 async fn sleep_then_record(_ctx: TaskContext, _ms: u64, _tag: String) -> Result<(), TaskError> {
     unreachable!("run by the worker processes")
@@ -23,7 +21,7 @@ async fn sleep_then_record(_ctx: TaskContext, _ms: u64, _tag: String) -> Result<
 const SHARDS: u16 = 16;
 
 fn spawn(url: &str, ns: &str, queue: &str, list: &str, lock_ttl_ms: u64) -> ChildGuard {
-    let child = Command::new(example_bin("test_worker"))
+    let child = Command::new(tool_bin("test_worker"))
         .args(["--redis-url", url, "--namespace", ns, "--queue", queue])
         .args(["--concurrency", "32", "--lease-ms", "5000"])
         .args(["--lock-ttl-ms", &lock_ttl_ms.to_string()])

@@ -9,16 +9,14 @@
 //! when it resyncs from the new one. Only tasks acknowledged around the failover may be lost;
 //! everything else runs, never early.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ha::{ha_worker, produce, resume_after, settle, Ledger};
-use common::sentinel::SentinelSetup;
 use scheduler::broker::conn::Mode;
 use scheduler::{Client, ClientConfig, Error};
+use scheduler_testkit::ha::{ha_worker, produce, resume_after, settle, Ledger};
+use scheduler_testkit::sentinel::SentinelSetup;
 
 const SHARDS: u16 = 8;
 
@@ -51,7 +49,7 @@ async fn sentinel_failover_with_replica_acks_loses_nothing() {
 /// nothing runs twice if the caller retries.
 #[tokio::test]
 async fn wait_for_replicas_without_a_replica_is_a_typed_error() {
-    let server = common::RedisServer::start();
+    let server = scheduler_testkit::RedisServer::start();
     let client = Client::with_config(
         ClientConfig::new(server.url())
             .namespace("norep")

@@ -3,16 +3,14 @@
 //! keys and channels and the commands the system uses (the rule printed in
 //! `docs/deployment.md`, read from there).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ha::{ha_worker, Ledger};
-use common::tls::{Certs, TlsRedis};
-use common::RedisServer;
 use scheduler::TlsConfig;
 use scheduler::{Client, ClientConfig, TaskRequest, TaskState, WorkerBuilder};
+use scheduler_testkit::ha::{ha_worker, Ledger};
+use scheduler_testkit::tls::{Certs, TlsRedis};
+use scheduler_testkit::RedisServer;
 
 /// `n` tasks `t0`.. of `ha_note`: the even ones due now, the odd ones after up to 1 s.
 fn mixed_requests(n: usize) -> Vec<TaskRequest> {

@@ -1,13 +1,11 @@
 //! `Inspector` against a real redis-server: counts, pages across shards, the newest, one task
 //! decoded, workers, and the actions (cancel, requeue, delete) with their refusals.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::{Client, ClientConfig, Error, Inspector, TaskId, TaskRequest, TaskState};
+use scheduler_testkit::RedisServer;
 
 const SHARDS: u16 = 4;
 

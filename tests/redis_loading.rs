@@ -5,12 +5,10 @@
 //! The load is slowed with Redis's `key-load-delay` setting (1 ms per key, 3,000 keys), so it
 //! lasts a few seconds, longer than the ordinary retry budget (2 attempts here).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::RedisServer;
 use scheduler::{Client, ClientConfig, TaskRequest, TaskState};
+use scheduler_testkit::RedisServer;
 
 /// A server whose RDB holds 3,000 filler keys and whose restarts load them slowly.
 fn slow_loading_server() -> RedisServer {

@@ -1,19 +1,16 @@
 //! The producer API against a real worker and a throwaway Redis: cancelling tasks, unique
 //! (caller-chosen) task ids, and typed results.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::{
-    task, Client, ClientConfig, Error, ShutdownHandle, TaskContext, TaskError, TaskId, TaskInfo,
-    TaskRequest, TaskState, Worker, WorkerBuilder, WorkerReport,
+    task, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskInfo, TaskRequest,
+    TaskState, Worker, WorkerBuilder,
 };
+use scheduler_testkit::{RedisServer, Running};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 
 /// Executions by task id, with the argument each run saw.
 #[derive(Clone, Default)]
@@ -72,29 +69,6 @@ async fn summarise(label: String, parts: Vec<u32>) -> Result<Summary, TaskError>
 /// Returns nothing.
 #[task(name = "nothing", queue = "api")]
 async fn nothing() {}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
-}
 
 fn worker(url: &str, ns: &str, seen: &Seen) -> WorkerBuilder {
     Worker::builder()

@@ -2,19 +2,17 @@
 //! on the worker side (tasks it cannot run go to the dead set with a clear error, and the worker
 //! keeps running).
 
-mod common;
-
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::{
-    task, Client, ClientConfig, Error, ShutdownHandle, TaskContext, TaskError, TaskId, TaskInfo,
-    TaskRequest, TaskState, Worker, WorkerBuilder, WorkerReport,
+    task, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskRequest, TaskState,
+    Worker,
 };
-use tokio::task::JoinHandle;
+use scheduler_testkit::oracle::wait_finished;
+use scheduler_testkit::{RedisServer, Running};
 
 /// Adds two numbers and counts its runs.
 #[task(name = "add", queue = "bad")]
@@ -22,45 +20,6 @@ async fn add(ctx: TaskContext, a: u32, b: u32) -> Result<u32, TaskError> {
     ctx.state::<Arc<AtomicU64>>()?
         .fetch_add(1, Ordering::SeqCst);
     Ok(a + b)
-}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
-}
-
-/// Polls the task's status every 20 ms until it is finished; panics after `timeout`.
-async fn wait_finished(client: &Client, id: &TaskId, timeout: Duration) -> TaskInfo {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let info = client.status(id).await.unwrap();
-        if info.state.is_finished() {
-            return info;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {id} did not finish within {timeout:?}: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Asserts that the worker still runs a good task to success.

@@ -2,21 +2,19 @@
 //! `fail` (no retry), the dead-letter set, panics and timeouts, and a worker that keeps serving
 //! other tasks through all of them.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::redis::aio::ConnectionManager;
 use scheduler::redis::AsyncCommands;
 use scheduler::{
-    task, Backoff, Client, ClientConfig, Error, ShutdownHandle, TaskContext, TaskError, TaskId,
-    TaskInfo, TaskState, Worker, WorkerBuilder, WorkerReport,
+    task, Backoff, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskState, Worker,
+    WorkerBuilder,
 };
-use tokio::task::JoinHandle;
+use scheduler_testkit::oracle::wait_finished;
+use scheduler_testkit::{RedisServer, Running};
 
 /// One run of a task as the handler saw it: attempt number, due time and start time (Redis
 /// clock, unix ms).
@@ -141,29 +139,6 @@ async fn fine(ctx: TaskContext) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
-}
-
 /// A worker for these tests: every task above, quick leases, locks and sweeps.
 fn worker(url: &str, ns: &str, log: &RunLog) -> WorkerBuilder {
     Worker::builder()
@@ -187,22 +162,6 @@ async fn client(url: &str, ns: &str) -> Client {
     Client::with_config(ClientConfig::new(url).namespace(ns))
         .await
         .unwrap()
-}
-
-/// Polls the task's status every 20 ms until it is finished; panics after `timeout`.
-async fn wait_finished(client: &Client, id: &TaskId, timeout: Duration) -> TaskInfo {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let info = client.status(id).await.unwrap();
-        if info.state.is_finished() {
-            return info;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {id} did not finish within {timeout:?}: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Whether `id` is a member of its partition's dead set.

@@ -7,20 +7,16 @@
 //!   or lost with the connections left half-open), or resets them, for 10 s while tasks fall
 //!   due; after the heal every task runs, and the worker resumes within a generous bound.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::proxy::{Cut, Proxy};
-use common::RedisServer;
 use scheduler::{
-    task, Client, ClientConfig, ShutdownHandle, TaskContext, TaskError, TaskRequest, Worker,
-    WorkerBuilder, WorkerReport,
+    task, Client, ClientConfig, TaskContext, TaskError, TaskRequest, Worker, WorkerBuilder,
 };
-use tokio::task::JoinHandle;
+use scheduler_testkit::proxy::{Cut, Proxy};
+use scheduler_testkit::{RedisServer, Running};
 use tokio::time::Instant;
 
 const QUEUE: &str = "net";
@@ -94,29 +90,6 @@ async fn net_task(ctx: TaskContext, label: String) -> Result<(), TaskError> {
 async fn net_slow(ctx: TaskContext, label: String, ms: u64) -> Result<(), TaskError> {
     tokio::time::sleep(Duration::from_millis(ms)).await;
     record(&ctx, label)
-}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(60), self.join)
-            .await
-            .expect("worker stops within 60 s")
-            .expect("worker task did not panic")
-    }
 }
 
 /// Polls `cond` every 20 ms until it holds; false after `timeout`.
@@ -203,7 +176,7 @@ async fn drain_through_a_200ms_round_trip() {
         }
     };
     let acked_after = begun.elapsed();
-    let report = w.stop().await;
+    let report = w.stop_within(Duration::from_secs(60)).await;
     let all = runs.all();
     assert!(all_ran, "only {} of {N} tasks ran", all.len());
     let first = all.iter().map(|r| r.started).min().unwrap();
@@ -254,7 +227,7 @@ async fn lateness_at_100_per_second_through_a_200ms_round_trip() {
             .unwrap();
     }
     let all_ran = wait_until(Duration::from_secs(120), || runs.count() > N).await;
-    let report = w.stop().await;
+    let report = w.stop_within(Duration::from_secs(60)).await;
     let offered = runs.labelled("offered");
     assert!(all_ran, "only {} of {N} tasks ran", offered.len());
     let mut late: Vec<i64> = offered.iter().map(|r| r.claimed_ms - r.due_ms).collect();
@@ -348,7 +321,7 @@ async fn heals_after(fault: Fault, ns: &str) {
         3 * BATCH,
         proxy.accepted(),
     );
-    let report = w.stop().await;
+    let report = w.stop_within(Duration::from_secs(60)).await;
     assert!(
         all_ran,
         "{fault:?}: only {} of {} tasks ran within 60 s of the heal",
@@ -406,7 +379,7 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let stats = client.queue_stats(QUEUE).await.unwrap();
     assert_eq!(stats.running, 4, "2 running + 2 prefetched hold leases");
-    let report = first.stop().await;
+    let report = first.stop_within(Duration::from_secs(60)).await;
     eprintln!("first worker: {report:?}");
     assert_eq!(report.claimed, 4);
     assert_eq!(report.succeeded, 2);
@@ -425,7 +398,7 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
 
     let second = Running::start(worker(&redis.url(), "net-prefetch", &runs).concurrency(20)).await;
     assert!(wait_until(Duration::from_secs(30), || runs.count() == N).await);
-    let report = second.stop().await;
+    let report = second.stop_within(Duration::from_secs(60)).await;
     assert_eq!(report.succeeded, N as u64 - 2);
     assert!(runs.duplicates().is_empty(), "no task ran twice");
 }
@@ -506,7 +479,7 @@ async fn local_prefetch_stays_small() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ran = runs.count();
-    let report = w.stop().await;
+    let report = w.stop_within(Duration::from_secs(60)).await;
     eprintln!(
         "local prefetch, concurrency {CONCURRENCY}, 40-60 ms tasks: {ran} ran in 5 s ({:.0} tasks/s); \
          leases held beyond the running tasks (Redis, {samples} samples): peak {peak}, peak \

@@ -3,9 +3,7 @@
 //! shutdowns, in-process and by SIGTERM to a worker process (unfinished tasks are handed back at
 //! once, uncounted; tasks that finish within the timeout are acknowledged, not run again).
 //!
-//! The worker processes are `examples/test_worker.rs`.
-
-mod common;
+//! The worker processes are `test_worker` (`tools/chaos`).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -13,24 +11,22 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{example_bin, ChildGuard, RedisServer};
 use scheduler::redis::aio::ConnectionManager;
 use scheduler::redis::AsyncCommands;
 use scheduler::{
-    task, Client, ClientConfig, ShutdownHandle, TaskContext, TaskError, TaskId, TaskInfo,
-    TaskState, Worker, WorkerBuilder, WorkerReport,
+    task, Client, ClientConfig, TaskContext, TaskError, TaskId, TaskInfo, TaskState, Worker,
 };
+use scheduler_testkit::{tool_bin, ChildGuard, RedisServer, Running};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
-/// Where `sleep_then_record` writes, as in `examples/test_worker.rs`.
+/// Where `sleep_then_record` writes, as in `test_worker` (`tools/chaos`).
 #[derive(Debug)]
 struct Recorder {
     conn: ConnectionManager,
     list: String,
 }
 
-/// The same task as `examples/test_worker.rs` registers: sleeps `ms`, then appends
+/// The same task as `test_worker` (`tools/chaos`) registers: sleeps `ms`, then appends
 /// `<tag>:<attempt>` to the record list.
 #[task(name = "sleep_then_record", max_retries = 3)]
 async fn sleep_then_record(ctx: TaskContext, ms: u64, tag: String) -> Result<(), TaskError> {
@@ -83,33 +79,6 @@ async fn short_job(ctx: TaskContext) -> Result<(), TaskError> {
     let _ = open.wait_for(|o| *o).await;
     ctx.state::<Completions>()?.add(&ctx);
     Ok(())
-}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        self.join_report().await
-    }
-
-    async fn join_report(self) -> WorkerReport {
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
 }
 
 async fn client(url: &str, ns: &str) -> Client {
@@ -174,7 +143,7 @@ async fn membership(client: &Client, id: &TaskId) -> (bool, bool) {
     (ready.is_some(), active.is_some())
 }
 
-/// Starts `examples/test_worker.rs` on `queue` with these extra flags.
+/// Starts `test_worker` (`tools/chaos`) on `queue` with these extra flags.
 fn spawn_test_worker(
     url: &str,
     ns: &str,
@@ -182,7 +151,7 @@ fn spawn_test_worker(
     extra: &[&str],
     stdout: Stdio,
 ) -> ChildGuard {
-    let bin = example_bin("test_worker");
+    let bin = tool_bin("test_worker");
     let child = Command::new(bin)
         .args(["--redis-url", url, "--namespace", ns, "--queue", queue])
         .args(extra)
@@ -504,7 +473,7 @@ async fn graceful_shutdown_hands_back_unfinished_tasks() {
     .await;
 
     let started = tokio::time::Instant::now();
-    first.stop.shutdown();
+    first.shutdown();
     gate_open.send_replace(true);
     let report = first.join_report().await;
     let took = started.elapsed();

@@ -3,20 +3,15 @@
 //! partitions (with their locks deliberately broken, and a rogue promoter on top) never deliver a
 //! task twice.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::RedisServer;
 use scheduler::redis::AsyncCommands;
-use scheduler::{
-    task, Client, ClientConfig, ShutdownHandle, TaskContext, TaskError, TaskRequest, Worker,
-    WorkerBuilder, WorkerReport,
-};
-use tokio::task::JoinHandle;
+use scheduler::{task, Client, ClientConfig, TaskContext, TaskError, TaskRequest, Worker};
+use scheduler_testkit::oracle::wait_for;
+use scheduler_testkit::{RedisServer, Running};
 
 /// Executions by "queue/id".
 #[derive(Clone, Default)]
@@ -55,38 +50,6 @@ async fn count_me(ctx: TaskContext, n: u32) -> Result<u32, TaskError> {
         .entry(ctx.id().to_string())
         .or_default() += 1;
     Ok(n)
-}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
-}
-
-/// Polls `cond` every 50 ms until it holds; panics with `what` after `timeout`.
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// 5,000 tasks over three queues with 1, 4 and 16 shards, some due now and some a little later,

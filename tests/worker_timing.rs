@@ -2,17 +2,14 @@
 //! run early (judged on the Redis clock, the only clock the scheduler trusts), and an enqueue that
 //! makes a new, earlier head wakes the promoter without waiting for a sweep.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::RedisServer;
 use scheduler::redis::aio::ConnectionManager;
-use scheduler::{task, Client, ShutdownHandle, TaskContext, TaskError, TaskId, TaskState, Worker};
-use scheduler::{WorkerBuilder, WorkerReport};
-use tokio::task::JoinHandle;
+use scheduler::{task, Client, TaskContext, TaskError, TaskId, TaskState, Worker};
+use scheduler_testkit::oracle::wait_for;
+use scheduler_testkit::{RedisServer, Running};
 
 /// Generous upper bound on lateness: only there to catch "never ran" or "ran at the next sweep",
 /// never a speed claim.
@@ -75,38 +72,6 @@ async fn record_start(ctx: TaskContext, label: String) -> Result<(), TaskError> 
         .or_default()
         .push((ctx.due_ms(), now));
     Ok(())
-}
-
-/// A worker running in this process, stopped by [`Running::stop`].
-struct Running {
-    join: JoinHandle<WorkerReport>,
-    stop: ShutdownHandle,
-}
-
-impl Running {
-    async fn start(builder: WorkerBuilder) -> Self {
-        let worker = builder.build().await.expect("worker builds");
-        let stop = worker.shutdown_handle();
-        let join = tokio::spawn(worker.run(std::future::pending()));
-        Self { join, stop }
-    }
-
-    async fn stop(self) -> WorkerReport {
-        self.stop.shutdown();
-        tokio::time::timeout(Duration::from_secs(30), self.join)
-            .await
-            .expect("worker stops within 30 s")
-            .expect("worker task did not panic")
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn unix_ms(t: SystemTime) -> i64 {

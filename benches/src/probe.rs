@@ -3,69 +3,16 @@
 //! Redis.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use scheduler::redis::{self, aio::MultiplexedConnection};
 use serde_json::{json, Value};
 
+use scheduler_testkit::server::NO_PERSISTENCE;
+use scheduler_testkit::RedisServer;
+
 use crate::task::local_us;
-
-/// A `redis-server` of our own on a free loopback port (default settings, no persistence),
-/// killed on drop.
-#[derive(Debug)]
-pub(crate) struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    /// Starts one and waits until it answers PING.
-    pub(crate) fn start() -> Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("sched-bench-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start redis-server (is it on PATH? apt-get install redis-server)")?;
-        let server = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let ok = redis::Client::open(server.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok();
-            if ok {
-                return Ok(server);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!("redis-server on port {port} did not answer within 10 s")
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// The Redis a benchmark runs against, and an admin connection to it.
 #[derive(Debug)]
@@ -87,7 +34,8 @@ impl Env {
         let (url, server) = match url {
             Some(u) => (u, None),
             None => {
-                let s = RedisServer::start()?;
+                // The test kit's: a free loopback port, default settings, no persistence.
+                let s = RedisServer::try_start(&NO_PERSISTENCE)?;
                 (s.url(), Some(s))
             }
         };

@@ -2,15 +2,16 @@
 //! loopback ports, every process killed on drop.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::{free_port, RedisServer};
+use crate::server::{free_port, redis_server_command, temp_dir, RedisServer};
 
 /// The master name the sentinels monitor.
 pub const MASTER_NAME: &str = "mymaster";
 
 /// One `redis-server --sentinel` process.
+#[derive(Debug)]
 struct SentinelProc {
     child: Option<Child>,
     port: u16,
@@ -21,12 +22,7 @@ impl SentinelProc {
     fn start(master_port: u16) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!(
-                "sched-sentinel-{}-{port}-{}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            std::fs::create_dir_all(&dir).expect("temp dir");
+            let dir = temp_dir("sched-sentinel", port);
             let conf = dir.join("sentinel.conf");
             std::fs::write(
                 &conf,
@@ -40,12 +36,7 @@ impl SentinelProc {
                 ),
             )
             .expect("write sentinel.conf");
-            let child = Command::new("redis-server")
-                .arg(&conf)
-                .arg("--sentinel")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
+            let child = redis_server_command([conf.as_os_str(), "--sentinel".as_ref()])
                 .expect("redis-server must be on PATH");
             let mut s = Self {
                 child: Some(child),
@@ -91,6 +82,7 @@ impl Drop for SentinelProc {
 }
 
 /// One master, one replica, three sentinels (quorum 2, down after 1 s).
+#[derive(Debug)]
 pub struct SentinelSetup {
     /// The first master (a replica after a failover).
     pub first_master: RedisServer,

@@ -1,4 +1,4 @@
-//! A worker binary used by the integration tests (`tests/worker_recovery.rs`); not an example
+//! A worker binary used by the integration tests (`tests/worker_recovery.rs`, `tests/ha_multiprocess.rs`); not an example
 //! to copy.
 //!
 //! The tests start it as a child process, then kill it with SIGKILL (crash recovery) or stop it
@@ -11,7 +11,7 @@
 //! (`released=2`, ...) and exits 0.
 //!
 //! ```text
-//! cargo run --example test_worker -- --redis-url redis://127.0.0.1:7000 --queue q --lease-ms 1000
+//! cargo run -p scheduler-chaos --bin test_worker -- --redis-url redis://127.0.0.1:7000 --queue q --lease-ms 1000
 //! ```
 
 use std::time::Duration;

@@ -2,9 +2,6 @@
 //! jitter) per direction, and on command cuts the traffic without closing anything, lets it
 //! through again, or resets every connection.
 //!
-//! Self-contained (tokio and std only), so an example binary can include it with
-//! `#[path = "../tests/common/proxy.rs"] mod proxy;`.
-//!
 //! - Delay: each chunk read from one side is written to the other side after its direction's
 //!   delay plus a uniform jitter in `[-jitter, +jitter]`, never before an earlier chunk of the
 //!   same direction (order is kept; jitter only stretches gaps).
@@ -16,8 +13,6 @@
 //!   target only after the heal (a connect that hangs).
 //! - Heal ([`Proxy::heal`]): traffic flows again; new connections work in both modes.
 //! - Reset ([`Proxy::reset_all`]): every open connection is closed with a TCP reset on both sides.
-// Each user of this module uses a part of it.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use scheduler::{task, Client, Error, TaskContext, TaskError, TaskId, TaskRequest, WorkerBuilder};
 
 /// What a run saw: every acknowledged enqueue and every execution, timed from `start`.
+#[derive(Debug)]
 pub struct Ledger {
+    /// When the run started.
     pub start: Instant,
     /// id -> (when the enqueue was acknowledged, shard).
     pub acked: Mutex<HashMap<String, (Duration, u16)>>,
@@ -20,6 +22,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// An empty ledger, its clock started now.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             start: Instant::now(),
@@ -73,7 +76,9 @@ pub fn ha_worker(url: &str, ns: &str, shards: u16, ledger: &Arc<Ledger>) -> Work
 /// What the producer did.
 #[derive(Debug, Default, Clone)]
 pub struct Produced {
+    /// Batches acknowledged.
     pub batches_ok: u64,
+    /// Batches that failed after the client's retries.
     pub batches_failed: u64,
     /// Longest time between two acknowledged batches.
     pub longest_stall: Duration,
@@ -134,7 +139,9 @@ pub async fn produce(
 /// The outcome of a run.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// Tasks whose enqueue was acknowledged.
     pub acked: usize,
+    /// Acknowledged tasks that ran at least once.
     pub ran: usize,
     /// Acknowledged, never ran, and no record in Redis: the enqueue was lost.
     pub lost: Vec<(String, Duration, u16)>,
@@ -142,6 +149,7 @@ pub struct Outcome {
     pub stuck: Vec<String>,
     /// Ran more than once: (id, runs).
     pub duplicated: Vec<(String, usize)>,
+    /// Runs that started before their due time.
     pub early: u64,
 }
 

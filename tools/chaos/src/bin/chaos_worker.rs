@@ -1,5 +1,5 @@
-//! The worker process the chaos harness (`examples/chaos.rs`) starts, kills, stops and resumes;
-//! not an example to copy.
+//! The worker process the chaos harness (`chaos`, `src/bin/chaos/`) starts, kills, stops and
+//! resumes; not an example to copy.
 //!
 //! It registers one task, `chaos_rec(ms, mode)`. Every run appends a start line to
 //! `<record-dir>/w-<pid>.log` (`S <id> <attempt> <pid> <claimed_at_ms> <due_ms> <local_ms>`: claim

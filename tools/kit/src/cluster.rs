@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{free_port, RedisServer};
+use crate::server::{free_port, RedisServer};
 
 /// Slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -11,13 +11,18 @@ pub const SLOTS: u16 = 16384;
 /// One slot range of `CLUSTER SLOTS`: first and last slot, master port, replica ports.
 #[derive(Debug, Clone)]
 pub struct SlotRange {
+    /// First slot.
     pub start: u16,
+    /// Last slot.
     pub end: u16,
+    /// Port of the master.
     pub master: u16,
+    /// Ports of the replicas.
     pub replicas: Vec<u16>,
 }
 
 /// A local Redis Cluster of 3 masters with one replica each.
+#[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }

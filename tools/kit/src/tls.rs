@@ -2,14 +2,16 @@
 //! a `redis-server` that speaks only TLS (`--port 0 --tls-port`), killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use crate::server::{free_port, redis_server_command, temp_dir};
 
 /// A CA and one certificate signed by it (for `localhost` and `127.0.0.1`, usable by the server
 /// and as a client certificate), PEM files in a temp dir removed on drop.
+#[derive(Debug)]
 pub struct Certs {
+    /// The directory of the PEM files.
     pub dir: PathBuf,
 }
 
@@ -119,6 +121,7 @@ impl Drop for Certs {
 
 /// A `redis-server` listening only on a TLS port that requires client certificates signed by
 /// the CA.
+#[derive(Debug)]
 pub struct TlsRedis {
     child: Option<Child>,
     port: u16,
@@ -130,31 +133,34 @@ impl TlsRedis {
     pub fn start(certs: &Certs) -> Self {
         for _ in 0..5 {
             let port = free_port();
-            let dir = std::env::temp_dir().join(format!(
-                "sched-tls-redis-{}-{port}-{}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            std::fs::create_dir_all(&dir).expect("temp dir");
+            let dir = temp_dir("sched-tls-redis", port);
             let log = dir.join("redis.log");
-            let child = Command::new("redis-server")
-                .args(["--port", "0", "--tls-port", &port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--logfile")
-                .arg(&log)
-                .arg("--tls-cert-file")
-                .arg(certs.cert())
-                .arg("--tls-key-file")
-                .arg(certs.key())
-                .arg("--tls-ca-cert-file")
-                .arg(certs.ca())
-                .args(["--tls-auth-clients", "yes"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be on PATH");
+            let port_s = port.to_string();
+            let child = redis_server_command([
+                "--port".as_ref(),
+                "0".as_ref(),
+                "--tls-port".as_ref(),
+                port_s.as_ref(),
+                "--bind".as_ref(),
+                "127.0.0.1".as_ref(),
+                "--save".as_ref(),
+                "".as_ref(),
+                "--appendonly".as_ref(),
+                "no".as_ref(),
+                "--dir".as_ref(),
+                dir.as_os_str(),
+                "--logfile".as_ref(),
+                log.as_os_str(),
+                "--tls-cert-file".as_ref(),
+                certs.cert().as_os_str(),
+                "--tls-key-file".as_ref(),
+                certs.key().as_os_str(),
+                "--tls-ca-cert-file".as_ref(),
+                certs.ca().as_os_str(),
+                "--tls-auth-clients".as_ref(),
+                "yes".as_ref(),
+            ])
+            .expect("redis-server must be on PATH");
             let mut s = Self {
                 child: Some(child),
                 port,

@@ -1,0 +1,189 @@
+//! retry: failed runs rescheduled with a delay or buried in the dead set.
+
+use crate::support::*;
+
+struct RetryCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    items: Vec<FailItem<'static>>,
+    reply: Vec<Outcome>,
+    want: fn(&str) -> St,
+    msgs: Vec<M>,
+}
+
+table_case!(RetryCase, msgs);
+
+/// retry schedules the next attempt at now + delay while attempts <= max_retries, buries the
+/// task (dead set, error kept) when retries are exhausted or the delay is `None`, and rejects a
+/// stale token or a task not running with -1 and no change.
+#[tokio::test]
+async fn retry_transitions() {
+    let cases = [
+        RetryCase {
+            name: "retries left: scheduled at now + delay with the error",
+            seed: |_| St::default().task("a", running(3, 2)).active("a", FAR),
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task("a", rescheduled(running(3, 2), "boom", 5000))
+                    .sched("a", W::Now(5000))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(5000))],
+        },
+        RetryCase {
+            name: "attempts == max_retries: still one retry",
+            seed: |_| St::default().task("a", running(3, 3)).active("a", FAR),
+            items: vec![("a", 3, "boom", Some(0))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task("a", rescheduled(running(3, 3), "boom", 0))
+                    .sched("a", W::Now(0))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(0))],
+        },
+        RetryCase {
+            name: "lost leases do not count: attempts 4, lost 1, max_retries 3: retried",
+            seed: |_| {
+                St::default()
+                    .task("a", running(3, 4).with("lost", 1))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(0))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task("a", rescheduled(running(3, 4).with("lost", 1), "boom", 0))
+                    .sched("a", W::Now(0))
+                    .stat("retried", 1)
+            },
+            msgs: vec![M::S(W::Now(0))],
+        },
+        RetryCase {
+            name: "retries exhausted: dead with the error",
+            seed: |_| St::default().task("a", running(3, 4)).active("a", FAR),
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Dead],
+            want: |_| {
+                St::default()
+                    .task("a", buried(running(3, 4), "boom"))
+                    .dead("a", W::Now(0))
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "delay None: dead even with retries left",
+            seed: |_| St::default().task("a", running(3, 1)).active("a", FAR),
+            items: vec![("a", 3, "fatal", None)],
+            reply: vec![Outcome::Dead],
+            want: |_| {
+                St::default()
+                    .task("a", buried(running(3, 1), "fatal"))
+                    .dead("a", W::Now(0))
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "stale token: -1, nothing changes",
+            seed: |_| St::default().task("a", running(3, 1)).active("a", FAR),
+            items: vec![("a", 2, "boom", Some(5000))],
+            reply: vec![Outcome::StaleLease],
+            want: |_| St::default().task("a", running(3, 1)).active("a", FAR),
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "not running (reaped back to ready): -1, nothing changes",
+            seed: |_| {
+                St::default()
+                    .task("a", reaped())
+                    .ready("a", ready_score(5, 1000))
+            },
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::StaleLease],
+            want: |_| {
+                St::default()
+                    .task("a", reaped())
+                    .ready("a", ready_score(5, 1000))
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "retried call after a lost reply (same token, same error): 1, nothing changes",
+            seed: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        rescheduled(running(3, 1), "boom", 5000).with("run_at", FAR),
+                    )
+                    .sched("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Done],
+            want: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        rescheduled(running(3, 1), "boom", 5000).with("run_at", FAR),
+                    )
+                    .sched("a", FAR)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "retried call after a lost reply, task buried: 2, nothing changes",
+            seed: |_| {
+                St::default()
+                    .task("a", buried(running(3, 4), "boom").with("finished_at", 990))
+                    .dead("a", 990)
+            },
+            items: vec![("a", 3, "boom", None)],
+            reply: vec![Outcome::Dead],
+            want: |_| {
+                St::default()
+                    .task("a", buried(running(3, 4), "boom").with("finished_at", 990))
+                    .dead("a", 990)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
+            name: "mixed batch behind an earlier head: no s: message, both counters",
+            seed: |_| {
+                St::default()
+                    .task("x", at("scheduled", 5, 1000))
+                    .task("a", running(3, 1))
+                    .task("b", running(1, 4))
+                    .sched("x", 1000)
+                    .active("a", FAR)
+                    .active("b", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(5000)), ("b", 1, "bang", Some(5000))],
+            reply: vec![Outcome::Done, Outcome::Dead],
+            want: |_| {
+                St::default()
+                    .task("x", at("scheduled", 5, 1000))
+                    .task("a", rescheduled(running(3, 1), "boom", 5000))
+                    .task("b", buried(running(1, 4), "bang"))
+                    .sched("x", 1000)
+                    .sched("a", W::Now(5000))
+                    .dead("b", W::Now(0))
+                    .stat("retried", 1)
+                    .stat("dead", 1)
+            },
+            msgs: vec![],
+        },
+    ];
+    run_table(
+        "rty",
+        &cases,
+        async |case, s, p| s.retry(p, &case.items).await.unwrap(),
+        |case, ran| {
+            assert_eq!(ran.reply, case.reply, "{}: reply", case.name);
+        },
+    )
+    .await;
+}
