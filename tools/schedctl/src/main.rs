@@ -21,24 +21,18 @@
 //!
 //! # Layout
 //!
-//! - this file: arguments, connecting, dispatch, printing.
-//! - `schedctl/inspect.rs`: what the subcommands share on top of `scheduler::Inspector`, through
+//! - `main.rs`: arguments, connecting, dispatch, printing.
+//! - `inspect.rs`: what the subcommands share on top of `scheduler::Inspector`, through
 //!   which every read and action goes.
-//! - `schedctl/queues.rs`: `queues`, `stats`, `due`.
-//! - `schedctl/tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
-//! - `schedctl/workers.rs`: `workers`.
-//! - `schedctl/render.rs`: times, durations, MessagePack, tables.
+//! - `queues.rs`: `queues`, `stats`, `due`.
+//! - `tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
+//! - `workers.rs`: `workers`.
+//! - `render.rs`: times, durations, MessagePack, tables.
 
-// A binary's root file finds modules next to itself, not in `schedctl/`: hence the paths.
-#[path = "schedctl/inspect.rs"]
 mod inspect;
-#[path = "schedctl/queues.rs"]
 mod queues;
-#[path = "schedctl/render.rs"]
 mod render;
-#[path = "schedctl/tasks.rs"]
 mod tasks;
-#[path = "schedctl/workers.rs"]
 mod workers;
 
 use std::io::Write as _;
