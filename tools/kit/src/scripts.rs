@@ -53,3 +53,31 @@ pub fn script_name(sha: &str) -> &'static str {
         .map(String::as_str)
         .unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every script the library runs is named, with and without the prelude, and an unknown hash
+    /// is "other".
+    #[test]
+    fn names_every_script_of_lua() {
+        let enqueue = include_str!("../../../lua/enqueue.lua");
+        let sha = redis::Script::new(&scheduler::scripts::with_prelude(enqueue))
+            .get_hash()
+            .to_owned();
+        assert_eq!(script_name(&sha), "enqueue");
+        let renew = redis::Script::new(include_str!("../../../lua/lock_renew.lua"))
+            .get_hash()
+            .to_owned();
+        assert_eq!(script_name(&renew), "lock_renew");
+        let names: std::collections::BTreeSet<&str> =
+            script_hashes().values().map(String::as_str).collect();
+        for name in [
+            "enqueue", "promote", "claim", "ack", "retry", "reap", "extend", "release", "cancel",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        assert_eq!(script_name("0000"), "other");
+    }
+}
