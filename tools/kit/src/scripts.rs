@@ -63,7 +63,7 @@ mod tests {
     #[test]
     fn names_every_script_of_lua() {
         let enqueue = include_str!("../../../lua/enqueue.lua");
-        let sha = redis::Script::new(&scheduler::scripts::with_prelude(enqueue))
+        let sha = redis::Script::new(&scheduler::broker::scripts::with_prelude(enqueue))
             .get_hash()
             .to_owned();
         assert_eq!(script_name(&sha), "enqueue");
