@@ -66,6 +66,11 @@ local CANCELLED = 'cancelled'
 local STATES = { [SCHEDULED] = true, [READY] = true, [RUNNING] = true, [SUCCEEDED] = true,
   [DEAD] = true, [CANCELLED] = true }
 
+-- States whose record must sit in a sorted set (scheduled, ready, active for running, dead). A
+-- member of one set whose record names another of these was damaged: dropping it from the set
+-- would leave the task in no set (never run, or never reaped), so it is buried with its state.
+local IN_A_SET = { [SCHEDULED] = true, [READY] = true, [RUNNING] = true, [DEAD] = true }
+
 -- Moves a task whose record cannot be read (a field deleted or overwritten by hand) to the dead
 -- set, with the reason in `error`: state `dead`, `finished_at` now, `worker` removed. The caller
 -- removes the id from the set it was in, and reports it in its reply (the `corrupt` count).

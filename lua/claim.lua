@@ -67,7 +67,7 @@ for i = 1, #popped, 2 do
     elseif not count_ok(int_of(f[9]), f[9]) then why = 'max_retries ' .. shown(f[9])
     else why = 'timeout_ms ' .. shown(f[10])
     end
-  elseif not STATES[f[1]] then
+  elseif not STATES[f[1]] or IN_A_SET[f[1]] then
     if f[1] or redis.call('EXISTS', key) == 1 then
       why = 'state ' .. shown(f[1])
     else

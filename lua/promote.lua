@@ -45,7 +45,7 @@ if #due > 0 then
       pairs[#pairs + 1] = ready_score(f[2], tonumber(due[i + 1]))
       pairs[#pairs + 1] = id
       moved = moved + 1
-    elseif not STATES[f[1]] then
+    elseif not STATES[f[1]] or IN_A_SET[f[1]] then
       if f[1] or redis.call('EXISTS', key) == 1 then
         bury_corrupt(key, dead, id, now, 'state ' .. shown(f[1]))
       end

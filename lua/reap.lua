@@ -64,7 +64,7 @@ if #expired > 0 then
         redis.call('ZADD', dead, now, id)
         buried = buried + 1
       end
-    elseif not STATES[f[1]] then
+    elseif not STATES[f[1]] or IN_A_SET[f[1]] then
       if f[1] or redis.call('EXISTS', key) == 1 then
         bury_corrupt(key, dead, id, now, 'state ' .. shown(f[1]))
       end
