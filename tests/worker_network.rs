@@ -364,7 +364,9 @@ async fn prefetch_is_bounded_and_handed_back_at_shutdown() {
     let client = direct_client(&redis, "net-prefetch").await;
     let mut ids = Vec::new();
     for _ in 0..N {
-        let req = net_slow::new("slow".to_owned(), 1_500)
+        // Long enough that no task finishes before the stop, on a loaded machine too (with
+        // 1.5 s, a run ended first once and freed a slot for a fifth claim).
+        let req = net_slow::new("slow".to_owned(), 4_000)
             .into_request()
             .unwrap();
         ids.push(client.enqueue_request(req).await.unwrap());
