@@ -608,6 +608,22 @@ impl Client {
 /// forms, so records written positionally before stay readable. See docs/architecture.md,
 /// "Evolving argument types", for the byte cost.
 ///
+/// # Examples
+///
+/// ```
+/// use scheduler_core::{client::encode_args, TaskRequest};
+///
+/// #[derive(serde::Serialize)]
+/// struct Order {
+///     user_id: u64,
+///     amount_cents: u64,
+/// }
+/// let args = encode_args(&(Order { user_id: 7, amount_cents: 1250 },))?;
+/// let req = TaskRequest::from_encoded("charge", "billing", args);
+/// # let _ = req;
+/// # Ok::<(), scheduler_core::Error>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`Error::Encode`] when `args` cannot be encoded.
