@@ -90,7 +90,7 @@ async fn write(params: Arc<AckerParams>, batch: Vec<Completion>) {
                 e,
                 Some(d.as_millis() as u64),
             )),
-            Verdict::Bury(e) => fails
+            Verdict::Dead(e) => fails
                 .entry(c.idx)
                 .or_default()
                 .push((&c.id, c.token, e, None)),

@@ -91,7 +91,7 @@ pub(crate) async fn execute(
     span.in_scope(|| match &verdict {
         Verdict::Ack(_) => tracing::debug!(lateness_ms, "succeeded"),
         Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),
-        Verdict::Bury(err) => tracing::warn!(error = %err, "failed; not retryable"),
+        Verdict::Dead(err) => tracing::warn!(error = %err, "failed; not retryable"),
         Verdict::Release => {}
     });
     report(&params, idx, task.id, task.token, verdict);
@@ -155,7 +155,7 @@ async fn run(
             task.args.len(),
             params.max_payload_bytes
         );
-        return (Verdict::Bury(msg), "fatal");
+        return (Verdict::Dead(msg), "fatal");
     }
     let Some(handler) = params.registry.get(&task.name) else {
         let msg = format!(
@@ -164,7 +164,7 @@ async fn run(
             params.worker_id,
             params.registry.names().join(", ")
         );
-        return (Verdict::Bury(msg), "fatal");
+        return (Verdict::Dead(msg), "fatal");
     };
     let ctx = TaskContext::new(
         TaskId::new(&p.queue, &task.id),
@@ -185,7 +185,7 @@ async fn run(
     match tokio::time::timeout(limit, fut).await {
         // The result obeys the cap the arguments do: every size stored is one readers take.
         Ok(Ok(Ok(bytes))) if bytes.len() > params.max_payload_bytes => (
-            Verdict::Bury(format!(
+            Verdict::Dead(format!(
                 "result of {} bytes exceeds the worker's cap of {} bytes",
                 bytes.len(),
                 params.max_payload_bytes
@@ -194,7 +194,7 @@ async fn run(
         ),
         Ok(Ok(Ok(bytes))) => (Verdict::Ack(bytes), "success"),
         Ok(Ok(Err(RunError::Decode(e)))) => (
-            Verdict::Bury(format!(
+            Verdict::Dead(format!(
                 "cannot decode the arguments of task {:?} ({} bytes): {e}",
                 task.name,
                 task.args.len()
@@ -202,7 +202,7 @@ async fn run(
             "fatal",
         ),
         Ok(Ok(Err(RunError::Encode(e)))) => (
-            Verdict::Bury(format!(
+            Verdict::Dead(format!(
                 "cannot encode the result of task {:?}: {e}",
                 task.name
             )),
@@ -210,7 +210,7 @@ async fn run(
         ),
         Ok(Ok(Err(RunError::Task(e)))) => match e.kind() {
             TaskErrorKind::RetryAfter(d) => (Verdict::Retry(e.message().to_owned(), d), "failure"),
-            TaskErrorKind::Fail => (Verdict::Bury(e.message().to_owned()), "fatal"),
+            TaskErrorKind::Fail => (Verdict::Dead(e.message().to_owned()), "fatal"),
             _ => (Verdict::Retry(e.message().to_owned(), backoff()), "failure"),
         },
         Ok(Err(panic)) => {

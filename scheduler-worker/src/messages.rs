@@ -12,8 +12,8 @@ pub(crate) enum Verdict {
     Ack(Vec<u8>),
     /// Failed; retry after this delay if attempts remain, else bury.
     Retry(String, Duration),
-    /// Failed in a way retrying cannot fix: bury now.
-    Bury(String),
+    /// Failed in a way retrying cannot fix: state `dead` now.
+    Dead(String),
     /// Never started (prefetched, then shutdown): hand back to the ready set, attempt not counted.
     Release,
 }
