@@ -34,7 +34,9 @@ impl<T: Task> Handler for Typed<T> {
             Err(e) => Box::pin(std::future::ready(Err(RunError::Decode(e.to_string())))),
             Ok(args) => Box::pin(async move {
                 let out = T::run(ctx, args).await.map_err(RunError::Task)?;
-                rmp_serde::to_vec(&out).map_err(|e| RunError::Encode(e.to_string()))
+                // Struct results by field name, as arguments (docs/architecture.md).
+                scheduler_core::client::encode_args(&out)
+                    .map_err(|e| RunError::Encode(e.to_string()))
             }),
         }
     }
