@@ -582,11 +582,13 @@ impl Client {
             shards,
             ..QueueStats::default()
         };
-        // One pipeline for every shard (grouped by slot on a cluster). Due counts are not
-        // reported here: judged at time 0, their ZCOUNT costs nothing.
-        let pipe = crate::inspector::counts_pipeline(&self.store, queue, shards, 0);
-        let per_shard =
-            crate::inspector::parse_counts(self.retry(|| self.store.query_pipeline(&pipe)).await?)?;
+        // One pipeline for every shard (grouped by slot on a cluster); no due counts (those need
+        // the server's time and `ZCOUNT`, which `Inspector::queue` has).
+        let pipe = crate::inspector::counts_pipeline(&self.store, queue, shards, None);
+        let per_shard = crate::inspector::parse_counts(
+            self.retry(|| self.store.query_pipeline(&pipe)).await?,
+            false,
+        )?;
         for c in per_shard {
             stats.scheduled += c.scheduled;
             stats.ready += c.ready;

@@ -335,8 +335,8 @@ impl Inspector {
     pub async fn queue(&self, queue: &str) -> Result<QueueCounts> {
         let shards = self.shards(queue).await?;
         let now = self.server_time_ms().await?;
-        let pipe = counts_pipeline(self.store(), queue, shards, now);
-        let per_shard = parse_counts(self.read(&pipe).await?)?;
+        let pipe = counts_pipeline(self.store(), queue, shards, Some(now));
+        let per_shard = parse_counts(self.read(&pipe).await?, true)?;
         let mut total = Counts::default();
         for c in &per_shard {
             total.add(c);
@@ -769,7 +769,7 @@ pub(crate) fn counts_pipeline(
     store: &Store,
     queue: &str,
     shards: u16,
-    now_ms: i64,
+    now_ms: Option<i64>,
 ) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     for shard in 0..shards {
@@ -777,25 +777,31 @@ pub(crate) fn counts_pipeline(
         pipe.zcard(k.scheduled())
             .zcard(k.ready())
             .zcard(k.active())
-            .zcard(k.dead())
-            .zcount(k.scheduled(), "-inf", now_ms)
-            .hgetall(k.stats());
+            .zcard(k.dead());
+        // Without a time, no due count: `ZCOUNT` is not among the producer's ACL commands.
+        if let Some(now) = now_ms {
+            pipe.zcount(k.scheduled(), "-inf", now);
+        }
+        pipe.hgetall(k.stats());
     }
     pipe
 }
 
-/// The counts of each shard from the replies of [`counts_pipeline`].
-pub(crate) fn parse_counts(flat: Vec<Value>) -> Result<Vec<Counts>> {
-    flat.chunks_exact(6)
+/// The counts of each shard from the replies of [`counts_pipeline`] (`with_due`: it was given a
+/// time; `due_now` is 0 otherwise).
+pub(crate) fn parse_counts(flat: Vec<Value>, with_due: bool) -> Result<Vec<Counts>> {
+    let per = if with_due { 6 } else { 5 };
+    flat.chunks_exact(per)
         .map(|c| {
-            let (scheduled, ready, running, dead, due_now, counters): (
-                u64,
-                u64,
-                u64,
-                u64,
-                u64,
-                HashMap<String, u64>,
-            ) = decode(Value::Array(c.to_vec()), "queue counts")?;
+            let mut c = c.to_vec();
+            let counters: HashMap<String, u64> = decode(c.pop().unwrap_or(Value::Nil), "counters")?;
+            let due_now = if with_due {
+                decode(c.pop().unwrap_or(Value::Nil), "due count")?
+            } else {
+                0
+            };
+            let (scheduled, ready, running, dead): (u64, u64, u64, u64) =
+                decode(Value::Array(c), "queue counts")?;
             Ok(Counts {
                 scheduled,
                 ready,
