@@ -15,7 +15,10 @@ use scheduler_testkit::{RedisServer, Running};
 
 /// Runs per task id, with the start and end of each run (ms since the test's start).
 #[derive(Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<String, Vec<(u128, u128)>>>>);
+struct Runs(Arc<Mutex<HashMap<String, Vec<Span>>>>);
+
+/// Start and end of one run, ms since the test's start.
+type Span = (u128, u128);
 
 impl Runs {
     fn ids(&self) -> Vec<String> {
@@ -31,7 +34,7 @@ impl Runs {
             .filter(|r| r.len() > 1)
             .count()
     }
-    fn spans(&self) -> Vec<(u128, u128)> {
+    fn spans(&self) -> Vec<Span> {
         let mut v: Vec<_> = self.0.lock().unwrap().values().flatten().copied().collect();
         v.sort();
         v
