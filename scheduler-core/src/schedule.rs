@@ -1,6 +1,6 @@
 //! Periodic schedules: what a [`Schedule`] is (a cron expression in a time zone, or a fixed
 //! interval, bound to one task call), how its ticks are computed, and what a process does with
-//! the ticks that are due ([`plan`]). Storing and firing them is [`crate::Schedules`]; how
+//! the ticks that are due (`plan`). Storing and firing them is [`crate::Schedules`]; how
 //! exactly-once works is in `docs/schedules.md`.
 //!
 //! # Ticks

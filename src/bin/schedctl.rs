@@ -28,6 +28,7 @@
 //! - `schedctl/tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
 //! - `schedctl/workers.rs`: `workers`.
 //! - `schedctl/render.rs`: times, durations, MessagePack, tables.
+//! - `schedctl/schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
 
 // A binary's root file finds modules next to itself, not in `schedctl/`: hence the paths.
 #[path = "schedctl/inspect.rs"]
@@ -36,6 +37,8 @@ mod inspect;
 mod queues;
 #[path = "schedctl/render.rs"]
 mod render;
+#[path = "schedctl/schedules.rs"]
+mod schedules;
 #[path = "schedctl/tasks.rs"]
 mod tasks;
 #[path = "schedctl/workers.rs"]
@@ -114,6 +117,11 @@ enum Command {
     },
     /// Live workers, from their heartbeats.
     Workers,
+    /// Periodic schedules: `ls`, `add`, `rm`, `pause`, `resume`, `trigger`.
+    Schedules {
+        #[command(subcommand)]
+        cmd: schedules::SchedulesCmd,
+    },
     /// How many tasks of a queue are due now, and within a window.
     Due {
         /// The queue.
@@ -127,6 +135,7 @@ enum Command {
 /// What every subcommand gets: the connection and the output mode.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    pub(crate) client: Client,
     pub(crate) inspector: Inspector,
     pub(crate) namespace: String,
     pub(crate) json: bool,
@@ -160,6 +169,7 @@ async fn run(cli: Cli) -> Result<String> {
     let client = connect(&cli.redis_url, &cli.namespace).await?;
     let ctx = Ctx {
         inspector: Inspector::new(&client),
+        client: client.clone(),
         namespace: cli.namespace.clone(),
         json: cli.json,
     };
@@ -181,6 +191,7 @@ async fn run(cli: Cli) -> Result<String> {
             }
         }
         Command::Workers => workers::workers(&ctx).await,
+        Command::Schedules { cmd } => schedules::run(&ctx, cmd).await,
         Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
     }
 }
