@@ -420,3 +420,87 @@ async fn every_tick_once_across_worker_processes_stopped_and_killed() {
     // processes stopped).
     assert_eq!(fired, enqueued);
 }
+
+/// `schedule_write.lua` alone: a write from a stale revision or past its deadline changes
+/// nothing; an applied write bumps `rev`, creates its tasks once (an existing id is left alone and
+/// not counted in `fired`); the overlap guard answers busy before the tick, busy-past-tick after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_write_script_guards() {
+    use scheduler::broker::{ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
+
+    let redis = RedisServer::start();
+    let c = client(&redis, "x7").await;
+    let store = c.store();
+    let p = store.partition("sch", 0);
+    let mut conn = c.store().conn();
+    let (secs, _): (i64, i64) = scheduler::redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let now = secs * 1000;
+    let task = |id: &str, due: i64| ScheduleTask {
+        id: id.into(),
+        name: "beat".into(),
+        args: vec![0x91, 0x00],
+        due_ms: due,
+        max_retries: 0,
+        timeout_ms: 1000,
+        priority: 0,
+    };
+    let field = |k: &str, v: &str| (k.to_owned(), v.as_bytes().to_vec());
+    let write =
+        |rev: i64, deadline: i64, guard: Option<i64>, tasks: Vec<ScheduleTask>| ScheduleWriteArgs {
+            expected_rev: rev,
+            deadline_ms: deadline,
+            guard_tick_ms: guard,
+            fields: vec![field("next", "1"), field("last_id", "s@1")],
+            tasks,
+            ..Default::default()
+        };
+    let key = p.keys.schedule("s");
+    // A record that does not exist has revision 0.
+    let w = write(1, 0, None, vec![]);
+    assert_eq!(
+        store.schedule_write(&p, "s", &w).await.unwrap(),
+        ScheduleWrite::Stale
+    );
+    let w = write(0, now - 10_000, None, vec![]);
+    assert_eq!(
+        store.schedule_write(&p, "s", &w).await.unwrap(),
+        ScheduleWrite::TooLate
+    );
+    let exists: bool = conn.exists(&key).await.unwrap();
+    assert!(!exists, "nothing written");
+    let w = write(0, 0, None, vec![task("s@1", now + 60_000)]);
+    assert_eq!(
+        store.schedule_write(&p, "s", &w).await.unwrap(),
+        ScheduleWrite::Done(1)
+    );
+    // The same tick again (from the new revision): the task exists, nothing created or counted.
+    let w = write(1, 0, None, vec![task("s@1", now + 60_000)]);
+    assert_eq!(
+        store.schedule_write(&p, "s", &w).await.unwrap(),
+        ScheduleWrite::Done(0)
+    );
+    let (rev, fired): (i64, i64) = scheduler::redis::cmd("HMGET")
+        .arg(&key)
+        .arg("rev")
+        .arg("fired")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((rev, fired), (2, 1));
+    // `last_id` (s@1) is scheduled: the overlap guard holds the next tick.
+    let w = write(2, 0, Some(now + 120_000), vec![task("s@2", now + 120_000)]);
+    assert_eq!(
+        store.schedule_write(&p, "s", &w).await.unwrap(),
+        ScheduleWrite::Busy
+    );
+    let w = write(2, 0, Some(now - 1_000), vec![task("s@2", now - 1_000)]);
+    assert_eq!(
+        store.schedule_write(&p, "s", &w).await.unwrap(),
+        ScheduleWrite::BusyPastTick
+    );
+    let created: bool = conn.exists(p.keys.task("s@2")).await.unwrap();
+    assert!(!created);
+}
