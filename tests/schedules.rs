@@ -504,3 +504,32 @@ async fn schedule_write_script_guards() {
     let created: bool = conn.exists(p.keys.task("s@2")).await.unwrap();
     assert!(!created);
 }
+
+/// A schedule whose record cannot be read (edited by hand) is counted as failed by a pass of the
+/// schedule component, and does not hold up the other schedules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_schedule_does_not_hold_up_the_others() {
+    let redis = RedisServer::start();
+    let c = client(&redis, "x8").await;
+    let schedules = Schedules::new(&c);
+    for name in ["a-broken", "b-fine"] {
+        let s = Schedule::every(name, Duration::from_secs(1))
+            .unwrap()
+            .task(TaskCall::<beat>::new((0,)))
+            .unwrap();
+        schedules.add(&s).await.unwrap();
+    }
+    let shards = c.shards("sch").await.unwrap();
+    let p = c
+        .store()
+        .partition("sch", scheduler::broker::id::shard_of("a-broken", shards));
+    let mut conn = c.store().conn();
+    let _: () = conn
+        .hset(p.keys.schedule("a-broken"), "kind", "weekly-ish")
+        .await
+        .unwrap();
+    let report = schedules.fire_due(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert!(report.created >= 4, "{report:?}");
+    assert!(schedules.get("b-fine").await.unwrap().fired >= 4);
+}

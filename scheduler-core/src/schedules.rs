@@ -92,6 +92,9 @@ pub struct FireReport {
     /// Schedules another process wrote first (read again and found nothing left to do, or gave
     /// up after a few rounds: the next pass continues).
     pub contended: u64,
+    /// Schedules that could not be fired (an unreadable record, a Redis error on that
+    /// schedule); logged, and tried again by the next pass.
+    pub failed: u64,
 }
 
 /// Periodic schedules in Redis: the run-time API, and what the worker's schedule component calls.
@@ -171,7 +174,15 @@ impl Schedules {
         let index = self.client.store().keys().schedules();
         let mut conn = self.client.store().conn();
         let stored: Option<String> = conn.hget(&index, &s.name).await?;
-        if stored.as_deref().is_some_and(|q| q != req.queue) {
+        let moved = match stored.as_deref() {
+            // An index entry without its record (a refused write) does not hold the name.
+            Some(q) if q != req.queue => !self
+                .read(&self.partition(&s.name, q).await?, &s.name)
+                .await?
+                .is_empty(),
+            _ => false,
+        };
+        if moved {
             return Err(invalid(&format!(
                 "it sends to queue {:?}; remove it before changing its queue",
                 stored.unwrap_or_default()
@@ -350,24 +361,34 @@ impl Schedules {
     ///
     /// # Errors
     ///
-    /// A Redis error (the pass stops; the next one continues).
+    /// A Redis error reading the index (an error on one schedule is counted in
+    /// [`FireReport::failed`] and the pass goes on).
     pub async fn fire_due(&self, lookahead: Duration) -> Result<FireReport> {
         let mut report = FireReport::default();
         let look = lookahead.as_millis() as i64;
         for (name, queue) in self.index().await? {
-            let p = self.partition(&name, &queue).await?;
-            for round in 0..CAS_ROUNDS {
-                match self.fire_one(&p, &name, look).await? {
-                    Some(n) => {
-                        report.created += n;
-                        break;
-                    }
-                    None if round + 1 == CAS_ROUNDS => report.contended += 1,
-                    None => {}
+            // One schedule that cannot be fired (a record edited by hand, its queue's shard
+            // count unreadable) must not hold up the others: count it, log it, go on.
+            match self.fire_schedule(&name, &queue, look).await {
+                Ok(Some(n)) => report.created += n,
+                Ok(None) => report.contended += 1,
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::warn!(schedule = %name, error = %e, "could not fire schedule");
                 }
             }
         }
         Ok(report)
+    }
+
+    async fn fire_schedule(&self, name: &str, queue: &str, look: i64) -> Result<Option<u64>> {
+        let p = self.partition(name, queue).await?;
+        for _ in 0..CAS_ROUNDS {
+            if let Some(n) = self.fire_one(&p, name, look).await? {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
     }
 
     /// One schedule: `Some(created)` when done for this pass, `None` to read again.
