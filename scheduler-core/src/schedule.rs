@@ -495,8 +495,7 @@ mod tests {
         );
     }
 
-    /// Month ends: day 31 skips short months; `L`-less "last day" is not cron syntax, so day 30
-    /// and 31 fire where they exist.
+    /// Month ends: day 31 fires only in months that have one, day 30 skips February.
     #[test]
     fn month_ends() {
         assert_eq!(
