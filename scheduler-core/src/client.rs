@@ -662,14 +662,14 @@ impl<T: Task> IntoTaskRequest for TaskCall<T> {
 /// whose type this process does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRequest {
-    name: String,
-    queue: String,
-    args: Vec<u8>,
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) args: Vec<u8>,
     id: Option<String>,
     due: Due,
-    max_retries: u32,
-    timeout: Duration,
-    priority: u8,
+    pub(crate) max_retries: u32,
+    pub(crate) timeout: Duration,
+    pub(crate) priority: u8,
 }
 
 impl TaskRequest {

@@ -88,6 +88,27 @@ pub enum Error {
     /// Waiting for a result took longer than the caller allowed.
     #[error("timed out waiting for task {0}")]
     Timeout(TaskId),
+    /// A periodic schedule that cannot be used: an invalid cron expression or time zone, an
+    /// interval of zero, a bad schedule name, or a change of queue; nothing was stored.
+    #[error("invalid schedule {name:?}: {reason}")]
+    InvalidSchedule {
+        /// The schedule's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A schedule declared on a worker for a task name that worker has not registered; nothing
+    /// was stored.
+    #[error("schedule {schedule:?} runs task {task:?}, which this worker has not registered")]
+    UnknownScheduleTask {
+        /// The schedule's name.
+        schedule: String,
+        /// The task name it runs.
+        task: String,
+    },
+    /// No schedule of that name is stored.
+    #[error("schedule {0:?} not found")]
+    ScheduleNotFound(String),
     /// Redis returned something the scripts never return: a version mismatch or a bug.
     #[error("unexpected reply from Redis: {0}")]
     Protocol(String),

@@ -43,6 +43,12 @@ impl Keys {
         format!("{}:workers:*", self.ns)
     }
 
+    /// Hash `<ns>:schedules`: schedule name -> queue, the index of every periodic schedule (the
+    /// schedule itself lives in its partition, [`PartitionKeys::schedule`]).
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.ns)
+    }
+
     /// The keys of partition (`queue`, `shard`).
     pub fn partition(&self, queue: &str, shard: u16) -> PartitionKeys {
         PartitionKeys {
@@ -98,6 +104,12 @@ impl PartitionKeys {
         format!("{}:lock", self.base)
     }
 
+    /// Hash `…:sch:<name>`: periodic schedule `name` (definition, next tick, revision,
+    /// counters), in the partition its ticks' tasks go to (see `docs/schedules.md`).
+    pub fn schedule(&self, name: &str) -> String {
+        format!("{}:sch:{}", self.base, name)
+    }
+
     /// Prefix of the task hashes, `…:t:`; scripts append the task id.
     pub fn task_prefix(&self) -> String {
         format!("{}:t:", self.base)
@@ -131,6 +143,8 @@ mod tests {
             (p.lock(), "sched:{emails:3}:lock"),
             (p.drained(), "sched:{emails:3}:drained"),
             (p.task_prefix(), "sched:{emails:3}:t:"),
+            (k.schedules(), "sched:schedules"),
+            (p.schedule("daily"), "sched:{emails:3}:sch:daily"),
             (p.task("01J"), "sched:{emails:3}:t:01J"),
         ];
         for (got, want) in table {

@@ -20,6 +20,10 @@
 //! - `id` — [`TaskId`], queue-name rules and the shard hash.
 //! - [`inspector`] — [`Inspector`], the operators' view.
 //! - [`info`] — [`TaskInfo`], [`TaskState`], [`QueueStats`].
+//! - [`schedule`] — [`Schedule`], periodic schedules: cron or interval, tick computation
+//!   (time zones, DST), misfire and overlap policies.
+//! - [`schedules`] — [`Schedules`], schedules stored in Redis: add, remove, pause, resume,
+//!   trigger, list, and the pass every worker runs to fire due ticks exactly once.
 //! - [`error`] — [`Error`].
 
 pub mod client;
@@ -33,6 +37,8 @@ pub mod info;
 pub mod inspector;
 #[doc(hidden)]
 pub mod keys;
+pub mod schedule;
+pub mod schedules;
 #[doc(hidden)]
 pub mod scripts;
 #[doc(hidden)]
@@ -48,6 +54,8 @@ pub use inspector::{
     Counts, DueSummary, Inspector, QueueCounts, QueueSummary, RequeueTally, TaskDetail, TaskPage,
     TaskSummary, WorkerInfo,
 };
+pub use schedule::{Misfire, Overlap, Schedule, Spec};
+pub use schedules::{Declared, FireReport, ScheduleInfo, Schedules};
 #[doc(hidden)]
 pub use store::Store;
 pub use task::{StateMap, Task, TaskContext, TaskError, TaskErrorKind};

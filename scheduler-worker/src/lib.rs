@@ -19,6 +19,8 @@
 //! - `heartbeat`: advertises the live worker.
 //! - `janitor`: enforces the dead set's retention.
 //! - `gauges`: optional per-queue task counts for metrics.
+//! - `ticker`: enqueues the due ticks of periodic schedules ahead of their time (only when
+//!   some schedule exists: one `HGETALL` of the empty index per second otherwise).
 //!
 //! Each takes a parameter struct of its own (`PromoterParams`, `FetcherParams`...) holding only
 //! what it uses; `messages` holds what they send each other (`AckMsg`, `PromoterEvent`) and
@@ -42,6 +44,7 @@ mod notify;
 mod promoter;
 mod registry;
 mod shared;
+mod ticker;
 pub mod worker;
 
 pub use backoff::Backoff;

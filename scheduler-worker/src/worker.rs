@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scheduler_core::conn::{HealthCheck, TlsConfig};
 use scheduler_core::store::Partition;
-use scheduler_core::{Client, ClientConfig, Error, StateMap, Store, Task};
+use scheduler_core::{Client, ClientConfig, Error, Schedule, Schedules, StateMap, Store, Task};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +28,8 @@ use crate::notify::NotifyParams;
 use crate::promoter::PromoterParams;
 use crate::registry::Registry;
 use crate::shared::{Counters, InflightMap, Ready};
-use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter};
+use crate::ticker::TickerParams;
+use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter, ticker};
 
 /// Builds a [`Worker`]: register tasks, set options, then [`WorkerBuilder::build`].
 ///
@@ -75,6 +76,9 @@ pub struct WorkerBuilder {
     registry: Registry,
     state: StateMap,
     tls: Option<TlsConfig>,
+    schedules: Vec<Schedule>,
+    schedule_poll: Duration,
+    schedule_lookahead: Duration,
 }
 
 impl Default for WorkerBuilder {
@@ -85,6 +89,9 @@ impl Default for WorkerBuilder {
             registry: Registry::default(),
             state: StateMap::default(),
             tls: None,
+            schedules: Vec::new(),
+            schedule_poll: Duration::from_secs(1),
+            schedule_lookahead: Duration::from_secs(5),
         }
     }
 }
@@ -118,6 +125,54 @@ impl WorkerBuilder {
     /// Registers task `T` (pass the unit struct `#[task]` generates).
     pub fn register<T: Task>(mut self, _task: T) -> Self {
         self.registry.register::<T>();
+        self
+    }
+
+    /// Declares periodic schedule `s`: [`WorkerBuilder::build`] stores it in Redis unless an
+    /// identical one is there (every worker declares its schedules at start; that changes and
+    /// fires nothing), and updates it when its definition changed (from the next tick not yet
+    /// enqueued). Removing a declaration from the code deletes nothing: remove it with
+    /// [`scheduler_core::Schedules::remove`]. Its task must be registered on this worker.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use scheduler_core::{Task, TaskCall, TaskContext, TaskError};
+    /// # struct Report;
+    /// # impl Task for Report {
+    /// #     const NAME: &'static str = "report";
+    /// #     type Args = (u32,);
+    /// #     type Output = ();
+    /// #     async fn run(_: TaskContext, _: (u32,)) -> Result<(), TaskError> { Ok(()) }
+    /// # }
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_core::Schedule;
+    /// use scheduler_worker::Worker;
+    /// let worker = Worker::builder()
+    ///     .register(Report)
+    ///     .schedule(Schedule::cron("daily-report", "0 30 2 * * *", "Europe/Paris")?
+    ///         .task(TaskCall::<Report>::new((7,)))?)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn schedule(mut self, s: Schedule) -> Self {
+        self.schedules.push(s);
+        self
+    }
+
+    /// How often the schedule component looks for due ticks. Default 1 s. Not part of
+    /// [`WorkerConfig`].
+    pub fn schedule_poll(mut self, t: Duration) -> Self {
+        self.schedule_poll = t;
+        self
+    }
+
+    /// How long before its time a tick is enqueued as a delayed task. Default 5 s; keep it
+    /// above twice [`WorkerBuilder::schedule_poll`] so ticks are enqueued ahead while any
+    /// worker runs. Not part of [`WorkerConfig`].
+    pub fn schedule_lookahead(mut self, t: Duration) -> Self {
+        self.schedule_lookahead = t;
         self
     }
 
@@ -316,9 +371,25 @@ impl WorkerBuilder {
     ///
     /// [`Error::InvalidConfig`] for a bad setting (see [`WorkerConfig::validate`]), before
     /// any connection is made; [`Error::InvalidUrl`], a Redis error when Redis cannot be
-    /// reached, [`Error::InvalidQueueName`], [`Error::ShardMismatch`].
+    /// reached, [`Error::InvalidQueueName`], [`Error::ShardMismatch`];
+    /// [`Error::UnknownScheduleTask`] for a declared schedule whose task is not registered (before
+    /// connecting, nothing stored), or the errors of [`scheduler_core::Schedules::declare`].
     pub async fn build(self) -> Result<Worker, Error> {
         self.cfg.validate()?;
+        if self.schedule_poll.is_zero() || self.schedule_lookahead.is_zero() {
+            return Err(Error::InvalidConfig(
+                "schedule_poll and schedule_lookahead must be above 0".into(),
+            ));
+        }
+        for s in &self.schedules {
+            let task = s.task_name().unwrap_or_default();
+            if self.registry.get(task).is_none() {
+                return Err(Error::UnknownScheduleTask {
+                    schedule: s.name().to_owned(),
+                    task: task.to_owned(),
+                });
+            }
+        }
         let mut ccfg = ClientConfig::new(&self.redis_url)
             .namespace(&self.cfg.namespace)
             .default_shards(self.cfg.default_shards)
@@ -353,7 +424,15 @@ impl WorkerBuilder {
             }
         }
         warn_on_eviction(&client).await;
+        let schedules = Schedules::new(&client);
+        for s in &self.schedules {
+            let what = schedules.declare(s).await?;
+            tracing::debug!(schedule = s.name(), ?what, "schedule declared");
+        }
         Ok(Worker {
+            schedule_poll: self.schedule_poll,
+            schedule_lookahead: self.schedule_lookahead,
+            schedules,
             client,
             cfg: self.cfg,
             registry: self.registry,
@@ -404,6 +483,9 @@ pub struct Worker {
     state: Arc<StateMap>,
     partitions: Vec<scheduler_core::store::Partition>,
     stop: CancellationToken,
+    schedules: Schedules,
+    schedule_poll: Duration,
+    schedule_lookahead: Duration,
 }
 
 /// Stops a running [`Worker`] gracefully from elsewhere.
@@ -577,6 +659,12 @@ impl Worker {
             store: store.clone(),
             partitions: Arc::clone(&partitions),
             queue_metrics_interval: cfg.queue_metrics_interval,
+            stop_intake: stop_intake.clone(),
+        })));
+        bg.spawn(ticker::run(Arc::new(TickerParams {
+            schedules: self.schedules,
+            poll: self.schedule_poll,
+            lookahead: self.schedule_lookahead,
             stop_intake: stop_intake.clone(),
         })));
         let executor = Arc::new(ExecutorParams {

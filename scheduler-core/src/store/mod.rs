@@ -12,7 +12,8 @@
 //! - one file per script family, each with its wrappers and their input and reply types:
 //!   `enqueue` (`enqueue.lua`), `schedule` (`promote.lua`, `reap.lua`), `lease` (`claim.lua`,
 //!   `extend.lua`, `release.lua`, `release_claim.lua`), `outcome` (`ack.lua`, `retry.lua`),
-//!   `admin` (`cancel.lua`, `requeue.lua`, `trim_dead.lua`), `lock` (the promoter lock);
+//!   `admin` (`cancel.lua`, `requeue.lua`, `trim_dead.lua`), `lock` (the promoter lock),
+//!   `schedules` (`schedule_write.lua`, periodic schedules);
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
 
 use redis::{Pipeline, ScriptInvocation, Value};
@@ -30,6 +31,7 @@ mod outcome;
 mod reply;
 mod retry;
 mod schedule;
+mod schedules;
 mod script;
 
 pub use admin::{CancelReply, RequeueReply};
@@ -39,6 +41,7 @@ pub use outcome::{AckItem, FailItem};
 pub use reply::Outcome;
 pub use retry::{retry_transient, retry_transient_for, DEFAULT_LOADING_WAIT};
 pub use schedule::{Promoted, Reaped};
+pub use schedules::{ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
 pub use script::{with_prelude, MAX_BATCH};
 
 /// A handle to the task store: a multiplexed, self-reconnecting connection plus key names.

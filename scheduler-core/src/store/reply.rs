@@ -50,6 +50,29 @@ pub enum RequeueReply {
     NotFound,
 }
 
+/// What `schedule_write.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleWrite {
+    /// Applied; this many tasks were created (ids that existed are not counted).
+    Done(u64),
+    /// The schedule's revision was not the one expected: another process wrote first.
+    Stale,
+    /// The plan reached Redis after its deadline (the caller was paused): nothing changed.
+    TooLate,
+    /// Overlap guard: the previous run is still queued or running, the tick is not reached yet.
+    Busy,
+    /// Overlap guard: the previous run is still queued or running and the tick is reached.
+    BusyPastTick,
+}
+
+/// `schedule_write.lua`, refusals (an applied write replies an array).
+pub(super) const SCHEDULE_WRITE: Codes<ScheduleWrite> = &[
+    (-1, ScheduleWrite::Stale),
+    (-3, ScheduleWrite::TooLate),
+    (-4, ScheduleWrite::Busy),
+    (-5, ScheduleWrite::BusyPastTick),
+];
+
 /// The reply codes of one script: each integer it may return and what it means.
 pub(super) type Codes<T> = &'static [(i64, T)];
 
@@ -166,6 +189,7 @@ mod tests {
         check("fenced", FENCED);
         check("cancel", CANCEL);
         check("requeue", REQUEUE);
+        check("schedule_write", SCHEDULE_WRITE);
         let arr = Value::Array(vec![Value::Int(1), Value::Int(-1)]);
         assert_eq!(
             codes("ack", FENCED, arr).unwrap(),

@@ -28,10 +28,12 @@
 //! - `tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
 //! - `workers.rs`: `workers`.
 //! - `render.rs`: times, durations, MessagePack, tables.
+//! - `schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
 
 mod inspect;
 mod queues;
 mod render;
+mod schedules;
 mod tasks;
 mod workers;
 
@@ -108,6 +110,11 @@ enum Command {
     },
     /// Live workers, from their heartbeats.
     Workers,
+    /// Periodic schedules: `ls`, `add`, `rm`, `pause`, `resume`, `trigger`.
+    Schedules {
+        #[command(subcommand)]
+        cmd: schedules::SchedulesCmd,
+    },
     /// How many tasks of a queue are due now, and within a window.
     Due {
         /// The queue.
@@ -121,6 +128,7 @@ enum Command {
 /// What every subcommand gets: the connection and the output mode.
 #[derive(Debug)]
 pub(crate) struct Ctx {
+    pub(crate) client: Client,
     pub(crate) inspector: Inspector,
     pub(crate) namespace: String,
     pub(crate) json: bool,
@@ -154,6 +162,7 @@ async fn run(cli: Cli) -> Result<String> {
     let client = connect(&cli.redis_url, &cli.namespace).await?;
     let ctx = Ctx {
         inspector: Inspector::new(&client),
+        client: client.clone(),
         namespace: cli.namespace.clone(),
         json: cli.json,
     };
@@ -175,6 +184,7 @@ async fn run(cli: Cli) -> Result<String> {
             }
         }
         Command::Workers => workers::workers(&ctx).await,
+        Command::Schedules { cmd } => schedules::run(&ctx, cmd).await,
         Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
     }
 }

@@ -575,3 +575,84 @@ async fn errors_are_plain() {
     let q = fx.json(&["queues"]);
     assert_eq!(q["queues"].as_array().unwrap().len(), 2);
 }
+
+/// `schedules add|ls|pause|resume|trigger|rm` manage periodic schedules through
+/// `scheduler::Schedules`; a bad cron expression is refused with exit status 1 and nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_add_ls_pause_trigger_rm() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let ok = |args: &[&str]| {
+        let out = run_at(&url, args);
+        assert!(
+            out.status.success(),
+            "schedctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = ok(&[
+        "schedules",
+        "add",
+        "nightly",
+        "--cron",
+        "0 30 2 * * *",
+        "--tz",
+        "Europe/Paris",
+        "--task",
+        "report",
+        "--queue",
+        "billing",
+        "--args",
+        "[7, \"eu\"]",
+        "--misfire",
+        "once",
+    ]);
+    assert_eq!(out, "nightly: created\n");
+    let again = ok(&[
+        "schedules",
+        "add",
+        "nightly",
+        "--cron",
+        "0 30 2 * * *",
+        "--tz",
+        "Europe/Paris",
+        "--task",
+        "report",
+        "--queue",
+        "billing",
+        "--args",
+        "[7, \"eu\"]",
+        "--misfire",
+        "once",
+    ]);
+    assert_eq!(again, "nightly: unchanged\n");
+    let ls = ok(&["schedules", "ls"]);
+    assert!(
+        ls.contains("nightly") && ls.contains("cron 0 30 2 * * * (Europe/Paris)"),
+        "{ls}"
+    );
+    assert!(ls.contains("[7, \"eu\"]") && ls.contains("active"), "{ls}");
+    assert_eq!(ok(&["schedules", "pause", "nightly"]), "paused nightly\n");
+    let v: Value = serde_json::from_str(&ok(&["--json", "schedules", "ls"])).unwrap();
+    assert_eq!(v["schedules"][0]["paused"], json!(true));
+    assert_eq!(v["schedules"][0]["args"], json!([7, "eu"]));
+    assert_eq!(ok(&["schedules", "resume", "nightly"]), "resumed nightly\n");
+    assert!(ok(&["schedules", "trigger", "nightly"]).starts_with("enqueued billing/nightly@now-"));
+    let bad = run_at(
+        &url,
+        &[
+            "schedules",
+            "add",
+            "bad",
+            "--cron",
+            "0 61 * * * *",
+            "--task",
+            "report",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid schedule"));
+    assert_eq!(ok(&["schedules", "rm", "nightly"]), "removed nightly\n");
+    assert!(ok(&["schedules", "ls"]).starts_with("no schedules"));
+}

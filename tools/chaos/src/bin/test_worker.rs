@@ -5,7 +5,10 @@
 //! with SIGTERM (graceful shutdown), which an in-process worker cannot show.
 //!
 //! It registers one task, `sleep_then_record(ms, tag)`: sleep `ms` milliseconds, then `RPUSH`
-//! `<tag>:<attempt>` to the Redis list `--record-list`, so a test sees which runs completed.
+//! `<tag>:<attempt>` to the Redis list `--record-list` (an empty tag records the task id
+//! instead), so a test sees which runs completed. With `--schedule-every-ms N` it also declares
+//! the periodic schedule `--schedule-name` (default `tick`) running `sleep_then_record(0, "")`
+//! every N ms (`tests/schedules.rs`).
 //!
 //! On a graceful stop it prints the worker's report to stdout as `key=value` lines
 //! (`released=2`, ...) and exits 0.
@@ -19,7 +22,7 @@ use std::time::Duration;
 use clap::Parser;
 use scheduler::redis::aio::ConnectionManager;
 use scheduler::redis::AsyncCommands;
-use scheduler::{task, TaskContext, TaskError, Worker};
+use scheduler::{task, Schedule, TaskContext, TaskError, Worker};
 
 /// Flags of the test worker; every one also reads an environment variable.
 #[derive(Debug, Parser)]
@@ -52,6 +55,18 @@ struct Args {
     /// Redis list that `sleep_then_record` appends `<tag>:<attempt>` to.
     #[arg(long, env = "SCHED_RECORD_LIST", default_value = "test:record")]
     record_list: String,
+    /// Declare a periodic schedule running `sleep_then_record(0, "")` every this many ms.
+    #[arg(long)]
+    schedule_every_ms: Option<u64>,
+    /// The declared schedule's name.
+    #[arg(long, default_value = "tick")]
+    schedule_name: String,
+    /// How often the schedule component looks for due ticks (ms).
+    #[arg(long, default_value_t = 1000)]
+    schedule_poll_ms: u64,
+    /// Result TTL in ms (default: the worker's).
+    #[arg(long)]
+    result_ttl_ms: Option<u64>,
 }
 
 /// Where `sleep_then_record` writes: a connection and the list's key.
@@ -67,6 +82,11 @@ async fn sleep_then_record(ctx: TaskContext, ms: u64, tag: String) -> Result<(),
     tokio::time::sleep(Duration::from_millis(ms)).await;
     let rec = ctx.state::<Recorder>()?;
     let mut conn = rec.conn.clone();
+    let tag = if tag.is_empty() {
+        ctx.id().id().to_owned()
+    } else {
+        tag
+    };
     let _: i64 = conn
         .rpush(&rec.list, format!("{tag}:{}", ctx.attempt()))
         .await?;
@@ -86,7 +106,19 @@ async fn main() -> anyhow::Result<()> {
     let conn = scheduler::redis::Client::open(args.redis_url.as_str())?
         .get_connection_manager()
         .await?;
-    let worker = Worker::builder()
+    let mut builder = Worker::builder();
+    if let Some(every) = args.schedule_every_ms {
+        builder = builder
+            .schedule(
+                Schedule::every(&args.schedule_name, Duration::from_millis(every))?
+                    .task(sleep_then_record::new(0, String::new()).queue(&args.queue))?,
+            )
+            .schedule_poll(Duration::from_millis(args.schedule_poll_ms));
+    }
+    if let Some(ttl) = args.result_ttl_ms {
+        builder = builder.result_ttl(Duration::from_millis(ttl));
+    }
+    let worker = builder
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
         .queues([args.queue.as_str()])
