@@ -199,19 +199,33 @@ pub(crate) async fn inject(
             sleep(at_ms).await;
             let mut w = workers.lock().unwrap();
             w.supervise = false;
-            if let Some(pid) = w.pid(0) {
-                let t = now_ms();
-                signal(pid, "TERM");
-                ev.lock().unwrap().termed.push((pid, t));
-                let c = w.slots[0].as_mut().unwrap();
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        ev.lock().unwrap().term_exit_ms = Some(now_ms() - t);
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(5));
+            // Every worker at once: which of them claimed the tasks is a race (a promoting
+            // worker's own fetcher claims first), and the one signalled must hold some.
+            let t = now_ms();
+            let mut termed = Vec::new();
+            for i in 0..w.slots.len() {
+                if let Some(pid) = w.pid(i) {
+                    signal(pid, "TERM");
+                    ev.lock().unwrap().termed.push((pid, t));
+                    termed.push(i);
                 }
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut exited = 0;
+            while exited < termed.len() && Instant::now() < deadline {
+                exited = termed
+                    .iter()
+                    .filter(|i| {
+                        matches!(
+                            w.slots[**i].as_mut().map(|c| c.try_wait()),
+                            Some(Ok(Some(_)))
+                        )
+                    })
+                    .count();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if exited == termed.len() {
+                ev.lock().unwrap().term_exit_ms = Some(now_ms() - t);
             }
             w.supervise = true;
         }
