@@ -6,16 +6,14 @@
 //! [`Inspector::workers`] (`SCAN` over heartbeat keys, never `KEYS`). Reads of several shards
 //! are not one snapshot: a worker may move a task between two of them.
 
+use redis::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::LazyLock;
-
-use redis::{Script, Value};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{take_blob, TaskInfo, TaskState};
-use crate::scripts::{with_prelude, RequeueReply};
+use crate::scripts::{DeleteReply, RequeueReply};
 use crate::store::{Partition, Store};
 
 /// The most tasks one list call returns; larger limits are cut to it.
@@ -26,9 +24,6 @@ const REQUEUE_BATCH: usize = 500;
 
 /// Keys asked for per `SCAN` step of [`Inspector::workers`] (a hint to Redis, not a limit).
 const SCAN_COUNT: u64 = 1000;
-
-static DELETE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&with_prelude(include_str!("../../lua/delete.lua"))));
 
 /// Reads and administers queues, tasks and workers; what `schedctl` and dashboards use.
 ///
@@ -744,20 +739,15 @@ impl Inspector {
         validate_id(id.id())?;
         let shards = self.shards(id.queue()).await?;
         let p = self.store().partition(id.queue(), id.shard(shards));
-        let mut inv = DELETE.prepare_invoke();
-        inv.key(p.keys.scheduled())
-            .key(p.keys.ready())
-            .key(p.keys.dead())
-            .key(p.keys.stats())
-            .arg(p.keys.task_prefix())
-            .arg(id.id());
         // Safe to repeat: a second run finds nothing and says so.
-        let v = self.client.retry(|| self.store().run_script(&inv)).await?;
-        match v {
-            Value::Int(1) => Ok(()),
-            Value::Int(2) => Err(Error::Running(id.clone())),
-            Value::Int(0) => Err(Error::NotFound(id.clone())),
-            other => Err(Error::Protocol(format!("delete returned {other:?}"))),
+        match self
+            .client
+            .retry(|| self.store().delete(&p, id.id()))
+            .await?
+        {
+            DeleteReply::Deleted => Ok(()),
+            DeleteReply::Running => Err(Error::Running(id.clone())),
+            DeleteReply::NotFound => Err(Error::NotFound(id.clone())),
         }
     }
 }

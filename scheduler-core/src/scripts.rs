@@ -3,6 +3,6 @@
 //! re-exported here so that `scheduler_core::scripts::X` keeps working.
 
 pub use crate::store::{
-    with_prelude, AckItem, CancelReply, Claim, Claimed, Due, FailItem, NewTask, Outcome, Promoted,
-    Reaped, RequeueReply, MAX_BATCH,
+    with_prelude, AckItem, CancelReply, Claim, Claimed, DeleteReply, Due, FailItem, NewTask,
+    Outcome, Promoted, Reaped, RequeueReply, MAX_BATCH,
 };

@@ -1,12 +1,14 @@
-//! Operator scripts: `cancel.lua`, `requeue.lua` (dead tasks back to ready), `trim_dead.lua`
+//! Operator scripts: `cancel.lua`, `delete.lua`, `requeue.lua` (dead tasks back to ready), `trim_dead.lua`
 //! (the janitor's retention).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-use super::reply::{code, codes, int, CANCEL as CANCEL_CODES, REQUEUE as REQUEUE_CODES};
-pub use super::reply::{CancelReply, RequeueReply};
+use super::reply::{
+    code, codes, int, CANCEL as CANCEL_CODES, DELETE as DELETE_CODES, REQUEUE as REQUEUE_CODES,
+};
+pub use super::reply::{CancelReply, DeleteReply, RequeueReply};
 use super::script::script;
 use super::{Partition, Store, MAX_BATCH};
 use crate::error::Result;
@@ -14,6 +16,7 @@ use crate::error::Result;
 static CANCEL: LazyLock<Script> = script!("cancel");
 static TRIM_DEAD: LazyLock<Script> = script!("trim_dead");
 static REQUEUE: LazyLock<Script> = script!("requeue");
+static DELETE: LazyLock<Script> = script!("delete");
 
 impl Store {
     /// `cancel.lua`: withdraws task `id` of `p` unless it started; its record then expires after
@@ -32,6 +35,24 @@ impl Store {
             .arg(id);
         let v = self.run_script(&inv).await?;
         code("cancel", CANCEL_CODES, &v)
+    }
+
+    /// `delete.lua`: removes task `id` of `p` unless it runs: its record and its entry in the
+    /// scheduled, ready or dead set.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn delete(&self, p: &Partition, id: &str) -> Result<DeleteReply> {
+        let mut inv = DELETE.prepare_invoke();
+        inv.key(p.keys.scheduled())
+            .key(p.keys.ready())
+            .key(p.keys.dead())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(id);
+        let v = self.run_script(&inv).await?;
+        code("delete", DELETE_CODES, &v)
     }
 
     /// `trim_dead.lua`: deletes at most `batch` dead tasks of `p` that died more than

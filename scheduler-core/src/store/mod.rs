@@ -34,7 +34,7 @@ mod schedule;
 mod schedules;
 mod script;
 
-pub use admin::{CancelReply, RequeueReply};
+pub use admin::{CancelReply, DeleteReply, RequeueReply};
 pub use enqueue::{Due, NewTask};
 pub use lease::{Claim, Claimed};
 pub use outcome::{AckItem, FailItem};

@@ -39,6 +39,17 @@ pub enum CancelReply {
     NotFound,
 }
 
+/// What delete did with one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReply {
+    /// Its record and set entry are gone.
+    Deleted,
+    /// Running: left alone.
+    Running,
+    /// No such task.
+    NotFound,
+}
+
 /// What requeue did with one dead task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequeueReply {
@@ -100,6 +111,13 @@ pub(super) const CANCEL: Codes<CancelReply> = &[
     (2, CancelReply::Running),
     (3, CancelReply::Finished),
     (0, CancelReply::NotFound),
+];
+
+/// `delete.lua`.
+pub(super) const DELETE: Codes<DeleteReply> = &[
+    (1, DeleteReply::Deleted),
+    (2, DeleteReply::Running),
+    (0, DeleteReply::NotFound),
 ];
 
 /// `requeue.lua`, one code per id.
@@ -188,6 +206,7 @@ mod tests {
         check("retry", RETRY);
         check("fenced", FENCED);
         check("cancel", CANCEL);
+        check("delete", DELETE);
         check("requeue", REQUEUE);
         check("schedule_write", SCHEDULE_WRITE);
         let arr = Value::Array(vec![Value::Int(1), Value::Int(-1)]);
