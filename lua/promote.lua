@@ -3,7 +3,9 @@
 -- promote, a wake-up and a claim).
 --
 -- Steps:
---   1. Read the server clock; take at most ARGV[2] ids whose due time is <= now, earliest first.
+--   1. Read the server clock; take at most ARGV[2] ids whose due time is <= now, earliest first
+--      (the first two members are read first: when at most one is due, that read also gives the
+--      next head).
 --   2. For each: while fewer than ARGV[5] were leased by this call, take it into a lease for the
 --      caller exactly as claim.lua does (lease_task: state `scheduled` -> `running`, token and
 --      attempts + 1, `worker` = ARGV[7], `started_at`, active set with deadline now + ARGV[6]).
@@ -45,7 +47,19 @@ local prefix, batch, channel, shard = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[
 local want, lease, worker = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local us = now_us()
 local now = math.floor(us / 1000)
-local due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
+-- The first two members tell, in one read, whether more than one is due and, when at most one
+-- is (a steady flow of precisely timed tasks), the next head: no second read for it.
+local first = redis.call('ZRANGE', sched, 0, 1, 'WITHSCORES')
+local due, next_head
+if first[4] and tonumber(first[4]) <= now and batch > 1 then
+  due = redis.call('ZRANGEBYSCORE', sched, '-inf', now, 'WITHSCORES', 'LIMIT', 0, batch)
+elseif first[2] and tonumber(first[2]) <= now then
+  due = { first[1], first[2] }
+  next_head = tonumber(first[4] or -1)
+else
+  due = {}
+  next_head = tonumber(first[2] or -1)
+end
 local out = { 0, -1, now, us, 0 }
 local moved, leased_n, corrupt = 0, 0, 0
 if #due > 0 then
@@ -91,6 +105,6 @@ if #due > 0 then
   if moved > 0 then wake_ready(drained, channel, shard) end
 end
 out[1] = moved
-out[2] = head_of(sched)
+out[2] = next_head or head_of(sched)
 out[5] = corrupt
 return out
