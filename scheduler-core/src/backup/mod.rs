@@ -54,8 +54,7 @@ use crate::schedules::{ScheduleInfo, Schedules};
 use crate::store::{Outcome, Partition, RestoreTask};
 use crate::TaskId;
 
-pub use format::{FormatError, FrameReader, FrameWriter, Header, TaskRecord, Trailer};
-use format::Frame;
+pub use format::{FormatError, Frame, FrameReader, FrameWriter, Header, TaskRecord, Trailer};
 
 /// Tasks per export page (one `export_page.lua` call) unless [`Exporter::batch`] says otherwise.
 pub const DEFAULT_BATCH: u32 = 200;
