@@ -85,7 +85,11 @@ fn records(file: &[u8]) -> Vec<TaskRecord> {
 
 async fn export(c: &Client) -> Vec<u8> {
     let mut file = Vec::new();
-    Exporter::new(c).batch(7).export(&mut file, |_| {}).await.unwrap();
+    Exporter::new(c)
+        .batch(7)
+        .export(&mut file, |_| {})
+        .await
+        .unwrap();
     file
 }
 
@@ -212,7 +216,11 @@ async fn export_flushall_import_runs_each_once_on_time() {
     assert_eq!((again.restored, again.existed), (0, 65));
     assert_eq!(again.schedules_existed, 1);
     let counts = Inspector::new(&c).queue(Q).await.unwrap().total;
-    assert_eq!(counts.scheduled + counts.ready + counts.dead, 65, "no duplicates");
+    assert_eq!(
+        counts.scheduled + counts.ready + counts.dead,
+        65,
+        "no duplicates"
+    );
     assert_eq!(Schedules::new(&c).list().await.unwrap().len(), 1);
 
     // Run them: each of the 60 exactly once, never claimed before its due time.
@@ -253,10 +261,16 @@ async fn sixteen_shards_into_four() {
     assert!(counts.per_shard.iter().all(|s| s.scheduled + s.ready > 0));
     for i in 0..300 {
         let id = TaskId::new(Q, format!("x{i}"));
-        let (a, b) = (src.status(&id).await.unwrap(), dst.status(&id).await.unwrap());
+        let (a, b) = (
+            src.status(&id).await.unwrap(),
+            dst.status(&id).await.unwrap(),
+        );
         assert_eq!(a.args, b.args);
         assert_eq!((a.state, a.run_at_ms), (b.state, b.run_at_ms));
-        assert_eq!(Inspector::new(&dst).task(&id).await.unwrap().shard, id.shard(4));
+        assert_eq!(
+            Inspector::new(&dst).task(&id).await.unwrap().shard,
+            id.shard(4)
+        );
     }
     // A new queue takes the shard count the importer is told, else the source's.
     let other = client(&redis.url(), "dst-new", 16).await;
@@ -324,7 +338,10 @@ async fn bad_files_are_refused_and_nothing_is_half_imported() {
             "truncated" => assert!(matches!(f, FormatError::Truncated { .. })),
             "newer" => assert!(matches!(
                 f,
-                FormatError::NewerVersion { found: 2, supported: 1 }
+                FormatError::NewerVersion {
+                    found: 2,
+                    supported: 1
+                }
             )),
             _ => assert!(matches!(
                 f,
@@ -336,7 +353,10 @@ async fn bad_files_are_refused_and_nothing_is_half_imported() {
         let Error::ImportStopped { done, source } = e else {
             panic!("{what}: {e:?}")
         };
-        assert!(matches!(*source, Error::BadExportFile(_)), "{what}: {source:?}");
+        assert!(
+            matches!(*source, Error::BadExportFile(_)),
+            "{what}: {source:?}"
+        );
         assert_eq!(done, ImportReport::default(), "{what}");
         if what != "newer" {
             let c = Inspector::new(&dst).queue(Q).await.unwrap().total;

@@ -57,7 +57,9 @@ pub enum FormatError {
         reason: String,
     },
     /// The checksum in the trailer does not match the bytes read: some byte changed.
-    #[error("checksum mismatch: the trailer says {expected:08x}, the content hashes to {actual:08x}")]
+    #[error(
+        "checksum mismatch: the trailer says {expected:08x}, the content hashes to {actual:08x}"
+    )]
     Checksum {
         /// CRC-32 written in the trailer.
         expected: u32,

@@ -328,7 +328,11 @@ impl Exporter {
                         let cursor = after.as_ref().map(|(s, i)| (s.as_str(), i.as_str()));
                         let page = self
                             .client
-                            .retry(|| self.client.store().export_page(&p, &set, cursor, self.batch))
+                            .retry(|| {
+                                self.client
+                                    .store()
+                                    .export_page(&p, &set, cursor, self.batch)
+                            })
                             .await?;
                         let full = page.len() == self.batch as usize;
                         read += page.len() as u64;
@@ -507,7 +511,10 @@ impl Importer {
             match frame {
                 Frame::Task(t) => {
                     let n = *shards.get(&t.queue).ok_or_else(|| {
-                        Error::Protocol(format!("task of queue {:?} missing from the header", t.queue))
+                        Error::Protocol(format!(
+                            "task of queue {:?} missing from the header",
+                            t.queue
+                        ))
                     })?;
                     let p = self.client.store().partition(&t.queue, shard_of(&t.id, n));
                     pending.push((p, restore_task(t)?));
@@ -693,7 +700,10 @@ mod tests {
             if cut < 8 {
                 assert_eq!(e, FormatError::NotAnExport, "cut at {cut}");
             } else {
-                assert!(matches!(e, FormatError::Truncated { .. }), "cut at {cut}: {e:?}");
+                assert!(
+                    matches!(e, FormatError::Truncated { .. }),
+                    "cut at {cut}: {e:?}"
+                );
             }
         }
     }
