@@ -11,7 +11,7 @@ use scheduler::backup::{
     Exporter, FormatError, Frame, FrameReader, ImportReport, Importer, TaskRecord,
 };
 use scheduler::{
-    task, Client, ClientConfig, Error, Inspector, Schedule, Schedules, TaskCall, TaskContext,
+    task, Client, ClientConfig, Error, Inspector, Schedule, Schedules, Spec, TaskCall, TaskContext,
     TaskError, TaskId, TaskRequest, TaskState, Worker, WorkerBuilder,
 };
 use scheduler_testkit::cluster::RedisCluster;
@@ -20,9 +20,9 @@ use scheduler_testkit::{RedisServer, Running};
 
 const Q: &str = "bk";
 
-/// Per task id: (claimed at, by the Redis clock, ms) of every run.
+/// Per task id: (claimed at by the Redis clock in ms, attempt) of every run.
 #[derive(Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<String, Vec<i64>>>>);
+struct Runs(Arc<Mutex<HashMap<String, Vec<(i64, u32)>>>>);
 
 impl Runs {
     fn total(&self) -> usize {
@@ -39,7 +39,7 @@ async fn rec(ctx: TaskContext, _n: u64, _text: String) -> Result<(), TaskError> 
         .unwrap()
         .entry(ctx.id().id().to_owned())
         .or_default()
-        .push(ctx.claimed_at_ms());
+        .push((ctx.claimed_at_ms(), ctx.attempt()));
     Ok(())
 }
 
@@ -146,6 +146,26 @@ async fn export_flushall_import_runs_each_once_on_time() {
     }
     w.stop().await;
     assert_eq!(inspector.queue(Q).await.unwrap().total.dead, 5);
+    // A task retrying: its first run failed, its second is due in 4 s (claimed and failed by
+    // hand; priority 9 so that its shard's claim takes it first).
+    c.enqueue_request(
+        TaskRequest::new("rec", Q, &(1u64, "again".to_owned()))
+            .unwrap()
+            .id("retry1")
+            .priority(9),
+    )
+    .await
+    .unwrap();
+    let p = c.store().partition(Q, TaskId::new(Q, "retry1").shard(4));
+    let claim = c.store().claim(&p, 1, 60_000, "test:1:0#0").await.unwrap();
+    assert_eq!(claim.tasks[0].id, "retry1");
+    c.store()
+        .retry(
+            &p,
+            &[("retry1", claim.tasks[0].token, "flaky once", Some(4_000))],
+        )
+        .await
+        .unwrap();
     // 60 tasks, 20 due in 4 s, 40 ready; 3 of the ready ones claimed (running) by hand.
     enqueue(&c, "t", 60, Duration::from_secs(4)).await;
     let mut running = 0;
@@ -172,17 +192,18 @@ async fn export_flushall_import_runs_each_once_on_time() {
 
     let ids = (0..5)
         .map(|i| format!("dead{i}"))
-        .chain((0..60).map(|i| format!("t{i}")));
+        .chain((0..60).map(|i| format!("t{i}")))
+        .chain(["retry1".to_owned()]);
     let mut statuses = BTreeMap::new();
     for id in ids {
         statuses.insert(id.clone(), c.status(&TaskId::new(Q, id)).await.unwrap());
     }
     let file = export(&c).await;
     let recs = records(&file);
-    assert_eq!(recs.len(), 65, "every task once");
+    assert_eq!(recs.len(), 66, "every task once");
     let by_state = |s: &str| recs.iter().filter(|r| r.state == s).count();
     assert_eq!(by_state("dead"), 5);
-    assert_eq!(by_state("scheduled"), 20);
+    assert_eq!(by_state("scheduled"), 21);
     assert_eq!(by_state("ready"), 40, "running ones are exported as ready");
     for r in &recs {
         let s = &statuses[&r.id];
@@ -193,7 +214,7 @@ async fn export_flushall_import_runs_each_once_on_time() {
     redis.cmd(&["FLUSHALL"]).unwrap();
     let c = client(&url, ns, 4).await;
     let done = import(&c, &file).await;
-    assert_eq!((done.restored, done.existed, done.schedules), (65, 0, 1));
+    assert_eq!((done.restored, done.existed, done.schedules), (66, 0, 1));
     let now = Inspector::new(&c).server_time_ms().await.unwrap();
     for r in &recs {
         let info = c.status(&TaskId::new(Q, &r.id)).await.unwrap();
@@ -204,8 +225,26 @@ async fn export_flushall_import_runs_each_once_on_time() {
         };
         assert_eq!(info.state, want, "{}", r.id);
         assert_eq!(info.args, r.args);
+        let old: &scheduler::TaskInfo = &statuses[&r.id];
+        // A running task is exported without its current run, as a release counts it.
+        let ran = u32::from(old.state == TaskState::Running);
+        assert_eq!(
+            (
+                info.attempts + ran,
+                &info.last_error,
+                info.max_retries,
+                info.timeout_ms
+            ),
+            (
+                old.attempts,
+                &old.last_error,
+                old.max_retries,
+                old.timeout_ms
+            ),
+            "{}: history kept",
+            r.id
+        );
         if r.state == "dead" {
-            let old = &statuses[&r.id];
             assert_eq!(info.last_error, old.last_error);
             assert!(info.last_error.as_deref().unwrap().starts_with("doomed #"));
             assert_eq!(info.attempts, old.attempts);
@@ -213,28 +252,33 @@ async fn export_flushall_import_runs_each_once_on_time() {
         }
     }
     let again = import(&c, &file).await;
-    assert_eq!((again.restored, again.existed), (0, 65));
+    assert_eq!((again.restored, again.existed), (0, 66));
     assert_eq!(again.schedules_existed, 1);
     let counts = Inspector::new(&c).queue(Q).await.unwrap().total;
     assert_eq!(
         counts.scheduled + counts.ready + counts.dead,
-        65,
+        66,
         "no duplicates"
     );
-    assert_eq!(Schedules::new(&c).list().await.unwrap().len(), 1);
+    let sch = Schedules::new(&c).list().await.unwrap();
+    assert_eq!(sch.len(), 1);
+    assert_eq!(sch[0].spec, Spec::Every(Duration::from_secs(3600)));
+    assert_eq!(sch[0].args, scheduler::encode_args(&(7u64, "s")).unwrap());
 
-    // Run them: each of the 60 exactly once, never claimed before its due time.
+    // Run them: each of the 61 exactly once, never claimed before its due time; the retrying
+    // one runs as its second attempt.
     let runs = Runs::default();
     let w = Running::start(worker(&url, ns, &runs)).await;
     let r2 = runs.clone();
-    wait_for("60 runs", Duration::from_secs(30), move || r2.total() >= 60).await;
+    wait_for("61 runs", Duration::from_secs(30), move || r2.total() >= 61).await;
     w.stop().await;
     let got = runs.0.lock().unwrap().clone();
     for r in recs.iter().filter(|r| r.state != "dead") {
         let claimed = &got[&r.id];
         assert_eq!(claimed.len(), 1, "{} ran once", r.id);
-        assert!(claimed[0] >= r.run_at_ms, "{} ran early", r.id);
+        assert!(claimed[0].0 >= r.run_at_ms, "{} ran early", r.id);
     }
+    assert_eq!(got["retry1"][0].1, 2, "the retry budget carried over");
     assert!(got.keys().all(|id| !id.starts_with("dead")));
     for i in 0..5 {
         let info = c.status(&TaskId::new(Q, format!("dead{i}"))).await.unwrap();
