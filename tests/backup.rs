@@ -408,3 +408,51 @@ async fn bad_files_are_refused_and_nothing_is_half_imported() {
         }
     }
 }
+
+/// `export_page.lua` continues after the previous page's last member even when that member has
+/// left the set: among members of equal score (ordered by id), the next page starts at the first
+/// id after the cursor's, so no member that stayed is skipped or read twice.
+#[tokio::test]
+async fn pages_continue_after_a_member_that_left() {
+    let redis = RedisServer::start();
+    let c = client(&redis.url(), "pages", 1).await;
+    let due = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let reqs: Vec<TaskRequest> = (0..10)
+        .map(|i| {
+            TaskRequest::new("rec", Q, &(i as u64, String::new()))
+                .unwrap()
+                .id(format!("a{i}"))
+                .eta(due)
+        })
+        .collect();
+    c.enqueue_bulk(reqs).await.unwrap();
+    let p = c.store().partition(Q, 0);
+    let set = p.keys.scheduled();
+    let ids = |page: &[scheduler::broker::ExportedTask]| {
+        page.iter().map(|t| t.id.clone()).collect::<Vec<_>>()
+    };
+    let first = c.store().export_page(&p, &set, None, 3).await.unwrap();
+    assert_eq!(ids(&first), ["a0", "a1", "a2"]);
+    assert!(first.iter().all(|t| t.fields.contains_key("args")));
+    let last = first.last().unwrap();
+    // The cursor member and the one after it leave the set.
+    let inspector = Inspector::new(&c);
+    inspector.delete(&TaskId::new(Q, "a2")).await.unwrap();
+    inspector.delete(&TaskId::new(Q, "a3")).await.unwrap();
+    let cursor = Some((last.score.as_str(), last.id.as_str()));
+    let second = c.store().export_page(&p, &set, cursor, 3).await.unwrap();
+    assert_eq!(ids(&second), ["a4", "a5", "a6"]);
+    // A cursor id before every remaining member, and one after all of them.
+    let third = c
+        .store()
+        .export_page(&p, &set, Some((last.score.as_str(), "a")), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&third), ["a0", "a1"]);
+    let end = c
+        .store()
+        .export_page(&p, &set, Some((last.score.as_str(), "b")), 5)
+        .await
+        .unwrap();
+    assert!(end.is_empty());
+}
