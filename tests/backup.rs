@@ -20,9 +20,12 @@ use scheduler_testkit::{RedisServer, Running};
 
 const Q: &str = "bk";
 
-/// Per task id: (claimed at by the Redis clock in ms, attempt) of every run.
+/// One run: when it was claimed by the Redis clock (ms), and which attempt it was.
+type Run = (i64, u32);
+
+/// Per task id, every run.
 #[derive(Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<String, Vec<(i64, u32)>>>>);
+struct Runs(Arc<Mutex<HashMap<String, Vec<Run>>>>);
 
 impl Runs {
     fn total(&self) -> usize {
