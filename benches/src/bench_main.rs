@@ -6,11 +6,12 @@
 //! ```
 //!
 //! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, `profile`
-//! (Redis cost of each script per task), and `backup` (export and import rates). Without `--redis-url` the bench starts a redis-server of
-//! its own on a free port (default settings, no persistence) and kills it at the end. Each run
-//! uses a fresh key namespace and deletes it afterwards (unless `--keep`). Workers are separate
-//! processes: this binary started again with `--role worker`. The last line printed is one JSON
-//! object; docs/benchmarks.md describes every key.
+//! (Redis cost of each script per task), and `backup` (export and import rates). Without
+//! `--redis-url` the bench starts a redis-server of its own on a free port (default settings, no
+//! persistence) and kills it at the end. Each run uses a fresh key namespace and deletes it
+//! afterwards (unless `--keep`). Workers are separate processes: this binary started again with
+//! `--role worker`. The last line printed is one JSON object; docs/benchmarks.md describes every
+//! key.
 
 mod pool;
 mod probe;
