@@ -884,6 +884,13 @@ pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
     env.config_set("slowlog-log-slower-than", &old_slow).await?;
     env.config_set("slowlog-max-len", &old_len).await?;
     std::fs::remove_file(&path)?;
+    if report.tasks != n || done.restored != n {
+        bail!(
+            "backup: {n} tasks enqueued, {} exported, {} imported",
+            report.tasks,
+            done.restored
+        );
+    }
     println!(
         "backup: exported {} tasks in {export_secs:.2} s ({:.0}/s), {} bytes ({:.0} B/task); longest command {:.2} ms ({})",
         report.tasks,
