@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub use scheduler_core::backup;
 pub use scheduler_core::client::encode_args;
 pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::defaults;

@@ -810,3 +810,126 @@ pub(crate) fn check_args(args: &Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// The longest command Redis logged since `SLOWLOG RESET` (µs) and its label, leaving out
+/// `SLOWLOG` itself.
+async fn longest_command(env: &mut Env) -> Result<(i64, String)> {
+    let slow: Vec<RValue> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(&mut env.admin)
+        .await?;
+    Ok(slow
+        .into_iter()
+        .filter_map(|e| match e {
+            RValue::Array(f) if f.len() >= 4 => {
+                let us: i64 = redis::from_redis_value_ref(&f[2]).ok()?;
+                let cmd: Vec<String> = redis::from_redis_value_ref(&f[3]).unwrap_or_default();
+                // The bench's own SLOWLOG calls are not the export's or the import's.
+                let ours = cmd
+                    .first()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("SLOWLOG"));
+                (!ours).then(|| (us, slow_label(&cmd)))
+            }
+            _ => None,
+        })
+        .max_by_key(|e| e.0)
+        .unwrap_or((0, "-".to_owned())))
+}
+
+/// `backup`: N tasks (a third due in one hour, the rest ready) exported to a file in a temp dir
+/// (`scheduler::backup::Exporter`, pages of 200), then imported into a fresh namespace; rates,
+/// file bytes per task, and the longest Redis command of each phase (`SLOWLOG`, threshold 0).
+pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
+    use scheduler::backup::{Exporter, Importer};
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(100_000);
+    let shards = args.shards.unwrap_or(16);
+    let (ns, ns2) = (fresh_namespace(), fresh_namespace());
+    let client = client(env, &ns, shards).await?;
+    enqueue_bulk(
+        &client,
+        0..n / 3,
+        args.bulk_chunk,
+        4,
+        When::In(Duration::from_secs(3600)),
+    )
+    .await?;
+    enqueue_bulk(&client, n / 3..n, args.bulk_chunk, 4, When::Now).await?;
+    let path = std::env::temp_dir().join(format!("{ns}.schedexp"));
+    let old_slow = env.config_set("slowlog-log-slower-than", "0").await?;
+    let old_len = env.config_set("slowlog-max-len", "100000").await?;
+    let reset = |env: &mut Env| {
+        let mut c = env.admin.clone();
+        async move {
+            redis::cmd("SLOWLOG")
+                .arg("RESET")
+                .query_async::<()>(&mut c)
+                .await
+        }
+    };
+    reset(env).await?;
+    let t = Instant::now();
+    let out = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let report = Exporter::new(&client).export(out, |_| {}).await?;
+    let export_secs = t.elapsed().as_secs_f64();
+    let export_longest = longest_command(env).await?;
+    let target = Client::with_config(ClientConfig::new(&env.url).namespace(&ns2)).await?;
+    reset(env).await?;
+    let t = Instant::now();
+    let input = std::io::BufReader::new(std::fs::File::open(&path)?);
+    let done = Importer::new(&target).import(input, |_| {}).await?;
+    let import_secs = t.elapsed().as_secs_f64();
+    let import_longest = longest_command(env).await?;
+    env.config_set("slowlog-log-slower-than", &old_slow).await?;
+    env.config_set("slowlog-max-len", &old_len).await?;
+    std::fs::remove_file(&path)?;
+    if report.tasks != n || done.restored != n {
+        bail!(
+            "backup: {n} tasks enqueued, {} exported, {} imported",
+            report.tasks,
+            done.restored
+        );
+    }
+    println!(
+        "backup: exported {} tasks in {export_secs:.2} s ({:.0}/s), {} bytes ({:.0} B/task); longest command {:.2} ms ({})",
+        report.tasks,
+        per_s(report.tasks, export_secs),
+        report.bytes,
+        report.bytes as f64 / report.tasks.max(1) as f64,
+        export_longest.0 as f64 / 1000.0,
+        export_longest.1
+    );
+    println!(
+        "backup: imported {} tasks in {import_secs:.2} s ({:.0}/s); longest command {:.2} ms ({})",
+        done.restored,
+        per_s(done.restored, import_secs),
+        import_longest.0 as f64 / 1000.0,
+        import_longest.1
+    );
+    cleanup(env, args, &ns).await?;
+    cleanup(env, args, &ns2).await?;
+    let mut m = base(env, args, "backup", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("shards".into(), json!(shards));
+    m.insert("exported".into(), json!(report.tasks));
+    m.insert(
+        "export_per_s".into(),
+        json!(per_s(report.tasks, export_secs)),
+    );
+    m.insert("file_bytes".into(), json!(report.bytes));
+    m.insert(
+        "export_longest_command_ms".into(),
+        json!(round2(export_longest.0 as f64 / 1000.0)),
+    );
+    m.insert("imported".into(), json!(done.restored));
+    m.insert(
+        "import_per_s".into(),
+        json!(per_s(done.restored, import_secs)),
+    );
+    m.insert(
+        "import_longest_command_ms".into(),
+        json!(round2(import_longest.0 as f64 / 1000.0)),
+    );
+    Ok(Value::Object(m))
+}

@@ -136,6 +136,24 @@ pub enum Error {
         /// Why they were refused.
         source: Box<Error>,
     },
+    /// [`crate::backup`]: an export file that cannot be read (not an export, a newer format,
+    /// truncated, corrupted); nothing after the bad spot was used.
+    #[error("export file: {0}")]
+    BadExportFile(#[from] crate::backup::FormatError),
+    /// [`crate::backup`]: reading or writing an export file failed.
+    #[error("export file i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// [`crate::backup::Importer::import`] stopped part way: the tasks counted in `done` are in
+    /// Redis (restored or found there), the rest of the file was not imported. Importing the
+    /// whole file again is safe: what is there is skipped.
+    #[error("import stopped after {} tasks ({} restored, {} existed) and {} schedules: {source}",
+        done.restored + done.existed, done.restored, done.existed, done.schedules)]
+    ImportStopped {
+        /// What was imported before the error.
+        done: crate::backup::ImportReport,
+        /// Why it stopped.
+        source: Box<Error>,
+    },
 }
 
 impl Error {

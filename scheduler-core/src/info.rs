@@ -98,6 +98,8 @@ pub struct TaskInfo {
     pub max_retries: u32,
     /// Priority 0..=9.
     pub priority: u8,
+    /// Time limit of one run, ms.
+    pub timeout_ms: u64,
     /// When it is (or was last) due, unix ms.
     pub run_at_ms: i64,
     /// When it was enqueued, unix ms.
@@ -135,6 +137,7 @@ impl TaskInfo {
             lost: num(&mut f, "lost").unwrap_or(0) as u32,
             max_retries: num(&mut f, "max_retries").unwrap_or(0) as u32,
             priority: num(&mut f, "priority").unwrap_or(0) as u8,
+            timeout_ms: num(&mut f, "timeout_ms").unwrap_or(0) as u64,
             run_at_ms: num(&mut f, "run_at").unwrap_or(0),
             enqueued_at_ms: num(&mut f, "enqueued_at").unwrap_or(0),
             finished_at_ms: num(&mut f, "finished_at"),

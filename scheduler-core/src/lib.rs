@@ -24,8 +24,11 @@
 //!   (time zones, DST), misfire and overlap policies.
 //! - [`schedules`] — [`Schedules`], schedules stored in Redis: add, remove, pause, resume,
 //!   trigger, list, and the pass every worker runs to fire due ticks exactly once.
+//! - [`backup`] — [`backup::Exporter`] and [`backup::Importer`]: logical export and import of
+//!   tasks and schedules, and the export file format (`backup/format.rs`).
 //! - [`error`] — [`Error`].
 
+pub mod backup;
 pub mod client;
 #[doc(hidden)]
 pub mod conn;

@@ -64,6 +64,10 @@ pub struct ScheduleInfo {
     pub args: Vec<u8>,
     /// Their priority.
     pub priority: u8,
+    /// Their retries allowed after the first run.
+    pub max_retries: u32,
+    /// Their time limit of one run, ms.
+    pub timeout_ms: u64,
     /// Misfire policy.
     pub misfire: Misfire,
     /// Overlap policy.
@@ -600,6 +604,8 @@ fn info_of(name: &str, rec: &Record) -> Result<ScheduleInfo> {
         task: text(rec, "task"),
         args: rec.get("args").cloned().unwrap_or_default(),
         priority: num(rec, "priority").unwrap_or(0).clamp(0, 9) as u8,
+        max_retries: num(rec, "max_retries").unwrap_or(0).max(0) as u32,
+        timeout_ms: num(rec, "timeout_ms").unwrap_or(0).max(0) as u64,
         misfire,
         overlap,
         paused: num(rec, "paused") == Some(1),

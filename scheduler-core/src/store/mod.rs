@@ -14,6 +14,8 @@
 //!   `extend.lua`, `release.lua`, `release_claim.lua`), `outcome` (`ack.lua`, `retry.lua`),
 //!   `admin` (`cancel.lua`, `requeue.lua`, `trim_dead.lua`), `lock` (the promoter lock),
 //!   `schedules` (`schedule_write.lua`, periodic schedules);
+//! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
+//!   `restore.lua` (tasks from an export file), for [`crate::backup`];
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
 
 use redis::{Pipeline, ScriptInvocation, Value};
@@ -24,6 +26,7 @@ use crate::id::validate_queue;
 use crate::keys::{Keys, PartitionKeys};
 
 mod admin;
+mod backup;
 mod enqueue;
 mod lease;
 mod lock;
@@ -35,6 +38,7 @@ mod schedules;
 mod script;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
+pub use backup::{ExportedTask, RestoreTask, SetPage};
 pub use enqueue::{Due, NewTask};
 pub use lease::{Claim, Claimed};
 pub use outcome::{AckItem, FailItem};

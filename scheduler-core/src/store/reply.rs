@@ -94,6 +94,13 @@ pub(super) const ENQUEUE: Codes<Outcome> = &[
     (-2, Outcome::Invalid),
 ];
 
+/// `restore.lua`, one code per task.
+pub(super) const RESTORE: Codes<Outcome> = &[
+    (1, Outcome::Done),
+    (0, Outcome::Exists),
+    (-2, Outcome::Invalid),
+];
+
 /// `retry.lua`, one code per task.
 pub(super) const RETRY: Codes<Outcome> = &[
     (1, Outcome::Done),

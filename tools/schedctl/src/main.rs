@@ -13,6 +13,8 @@
 //! schedctl cancel emails/order-4
 //! schedctl workers
 //! schedctl due emails --within 5m
+//! schedctl export --out tasks.schedexp
+//! schedctl import tasks.schedexp
 //! schedctl --json queues | jq '.queues[] | select(.dead > 0)'
 //! ```
 //!
@@ -29,7 +31,9 @@
 //! - `workers.rs`: `workers`.
 //! - `render.rs`: times, durations, MessagePack, tables.
 //! - `schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
+//! - `backup.rs`: `export`, `import` (logical backups, `docs/storage.md`).
 
+mod backup;
 mod inspect;
 mod queues;
 mod render;
@@ -123,6 +127,28 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = render::parse_duration)]
         within: u64,
     },
+    /// Write every unfinished task (scheduled, ready, running as ready, dead) and every schedule
+    /// to a file (format: docs/storage.md), in pages of `--batch` tasks per script call.
+    Export {
+        /// Only these queues (repeat the flag); default every queue.
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// The file to write (written as `<FILE>.partial`, renamed when complete).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Tasks read per script call (1-1000): the longest one call holds Redis.
+        #[arg(long, default_value_t = scheduler::backup::DEFAULT_BATCH)]
+        batch: u32,
+    },
+    /// Restore an export file: checked whole first, then imported; tasks that exist are skipped.
+    Import {
+        /// The export file.
+        file: std::path::PathBuf,
+        /// Shard count for a queue the target does not have yet, as QUEUE=N (repeat the flag);
+        /// default the source's. A queue the target has keeps its count.
+        #[arg(long, value_parser = backup::parse_shards)]
+        shards: Vec<(String, u16)>,
+    },
 }
 
 /// What every subcommand gets: the connection and the output mode.
@@ -186,6 +212,8 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Workers => workers::workers(&ctx).await,
         Command::Schedules { cmd } => schedules::run(&ctx, cmd).await,
         Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
+        Command::Export { queues, out, batch } => backup::export(&ctx, queues, &out, batch).await,
+        Command::Import { file, shards } => backup::import(&ctx, &file, shards).await,
     }
 }
 

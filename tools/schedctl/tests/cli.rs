@@ -656,3 +656,53 @@ async fn schedules_add_ls_pause_trigger_rm() {
     assert_eq!(ok(&["schedules", "rm", "nightly"]), "removed nightly\n");
     assert!(ok(&["schedules", "ls"]).starts_with("no schedules"));
 }
+
+/// `export` writes the seed's 7 tasks (the running one as ready) to a file; after `FLUSHALL`,
+/// `import` restores them (dead ones with their error), a second `import` skips them all, and a
+/// truncated file is refused with nothing imported.
+#[tokio::test]
+async fn export_flushall_import() {
+    let fx = seeded().await;
+    let dir = fx.server.dir().to_path_buf();
+    let file = dir.join("backup.schedexp");
+    let path = file.to_str().unwrap();
+    let out = fx.json(&["export", "--out", path, "--batch", "2"]);
+    assert_eq!(out["tasks"], 7);
+    assert_eq!(
+        out["by_state"],
+        json!({"dead": 2, "ready": 3, "scheduled": 2})
+    );
+    assert!(!dir.join("backup.schedexp.partial").exists());
+    fx.server.cmd(&["FLUSHALL"]).unwrap();
+    let text = fx.ok(&["import", path]);
+    assert_eq!(
+        text,
+        format!("imported {path}: 7 tasks restored, 0 already there; 0 schedules added, 0 already there\n")
+    );
+    let again = fx.json(&["import", path]);
+    assert_eq!(
+        (again["restored"].clone(), again["existed"].clone()),
+        (json!(0), json!(7))
+    );
+    let dead = fx.client.status(&fx.dead[0]).await.unwrap();
+    assert_eq!(dead.last_error.as_deref(), Some(ERROR));
+    let counts = fx.json(&["queues"]);
+    let billing = counts["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "billing")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (billing["ready"].clone(), billing["dead"].clone()),
+        (json!(1), json!(2))
+    );
+
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.join("cut.schedexp");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
+    let err = fx.fails(&["import", cut.to_str().unwrap()]);
+    assert!(err.contains("truncated at byte"), "{err}");
+    assert!(err.contains("nothing was imported"), "{err}");
+}
