@@ -21,7 +21,7 @@
 //! let client = Client::connect("redis://127.0.0.1:6379").await?;
 //! let app = router(&client, DashboardConfig::new().token("s3cret").prefix("/ops"));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! scheduler_dashboard::axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -35,6 +35,9 @@
 //! - `error.rs`: what a failure looks like to the browser (status, message; Redis errors are
 //!   logged, never shown).
 //! - `assets/`: the stylesheet and the refresh script.
+
+/// The axum this router is built with, so that a service mounting it uses the same version.
+pub use axum;
 
 mod auth;
 mod error;

@@ -13,6 +13,7 @@
 //! schedctl cancel emails/order-4
 //! schedctl workers
 //! schedctl due emails --within 5m
+//! schedctl serve --addr 127.0.0.1:8080 --token s3cret --read-only --prefix /ops
 //! schedctl --json queues | jq '.queues[] | select(.dead > 0)'
 //! ```
 //!
@@ -29,11 +30,13 @@
 //! - `workers.rs`: `workers`.
 //! - `render.rs`: times, durations, MessagePack, tables.
 //! - `schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
+//! - `serve.rs`: `serve`, the web dashboard.
 
 mod inspect;
 mod queues;
 mod render;
 mod schedules;
+mod serve;
 mod tasks;
 mod workers;
 
@@ -115,6 +118,8 @@ enum Command {
         #[command(subcommand)]
         cmd: schedules::SchedulesCmd,
     },
+    /// Serve the web dashboard (queues, tasks, workers, schedules, actions) until Ctrl-C.
+    Serve(serve::ServeArgs),
     /// How many tasks of a queue are due now, and within a window.
     Due {
         /// The queue.
@@ -186,6 +191,7 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Workers => workers::workers(&ctx).await,
         Command::Schedules { cmd } => schedules::run(&ctx, cmd).await,
         Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
+        Command::Serve(args) => serve::serve(&ctx, args).await,
     }
 }
 
