@@ -48,10 +48,10 @@ pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::defaults;
 pub use scheduler_core::{
     redis, Client, ClientConfig, Counts, Declared, DueSummary, Error, FireReport, Inspector,
-    IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts, QueueStats, QueueSummary, RequeueTally, Result,
-    Schedule, ScheduleInfo, Schedules, Spec, StateMap, Task, TaskCall, TaskContext, TaskDetail,
-    TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary,
-    WorkerInfo,
+    IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts, QueueStats, QueueSummary,
+    RequeueTally, Result, Schedule, ScheduleInfo, Schedules, Spec, StateMap, Task, TaskCall,
+    TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest,
+    TaskState, TaskSummary, WorkerInfo,
 };
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;

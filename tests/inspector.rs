@@ -228,7 +228,10 @@ async fn purge_deletes_a_state_in_batches() {
         .unwrap();
     assert_eq!(tally.deleted, n);
     assert_eq!((tally.running, tally.not_found), (0, 0));
-    assert!(seen.len() >= 5, "900 over 4 shards in batches of 200: {seen:?}");
+    assert!(
+        seen.len() >= 5,
+        "900 over 4 shards in batches of 200: {seen:?}"
+    );
     assert!(seen.windows(2).all(|w| w[0] <= w[1]));
     assert_eq!(seen.last(), Some(&n));
     let c = inspector.queue("q").await.unwrap().total;

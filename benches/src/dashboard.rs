@@ -18,7 +18,9 @@ use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::probe::{round2, Env};
-use crate::scenarios::{base, cleanup, client as bench_client, enqueue_due_in, fresh_namespace, slow_label};
+use crate::scenarios::{
+    base, cleanup, client as bench_client, enqueue_due_in, fresh_namespace, slow_label,
+};
 use crate::task::QUEUE;
 use crate::Args;
 

@@ -259,7 +259,11 @@ pub(crate) async fn overview(
             }
         }
     };
-    Ok(layout(&app.frame(&headers, "Overview", Nav::Overview, n.text()), body).into_response())
+    Ok(layout(
+        &app.frame(&headers, "Overview", Nav::Overview, n.text()),
+        body,
+    )
+    .into_response())
 }
 
 /// `GET /api/overview`: what the overview shows, as JSON.
@@ -325,7 +329,12 @@ pub(crate) async fn queue(
         .collect();
     counters.extend(others);
     let next_due = windows.first().and_then(|(_, d)| d.next_due_ms);
-    let max_window = windows.iter().map(|(_, d)| d.due_within).max().unwrap_or(0).max(1);
+    let max_window = windows
+        .iter()
+        .map(|(_, d)| d.due_within)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let body = html! {
         div.heading {
             h1 { "Queue " code { (queue) } }
@@ -604,7 +613,9 @@ pub(crate) struct Back {
 fn back_to(app: &App, back: Option<&str>, fallback: String, done: &str) -> Response {
     let p = app.p();
     let target = match back {
-        Some(b) if b.starts_with(&format!("{p}/")) && !b.starts_with("//") && !b.contains("://") => {
+        Some(b)
+            if b.starts_with(&format!("{p}/")) && !b.starts_with("//") && !b.contains("://") =>
+        {
             b.to_owned()
         }
         _ => fallback,
@@ -675,7 +686,11 @@ pub(crate) async fn requeue_dead_confirm(
             }
         }
     };
-    Ok(layout(&app.frame(&headers, "Requeue all dead", Nav::Overview, None), body).into_response())
+    Ok(layout(
+        &app.frame(&headers, "Requeue all dead", Nav::Overview, None),
+        body,
+    )
+    .into_response())
 }
 
 /// The form confirming a bulk action.
@@ -700,7 +715,11 @@ pub(crate) async fn requeue_dead(
         .requeue_dead(&queue, None)
         .await
         .map_err(|e| app.fail(e))?;
-    tracing::info!(queue, requeued = tally.requeued, "dashboard: requeued every dead task");
+    tracing::info!(
+        queue,
+        requeued = tally.requeued,
+        "dashboard: requeued every dead task"
+    );
     let target = format!("{}/dead", queue_href(app.p(), &queue));
     Ok(back_to(&app, None, target, "requeued-all"))
 }
@@ -755,8 +774,6 @@ fn spec_text(s: &Spec) -> String {
     match s {
         Spec::Cron { expr, tz } => format!("cron {expr} ({tz})"),
         Spec::Every(d) => format!("every {}", span(d.as_millis() as u64)),
-        #[allow(unreachable_patterns)]
-        _ => "another kind".to_owned(),
     }
 }
 
@@ -813,7 +830,11 @@ pub(crate) async fn schedules(
             }
         }
     };
-    Ok(layout(&app.frame(&headers, "Schedules", Nav::Schedules, n.text()), body).into_response())
+    Ok(layout(
+        &app.frame(&headers, "Schedules", Nav::Schedules, n.text()),
+        body,
+    )
+    .into_response())
 }
 
 /// `POST /schedules/{name}/{pause|resume|trigger}`.
@@ -870,4 +891,3 @@ pub(crate) async fn workflows(State(app): State<Arc<App>>, headers: HeaderMap) -
 pub(crate) async fn not_found(State(app): State<Arc<App>>) -> Failure {
     app.fail(PageError::NotFound("No such page.".to_owned()))
 }
-

@@ -44,7 +44,10 @@ fn chromedriver() -> (ChildGuard, u16) {
     let guard = ChildGuard(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not listen on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (guard, port)
@@ -115,7 +118,10 @@ async fn wait_text(b: &Browser, css: &str, want: &str, reload: bool) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{css} holds {got:?}, not {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{css} holds {got:?}, not {want:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         if reload {
             b.refresh().await.unwrap();
@@ -160,24 +166,57 @@ async fn dashboard_in_a_real_browser() {
     let b = browser(port).await;
 
     // Refused without the token: the login page, and no data.
-    b.goto(&format!("{base}/queues/billing/dead")).await.unwrap();
+    b.goto(&format!("{base}/queues/billing/dead"))
+        .await
+        .unwrap();
     assert_eq!(text(&b, "h1").await, "Log in");
     assert!(!b.source().await.unwrap().contains("doomed-a"));
-    b.find(Locator::Css("#token")).await.unwrap().send_keys("wrong").await.unwrap();
-    b.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys("wrong")
+        .await
+        .unwrap();
+    b.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(text(&b, "#login-error").await, "Wrong token.");
     shot(&b, "login").await;
-    b.find(Locator::Css("#token")).await.unwrap().send_keys(TOKEN).await.unwrap();
-    b.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    b.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     // Logged in, and back where we were going.
-    wait_text(&b, "#tasks tr[data-id=\"doomed-a\"] td a code", "doomed-a", false).await;
+    wait_text(
+        &b,
+        "#tasks tr[data-id=\"doomed-a\"] td a code",
+        "doomed-a",
+        false,
+    )
+    .await;
     shot(&b, "dead").await;
 
     // The overview's counts are the Inspector's.
     b.goto(&format!("{base}/")).await.unwrap();
     for q in ["emails", "billing"] {
         let c = inspector.queue(q).await.unwrap().total;
-        for (k, n) in [("scheduled", c.scheduled), ("ready", c.ready), ("running", c.running), ("dead", c.dead)] {
+        for (k, n) in [
+            ("scheduled", c.scheduled),
+            ("ready", c.ready),
+            ("running", c.running),
+            ("dead", c.dead),
+        ] {
             assert_eq!(text(&b, &cell(q, k)).await, n.to_string(), "{q} {k}");
         }
     }
@@ -192,16 +231,36 @@ async fn dashboard_in_a_real_browser() {
         .await
         .unwrap();
     let scheduled = inspector.queue("emails").await.unwrap().total.scheduled;
-    wait_text(&b, &cell("emails", "scheduled"), &scheduled.to_string(), false).await;
+    wait_text(
+        &b,
+        &cell("emails", "scheduled"),
+        &scheduled.to_string(),
+        false,
+    )
+    .await;
     shot(&b, "overview").await;
 
     // Open a dead task and requeue it: it runs on the worker, the counts change.
-    b.goto(&format!("{base}/queues/billing/dead")).await.unwrap();
-    b.find(Locator::Css("#tasks tr[data-id=\"doomed-a\"] td a")).await.unwrap().click().await.unwrap();
+    b.goto(&format!("{base}/queues/billing/dead"))
+        .await
+        .unwrap();
+    b.find(Locator::Css("#tasks tr[data-id=\"doomed-a\"] td a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert_eq!(text(&b, "#state").await, "dead");
-    assert!(text(&b, "tr[data-field=\"error\"]").await.contains(common::ERROR));
+    assert!(text(&b, "tr[data-field=\"error\"]")
+        .await
+        .contains(common::ERROR));
     shot(&b, "task").await;
-    b.find(Locator::Css("#actions button.primary")).await.unwrap().click().await.unwrap();
+    b.find(Locator::Css("#actions button.primary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     assert!(text(&b, ".notice").await.contains("requeued"));
     wait_text(&b, "#state", "succeeded", true).await;
     let c = inspector.queue("billing").await.unwrap().total;
@@ -210,25 +269,39 @@ async fn dashboard_in_a_real_browser() {
     wait_text(&b, &cell("billing", "dead"), "1", false).await;
 
     // Cancel a scheduled task from the list (the browser asks first).
-    b.goto(&format!("{base}/queues/emails/scheduled")).await.unwrap();
-    shot(&b, "scheduled").await;
-    b.find(Locator::Css("#tasks tr[data-id=\"soon\"] form[action*=\"/cancel\"] button"))
-        .await
-        .unwrap()
-        .click()
+    b.goto(&format!("{base}/queues/emails/scheduled"))
         .await
         .unwrap();
+    shot(&b, "scheduled").await;
+    b.find(Locator::Css(
+        "#tasks tr[data-id=\"soon\"] form[action*=\"/cancel\"] button",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     assert_eq!(b.get_alert_text().await.unwrap(), "Cancel this task?");
     b.accept_alert().await.unwrap();
     assert_eq!(text(&b, ".notice").await, "Task cancelled.");
-    let soon = inspector.task(&"emails/soon".parse().unwrap()).await.unwrap();
+    let soon = inspector
+        .task(&"emails/soon".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(soon.info.unwrap().state, TaskState::Cancelled);
-    assert!(b.find(Locator::Css("#tasks tr[data-id=\"soon\"]")).await.is_err());
+    assert!(b
+        .find(Locator::Css("#tasks tr[data-id=\"soon\"]"))
+        .await
+        .is_err());
 
     // The other pages, for the record and the screenshots.
     for (path, name, h1) in [
         ("/queues/emails", "queue", "Queue emails"),
-        ("/queues/billing/requeue-dead", "requeue-all", "Requeue every dead task of billing?"),
+        (
+            "/queues/billing/requeue-dead",
+            "requeue-all",
+            "Requeue every dead task of billing?",
+        ),
         ("/workers", "workers", "Workers"),
         ("/schedules", "schedules", "Schedules"),
         ("/limits", "limits", "Limits"),
@@ -243,13 +316,25 @@ async fn dashboard_in_a_real_browser() {
     assert!(text(&b, "#workers").await.contains("billing"));
 
     // Read-only: no action anywhere, a badge says so.
-    b.goto(&format!("{ro_base}/ro/queues/billing/dead")).await.unwrap();
+    b.goto(&format!("{ro_base}/ro/queues/billing/dead"))
+        .await
+        .unwrap();
     assert_eq!(text(&b, ".badge.ro").await, "read-only");
     assert!(b.find(Locator::Css("#tasks")).await.is_ok());
-    assert!(b.find_all(Locator::Css("main form, #requeue-all")).await.unwrap().is_empty());
+    assert!(b
+        .find_all(Locator::Css("main form, #requeue-all"))
+        .await
+        .unwrap()
+        .is_empty());
     shot(&b, "read-only").await;
-    b.goto(&format!("{ro_base}/ro/tasks/billing/doomed-b")).await.unwrap();
-    assert!(b.find_all(Locator::Css("main form")).await.unwrap().is_empty());
+    b.goto(&format!("{ro_base}/ro/tasks/billing/doomed-b"))
+        .await
+        .unwrap();
+    assert!(b
+        .find_all(Locator::Css("main form"))
+        .await
+        .unwrap()
+        .is_empty());
 
     b.close().await.unwrap();
     stop.shutdown();

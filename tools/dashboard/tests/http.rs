@@ -69,9 +69,15 @@ async fn overview_matches_the_inspector() {
     }
     let billing = &v["queues"][0];
     assert_eq!(billing["name"], "billing");
-    assert_eq!((billing["dead"].as_u64(), billing["running"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (billing["dead"].as_u64(), billing["running"].as_u64()),
+        (Some(2), Some(1))
+    );
     let emails = &v["queues"][1];
-    assert_eq!((emails["scheduled"].as_u64(), emails["ready"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (emails["scheduled"].as_u64(), emails["ready"].as_u64()),
+        (Some(2), Some(2))
+    );
 }
 
 /// A queue page, each listed state, a task page, workers, schedules and the pages of features to
@@ -89,11 +95,18 @@ async fn every_page_renders() {
         ("running", &["busy"][..]),
         ("dead", &["doomed-a", "doomed-b"][..]),
     ] {
-        let queue = if ["running", "dead"].contains(&state) { "billing" } else { "emails" };
+        let queue = if ["running", "dead"].contains(&state) {
+            "billing"
+        } else {
+            "emails"
+        };
         let g = get(&app, &format!("/queues/{queue}/{state}")).await;
         assert_eq!(g.status, StatusCode::OK, "{state}: {}", g.body);
         for id in ids {
-            assert!(g.body.contains(&format!("data-id=\"{id}\"")), "{state} lists {id}");
+            assert!(
+                g.body.contains(&format!("data-id=\"{id}\"")),
+                "{state} lists {id}"
+            );
         }
     }
     let dead = get(&app, "/queues/billing/dead").await;
@@ -132,15 +145,51 @@ async fn bad_input_gets_clear_statuses() {
         ("/queues/nope/dead", StatusCode::NOT_FOUND, "unknown queue"),
         ("/tasks/emails/missing", StatusCode::NOT_FOUND, "not found"),
         ("/tasks/nope/x", StatusCode::NOT_FOUND, "unknown queue"),
-        ("/queues/bad%20name", StatusCode::BAD_REQUEST, "invalid queue name"),
-        ("/tasks/emails/a%0Ab", StatusCode::BAD_REQUEST, "invalid task id"),
-        ("/queues/emails/finished", StatusCode::BAD_REQUEST, "not a listed state"),
-        ("/queues/emails/succeeded", StatusCode::BAD_REQUEST, "not a listed state"),
-        ("/queues/emails/ready?cursor=zz", StatusCode::BAD_REQUEST, "invalid page cursor"),
-        ("/queues/emails/ready?limit=0", StatusCode::BAD_REQUEST, "limit"),
-        ("/queues/emails/ready?limit=100000", StatusCode::BAD_REQUEST, "limit"),
-        ("/queues/emails/ready?cursor=9:0", StatusCode::NOT_FOUND, "past the end"),
-        ("/queues/emails/ready?cursor=1:500", StatusCode::NOT_FOUND, "past the end"),
+        (
+            "/queues/bad%20name",
+            StatusCode::BAD_REQUEST,
+            "invalid queue name",
+        ),
+        (
+            "/tasks/emails/a%0Ab",
+            StatusCode::BAD_REQUEST,
+            "invalid task id",
+        ),
+        (
+            "/queues/emails/finished",
+            StatusCode::BAD_REQUEST,
+            "not a listed state",
+        ),
+        (
+            "/queues/emails/succeeded",
+            StatusCode::BAD_REQUEST,
+            "not a listed state",
+        ),
+        (
+            "/queues/emails/ready?cursor=zz",
+            StatusCode::BAD_REQUEST,
+            "invalid page cursor",
+        ),
+        (
+            "/queues/emails/ready?limit=0",
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/queues/emails/ready?limit=100000",
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "/queues/emails/ready?cursor=9:0",
+            StatusCode::NOT_FOUND,
+            "past the end",
+        ),
+        (
+            "/queues/emails/ready?cursor=1:500",
+            StatusCode::NOT_FOUND,
+            "past the end",
+        ),
         ("/no/such/page", StatusCode::NOT_FOUND, "No such page"),
     ] {
         let g = get(&app, path).await;
@@ -160,7 +209,11 @@ async fn bad_input_gets_clear_statuses() {
         assert_eq!(g.status, status, "POST {path}: {}", g.body);
     }
     // Nothing changed.
-    let c = Inspector::new(&s.client).queue("billing").await.unwrap().total;
+    let c = Inspector::new(&s.client)
+        .queue("billing")
+        .await
+        .unwrap()
+        .total;
     assert_eq!((c.running, c.dead), (1, 2));
 }
 
@@ -182,7 +235,9 @@ async fn paging_walks_to_the_end() {
             .collect();
         assert_eq!(ids.len(), 1, "{path}");
         seen.push(ids[0].to_owned());
-        let Some(at) = g.body.find("id=\"next\" href=\"") else { break };
+        let Some(at) = g.body.find("id=\"next\" href=\"") else {
+            break;
+        };
         let rest = &g.body[at + "id=\"next\" href=\"".len()..];
         path = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
     }
@@ -199,17 +254,31 @@ async fn actions_change_state() {
     let i = Inspector::new(&s.client);
     let g = post(&app, "/tasks/emails/soon/cancel").await;
     assert_eq!(g.status, StatusCode::SEE_OTHER);
-    assert_eq!(g.headers[header::LOCATION], "/tasks/emails/soon?done=cancelled");
+    assert_eq!(
+        g.headers[header::LOCATION],
+        "/tasks/emails/soon?done=cancelled"
+    );
     let soon = i.task(&"emails/soon".parse().unwrap()).await.unwrap();
     assert_eq!(soon.info.unwrap().state, TaskState::Cancelled);
     let g = get(&app, "/tasks/emails/soon?done=cancelled").await;
     assert!(g.body.contains("Task cancelled."));
 
-    let g = post(&app, "/tasks/billing/doomed-a/requeue?back=/queues/billing/dead").await;
+    let g = post(
+        &app,
+        "/tasks/billing/doomed-a/requeue?back=/queues/billing/dead",
+    )
+    .await;
     assert_eq!(g.status, StatusCode::SEE_OTHER);
-    assert_eq!(g.headers[header::LOCATION], "/queues/billing/dead?done=requeued");
+    assert_eq!(
+        g.headers[header::LOCATION],
+        "/queues/billing/dead?done=requeued"
+    );
     // A `back` off this dashboard is ignored.
-    let g = post(&app, "/tasks/emails/now-1/delete?back=https://evil.example/").await;
+    let g = post(
+        &app,
+        "/tasks/emails/now-1/delete?back=https://evil.example/",
+    )
+    .await;
     assert_eq!(g.headers[header::LOCATION], "/queues/emails?done=deleted");
     assert!(i.task(&"emails/now-1".parse().unwrap()).await.is_err());
     let c = i.queue("billing").await.unwrap().total;
@@ -241,12 +310,21 @@ async fn actions_change_state() {
     assert_eq!((c.ready, c.dead), (2, 0));
 
     let schedules = scheduler::Schedules::new(&s.client);
-    assert_eq!(post(&app, "/schedules/nightly/pause").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        post(&app, "/schedules/nightly/pause").await.status,
+        StatusCode::SEE_OTHER
+    );
     assert!(schedules.get("nightly").await.unwrap().paused);
-    assert_eq!(post(&app, "/schedules/nightly/resume").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        post(&app, "/schedules/nightly/resume").await.status,
+        StatusCode::SEE_OTHER
+    );
     assert!(!schedules.get("nightly").await.unwrap().paused);
     let before = i.queue("emails").await.unwrap().total.ready;
-    assert_eq!(post(&app, "/schedules/nightly/trigger").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        post(&app, "/schedules/nightly/trigger").await.status,
+        StatusCode::SEE_OTHER
+    );
     assert_eq!(i.queue("emails").await.unwrap().total.ready, before + 1);
 }
 
@@ -258,14 +336,22 @@ async fn credentials_are_required() {
     let s = seed().await;
     let app = router(
         &s.client,
-        DashboardConfig::new().token("t0ken").basic_auth("ops", "pa55"),
+        DashboardConfig::new()
+            .token("t0ken")
+            .basic_auth("ops", "pa55"),
     );
     let g = get(&app, "/queues/billing/dead").await;
     assert_eq!(g.status, StatusCode::UNAUTHORIZED);
     assert!(g.body.contains("Log in"));
     assert!(!g.body.contains("doomed"), "no data without credentials");
-    assert_eq!(get(&app, "/api/overview").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(post(&app, "/tasks/billing/doomed-a/requeue").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&app, "/api/overview").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(&app, "/tasks/billing/doomed-a/requeue").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(get(&app, "/assets/style.css").await.status, StatusCode::OK);
     assert_eq!(get(&app, "/login").await.status, StatusCode::OK);
 
@@ -275,10 +361,21 @@ async fn credentials_are_required() {
             .body(Body::empty())
             .unwrap()
     };
-    assert_eq!(send(&app, with("Bearer t0ken")).await.status, StatusCode::OK);
-    assert_eq!(send(&app, with("Bearer wrong")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, with("Bearer t0ken")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, with("Bearer wrong")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    assert_eq!(send(&app, with(&format!("Basic {}", b64("ops:pa55")))).await.status, StatusCode::OK);
+    assert_eq!(
+        send(&app, with(&format!("Basic {}", b64("ops:pa55"))))
+            .await
+            .status,
+        StatusCode::OK
+    );
     let bad = send(&app, with(&format!("Basic {}", b64("ops:nope")))).await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
     assert!(bad.body.contains("Wrong or expired credentials"));
@@ -290,7 +387,10 @@ async fn credentials_are_required() {
             .body(Body::from(format!("token={token}&next=/queues/billing")))
             .unwrap()
     };
-    assert_eq!(send(&app, form("nope")).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, form("nope")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let ok = send(&app, form("t0ken")).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     assert_eq!(ok.headers[header::LOCATION], "/queues/billing");
@@ -299,7 +399,10 @@ async fn credentials_are_required() {
     let pair = cookie.split(';').next().unwrap().to_owned();
     let g = send(
         &app,
-        Request::get("/queues/billing").header(header::COOKIE, &pair).body(Body::empty()).unwrap(),
+        Request::get("/queues/billing")
+            .header(header::COOKIE, &pair)
+            .body(Body::empty())
+            .unwrap(),
     )
     .await;
     assert_eq!(g.status, StatusCode::OK);
@@ -326,7 +429,15 @@ async fn credentials_are_required() {
     )
     .await;
     assert_eq!(off.headers[header::LOCATION], "/");
-    assert_eq!(Inspector::new(&s.client).queue("billing").await.unwrap().total.dead, 2);
+    assert_eq!(
+        Inspector::new(&s.client)
+            .queue("billing")
+            .await
+            .unwrap()
+            .total
+            .dead,
+        2
+    );
 }
 
 /// Read-only: pages show no action button, every action is 403, nothing changes.
@@ -352,7 +463,11 @@ async fn read_only_refuses_actions() {
         assert_eq!(g.status, StatusCode::FORBIDDEN, "{path}");
         assert!(g.body.contains("read-only"));
     }
-    let c = Inspector::new(&s.client).queue("billing").await.unwrap().total;
+    let c = Inspector::new(&s.client)
+        .queue("billing")
+        .await
+        .unwrap()
+        .total;
     assert_eq!(c.dead, 2);
 }
 
@@ -368,11 +483,23 @@ async fn serves_under_a_prefix() {
     assert_eq!(g.status, StatusCode::OK);
     assert!(g.body.contains("href=\"/ops/tasks/queues/billing\""));
     assert!(g.body.contains("href=\"/ops/tasks/assets/style.css\""));
-    assert_eq!(get(&app, "/ops/tasks/queues/billing/dead").await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/ops/tasks/assets/app.js").await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/queues/billing").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/ops/tasks/queues/billing/dead").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&app, "/ops/tasks/assets/app.js").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&app, "/queues/billing").await.status,
+        StatusCode::NOT_FOUND
+    );
     let act = post(&app, "/ops/tasks/tasks/billing/doomed-a/requeue").await;
-    assert_eq!(act.headers[header::LOCATION], "/ops/tasks/tasks/billing/doomed-a?done=requeued");
+    assert_eq!(
+        act.headers[header::LOCATION],
+        "/ops/tasks/tasks/billing/doomed-a?done=requeued"
+    );
 }
 
 /// Redis down: 503 with a plain message, no Redis error text.
@@ -384,5 +511,9 @@ async fn redis_failure_is_503_without_detail() {
     let g = get(&app, "/queues/billing").await;
     assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(g.body.contains("Redis is unavailable"));
-    assert!(!g.body.to_lowercase().contains("connection refused"), "{}", g.body);
+    assert!(
+        !g.body.to_lowercase().contains("connection refused"),
+        "{}",
+        g.body
+    );
 }

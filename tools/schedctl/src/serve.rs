@@ -37,7 +37,9 @@ pub(crate) async fn serve(ctx: &Ctx, a: ServeArgs) -> Result<String> {
         .prefix(&a.prefix)
         .refresh(Duration::from_millis(a.refresh));
     if let Some(t) = &a.token {
-        if t.bytes().any(|b| !b.is_ascii_graphic() || b == b';' || b == b',') {
+        if t.bytes()
+            .any(|b| !b.is_ascii_graphic() || b == b';' || b == b',')
+        {
             bail!("--token: use printable ASCII without spaces, ';' or ','");
         }
         config = config.token(t);
@@ -59,7 +61,11 @@ pub(crate) async fn serve(ctx: &Ctx, a: ServeArgs) -> Result<String> {
         ctx.namespace,
         a.prefix.trim_end_matches('/'),
         if a.read_only { " (read-only)" } else { "" },
-        if open { " (no credentials required)" } else { "" },
+        if open {
+            " (no credentials required)"
+        } else {
+            ""
+        },
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

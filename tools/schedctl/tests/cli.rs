@@ -667,7 +667,9 @@ async fn ls_pages_through_a_state() {
     assert_eq!(first["tasks"].as_array().unwrap().len(), 1);
     let next = first["next"].as_str().expect("a next page").to_owned();
     let text = fx.ok(&["ls", "emails", "ready", "--limit", "1"]);
-    assert!(text.contains(&format!("schedctl ls emails ready --cursor {next} --limit 1")));
+    assert!(text.contains(&format!(
+        "schedctl ls emails ready --cursor {next} --limit 1"
+    )));
     let second = fx.json(&["ls", "emails", "ready", "--limit", "1", "--cursor", &next]);
     let mut ids = vec![
         first["tasks"][0]["id"].as_str().unwrap().to_owned(),
@@ -678,8 +680,12 @@ async fn ls_pages_through_a_state() {
     assert!(second["next"].is_null());
     let dead = fx.ok(&["ls", "billing", "dead"]);
     assert!(dead.contains(ERROR) && dead.contains("DIED"), "{dead}");
-    assert!(fx.fails(&["ls", "emails", "ready", "--cursor", "9:0"]).contains("past the end"));
-    assert!(fx.fails(&["ls", "emails", "succeeded"]).contains("not listed"));
+    assert!(fx
+        .fails(&["ls", "emails", "ready", "--cursor", "9:0"])
+        .contains("past the end"));
+    assert!(fx
+        .fails(&["ls", "emails", "succeeded"])
+        .contains("not listed"));
     assert!(fx.fails(&["ls", "nope", "ready"]).contains("unknown queue"));
 }
 
@@ -723,7 +729,13 @@ async fn serve_the_dashboard() {
         .env_remove("REDIS_URL")
         .env_remove("SCHED_NAMESPACE")
         .args(["--redis-url", &fx.server.url(), "--namespace", NS])
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--token", "tok"])
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            "tok",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run schedctl serve");
@@ -734,7 +746,10 @@ async fn serve_the_dashboard() {
             match std::net::TcpStream::connect(("127.0.0.1", port)) {
                 Ok(s) => break s,
                 Err(e) => {
-                    assert!(std::time::Instant::now() < deadline, "serve never listened: {e}");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "serve never listened: {e}"
+                    );
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
