@@ -4,8 +4,8 @@
 //! It is an [`axum::Router`] built by [`router`] from a [`Client`] and a [`DashboardConfig`]:
 //! mount it in your own service (the `scheduler` crate re-exports this crate as
 //! `scheduler::dashboard` behind its `dashboard` feature), or run `schedctl serve`. Every read
-//! and action goes through the public [`Inspector`](scheduler_core::Inspector) and
-//! [`Schedules`](scheduler_core::Schedules), the same calls `schedctl` makes, so both show the
+//! and action goes through the public [`Inspector`] and
+//! [`Schedules`], the same calls `schedctl` makes, so both show the
 //! same numbers. Pages are rendered on the server (maud); a few lines of script refresh the
 //! overview from a JSON endpoint; the stylesheet and the script ship inside the crate.
 //!
