@@ -251,7 +251,10 @@ mod tests {
             rmpv::Value::from("hi"),
         ]));
         assert_eq!(msgpack_json(&bytes), "[\n  7,\n  \"hi\"\n]");
-        assert_eq!(msgpack_json(&[0x92, 0x01]), "<2 bytes, not MessagePack: 9201>");
+        assert_eq!(
+            msgpack_json(&[0x92, 0x01]),
+            "<2 bytes, not MessagePack: 9201>"
+        );
     }
 
     fn rmp_serde_like(v: &rmpv::Value) -> Vec<u8> {
