@@ -11,6 +11,7 @@
 //! - looking and administering: [`Inspector`] and what it returns, [`TaskInfo`], [`TaskState`],
 //!   [`QueueStats`];
 //! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
+//! - the web dashboard, `dashboard` (feature `dashboard`, off by default);
 //! - the `redis` crate, re-exported so that versions cannot drift.
 //!
 //! The Redis operations underneath (script wrappers, keys, the store) are internal: they change
@@ -48,16 +49,33 @@ pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::defaults;
 pub use scheduler_core::{
     redis, Client, ClientConfig, Counts, Declared, DueSummary, Error, FireReport, Inspector,
-    IntoTaskRequest, Misfire, Overlap, QueueCounts, QueueStats, QueueSummary, RequeueTally, Result,
-    Schedule, ScheduleInfo, Schedules, Spec, StateMap, Task, TaskCall, TaskContext, TaskDetail,
-    TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary,
-    WorkerInfo,
+    IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts, QueueStats, QueueSummary,
+    RequeueTally, Result, Schedule, ScheduleInfo, Schedules, Spec, StateMap, Task, TaskCall,
+    TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest,
+    TaskState, TaskSummary, WorkerInfo,
 };
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;
 pub use scheduler_worker::{
     metrics, Backoff, ShutdownHandle, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
 };
+
+/// The web dashboard as an `axum::Router` to mount in your own service (feature `dashboard`):
+/// [`dashboard::router`] and [`dashboard::DashboardConfig`]. Guide: `docs/dashboard.md`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use scheduler::dashboard::{router, DashboardConfig};
+///
+/// let client = scheduler::Client::connect("redis://127.0.0.1:6379").await?;
+/// let ops = router(&client, DashboardConfig::new().token("s3cret").prefix("/ops"));
+/// // your_app.merge(ops), or serve it alone:
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// scheduler::dashboard::axum::serve(listener, ops).await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "dashboard")]
+pub use scheduler_dashboard as dashboard;
 
 /// What `#[task]`-generated code reaches; not a public API.
 #[doc(hidden)]

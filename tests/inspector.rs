@@ -190,3 +190,72 @@ async fn counts_detail_and_actions() {
     // No worker runs here.
     assert!(inspector.workers().await.unwrap().is_empty());
 }
+
+/// `purge` deletes every task of a state across shards in batches, reports progress after each
+/// batch, leaves an id without a record alone (and terminates), refuses running, and
+/// `requeue_dead_with_progress` reports its batches too.
+#[tokio::test]
+async fn purge_deletes_a_state_in_batches() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let inspector = Inspector::new(&client);
+    let n = 900u64;
+    let reqs: Vec<_> = (0..n)
+        .map(|i| req(&format!("p{i}")).countdown(Duration::from_secs(600)))
+        .collect();
+    client.enqueue_bulk(reqs).await.unwrap();
+    client.enqueue_request(req("stays-ready")).await.unwrap();
+    // An id in the dead set whose record is gone.
+    let store = client.store();
+    let p = store.partition("q", 0);
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(p.keys.dead())
+        .arg(1)
+        .arg("orphan")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let tally = inspector
+        .purge("q", TaskState::Scheduled, |t| seen.push(t.deleted))
+        .await
+        .unwrap();
+    assert_eq!(tally.deleted, n);
+    assert_eq!((tally.running, tally.not_found), (0, 0));
+    assert!(
+        seen.len() >= 5,
+        "900 over 4 shards in batches of 200: {seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(seen.last(), Some(&n));
+    let c = inspector.queue("q").await.unwrap().total;
+    assert_eq!((c.scheduled, c.ready), (0, 1));
+    assert_eq!(c.counters.get("deleted"), Some(&n));
+    assert!(matches!(
+        inspector.task(&TaskId::new("q", "p7")).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let dead = inspector.purge("q", TaskState::Dead, |_| {}).await.unwrap();
+    assert_eq!((dead.deleted, dead.not_found), (0, 1));
+    assert!(matches!(
+        inspector.purge("q", TaskState::Running, |_| {}).await,
+        Err(Error::NotPurgeable(TaskState::Running))
+    ));
+    assert!(matches!(
+        inspector.purge("nope", TaskState::Dead, |_| {}).await,
+        Err(Error::UnknownQueue(_))
+    ));
+    let mut calls = 0;
+    let t = inspector
+        .requeue_dead_with_progress("q", None, |_| calls += 1)
+        .await
+        .unwrap();
+    assert_eq!((t.requeued, t.not_found, calls), (0, 1, 1));
+}

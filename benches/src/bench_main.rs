@@ -6,13 +6,15 @@
 //! ```
 //!
 //! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, `profile`
-//! (Redis cost of each script per task), and `backup` (export and import rates). Without
+//! (Redis cost of each script per task), `backup` (export and import rates) and `dashboard`
+//! (page times and the slowest Redis command of the web dashboard with N pending tasks). Without
 //! `--redis-url` the bench starts a redis-server of its own on a free port (default settings, no
-//! persistence) and kills it at the end. Each run uses a fresh key namespace and deletes it
-//! afterwards (unless `--keep`). Workers are separate processes: this binary started again with
-//! `--role worker`. The last line printed is one JSON object; docs/benchmarks.md describes every
-//! key.
+//! persistence) and kills it at the end; with a `redis+cluster://` URL it measures every master.
+//! Each run uses a fresh key namespace and deletes it afterwards (unless `--keep`). Workers are
+//! separate processes: this binary started again with `--role worker`. The last line printed is
+//! one JSON object; docs/benchmarks.md describes every key.
 
+mod dashboard;
 mod pool;
 mod probe;
 mod scenarios;
@@ -42,6 +44,8 @@ enum Scenario {
     /// Export N tasks to a file and import them into a fresh namespace: rates, bytes per task,
     /// longest command.
     Backup,
+    /// Web dashboard pages with N pending tasks: render time, slowest Redis command.
+    Dashboard,
 }
 
 /// What this process is.
@@ -61,7 +65,8 @@ pub(crate) struct Args {
     #[arg(value_enum, required_unless_present = "role")]
     scenario: Option<Scenario>,
     /// Number of tasks (default per scenario: throughput 100000 (drains 2x), lateness 20000,
-    /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000, backup 100000).
+    /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000, backup 100000,
+    /// dashboard 1000000).
     #[arg(long)]
     pub(crate) tasks: Option<u64>,
     /// Seconds the due times are spread over (lateness: 10, scale's lateness runs: 4).
@@ -166,6 +171,7 @@ async fn bench(args: Args) -> Result<()> {
         Scenario::Scale => scenarios::scale(&mut env, &args).await?,
         Scenario::Profile => scenarios::profile(&mut env, &args).await?,
         Scenario::Backup => scenarios::backup(&mut env, &args).await?,
+        Scenario::Dashboard => dashboard::dashboard(&mut env, &args).await?,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

@@ -24,7 +24,7 @@ pub(crate) fn fresh_namespace() -> String {
 }
 
 /// A client on namespace `ns` whose bench queue has `shards` shards.
-async fn client(env: &Env, ns: &str, shards: u16) -> Result<Client> {
+pub(crate) async fn client(env: &Env, ns: &str, shards: u16) -> Result<Client> {
     let c = Client::with_config(
         ClientConfig::new(&env.url)
             .namespace(ns)
@@ -99,6 +99,17 @@ fn request(seq: u64, pad: &str, when: When) -> Result<TaskRequest> {
         When::In(d) => call.countdown(d),
     };
     Ok(call.into_request()?)
+}
+
+/// Enqueues `n` tasks due `delay` after their enqueue with the bulk API from 4 producers;
+/// seconds taken.
+pub(crate) async fn enqueue_due_in(
+    client: &Client,
+    n: u64,
+    chunk: usize,
+    delay: Duration,
+) -> Result<f64> {
+    enqueue_bulk(client, 0..n, chunk, 4, When::In(delay)).await
 }
 
 /// Enqueues tasks `range` with the bulk API, `chunk` per call, from `producers` concurrent
@@ -213,14 +224,19 @@ async fn drain(
     })
 }
 
-async fn cleanup(env: &mut Env, args: &Args, ns: &str) -> Result<()> {
+pub(crate) async fn cleanup(env: &mut Env, args: &Args, ns: &str) -> Result<()> {
     if !args.keep {
         env.delete_namespace(ns).await?;
     }
     Ok(())
 }
 
-fn base(env: &Env, args: &Args, scenario: &str, load_start: f64) -> serde_json::Map<String, Value> {
+pub(crate) fn base(
+    env: &Env,
+    args: &Args,
+    scenario: &str,
+    load_start: f64,
+) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("scenario".into(), json!(scenario));
     m.insert("system".into(), json!("scheduler"));
@@ -583,7 +599,7 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
 /// A slow command's label: the command, and for a script the last part of its first key, which
 /// tells the script apart (`:ready` claim, `:active` ack/retry/extend, `:scheduled` enqueue or
 /// promote).
-fn slow_label(cmd: &[String]) -> String {
+pub(crate) fn slow_label(cmd: &[String]) -> String {
     let name = cmd.first().map_or("?", String::as_str).to_uppercase();
     if name.starts_with("EVAL") {
         let key = cmd

@@ -65,6 +65,10 @@ pub enum Error {
     /// as records only); look them up one by one.
     #[error("tasks that are {0} are not listed: only scheduled, ready, running and dead")]
     NotListed(crate::info::TaskState),
+    /// [`crate::Inspector::purge`]: tasks in this state cannot be purged (running tasks are
+    /// held by a worker's lease; finished tasks are in no set).
+    #[error("tasks that are {0} cannot be purged: only scheduled, ready and dead")]
+    NotPurgeable(crate::info::TaskState),
     /// [`crate::Inspector::tasks`]: a page cursor that no page returned.
     #[error("invalid page cursor {0:?}: pass the `next` of a previous page")]
     InvalidCursor(String),

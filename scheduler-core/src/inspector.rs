@@ -22,6 +22,10 @@ pub const MAX_PAGE: usize = 1000;
 /// Dead ids sent to one `requeue.lua` call: bounds the time one call holds Redis.
 const REQUEUE_BATCH: usize = 500;
 
+/// Ids read per step of [`Inspector::purge`]; their `delete.lua` calls are sent together (one
+/// script call per task, each short), so one step costs one round trip or so.
+const PURGE_BATCH: usize = 200;
+
 /// Keys asked for per `SCAN` step of [`Inspector::workers`] (a hint to Redis, not a limit).
 const SCAN_COUNT: u64 = 1000;
 
@@ -230,6 +234,18 @@ impl RequeueTally {
             }
         }
     }
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeTally {
+    /// Tasks deleted (record and set entry), counted as `deleted` in their partition.
+    pub deleted: u64,
+    /// Tasks that had started running meanwhile: left alone.
+    pub running: u64,
+    /// Ids in a set without a record: left alone.
+    pub not_found: u64,
 }
 
 /// The set holding tasks of `state`, if one does.
@@ -674,6 +690,21 @@ impl Inspector {
     ///
     /// As [`Inspector::shards`].
     pub async fn requeue_dead(&self, queue: &str, limit: Option<usize>) -> Result<RequeueTally> {
+        self.requeue_dead_with_progress(queue, limit, |_| {}).await
+    }
+
+    /// [`Inspector::requeue_dead`], calling `progress` after each batch of 500 with the tally
+    /// so far (for a progress bar: expect the dead count of [`Inspector::queue`], or `limit`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Inspector::shards`].
+    pub async fn requeue_dead_with_progress(
+        &self,
+        queue: &str,
+        limit: Option<usize>,
+        mut progress: impl FnMut(&RequeueTally),
+    ) -> Result<RequeueTally> {
         let shards = self.shards(queue).await?;
         let mut tally = RequeueTally::default();
         let mut by_shard: BTreeMap<u16, Vec<String>> = BTreeMap::new();
@@ -692,6 +723,7 @@ impl Inspector {
                             .retry(|| self.store().requeue(&p, &refs))
                             .await?,
                     );
+                    progress(&tally);
                 }
             }
             return Ok(tally);
@@ -722,6 +754,84 @@ impl Inspector {
                     .filter(|r| **r == RequeueReply::NotDead)
                     .count();
                 tally.add(&replies);
+                progress(&tally);
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Deletes every task of `queue` in `state` (scheduled, ready or dead), shard by shard, a
+    /// batch of 200 ids at a time, each through the same one-task script as
+    /// [`Inspector::delete`] (so a task that starts running meanwhile is left alone).
+    /// `progress` is called after each batch with the tally so far; the number to expect is the
+    /// state's count in [`Inspector::queue`]. Tasks added while it runs may be deleted too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotPurgeable`] for `running`, `succeeded` and `cancelled`, and as
+    /// [`Inspector::shards`]; a Redis error stops it with the tasks deleted so far gone.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(inspector: scheduler_core::Inspector) -> Result<(), scheduler_core::Error> {
+    /// use scheduler_core::TaskState;
+    /// let tally = inspector
+    ///     .purge("emails", TaskState::Dead, |t| eprintln!("{} deleted", t.deleted))
+    ///     .await?;
+    /// println!("{} dead tasks deleted", tally.deleted);
+    /// # Ok(()) }
+    /// ```
+    pub async fn purge(
+        &self,
+        queue: &str,
+        state: TaskState,
+        mut progress: impl FnMut(&PurgeTally),
+    ) -> Result<PurgeTally> {
+        if !matches!(
+            state,
+            TaskState::Scheduled | TaskState::Ready | TaskState::Dead
+        ) {
+            return Err(Error::NotPurgeable(state));
+        }
+        let shards = self.shards(queue).await?;
+        let mut tally = PurgeTally::default();
+        for shard in 0..shards {
+            let p = self.store().partition(queue, shard);
+            let set = set_of(&p, state)?;
+            // Deleted ids leave the set; the ones left alone stay, so we skip past them.
+            let mut skip = 0usize;
+            loop {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ZRANGE")
+                    .arg(&set)
+                    .arg(skip)
+                    .arg(skip + PURGE_BATCH - 1);
+                let v = self.read(&pipe).await?.pop().unwrap_or(Value::Nil);
+                let ids: Vec<String> = decode(v, "a task set")?;
+                if ids.is_empty() {
+                    break;
+                }
+                // Sent together on the multiplexed connection; each is safe to repeat.
+                let replies = futures::future::try_join_all(ids.iter().map(|id| {
+                    let p = &p;
+                    self.client.retry(move || self.store().delete(p, id))
+                }))
+                .await?;
+                for r in replies {
+                    match r {
+                        DeleteReply::Deleted => tally.deleted += 1,
+                        DeleteReply::Running => {
+                            tally.running += 1;
+                            skip += 1;
+                        }
+                        DeleteReply::NotFound => {
+                            tally.not_found += 1;
+                            skip += 1;
+                        }
+                    }
+                }
+                progress(&tally);
             }
         }
         Ok(tally)

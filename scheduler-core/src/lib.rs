@@ -54,8 +54,8 @@ pub use error::{Error, Result};
 pub use id::TaskId;
 pub use info::{QueueStats, TaskInfo, TaskState};
 pub use inspector::{
-    Counts, DueSummary, Inspector, QueueCounts, QueueSummary, RequeueTally, TaskDetail, TaskPage,
-    TaskSummary, WorkerInfo,
+    Counts, DueSummary, Inspector, PurgeTally, QueueCounts, QueueSummary, RequeueTally, TaskDetail,
+    TaskPage, TaskSummary, WorkerInfo,
 };
 pub use schedule::{Misfire, Overlap, Schedule, Spec};
 pub use schedules::{Declared, FireReport, ScheduleInfo, Schedules};

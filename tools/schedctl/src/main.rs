@@ -1,5 +1,6 @@
 //! `schedctl`, the operators' CLI: looks at queues, tasks and workers in Redis and acts on single
-//! tasks (cancel, requeue the dead). It goes only through the library's `Inspector` and `Client`
+//! tasks (cancel, requeue the dead, delete) and in bulk (requeue every dead task, purge a state,
+//! with progress bars); `serve` runs the web dashboard on the same `Inspector`. It goes only through the library's `Inspector` and `Client`
 //! (`docs/redis-layout.md`, "The CLI", lists every subcommand with sample output), which change
 //! state only through the Lua scripts, like the workers do.
 //!
@@ -11,10 +12,14 @@
 //! schedctl requeue emails/order-3
 //! schedctl requeue emails --all-dead --limit 100
 //! schedctl cancel emails/order-4
+//! schedctl ls emails scheduled --limit 50
+//! schedctl delete emails/order-5
+//! schedctl purge emails dead --yes
 //! schedctl workers
 //! schedctl due emails --within 5m
 //! schedctl export --out tasks.schedexp
 //! schedctl import tasks.schedexp
+//! schedctl serve --addr 127.0.0.1:8080 --token s3cret --read-only --prefix /ops
 //! schedctl --json queues | jq '.queues[] | select(.dead > 0)'
 //! ```
 //!
@@ -29,15 +34,19 @@
 //! - `queues.rs`: `queues`, `stats`, `due`.
 //! - `tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
 //! - `workers.rs`: `workers`.
+//! - `bulk.rs`: `ls`, `delete`, `purge`, and the progress bars of bulk actions.
 //! - `render.rs`: times, durations, MessagePack, tables.
 //! - `schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
 //! - `backup.rs`: `export`, `import` (logical backups, `docs/storage.md`).
+//! - `serve.rs`: `serve`, the web dashboard.
 
 mod backup;
+mod bulk;
 mod inspect;
 mod queues;
 mod render;
 mod schedules;
+mod serve;
 mod tasks;
 mod workers;
 
@@ -114,11 +123,41 @@ enum Command {
     },
     /// Live workers, from their heartbeats.
     Workers,
+    /// One page of a queue's tasks in a state (scheduled, ready, running or dead).
+    Ls {
+        /// The queue.
+        queue: String,
+        /// scheduled, ready, running or dead.
+        state: String,
+        /// Where the page starts: the `next page` a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Tasks per page (at most 1000).
+        #[arg(long, default_value_t = 50, value_parser = positive)]
+        limit: u64,
+    },
+    /// Delete a task that is not running (its record and its set entry).
+    Delete {
+        /// The task, as `<queue>/<id>`.
+        task: String,
+    },
+    /// Delete every scheduled, ready or dead task of a queue (asks first).
+    Purge {
+        /// The queue.
+        queue: String,
+        /// scheduled, ready or dead.
+        state: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Periodic schedules: `ls`, `add`, `rm`, `pause`, `resume`, `trigger`.
     Schedules {
         #[command(subcommand)]
         cmd: schedules::SchedulesCmd,
     },
+    /// Serve the web dashboard (queues, tasks, workers, schedules, actions) until Ctrl-C.
+    Serve(serve::ServeArgs),
     /// How many tasks of a queue are due now, and within a window.
     Due {
         /// The queue.
@@ -210,10 +249,19 @@ async fn run(cli: Cli) -> Result<String> {
             }
         }
         Command::Workers => workers::workers(&ctx).await,
+        Command::Ls {
+            queue,
+            state,
+            cursor,
+            limit,
+        } => bulk::ls(&ctx, &queue, &state, cursor.as_deref(), limit).await,
+        Command::Delete { task } => bulk::delete(&ctx, &task).await,
+        Command::Purge { queue, state, yes } => bulk::purge(&ctx, &queue, &state, yes).await,
         Command::Schedules { cmd } => schedules::run(&ctx, cmd).await,
         Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
         Command::Export { queues, out, batch } => backup::export(&ctx, queues, &out, batch).await,
         Command::Import { file, shards } => backup::import(&ctx, &file, shards).await,
+        Command::Serve(args) => serve::serve(&ctx, args).await,
     }
 }
 

@@ -263,7 +263,17 @@ pub(crate) async fn requeue_all(ctx: &Ctx, queue: &str, limit: Option<u64>) -> R
     }
     shards_of(&ctx.inspector, queue).await?;
     let limit = limit.map(|n| usize::try_from(n.max(1)).unwrap_or(usize::MAX));
-    let tally = ctx.inspector.requeue_dead(queue, limit).await?;
+    let dead = ctx.inspector.queue(queue).await?.total.dead;
+    let expect = limit.map_or(dead, |n| dead.min(n as u64));
+    let bar = crate::bulk::bar(expect, "requeueing");
+    let tally = ctx
+        .inspector
+        .requeue_dead_with_progress(queue, limit, |t| {
+            bar.set_position(t.requeued + t.not_dead + t.not_found)
+        })
+        .await;
+    bar.finish_and_clear();
+    let tally = tally?;
     if ctx.json {
         return Ok(json_out(&json!({
             "queue": queue,

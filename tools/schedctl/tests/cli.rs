@@ -706,3 +706,115 @@ async fn export_flushall_import() {
     assert!(err.contains("truncated at byte"), "{err}");
     assert!(err.contains("nothing was imported"), "{err}");
 }
+
+/// `ls` pages through a state with `--cursor`, printing the command for the next page, and
+/// `--json` gives the same page; a page past the end and an unlisted state fail plainly.
+#[tokio::test]
+async fn ls_pages_through_a_state() {
+    let fx = seeded().await;
+    let first = fx.json(&["ls", "emails", "ready", "--limit", "1"]);
+    assert_eq!(first["total"], 2);
+    assert_eq!(first["tasks"].as_array().unwrap().len(), 1);
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let text = fx.ok(&["ls", "emails", "ready", "--limit", "1"]);
+    assert!(text.contains(&format!(
+        "schedctl ls emails ready --cursor {next} --limit 1"
+    )));
+    let second = fx.json(&["ls", "emails", "ready", "--limit", "1", "--cursor", &next]);
+    let mut ids = vec![
+        first["tasks"][0]["id"].as_str().unwrap().to_owned(),
+        second["tasks"][0]["id"].as_str().unwrap().to_owned(),
+    ];
+    ids.sort();
+    assert_eq!(ids, ["emails/now-1", "emails/now-2"]);
+    assert!(second["next"].is_null());
+    let dead = fx.ok(&["ls", "billing", "dead"]);
+    assert!(dead.contains(ERROR) && dead.contains("DIED"), "{dead}");
+    assert!(fx
+        .fails(&["ls", "emails", "ready", "--cursor", "9:0"])
+        .contains("past the end"));
+    assert!(fx
+        .fails(&["ls", "emails", "succeeded"])
+        .contains("not listed"));
+    assert!(fx.fails(&["ls", "nope", "ready"]).contains("unknown queue"));
+}
+
+/// `delete` removes a task that is not running and refuses a running one.
+#[tokio::test]
+async fn delete_tasks() {
+    let fx = seeded().await;
+    assert_eq!(fx.ok(&["delete", "emails/later"]), "deleted emails/later\n");
+    assert!(fx.fails(&["status", "emails/later"]).contains("not found"));
+    assert!(fx.fails(&["delete", "billing/busy"]).contains("running"));
+    assert!(fx.fails(&["delete", "emails/later"]).contains("not found"));
+}
+
+/// `purge` asks first: without a terminal and without `--yes` it refuses and deletes nothing;
+/// with `--yes` it deletes the whole state; running tasks cannot be purged.
+#[tokio::test]
+async fn purge_a_state() {
+    let fx = seeded().await;
+    let refused = fx.fails(&["purge", "emails", "ready"]);
+    assert!(refused.contains("--yes"), "{refused}");
+    assert_eq!(fx.json(&["stats", "emails"])["ready"], 2);
+    assert_eq!(
+        fx.ok(&["purge", "emails", "ready", "--yes"]),
+        "deleted 2 ready tasks of emails\n"
+    );
+    assert_eq!(fx.json(&["stats", "emails"])["ready"], 0);
+    let dead = fx.json(&["purge", "billing", "dead", "--yes"]);
+    assert_eq!(dead["deleted"], 2);
+    assert!(fx
+        .fails(&["purge", "billing", "running", "--yes"])
+        .contains("cannot be purged"));
+}
+
+/// `serve` answers HTTP: 401 without the token, the overview with it.
+#[tokio::test]
+async fn serve_the_dashboard() {
+    use std::io::{Read as _, Write as _};
+    let fx = seeded().await;
+    let port = scheduler_testkit::free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_schedctl"))
+        .env_remove("REDIS_URL")
+        .env_remove("SCHED_NAMESPACE")
+        .args(["--redis-url", &fx.server.url(), "--namespace", NS])
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            "tok",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run schedctl serve");
+    let _guard = scheduler_testkit::ChildGuard(child);
+    let get = |auth: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut s = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "serve never listened: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        write!(
+            s,
+            "GET /api/overview HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("").starts_with("HTTP/1.1 401"));
+    let ok = get("Authorization: Bearer tok\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"name\":\"billing\""));
+}
