@@ -74,25 +74,6 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    if let Some(addr) = args.metrics_addr {
-        // Lateness buckets from 1 ms: the precision we promise is a few milliseconds.
-        let lateness = [
-            0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
-        ];
-        let duration = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(scheduler::metrics::LATENESS.into()),
-                &lateness,
-            )?
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(scheduler::metrics::DURATION.into()),
-                &duration,
-            )?
-            .install()?;
-        tracing::info!(%addr, "serving Prometheus metrics");
-    }
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
@@ -103,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
         .prefetch_multiplier(args.prefetch_multiplier)
         .default_shards(args.shards)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout_secs));
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics_addr(addr);
+    }
     if args.queue_metrics_secs > 0 {
         builder = builder.queue_metrics(Duration::from_secs(args.queue_metrics_secs));
     }

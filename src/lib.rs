@@ -7,7 +7,8 @@
 //!   generates calls of), [`TaskId`];
 //! - running: [`Worker`], [`WorkerBuilder`], [`WorkerConfig`], [`WorkerReport`],
 //!   [`ShutdownHandle`], [`Backoff`], the `#[task]` attribute (feature `macros`, on by default),
-//!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names);
+//!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names), `prometheus` (feature
+//!   `prometheus`: `WorkerBuilder::metrics_addr` and `prometheus::install` serve the metrics);
 //! - looking and administering: [`Inspector`] and what it returns, [`TaskInfo`], [`TaskState`],
 //!   [`QueueStats`];
 //! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
@@ -52,6 +53,8 @@ pub use scheduler_core::{
     TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary,
     WorkerInfo,
 };
+#[cfg(feature = "prometheus")]
+pub use scheduler_worker::prometheus;
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;
 pub use scheduler_worker::{

@@ -24,6 +24,8 @@
 //!   (time zones, DST), misfire and overlap policies.
 //! - [`schedules`] — [`Schedules`], schedules stored in Redis: add, remove, pause, resume,
 //!   trigger, list, and the pass every worker runs to fire due ticks exactly once.
+//! - [`metrics`] — names of the metrics the client and the store record (enqueues, Redis round
+//!   trips).
 //! - [`error`] — [`Error`].
 
 pub mod client;
@@ -37,6 +39,7 @@ pub mod info;
 pub mod inspector;
 #[doc(hidden)]
 pub mod keys;
+pub mod metrics;
 pub mod schedule;
 pub mod schedules;
 #[doc(hidden)]

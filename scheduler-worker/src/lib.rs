@@ -27,7 +27,7 @@
 //! `shared` what several of them share (the in-flight map, counters, ready flags).
 //!
 //! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
-//! names).
+//! names), `prometheus` (feature `prometheus`: serving the metrics over HTTP).
 
 mod acker;
 pub mod backoff;
@@ -41,6 +41,8 @@ mod lease;
 mod messages;
 pub mod metrics;
 mod notify;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod promoter;
 mod registry;
 mod shared;
