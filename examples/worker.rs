@@ -8,22 +8,17 @@
 //!
 //! Logs: `RUST_LOG` sets the filter (default `info`), `--log-format json` emits JSON lines.
 //! Metrics: `--metrics-addr 0.0.0.0:9090` serves them in the Prometheus format (names in
-//! `scheduler::metrics`); `--queue-metrics-secs 15` adds the per-queue backlog gauge.
+//! `scheduler::metrics`; `WorkerBuilder::metrics_addr`, feature `prometheus` of `scheduler`);
+//! `--queue-metrics-secs 15` adds the per-queue backlog gauge. Logs: `scheduler::logging`.
 
 #[path = "demo/tasks.rs"]
 mod tasks;
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use scheduler::logging::{self, LogFormat};
 use scheduler::Worker;
-use tracing_subscriber::EnvFilter;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Runs scheduler tasks from Redis.
 #[derive(Debug, Parser)]
@@ -58,22 +53,15 @@ struct Args {
     /// Publish each served queue's task counts as a gauge every this many seconds (0: off).
     #[arg(long, env = "QUEUE_METRICS_SECS", default_value_t = 0)]
     queue_metrics_secs: u64,
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
+    logging::init(args.log_format)?;
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)

@@ -8,7 +8,8 @@
 //! - running: [`Worker`], [`WorkerBuilder`], [`WorkerConfig`], [`WorkerReport`],
 //!   [`ShutdownHandle`], [`Backoff`], the `#[task]` attribute (feature `macros`, on by default),
 //!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names), `prometheus` (feature
-//!   `prometheus`: `WorkerBuilder::metrics_addr` and `prometheus::install` serve the metrics);
+//!   `prometheus`: `WorkerBuilder::metrics_addr` and `prometheus::install` serve the metrics), `logging` (feature `logging`, on by default: text
+//!   or JSON log lines);
 //! - looking and administering: [`Inspector`] and what it returns, [`TaskInfo`], [`TaskState`],
 //!   [`QueueStats`];
 //! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
@@ -53,6 +54,8 @@ pub use scheduler_core::{
     TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary,
     WorkerInfo,
 };
+#[cfg(feature = "logging")]
+pub use scheduler_worker::logging;
 #[cfg(feature = "prometheus")]
 pub use scheduler_worker::prometheus;
 #[cfg(feature = "macros")]
