@@ -52,6 +52,7 @@ run backlog --tasks 2000
 run idle --workers 2 --window-secs 1
 run scale --tasks 500 --spread-secs 1 --rates 200,1000
 run profile --tasks 500
+run connections --tasks 2000
 
 if [ "${SMOKE_BULLMQ:-0}" = 1 ]; then
   peer=benches/peers/bullmq

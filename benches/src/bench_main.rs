@@ -5,13 +5,15 @@
 //!     [--redis-url URL] [--shards K] [--workers W] [--concurrency C]
 //! ```
 //!
-//! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, and `profile`
-//! (Redis cost of each script per task). Without `--redis-url` the bench starts a redis-server of
+//! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, `profile`
+//! (Redis cost of each script per task) and `connections` (one multiplexed connection against
+//! pools). Without `--redis-url` the bench starts a redis-server of
 //! its own on a free port (default settings, no persistence) and kills it at the end. Each run
 //! uses a fresh key namespace and deletes it afterwards (unless `--keep`). Workers are separate
 //! processes: this binary started again with `--role worker`. The last line printed is one JSON
 //! object; docs/benchmarks.md describes every key.
 
+mod connections;
 mod pool;
 mod probe;
 mod scenarios;
@@ -38,6 +40,9 @@ enum Scenario {
     Scale,
     /// Redis cost per task of each script (enqueue, promote, claim, ack).
     Profile,
+    /// Single enqueues at 64, 256 and 1,024 concurrent producers over one multiplexed
+    /// connection and over pools of 4 and 16: throughput and per-call p99.
+    Connections,
 }
 
 /// What this process is.
@@ -57,7 +62,8 @@ pub(crate) struct Args {
     #[arg(value_enum, required_unless_present = "role")]
     scenario: Option<Scenario>,
     /// Number of tasks (default per scenario: throughput 100000 (drains 2x), lateness 20000,
-    /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000).
+    /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000, connections 20000
+    /// per run).
     #[arg(long)]
     pub(crate) tasks: Option<u64>,
     /// Seconds the due times are spread over (lateness: 10, scale's lateness runs: 4).
@@ -161,6 +167,7 @@ async fn bench(args: Args) -> Result<()> {
         Scenario::Idle => scenarios::idle(&mut env, &args).await?,
         Scenario::Scale => scenarios::scale(&mut env, &args).await?,
         Scenario::Profile => scenarios::profile(&mut env, &args).await?,
+        Scenario::Connections => connections::connections(&mut env, &args).await?,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

@@ -24,7 +24,7 @@ pub(crate) fn fresh_namespace() -> String {
 }
 
 /// A client on namespace `ns` whose bench queue has `shards` shards.
-async fn client(env: &Env, ns: &str, shards: u16) -> Result<Client> {
+pub(crate) async fn client(env: &Env, ns: &str, shards: u16) -> Result<Client> {
     let c = Client::with_config(
         ClientConfig::new(&env.url)
             .namespace(ns)
@@ -46,7 +46,7 @@ fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec {
     }
 }
 
-fn per_s(n: u64, secs: f64) -> f64 {
+pub(crate) fn per_s(n: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         (n as f64 / secs).round()
     } else {
@@ -213,14 +213,19 @@ async fn drain(
     })
 }
 
-async fn cleanup(env: &mut Env, args: &Args, ns: &str) -> Result<()> {
+pub(crate) async fn cleanup(env: &mut Env, args: &Args, ns: &str) -> Result<()> {
     if !args.keep {
         env.delete_namespace(ns).await?;
     }
     Ok(())
 }
 
-fn base(env: &Env, args: &Args, scenario: &str, load_start: f64) -> serde_json::Map<String, Value> {
+pub(crate) fn base(
+    env: &Env,
+    args: &Args,
+    scenario: &str,
+    load_start: f64,
+) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("scenario".into(), json!(scenario));
     m.insert("system".into(), json!("scheduler"));

@@ -1,6 +1,6 @@
 //! Metric names, one constant each, and the helpers that record them through the `metrics`
 //! facade. The library only records; with no recorder installed, recording costs a call that
-//! returns at once. The `prometheus` feature serves them ([`crate::WorkerBuilder::metrics_addr`]).
+//! returns at once. The `prometheus` feature serves them (`WorkerBuilder::metrics_addr`).
 //! The names the client and the store record (enqueues, Redis round trips) are re-exported here
 //! so that one module lists them all; `docs/operations.md` explains each.
 
