@@ -160,3 +160,49 @@ local function get_blob(key, field, first, second)
     n = n + 256
   end
 end
+
+-- The fields a claim reads of a task record, in this order: `f` of lease_task.
+local LEASE_FIELDS = { 'state', 'name', 'args', 'args:1', 'run_at', 'token', 'attempts', 'lost',
+  'max_retries', 'timeout_ms' }
+
+-- Takes the task `id` (hash `key`, fields `f` read by HMGET of LEASE_FIELDS, its state already
+-- checked by the caller) into a lease for `worker` until `deadline`: fencing token and attempts
+-- + 1 (both absent, i.e. 0, before the first claim), state `running`, `worker`, `started_at`.
+-- Appends the 9 reply values (id, token, attempts, name, args, max retries, timeout, due time,
+-- lost) to `out` and (deadline, id) to `leased` (the caller adds those to the active set).
+-- Returns nil, or, writing nothing, why the record cannot be read: `token`, `attempts`, `lost`
+-- (absent: 0), `max_retries` or `timeout_ms` not an integer >= 0 (`<field> <value>`). An
+-- unreadable `run_at` is repaired in the reply only: the due time is `now` (informational).
+local function lease_task(key, id, f, now, deadline, worker, out, leased)
+  -- Fast path, no function call but tonumber: every count an integer in [0, 1e15).
+  local token, attempts, lost = tonumber(f[6] or 0), tonumber(f[7] or 0), tonumber(f[8] or 0)
+  local retries, timeout = tonumber(f[9]), tonumber(f[10])
+  if not (token and attempts and lost and retries and timeout
+      and token % 1 == 0 and attempts % 1 == 0 and lost % 1 == 0 and retries % 1 == 0
+      and timeout % 1 == 0 and token >= 0 and attempts >= 0 and lost >= 0 and retries >= 0
+      and timeout >= 0 and token < 1e15 and attempts < 1e15 and lost < 1e15
+      and retries < 1e15 and timeout < 1e15) then
+    local names = { [6] = 'token', [7] = 'attempts', [8] = 'lost', [9] = 'max_retries' }
+    for i = 6, 9 do
+      local n = int_of(f[i])
+      if not ((i <= 8 and not f[i]) or (n and n >= 0)) then return names[i] .. ' ' .. shown(f[i]) end
+    end
+    return 'timeout_ms ' .. shown(f[10])
+  end
+  token = token + 1
+  attempts = attempts + 1
+  redis.call('HSET', key, 'state', RUNNING, 'token', token, 'attempts', attempts,
+    'worker', worker, 'started_at', now)
+  leased[#leased + 1] = deadline
+  leased[#leased + 1] = id
+  out[#out + 1] = id
+  out[#out + 1] = token
+  out[#out + 1] = attempts
+  out[#out + 1] = f[2] or ''
+  out[#out + 1] = get_blob(key, 'args', f[3], f[4])
+  out[#out + 1] = retries
+  out[#out + 1] = timeout
+  out[#out + 1] = int_of(f[5]) or now
+  out[#out + 1] = lost
+  return nil
+end

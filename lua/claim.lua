@@ -39,34 +39,13 @@ local popped = redis.call('ZPOPMIN', ready, batch)
 local out = { now, #popped / 2, 0 }
 local corrupt = 0
 local leased = {}
--- A count field (`token`, `attempts`, `lost`, `max_retries`, `timeout_ms`) is readable when it
--- is an integer >= 0; the first three may be absent (0).
-local function count_ok(n, v, optional)
-  return (optional and not v) or (n and n >= 0)
-end
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'name', 'args', 'args:1', 'run_at',
-    'token', 'attempts', 'lost', 'max_retries', 'timeout_ms')
+  local f = redis.call('HMGET', key, unpack(LEASE_FIELDS))
   local why
-  local token, attempts, lost, retries, timeout
   if f[1] == READY then
-    -- Fast path, no function call but tonumber: every count an integer in [0, 1e15).
-    token, attempts, lost = tonumber(f[6] or 0), tonumber(f[7] or 0), tonumber(f[8] or 0)
-    retries, timeout = tonumber(f[9]), tonumber(f[10])
-    if token and attempts and lost and retries and timeout
-        and token % 1 == 0 and attempts % 1 == 0 and lost % 1 == 0 and retries % 1 == 0
-        and timeout % 1 == 0 and token >= 0 and attempts >= 0 and lost >= 0 and retries >= 0
-        and timeout >= 0 and token < 1e15 and attempts < 1e15 and lost < 1e15
-        and retries < 1e15 and timeout < 1e15 then
-      why = nil
-    elseif not count_ok(int_of(f[6]), f[6], true) then why = 'token ' .. shown(f[6])
-    elseif not count_ok(int_of(f[7]), f[7], true) then why = 'attempts ' .. shown(f[7])
-    elseif not count_ok(int_of(f[8]), f[8], true) then why = 'lost ' .. shown(f[8])
-    elseif not count_ok(int_of(f[9]), f[9]) then why = 'max_retries ' .. shown(f[9])
-    else why = 'timeout_ms ' .. shown(f[10])
-    end
+    why = lease_task(key, id, f, now, now + lease, worker, out, leased)
   elseif not STATES[f[1]] or IN_A_SET[f[1]] then
     if f[1] or redis.call('EXISTS', key) == 1 then
       why = 'state ' .. shown(f[1])
@@ -77,22 +56,6 @@ for i = 1, #popped, 2 do
   if why then
     bury_corrupt(key, dead, id, now, why)
     corrupt = corrupt + 1
-  elseif f[1] == READY then
-    token = token + 1
-    attempts = attempts + 1
-    redis.call('HSET', key, 'state', RUNNING, 'token', token, 'attempts', attempts,
-      'worker', worker, 'started_at', now)
-    leased[#leased + 1] = now + lease
-    leased[#leased + 1] = id
-    out[#out + 1] = id
-    out[#out + 1] = token
-    out[#out + 1] = attempts
-    out[#out + 1] = f[2] or ''
-    out[#out + 1] = get_blob(key, 'args', f[3], f[4])
-    out[#out + 1] = retries
-    out[#out + 1] = timeout
-    out[#out + 1] = int_of(f[5]) or now
-    out[#out + 1] = lost
   end
 end
 out[3] = corrupt

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scheduler_core::store::retry_transient;
-use scheduler_core::store::Partition;
+use scheduler_core::store::{Claimed, Partition};
 use scheduler_core::Store;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -169,9 +169,15 @@ fn target_extra(rate: Option<f64>, rtt: Option<f64>, initial: usize, cap: usize)
     }
 }
 
-/// What the claims in flight share with the fetcher loop.
-struct Ctx {
+/// What the claims in flight share with the fetcher loop, and with the promoter, which leases
+/// tasks to this worker as it promotes them ([`Intake::reserve`], [`Intake::deliver`]).
+pub(crate) struct Intake {
     params: Arc<FetcherParams>,
+    /// One permit per task in hand (claimed in flight, waiting for a slot, or running), up to
+    /// `concurrency × (1 + prefetch_multiplier)`.
+    budget: Arc<Semaphore>,
+    /// Claims sent so far, numbering their tags.
+    seq: AtomicU64,
     /// One permit per task that may run at once; an executor takes one before it runs.
     slots: Arc<Semaphore>,
     executors: TaskTracker,
@@ -190,33 +196,141 @@ struct Ctx {
     fill: Mutex<f64>,
 }
 
-/// Runs until intake stops, then waits for its claims in flight. `slots` holds one permit per
-/// task that may run at once; each executor keeps its permit until its outcome is handed to the
-/// acker.
-pub(crate) async fn run(params: Arc<FetcherParams>, slots: Arc<Semaphore>, tracker: TaskTracker) {
+impl Intake {
+    /// The intake of a worker: `slots` holds one permit per task that may run at once; each
+    /// executor keeps its permit until its outcome is handed to the acker.
+    pub(crate) fn new(
+        params: Arc<FetcherParams>,
+        slots: Arc<Semaphore>,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
+        let batch = params.claim_batch.max(1);
+        let budget = budget_of(&params);
+        Arc::new(Self {
+            budget: Arc::new(Semaphore::new(budget)),
+            seq: AtomicU64::new(0),
+            slots,
+            executors: tracker,
+            pause: Mutex::new(Pause {
+                until: None,
+                next: FIRST_PAUSE,
+            }),
+            in_flight: AtomicUsize::new(0),
+            claim_done: Notify::new(),
+            hand: Arc::new(Hand::default()),
+            rtt: Mutex::new(None),
+            fill: Mutex::new(batch as f64 / 2.0),
+            params,
+        })
+    }
+
+    /// The tag of a new claim, `<worker id>#<claim number>`, recorded as its tasks' `worker`: it
+    /// finds them again if the reply is lost.
+    pub(crate) fn next_tag(&self) -> String {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}#{seq}", self.params.worker_id)
+    }
+
+    /// Permits for at most `max` tasks the promoter may lease to this worker as it promotes them:
+    /// as many as there are execution slots that no task received is using or waiting for (no
+    /// prefetch beyond the concurrency: tasks no slot is free for go to the ready set, where any
+    /// worker can claim them), within the prefetch budget. Permits the fetcher holds for a claim
+    /// it has not sent yet do not count: it is waiting for work, which this is. `None` when there
+    /// is no room or intake has stopped.
+    pub(crate) fn reserve(&self, max: usize) -> Option<OwnedSemaphorePermit> {
+        if self.params.stop_intake.is_cancelled() {
+            return None;
+        }
+        let held = self.hand.held.load(Ordering::Acquire);
+        let room = self
+            .params
+            .concurrency
+            .max(1)
+            .saturating_sub(held)
+            .min(max)
+            .min(self.budget.available_permits());
+        if room == 0 {
+            return None;
+        }
+        Arc::clone(&self.budget)
+            .try_acquire_many_owned(room as u32)
+            .ok()
+    }
+
+    /// Hands tasks leased from partition `idx` (by a claim or by the promoter) to executors, one
+    /// permit of `permit` each; the permits of tasks not received go back when it is dropped.
+    pub(crate) fn deliver(
+        &self,
+        idx: usize,
+        tasks: Vec<Claimed>,
+        server_now_ms: i64,
+        permit: &mut OwnedSemaphorePermit,
+    ) {
+        let params = &self.params;
+        let p = &params.partitions[idx];
+        Counters::add(&params.counters.claimed, tasks.len() as u64);
+        let concurrency = params.concurrency.max(1);
+        let held = self.hand.held.fetch_add(tasks.len(), Ordering::AcqRel) + tasks.len();
+        params
+            .counters
+            .prefetch_peak
+            .fetch_max(held.saturating_sub(concurrency) as u64, Ordering::Relaxed);
+        crate::metrics::claimed(&p.queue, tasks.len() as u64);
+        for task in tasks {
+            let one = Held {
+                _permit: permit.split(1).expect("one permit per claimed task"),
+                hand: Arc::clone(&self.hand),
+            };
+            let key = (idx, task.id.clone());
+            let token = task.token;
+            // Insert under the lock before the executor can look for its own entry.
+            let mut inflight = params.inflight.lock().expect("inflight poisoned");
+            let handle = self.executors.spawn(executor::execute(
+                Arc::clone(&params.executor),
+                idx,
+                task,
+                server_now_ms,
+                executor::Permits {
+                    hand: one,
+                    slots: Arc::clone(&self.slots),
+                },
+            ));
+            inflight.insert(
+                key,
+                Inflight {
+                    token,
+                    abort: handle.abort_handle(),
+                },
+            );
+        }
+    }
+
+    /// After a lease call (claim or promote) failed: it may have run and only its reply been
+    /// lost, so its tasks are handed back now instead of after their lease.
+    pub(crate) fn release_lost(&self, idx: usize, tag: String) {
+        tokio::spawn(release_lost_claim(Arc::clone(&self.params), idx, tag));
+    }
+}
+
+/// Tasks in hand at most: `concurrency × (1 + prefetch_multiplier)`.
+fn budget_of(params: &FetcherParams) -> usize {
+    params
+        .concurrency
+        .max(1)
+        .saturating_mul(params.prefetch_multiplier.saturating_add(1))
+        .min(Semaphore::MAX_PERMITS)
+}
+
+/// Runs until intake stops, then waits for its claims in flight.
+pub(crate) async fn run(ctx: Arc<Intake>) {
+    let params = Arc::clone(&ctx.params);
     let n = params.partitions.len();
     let batch = params.claim_batch.max(1);
     let concurrency = params.concurrency.max(1);
-    let budget = concurrency
-        .saturating_mul(params.prefetch_multiplier.saturating_add(1))
-        .min(Semaphore::MAX_PERMITS);
-    let budget_sem = Arc::new(Semaphore::new(budget));
+    let budget = budget_of(&params);
+    let budget_sem = Arc::clone(&ctx.budget);
     let cap = budget - concurrency.min(budget);
     let initial = concurrency.min(batch).min(cap);
-    let ctx = Arc::new(Ctx {
-        params: Arc::clone(&params),
-        slots,
-        executors: tracker,
-        pause: Mutex::new(Pause {
-            until: None,
-            next: FIRST_PAUSE,
-        }),
-        in_flight: AtomicUsize::new(0),
-        claim_done: Notify::new(),
-        hand: Arc::new(Hand::default()),
-        rtt: Mutex::new(None),
-        fill: Mutex::new(batch as f64 / 2.0),
-    });
     let mut rate = Rate {
         ewma: None,
         last: Instant::now(),
@@ -224,7 +338,6 @@ pub(crate) async fn run(params: Arc<FetcherParams>, slots: Arc<Semaphore>, track
     };
     let claims = TaskTracker::new();
     let mut cursor = 0usize;
-    let mut seq = 0u64;
     let mut last_extra = initial;
     'fetch: loop {
         // Room: the adaptive target of tasks in hand (claimed in flight, waiting or running)
@@ -251,7 +364,7 @@ pub(crate) async fn run(params: Arc<FetcherParams>, slots: Arc<Semaphore>, track
                 (batch / 4).min(ask).clamp(1, allowed)
             };
             if room >= min {
-                // The fetcher is the only one taking permits: `room` of them are free.
+                // `room` of them are free, unless the promoter took some meanwhile.
                 match Arc::clone(&budget_sem).try_acquire_many_owned(room.min(ask) as u32) {
                     Ok(p) => break p,
                     Err(tokio::sync::TryAcquireError::Closed) => break 'fetch,
@@ -290,9 +403,8 @@ pub(crate) async fn run(params: Arc<FetcherParams>, slots: Arc<Semaphore>, track
         // While this claim is in flight, no other claim goes to this partition unless a
         // notification flags it again.
         params.ready.flags[idx].store(false, Ordering::Release);
-        seq += 1;
         ctx.in_flight.fetch_add(1, Ordering::AcqRel);
-        claims.spawn(claim(Arc::clone(&ctx), idx, permit, seq));
+        claims.spawn(claim(Arc::clone(&ctx), idx, permit));
     }
     // A claim's reply carries leased tasks: let the claims in flight finish (their tasks are
     // handed back at once, as intake has stopped), but not for longer than CLAIM_DRAIN: a claim
@@ -317,13 +429,12 @@ const CLAIM_LIMIT: Duration = Duration::from_secs(5);
 const CLAIM_DRAIN: Duration = Duration::from_secs(2);
 
 /// One claim of as many tasks as `permit` holds, from partition `idx`.
-async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq: u64) {
+async fn claim(ctx: Arc<Intake>, idx: usize, mut permit: OwnedSemaphorePermit) {
     let params = &ctx.params;
     let want = permit.num_permits();
     let p = &params.partitions[idx];
     let lease_ms = params.lease.as_millis() as u64;
-    // The claim's tag, recorded as the tasks' `worker`: finds them again if the reply is lost.
-    let tag = format!("{}#{seq}", params.worker_id);
+    let tag = ctx.next_tag();
     let sent = Instant::now();
     // A claim sent to a node that died can hang for tens of seconds (a Redis Cluster client
     // retrying it), and its partition is not claimed from again meanwhile: give it up after
@@ -361,42 +472,7 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
                 // A full batch: there may be more.
                 params.ready.mark(idx);
             }
-            Counters::add(&params.counters.claimed, claim.tasks.len() as u64);
-            let concurrency = params.concurrency.max(1);
-            let held =
-                ctx.hand.held.fetch_add(claim.tasks.len(), Ordering::AcqRel) + claim.tasks.len();
-            params
-                .counters
-                .prefetch_peak
-                .fetch_max(held.saturating_sub(concurrency) as u64, Ordering::Relaxed);
-            crate::metrics::claimed(&p.queue, claim.tasks.len() as u64);
-            for task in claim.tasks {
-                let one = Held {
-                    _permit: permit.split(1).expect("one permit per claimed task"),
-                    hand: Arc::clone(&ctx.hand),
-                };
-                let key = (idx, task.id.clone());
-                let token = task.token;
-                // Insert under the lock before the executor can look for its own entry.
-                let mut inflight = params.inflight.lock().expect("inflight poisoned");
-                let handle = ctx.executors.spawn(executor::execute(
-                    Arc::clone(&params.executor),
-                    idx,
-                    task,
-                    claim.server_now_ms,
-                    executor::Permits {
-                        hand: one,
-                        slots: Arc::clone(&ctx.slots),
-                    },
-                ));
-                inflight.insert(
-                    key,
-                    Inflight {
-                        token,
-                        abort: handle.abort_handle(),
-                    },
-                );
-            }
+            ctx.deliver(idx, claim.tasks, claim.server_now_ms, &mut permit);
         }
         Err(e) => {
             {
@@ -406,9 +482,7 @@ async fn claim(ctx: Arc<Ctx>, idx: usize, mut permit: OwnedSemaphorePermit, seq:
             }
             params.ready.mark(idx);
             tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "claim failed; backing off");
-            // The claim may have run and only its reply been lost: hand its tasks back now
-            // instead of after their lease.
-            tokio::spawn(release_lost_claim(Arc::clone(params), idx, tag));
+            ctx.release_lost(idx, tag);
         }
     }
     // The permits of tasks not received go back now.

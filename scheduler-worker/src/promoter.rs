@@ -38,6 +38,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::fetcher::Intake;
 use crate::messages::PromoterEvent;
 use crate::shared::Counters;
 use crate::shared::Ready;
@@ -66,6 +67,10 @@ pub(crate) struct PromoterParams {
     pub(crate) promote_batch: u32,
     /// [`crate::WorkerConfig::max_lost_leases`].
     pub(crate) max_lost_leases: u32,
+    /// This worker's intake: a promote leases due tasks straight to it while it has idle slots.
+    pub(crate) intake: Arc<Intake>,
+    /// [`crate::WorkerConfig::lease`].
+    pub(crate) lease: Duration,
     /// Ends it (intake stops); it then releases its locks.
     pub(crate) stop_intake: CancellationToken,
     /// Per partition, the due time (unix ms, Redis clock) of the scheduled head as this worker
@@ -734,7 +739,9 @@ fn log_take_over(params: &PromoterParams, p: &Partition, previous: Option<&str>,
     crate::metrics::count(crate::metrics::TAKEOVERS, &p.queue, 1);
 }
 
-/// Promotes everything due in `p`, a batch per call; the next promote time.
+/// Promotes everything due in `p`, a batch per call, leasing to this worker as many of the due
+/// tasks as it has idle slots for (one call instead of a promote, its wake-up and a claim); the
+/// next promote time.
 async fn promote(
     params: &PromoterParams,
     idx: usize,
@@ -742,19 +749,35 @@ async fn promote(
 ) -> Option<Instant> {
     let p = &params.partitions[idx];
     let batch = params.promote_batch.max(1);
+    let lease_ms = params.lease.as_millis() as u64;
     loop {
+        let mut permit = params.intake.reserve(batch as usize);
+        let want = permit.as_ref().map_or(0, |p| p.num_permits() as u32);
+        let tag = if want > 0 {
+            params.intake.next_tag()
+        } else {
+            String::new()
+        };
         let sent = Instant::now();
-        match params.store.promote(p, batch).await {
-            Ok(r) => {
+        match params
+            .store
+            .promote_claim(p, batch, want, lease_ms, &tag)
+            .await
+        {
+            Ok((r, tasks)) => {
                 let c = Clock::read(sent, r.server_now_us);
                 *clock = Some(c);
+                let leased = tasks.len() as u64;
+                if let Some(permit) = permit.as_mut() {
+                    params.intake.deliver(idx, tasks, r.server_now_ms, permit);
+                }
                 let head =
                     params.heads_ms[idx].swap(r.next_due_ms.unwrap_or(i64::MAX), Ordering::Relaxed);
-                if r.moved > 0 && head <= r.server_now_ms {
+                if r.moved + leased > 0 && head <= r.server_now_ms {
                     crate::metrics::promoter_lag(&p.queue, r.server_now_ms - head);
                 }
-                Counters::add(&params.counters.promoted, r.moved);
-                crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved);
+                Counters::add(&params.counters.promoted, r.moved + leased);
+                crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved + leased);
                 if r.moved > 0 {
                     // Our own fetcher learns of the work now, not at the echo of the `r:`
                     // notification promote.lua published (which other processes still need).
@@ -763,13 +786,16 @@ async fn promote(
                 if r.corrupt > 0 {
                     tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = r.corrupt, "promote found task records it cannot read: moved to the dead set with the reason (or dropped when the record is gone)");
                 }
-                if r.moved >= u64::from(batch) {
+                if r.moved + leased + r.corrupt >= u64::from(batch) {
                     continue;
                 }
                 return r.next_due_ms.map(|ms| c.instant_of(ms));
             }
             Err(e) => {
                 tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, "promote failed; retrying in 1 s");
+                if want > 0 {
+                    params.intake.release_lost(idx, tag);
+                }
                 return Some(Instant::now() + Duration::from_secs(1));
             }
         }

@@ -18,7 +18,7 @@ use crate::acker::{self, AckerParams};
 use crate::backoff::Backoff;
 use crate::config::WorkerConfig;
 use crate::executor::ExecutorParams;
-use crate::fetcher::FetcherParams;
+use crate::fetcher::{FetcherParams, Intake};
 use crate::gauges::GaugesParams;
 use crate::heartbeat::HeartbeatParams;
 use crate::janitor::JanitorParams;
@@ -667,6 +667,38 @@ impl Worker {
             health_check_timeout: cfg.health_check_timeout,
             stop_intake: stop_intake.clone(),
         })));
+        let executor = Arc::new(ExecutorParams {
+            partitions: Arc::clone(&partitions),
+            worker_id: worker_id.clone(),
+            registry: self.registry,
+            state: self.state,
+            max_payload_bytes: cfg.max_payload_bytes,
+            backoff: cfg.backoff.clone(),
+            inflight: Arc::clone(&inflight),
+            counters: Arc::clone(&counters),
+            acker_tx: acker_tx.clone(),
+            stop_intake: stop_intake.clone(),
+        });
+        let intake = Intake::new(
+            Arc::new(FetcherParams {
+                store: store.clone(),
+                partitions: Arc::clone(&partitions),
+                worker_id: worker_id.clone(),
+                ready: Arc::clone(&ready),
+                inflight: Arc::clone(&inflight),
+                counters: Arc::clone(&counters),
+                executor,
+                concurrency: cfg.concurrency,
+                claim_batch: cfg.claim_batch,
+                prefetch_multiplier: cfg.prefetch_multiplier,
+                lease: cfg.lease,
+                release_attempts: cfg.release_attempts,
+                stop_intake: stop_intake.clone(),
+                stop_all: stop_all.clone(),
+            }),
+            Arc::clone(&slots),
+            executors.clone(),
+        );
         bg.spawn(promoter::run(
             Arc::new(PromoterParams {
                 store: store.clone(),
@@ -680,6 +712,8 @@ impl Worker {
                 sweep_interval: cfg.sweep_interval,
                 promote_batch: cfg.promote_batch,
                 max_lost_leases: cfg.max_lost_leases,
+                intake: Arc::clone(&intake),
+                lease: cfg.lease,
                 stop_intake: stop_intake.clone(),
                 heads_ms: (0..n).map(|_| AtomicI64::new(i64::MAX)).collect(),
             }),
@@ -706,38 +740,7 @@ impl Worker {
             lookahead: self.schedule_lookahead,
             stop_intake: stop_intake.clone(),
         })));
-        let executor = Arc::new(ExecutorParams {
-            partitions: Arc::clone(&partitions),
-            worker_id: worker_id.clone(),
-            registry: self.registry,
-            state: self.state,
-            max_payload_bytes: cfg.max_payload_bytes,
-            backoff: cfg.backoff.clone(),
-            inflight: Arc::clone(&inflight),
-            counters: Arc::clone(&counters),
-            acker_tx: acker_tx.clone(),
-            stop_intake: stop_intake.clone(),
-        });
-        bg.spawn(fetcher::run(
-            Arc::new(FetcherParams {
-                store: store.clone(),
-                partitions: Arc::clone(&partitions),
-                worker_id: worker_id.clone(),
-                ready: Arc::clone(&ready),
-                inflight: Arc::clone(&inflight),
-                counters: Arc::clone(&counters),
-                executor,
-                concurrency: cfg.concurrency,
-                claim_batch: cfg.claim_batch,
-                prefetch_multiplier: cfg.prefetch_multiplier,
-                lease: cfg.lease,
-                release_attempts: cfg.release_attempts,
-                stop_intake: stop_intake.clone(),
-                stop_all: stop_all.clone(),
-            }),
-            Arc::clone(&slots),
-            executors.clone(),
-        ));
+        bg.spawn(fetcher::run(Arc::clone(&intake)));
         let lease = tokio::spawn(lease::run(Arc::new(LeaseParams {
             store: store.clone(),
             partitions: Arc::clone(&partitions),

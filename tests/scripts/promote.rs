@@ -327,3 +327,72 @@ async fn racing_promoters_move_each_task_once() {
         "tasks, ready, stats and the drained flag only"
     );
 }
+
+/// promote with a lease count takes the earliest due tasks straight into leases for the caller
+/// (as claim does: running, token and attempts + 1, worker tag, lease deadline) and moves the
+/// rest of what is due to the ready set, waking the workers for those only; a corrupt record
+/// among them is buried and does not use up the caller's room.
+#[tokio::test]
+async fn promote_leases_the_earliest_due_tasks_to_the_caller() {
+    let fx = fx().await;
+    let seed = St::default()
+        .task("a", at("scheduled", 2, 1000))
+        .task("bad", at("scheduled", 5, 1500).with("timeout_ms", "soon"))
+        .task(
+            "b",
+            at("scheduled", 9, 2000)
+                .with("token", 4)
+                .with("attempts", 2),
+        )
+        .task("c", at("scheduled", 5, 3000))
+        .task("later", at("scheduled", 5, FAR))
+        .sched("a", 1000)
+        .sched("bad", 1500)
+        .sched("b", 2000)
+        .sched("c", 3000)
+        .sched("later", FAR);
+    let ran = run(&fx, "lease", &seed, async |s, p| {
+        s.promote_claim(p, 100, 2, 30_000, "w1").await.unwrap()
+    })
+    .await;
+    let (r, tasks) = &ran.reply;
+    assert_eq!((r.moved, r.corrupt, r.next_due_ms), (1, 1, Some(FAR)));
+    let got: Vec<(&str, i64, u32, i64)> = tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.token, t.attempt, t.due_ms))
+        .collect();
+    assert_eq!(got, [("a", 1, 1, 1000), ("b", 5, 3, 2000)]);
+    assert_eq!(tasks[0].args, ARGS);
+    let want = St::default()
+        .task("a", claimed(at("scheduled", 2, 1000), 1, 1))
+        .task("b", claimed(at("scheduled", 9, 2000), 5, 3))
+        .task(
+            "bad",
+            at("dead", 5, 1500)
+                .with("timeout_ms", "soon")
+                .with("finished_at", W::Now(0))
+                .with("error", "corrupt record: timeout_ms \"soon\""),
+        )
+        .task("c", at("ready", 5, 3000))
+        .task("later", at("scheduled", 5, FAR))
+        .sched("later", FAR)
+        .ready("c", ready_score(5, 3000))
+        .active("a", W::Now(30_000))
+        .active("b", W::Now(30_000))
+        .dead("bad", W::Now(0))
+        .stat("promoted", 3);
+    let mut conn = fx.server.conn();
+    assert_state(
+        &mut conn,
+        &ran.p,
+        &want,
+        ran.clock,
+        "two leased, one ready, one buried",
+    );
+    assert_msgs(
+        &ran.msgs,
+        &[M::R],
+        ran.clock,
+        "only the ready task wakes the workers",
+    );
+}

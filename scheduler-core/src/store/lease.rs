@@ -93,40 +93,7 @@ impl Store {
             .next()
             .ok_or_else(|| Error::Protocol("claim returned no corrupt count".into()))?)?
             as u32;
-        let rest: Vec<Value> = it.collect();
-        if !rest.len().is_multiple_of(9) {
-            return Err(Error::Protocol(format!(
-                "claim returned {} values",
-                rest.len()
-            )));
-        }
-        let mut tasks = Vec::with_capacity(rest.len() / 9);
-        let mut it = rest.into_iter();
-        while let Some(id) = it.next() {
-            let mut next = || {
-                it.next()
-                    .ok_or_else(|| Error::Protocol("short claim reply".into()))
-            };
-            let token = int(&next()?)?;
-            let attempt = int(&next()?)? as u32;
-            let name = String::from_utf8_lossy(&bytes(next()?)?).into_owned();
-            let args = bytes(next()?)?;
-            let max_retries = int(&next()?)? as u32;
-            let timeout_ms = int(&next()?)? as u64;
-            let due_ms = int(&next()?)?;
-            let lost = int(&next()?)? as u32;
-            tasks.push(Claimed {
-                id: String::from_utf8_lossy(&bytes(id)?).into_owned(),
-                token,
-                attempt,
-                name,
-                args,
-                max_retries,
-                timeout_ms,
-                due_ms,
-                lost,
-            });
-        }
+        let tasks = claimed_tasks(it.collect())?;
         Ok(Claim {
             server_now_ms,
             popped,
@@ -195,4 +162,42 @@ impl Store {
             .arg(tag);
         Ok(int(&self.run_script(&inv).await?)?.max(0) as u64)
     }
+}
+
+/// The tasks of a claim reply (`claim.lua`, `promote.lua`): 9 values each.
+pub(super) fn claimed_tasks(rest: Vec<Value>) -> Result<Vec<Claimed>> {
+    if !rest.len().is_multiple_of(9) {
+        return Err(Error::Protocol(format!(
+            "claim returned {} task values",
+            rest.len()
+        )));
+    }
+    let mut tasks = Vec::with_capacity(rest.len() / 9);
+    let mut it = rest.into_iter();
+    while let Some(id) = it.next() {
+        let mut next = || {
+            it.next()
+                .ok_or_else(|| Error::Protocol("short claim reply".into()))
+        };
+        let token = int(&next()?)?;
+        let attempt = int(&next()?)? as u32;
+        let name = String::from_utf8_lossy(&bytes(next()?)?).into_owned();
+        let args = bytes(next()?)?;
+        let max_retries = int(&next()?)? as u32;
+        let timeout_ms = int(&next()?)? as u64;
+        let due_ms = int(&next()?)?;
+        let lost = int(&next()?)? as u32;
+        tasks.push(Claimed {
+            id: String::from_utf8_lossy(&bytes(id)?).into_owned(),
+            token,
+            attempt,
+            name,
+            args,
+            max_retries,
+            timeout_ms,
+            due_ms,
+            lost,
+        });
+    }
+    Ok(tasks)
 }

@@ -4,10 +4,12 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+use super::lease::claimed_tasks;
 use super::reply::{array, int, opt_time};
 use super::script::script;
 use super::{Partition, Store, MAX_BATCH};
 use crate::error::{Error, Result};
+use crate::store::Claimed;
 
 static PROMOTE: LazyLock<Script> = script!("promote");
 static REAP: LazyLock<Script> = script!("reap");
@@ -15,7 +17,8 @@ static REAP: LazyLock<Script> = script!("reap");
 /// What promote did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Promoted {
-    /// Tasks moved to the ready set.
+    /// Tasks moved to the ready set (not counting those leased to the caller by
+    /// [`Store::promote_claim`]).
     pub moved: u64,
     /// Due time of the new head of the scheduled set (unix ms), if any.
     pub next_due_ms: Option<i64>,
@@ -51,27 +54,51 @@ impl Store {
     ///
     /// A Redis error.
     pub async fn promote(&self, p: &Partition, batch: u32) -> Result<Promoted> {
+        Ok(self.promote_claim(p, batch, 0, 0, "").await?.0)
+    }
+
+    /// `promote.lua`: moves at most `batch` due tasks of `p`, the first `want` of them straight
+    /// into leases of `lease_ms` for the caller (tagged `worker`, as [`Store::claim`] does), the
+    /// rest to the ready set. One call where a promote, its wake-up and a claim took three.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn promote_claim(
+        &self,
+        p: &Partition,
+        batch: u32,
+        want: u32,
+        lease_ms: u64,
+        worker: &str,
+    ) -> Result<(Promoted, Vec<Claimed>)> {
         let mut inv = PROMOTE.prepare_invoke();
         inv.key(p.keys.scheduled())
             .key(p.keys.ready())
             .key(p.keys.stats())
             .key(p.keys.dead())
             .key(p.keys.drained())
+            .key(p.keys.active())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
-            .arg(p.shard);
-        let v = array(self.run_script(&inv).await?)?;
-        if v.len() != 5 {
+            .arg(p.shard)
+            .arg(want.min(MAX_BATCH))
+            .arg(lease_ms)
+            .arg(worker);
+        let mut v = array(self.run_script(&inv).await?)?;
+        if v.len() < 5 {
             return Err(Error::Protocol(format!("promote returned {v:?}")));
         }
-        Ok(Promoted {
+        let tasks = claimed_tasks(v.split_off(5))?;
+        let promoted = Promoted {
             moved: int(&v[0])? as u64,
             next_due_ms: opt_time(int(&v[1])?),
             server_now_ms: int(&v[2])?,
             server_now_us: int(&v[3])?,
             corrupt: int(&v[4])? as u64,
-        })
+        };
+        Ok((promoted, tasks))
     }
 
     /// `reap.lua`: recovers at most `batch` tasks of `p` whose lease expired. A task goes back to
