@@ -54,6 +54,7 @@ run scale --tasks 500 --spread-secs 1 --rates 200,1000
 run profile --tasks 500
 run backup --tasks 500
 run dashboard --tasks 2000
+run connections --tasks 2000
 
 if [ "${SMOKE_BULLMQ:-0}" = 1 ]; then
   peer=benches/peers/bullmq

@@ -8,22 +8,17 @@
 //!
 //! Logs: `RUST_LOG` sets the filter (default `info`), `--log-format json` emits JSON lines.
 //! Metrics: `--metrics-addr 0.0.0.0:9090` serves them in the Prometheus format (names in
-//! `scheduler::metrics`); `--queue-metrics-secs 15` adds the per-queue backlog gauge.
+//! `scheduler::metrics`; `WorkerBuilder::metrics_addr`, feature `prometheus` of `scheduler`);
+//! `--queue-metrics-secs 15` adds the per-queue backlog gauge. Logs: `scheduler::logging`.
 
 #[path = "demo/tasks.rs"]
 mod tasks;
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use scheduler::logging::{self, LogFormat};
 use scheduler::Worker;
-use tracing_subscriber::EnvFilter;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Runs scheduler tasks from Redis.
 #[derive(Debug, Parser)]
@@ -58,41 +53,15 @@ struct Args {
     /// Publish each served queue's task counts as a gauge every this many seconds (0: off).
     #[arg(long, env = "QUEUE_METRICS_SECS", default_value_t = 0)]
     queue_metrics_secs: u64,
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match args.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init(),
-    }
-    if let Some(addr) = args.metrics_addr {
-        // Lateness buckets from 1 ms: the precision we promise is a few milliseconds.
-        let lateness = [
-            0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
-        ];
-        let duration = [0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(scheduler::metrics::LATENESS.into()),
-                &lateness,
-            )?
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(scheduler::metrics::DURATION.into()),
-                &duration,
-            )?
-            .install()?;
-        tracing::info!(%addr, "serving Prometheus metrics");
-    }
+    logging::init(args.log_format)?;
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
@@ -103,6 +72,9 @@ async fn main() -> anyhow::Result<()> {
         .prefetch_multiplier(args.prefetch_multiplier)
         .default_shards(args.shards)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout_secs));
+    if let Some(addr) = args.metrics_addr {
+        builder = builder.metrics_addr(addr);
+    }
     if args.queue_metrics_secs > 0 {
         builder = builder.queue_metrics(Duration::from_secs(args.queue_metrics_secs));
     }

@@ -7,7 +7,9 @@
 //!   generates calls of), [`TaskId`];
 //! - running: [`Worker`], [`WorkerBuilder`], [`WorkerConfig`], [`WorkerReport`],
 //!   [`ShutdownHandle`], [`Backoff`], the `#[task]` attribute (feature `macros`, on by default),
-//!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names);
+//!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names), `prometheus` (feature
+//!   `prometheus`: `WorkerBuilder::metrics_addr` and `prometheus::install` serve the metrics), `logging` (feature `logging`, on by default: text
+//!   or JSON log lines);
 //! - looking and administering: [`Inspector`] and what it returns, [`TaskInfo`], [`TaskState`],
 //!   [`QueueStats`];
 //! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
@@ -54,6 +56,10 @@ pub use scheduler_core::{
     TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest,
     TaskState, TaskSummary, WorkerInfo,
 };
+#[cfg(feature = "logging")]
+pub use scheduler_worker::logging;
+#[cfg(feature = "prometheus")]
+pub use scheduler_worker::prometheus;
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;
 pub use scheduler_worker::{

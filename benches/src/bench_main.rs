@@ -6,14 +6,16 @@
 //! ```
 //!
 //! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, `profile`
-//! (Redis cost of each script per task), `backup` (export and import rates) and `dashboard`
-//! (page times and the slowest Redis command of the web dashboard with N pending tasks). Without
-//! `--redis-url` the bench starts a redis-server of its own on a free port (default settings, no
-//! persistence) and kills it at the end; with a `redis+cluster://` URL it measures every master.
-//! Each run uses a fresh key namespace and deletes it afterwards (unless `--keep`). Workers are
-//! separate processes: this binary started again with `--role worker`. The last line printed is
-//! one JSON object; docs/benchmarks.md describes every key.
+//! (Redis cost of each script per task), `backup` (export and import rates), `dashboard`
+//! (page times and the slowest Redis command of the web dashboard with N pending tasks) and
+//! `connections` (one multiplexed connection against pools). Without `--redis-url` the bench
+//! starts a redis-server of its own on a free port (default settings, no persistence) and kills
+//! it at the end; with a `redis+cluster://` URL it measures every master. Each run uses a fresh
+//! key namespace and deletes it afterwards (unless `--keep`). Workers are separate processes:
+//! this binary started again with `--role worker`. The last line printed is one JSON object;
+//! docs/benchmarks.md describes every key.
 
+mod connections;
 mod dashboard;
 mod pool;
 mod probe;
@@ -46,6 +48,9 @@ enum Scenario {
     Backup,
     /// Web dashboard pages with N pending tasks: render time, slowest Redis command.
     Dashboard,
+    /// Single enqueues at 64, 256 and 1,024 concurrent producers over one multiplexed
+    /// connection and over pools of 4 and 16: throughput and per-call p99.
+    Connections,
 }
 
 /// What this process is.
@@ -66,7 +71,7 @@ pub(crate) struct Args {
     scenario: Option<Scenario>,
     /// Number of tasks (default per scenario: throughput 100000 (drains 2x), lateness 20000,
     /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000, backup 100000,
-    /// dashboard 1000000).
+    /// dashboard 1000000, connections 20000 per run).
     #[arg(long)]
     pub(crate) tasks: Option<u64>,
     /// Seconds the due times are spread over (lateness: 10, scale's lateness runs: 4).
@@ -172,6 +177,7 @@ async fn bench(args: Args) -> Result<()> {
         Scenario::Profile => scenarios::profile(&mut env, &args).await?,
         Scenario::Backup => scenarios::backup(&mut env, &args).await?,
         Scenario::Dashboard => dashboard::dashboard(&mut env, &args).await?,
+        Scenario::Connections => connections::connections(&mut env, &args).await?,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

@@ -46,7 +46,7 @@ fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec {
     }
 }
 
-fn per_s(n: u64, secs: f64) -> f64 {
+pub(crate) fn per_s(n: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         (n as f64 / secs).round()
     } else {

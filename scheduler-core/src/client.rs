@@ -305,12 +305,25 @@ impl Client {
         &self,
         reqs: impl IntoIterator<Item = R>,
     ) -> Result<Vec<(TaskId, bool)>> {
+        let started = std::time::Instant::now();
         let reqs = reqs
             .into_iter()
             .map(IntoTaskRequest::into_task_request)
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>();
+        let out = match reqs {
+            Ok(reqs) => self.enqueue_requests(reqs).await,
+            Err(e) => Err(e),
+        };
+        crate::metrics::enqueue_finished(started.elapsed(), &out);
+        out
+    }
+
+    /// [`Client::enqueue_bulk`] of requests already encoded, without the call's metrics.
+    async fn enqueue_requests(&self, reqs: Vec<TaskRequest>) -> Result<Vec<(TaskId, bool)>> {
         let mut groups: HashMap<Partition, Vec<(usize, NewTask)>> = HashMap::new();
         let mut ids = Vec::with_capacity(reqs.len());
+        // Task names in request order, for the `scheduler_tasks_enqueued_total` labels.
+        let mut names = Vec::with_capacity(reqs.len());
         for (i, req) in reqs.into_iter().enumerate() {
             if req.args.len() > self.config.max_payload_bytes {
                 return Err(Error::PayloadTooLarge {
@@ -326,6 +339,7 @@ impl Client {
                 |id| TaskId::new(&req.queue, id),
             );
             let p = self.partition_of(&id).await?;
+            names.push(req.name.clone());
             groups.entry(p).or_default().push((
                 i,
                 NewTask {
@@ -421,6 +435,7 @@ impl Client {
                 None => refused.extend(idx.iter().copied()),
             }
         }
+        count_created(&ids, &names, &created);
         if let Some(source) = failure {
             if refused.len() == ids.len() {
                 return Err(source);
@@ -852,6 +867,20 @@ impl<T: Task> TaskCall<T> {
     /// As [`Client::enqueue`].
     pub async fn send(self, client: &Client) -> Result<TaskId> {
         client.enqueue(self).await
+    }
+}
+
+/// Records the tasks `created` (by position) in `scheduler_tasks_enqueued_total`, one increment
+/// per (queue, task name).
+fn count_created(ids: &[TaskId], names: &[String], created: &[bool]) {
+    let mut per: HashMap<(&str, &str), u64> = HashMap::new();
+    for ((id, name), c) in ids.iter().zip(names).zip(created) {
+        if *c {
+            *per.entry((id.queue(), name.as_str())).or_default() += 1;
+        }
+    }
+    for ((queue, name), n) in per {
+        crate::metrics::enqueued(queue, name, n);
     }
 }
 

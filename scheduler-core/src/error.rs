@@ -161,6 +161,53 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short stable name of the variant, `snake_case` (`redis`, `payload_too_large`,
+    /// `partly_enqueued`...): the `kind` label of the `scheduler_enqueue_errors_total` metric, and
+    /// a key for logs. A Redis error that [`Error::is_transient`] calls transient is
+    /// `redis_transient`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use scheduler_core::Error;
+    ///
+    /// assert_eq!(Error::InvalidPriority(12).kind(), "invalid_priority");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::InvalidConfig(_) => "invalid_config",
+            Error::Redis(_) if self.is_transient() => "redis_transient",
+            Error::Redis(_) => "redis",
+            Error::Encode(_) => "encode",
+            Error::Decode(_) => "decode",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::InvalidQueueName(_) => "invalid_queue_name",
+            Error::InvalidTaskId(_) => "invalid_task_id",
+            Error::InvalidPriority(_) => "invalid_priority",
+            Error::ShardMismatch { .. } => "shard_mismatch",
+            Error::NotFound(_) => "not_found",
+            Error::UnknownQueue(_) => "unknown_queue",
+            Error::NotListed(_) => "not_listed",
+            Error::InvalidCursor(_) => "invalid_cursor",
+            Error::Running(_) => "running",
+            Error::AlreadyFinished(_) => "already_finished",
+            Error::TaskFailed { .. } => "task_failed",
+            Error::Cancelled(_) => "cancelled",
+            Error::Timeout(_) => "timeout",
+            Error::InvalidSchedule { .. } => "invalid_schedule",
+            Error::UnknownScheduleTask { .. } => "unknown_schedule_task",
+            Error::ScheduleNotFound(_) => "schedule_not_found",
+            Error::Protocol(_) => "protocol",
+            Error::NotReplicated { .. } => "not_replicated",
+            Error::PartlyEnqueued { .. } => "partly_enqueued",
+            Error::NotPurgeable(_) => "not_purgeable",
+            Error::BadExportFile(_) => "bad_export_file",
+            Error::Io(_) => "io",
+            Error::ImportStopped { .. } => "import_stopped",
+        }
+    }
+
     /// Whether trying again later may succeed: connection lost, Redis loading or restarting,
     /// a failover in progress, a timeout. A caller's retry loop keys on this.
     pub fn is_transient(&self) -> bool {

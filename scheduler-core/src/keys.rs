@@ -49,6 +49,13 @@ impl Keys {
         format!("{}:schedules", self.ns)
     }
 
+    /// String `<ns>:gauges:<queue>`, with a TTL of three `queue_metrics_interval`s: the worker
+    /// id of the one worker that reads the queue's task counts for the `scheduler_queue_tasks`
+    /// gauge (`SET NX PX`, renewed by its holder each time it reads).
+    pub fn queue_gauges(&self, queue: &str) -> String {
+        format!("{}:gauges:{}", self.ns, queue)
+    }
+
     /// The keys of partition (`queue`, `shard`).
     pub fn partition(&self, queue: &str, shard: u16) -> PartitionKeys {
         PartitionKeys {
@@ -144,6 +151,7 @@ mod tests {
             (p.drained(), "sched:{emails:3}:drained"),
             (p.task_prefix(), "sched:{emails:3}:t:"),
             (k.schedules(), "sched:schedules"),
+            (k.queue_gauges("emails"), "sched:gauges:emails"),
             (p.schedule("daily"), "sched:{emails:3}:sch:daily"),
             (p.task("01J"), "sched:{emails:3}:t:01J"),
         ];

@@ -26,6 +26,8 @@
 //!   trigger, list, and the pass every worker runs to fire due ticks exactly once.
 //! - [`backup`] — [`backup::Exporter`] and [`backup::Importer`]: logical export and import of
 //!   tasks and schedules, and the export file format (`backup/format.rs`).
+//! - [`metrics`] — names of the metrics the client and the store record (enqueues, Redis round
+//!   trips).
 //! - [`error`] — [`Error`].
 
 pub mod backup;
@@ -40,6 +42,7 @@ pub mod info;
 pub mod inspector;
 #[doc(hidden)]
 pub mod keys;
+pub mod metrics;
 pub mod schedule;
 pub mod schedules;
 #[doc(hidden)]

@@ -81,7 +81,7 @@ pub(crate) async fn execute(
     };
     // Saturating: a corrupted record can carry any due time (a `nan` run_at reads as i64::MIN).
     let lateness_ms = claimed_at_ms.saturating_sub(task.due_ms);
-    let span = tracing::info_span!("task", queue = %p.queue, id = %task.id, name = %task.name, attempt = task.attempt);
+    let span = tracing::info_span!("task", task_id = %task.id, queue = %p.queue, task_name = %task.name, attempt = task.attempt);
     crate::metrics::started(&p.queue, lateness_ms);
     let t0 = std::time::Instant::now();
     let (verdict, outcome) = run(&params, idx, &task, claimed_at_ms)

@@ -27,7 +27,8 @@
 //! `shared` what several of them share (the in-flight map, counters, ready flags).
 //!
 //! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
-//! names).
+//! names), `prometheus` (feature `prometheus`: serving the metrics over HTTP), `logging`
+//! (feature `logging`: text or JSON log lines).
 
 mod acker;
 pub mod backoff;
@@ -38,9 +39,13 @@ mod gauges;
 mod heartbeat;
 mod janitor;
 mod lease;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod messages;
 pub mod metrics;
 mod notify;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod promoter;
 mod registry;
 mod shared;

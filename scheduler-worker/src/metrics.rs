@@ -1,6 +1,10 @@
 //! Metric names, one constant each, and the helpers that record them through the `metrics`
-//! facade. The library only records; a binary installs an exporter (see `examples/worker.rs`,
-//! which serves them in the Prometheus format).
+//! facade. The library only records; with no recorder installed, recording costs a call that
+//! returns at once. The `prometheus` feature serves them (`WorkerBuilder::metrics_addr`).
+//! The names the client and the store record (enqueues, Redis round trips) are re-exported here
+//! so that one module lists them all; `docs/operations.md` explains each.
+
+pub use scheduler_core::metrics::{ENQUEUED, ENQUEUE_DURATION, ENQUEUE_ERRORS, REDIS_ROUND_TRIP};
 
 use std::time::Duration;
 
@@ -31,8 +35,17 @@ pub const TAKEOVERS: &str = "scheduler_promoter_takeovers_total";
 /// Counter, labels `queue`: running tasks handed back at shutdown.
 pub const RELEASED: &str = "scheduler_tasks_released_total";
 /// Gauge, labels `queue`, `state` (`scheduled`, `ready`, `running`, `dead`): tasks in Redis, read
-/// every `queue_metrics_interval` when that is set (the backlog metric to autoscale on).
+/// every `queue_metrics_interval` when that is set (the backlog metric to autoscale on), by one
+/// worker per queue at a time: the one whose [`QUEUE_SAMPLER`] is 1.
 pub const QUEUE_TASKS: &str = "scheduler_queue_tasks";
+/// Gauge, labels `queue`: 1 while this worker is the one reading the queue's [`QUEUE_TASKS`],
+/// 0 once another took over (its last [`QUEUE_TASKS`] values are then stale). Dashboards
+/// multiply by it: `scheduler_queue_tasks * on(instance, queue) group_left scheduler_queue_sampler`.
+pub const QUEUE_SAMPLER: &str = "scheduler_queue_sampler";
+/// Histogram (seconds), labels `queue`: promoter lag, how long after its due time (Redis clock)
+/// the oldest task of each promote batch left the scheduled set, measured against the head due
+/// time this worker last learned (a head enqueued since with an earlier due time is not seen).
+pub const PROMOTER_LAG: &str = "scheduler_promoter_lag_seconds";
 
 pub(crate) fn claimed(queue: &str, n: u64) {
     metrics::counter!(CLAIMED, "queue" => queue.to_owned()).increment(n);
@@ -59,4 +72,17 @@ pub(crate) fn count(name: &'static str, queue: &str, n: u64) {
 
 pub(crate) fn queue_tasks(queue: &str, state: &'static str, n: u64) {
     metrics::gauge!(QUEUE_TASKS, "queue" => queue.to_owned(), "state" => state).set(n as f64);
+}
+
+pub(crate) fn queue_sampler(queue: &str, sampling: bool) {
+    metrics::gauge!(QUEUE_SAMPLER, "queue" => queue.to_owned()).set(if sampling {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+pub(crate) fn promoter_lag(queue: &str, lag_ms: i64) {
+    metrics::histogram!(PROMOTER_LAG, "queue" => queue.to_owned())
+        .record(lag_ms.max(0) as f64 / 1000.0);
 }

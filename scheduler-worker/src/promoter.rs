@@ -26,7 +26,7 @@
 //! partition's backlog or a long round trip to Redis never delays another partition's due time;
 //! renewals and watch reads are sent concurrently too.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,12 @@ pub(crate) struct PromoterParams {
     pub(crate) lease: Duration,
     /// Ends it (intake stops); it then releases its locks.
     pub(crate) stop_intake: CancellationToken,
+    /// Per partition, the due time (unix ms, Redis clock) of the scheduled head as this worker
+    /// last learned it (a promote reply, a notification, a sweep); `i64::MAX` when unknown. A
+    /// promote that moves tasks records `now - head` as the promoter lag: how late the oldest
+    /// task of the batch was promoted. Atomics: the promoter loop writes heads it learns, the
+    /// spawned jobs read and rewrite them.
+    pub(crate) heads_ms: Box<[AtomicI64]>,
 }
 
 /// Maps Redis server time to local instants, to the microsecond: `at` is the local instant at
@@ -247,6 +253,7 @@ impl Promoter {
     }
 
     fn on_head(&mut self, idx: usize, due_ms: i64) {
+        self.params.heads_ms[idx].fetch_min(due_ms, Ordering::Relaxed);
         let at = self.instant_of(due_ms);
         let p = &mut self.parts[idx];
         p.due = Some(min_opt(p.due, at));
@@ -763,6 +770,11 @@ async fn promote(
                 let leased = tasks.len() as u64;
                 if let Some(permit) = permit.as_mut() {
                     params.intake.deliver(idx, tasks, r.server_now_ms, permit);
+                }
+                let head =
+                    params.heads_ms[idx].swap(r.next_due_ms.unwrap_or(i64::MAX), Ordering::Relaxed);
+                if r.moved + leased > 0 && head <= r.server_now_ms {
+                    crate::metrics::promoter_lag(&p.queue, r.server_now_ms - head);
                 }
                 Counters::add(&params.counters.promoted, r.moved + leased);
                 crate::metrics::count(crate::metrics::PROMOTED, &p.queue, r.moved + leased);

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +79,8 @@ pub struct WorkerBuilder {
     schedules: Vec<Schedule>,
     schedule_poll: Duration,
     schedule_lookahead: Duration,
+    #[cfg(feature = "prometheus")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerBuilder {
@@ -92,6 +94,8 @@ impl Default for WorkerBuilder {
             schedules: Vec::new(),
             schedule_poll: Duration::from_secs(1),
             schedule_lookahead: Duration::from_secs(5),
+            #[cfg(feature = "prometheus")]
+            metrics_addr: None,
         }
     }
 }
@@ -337,6 +341,35 @@ impl WorkerBuilder {
         self
     }
 
+    /// Serves every metric of this process (the worker's, the client's, Redis round trips and
+    /// the process's CPU, memory and open file descriptors) in the Prometheus format on `addr`
+    /// over HTTP: [`build`](WorkerBuilder::build) calls [`crate::prometheus::install`]. Default
+    /// off. Feature `prometheus`. Pair it with [`queue_metrics`](WorkerBuilder::queue_metrics)
+    /// for the backlog gauges.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use std::time::Duration;
+    /// use scheduler_worker::Worker;
+    ///
+    /// Worker::builder()
+    ///     .queues(["emails"])
+    ///     .metrics_addr("0.0.0.0:9090".parse().unwrap())
+    ///     .queue_metrics(Duration::from_secs(15))
+    ///     .build()
+    ///     .await?
+    ///     .run_until_shutdown_signal()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
     /// Attempts at writing a task's outcome while Redis fails transiently: see
     /// [`WorkerConfig::outcome_write_attempts`]. Default [`DEFAULT_OUTCOME_WRITE_ATTEMPTS`](crate::config::DEFAULT_OUTCOME_WRITE_ATTEMPTS);
     /// at least 1.
@@ -369,8 +402,8 @@ impl WorkerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a bad setting (see [`WorkerConfig::validate`]), before
-    /// any connection is made; [`Error::InvalidUrl`], a Redis error when Redis cannot be
+    /// [`Error::InvalidConfig`] for a bad setting (see [`WorkerConfig::validate`]) or a metrics
+    /// address that cannot be served, before any connection is made; [`Error::InvalidUrl`], a Redis error when Redis cannot be
     /// reached, [`Error::InvalidQueueName`], [`Error::ShardMismatch`];
     /// [`Error::UnknownScheduleTask`] for a declared schedule whose task is not registered (before
     /// connecting, nothing stored), or the errors of [`scheduler_core::Schedules::declare`].
@@ -380,6 +413,10 @@ impl WorkerBuilder {
             return Err(Error::InvalidConfig(
                 "schedule_poll and schedule_lookahead must be above 0".into(),
             ));
+        }
+        #[cfg(feature = "prometheus")]
+        if let Some(addr) = self.metrics_addr {
+            crate::prometheus::install(addr)?;
         }
         for s in &self.schedules {
             let task = s.task_name().unwrap_or_default();
@@ -678,6 +715,7 @@ impl Worker {
                 intake: Arc::clone(&intake),
                 lease: cfg.lease,
                 stop_intake: stop_intake.clone(),
+                heads_ms: (0..n).map(|_| AtomicI64::new(i64::MAX)).collect(),
             }),
             promoter_rx,
         ));
@@ -693,6 +731,7 @@ impl Worker {
             store: store.clone(),
             partitions: Arc::clone(&partitions),
             queue_metrics_interval: cfg.queue_metrics_interval,
+            worker_id: worker_id.clone(),
             stop_intake: stop_intake.clone(),
         })));
         bg.spawn(ticker::run(Arc::new(TickerParams {

@@ -325,7 +325,10 @@ impl Store {
         // `SCRIPT FLUSH` on each node in turn, a second restart): a few rounds, then the error.
         let mut loads_left = 3;
         loop {
-            let no_script = match pipe.query_async::<Vec<Value>>(&mut conn).await {
+            let sent = std::time::Instant::now();
+            let reply = pipe.query_async::<Vec<Value>>(&mut conn).await;
+            crate::metrics::round_trip(sent.elapsed());
+            let no_script = match reply {
                 Err(e)
                     if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
                         && loads_left > 0 =>
@@ -355,6 +358,9 @@ impl Store {
     /// Runs one script invocation (EVALSHA, falling back to loading the script on NOSCRIPT).
     pub(crate) async fn run_script(&self, inv: &ScriptInvocation<'_>) -> Result<Value> {
         let mut conn = self.conn();
-        Ok(inv.invoke_async(&mut conn).await?)
+        let sent = std::time::Instant::now();
+        let reply = inv.invoke_async(&mut conn).await;
+        crate::metrics::round_trip(sent.elapsed());
+        Ok(reply?)
     }
 }
