@@ -15,12 +15,22 @@ cargo build --release --quiet -p scheduler-bench
 dir=$(mktemp -d -t sched-cluster-XXXXXX)
 ports=()
 cleanup() {
-  for p in "${ports[@]}"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done
+  for p in "${ports[@]}"; do redis-cli -p "$p" shutdown nosave </dev/null >/dev/null 2>&1 || true; done
   rm -rf "$dir"
 }
 trap cleanup EXIT
 for _ in $(seq "$masters"); do
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # A free port whose cluster bus port (port + 10000) is free and valid too.
+  port=$(python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 45000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass')
   mkdir -p "$dir/$port"
   redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
     --cluster-config-file "$dir/$port/nodes.conf" --save '' --appendonly no --dir "$dir/$port" \
