@@ -120,7 +120,10 @@ fn tally(records: &[String]) -> (Vec<String>, usize) {
 }
 
 /// Three worker processes on one 16-shard queue, 3,000 tasks due over 3 s: each runs exactly
-/// once, and every process promotes and runs a share (the balance is printed).
+/// once, and every run is counted once by the process that ran it (the balance is printed). How
+/// the runs spread is not asserted: a promoting process leases what falls due to itself while it
+/// has idle slots, so a process that holds no partition's lock may run nothing while the others
+/// keep up (docs/architecture.md, "Precise timing without polling").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_one_queue() {
     let redis = RedisServer::start();
@@ -149,10 +152,6 @@ async fn three_processes_share_one_queue() {
     assert_eq!(field("claimed").iter().sum::<u64>(), 3000);
     // Task 0 has countdown 0: enqueue puts it straight into the ready set; the rest are promoted.
     assert_eq!(field("promoted").iter().sum::<u64>(), 2999);
-    assert!(
-        field("claimed").iter().all(|c| *c > 0),
-        "every process runs a share"
-    );
 }
 
 /// A process that leaves by SIGTERM and one killed with SIGKILL: tasks due after they left are
