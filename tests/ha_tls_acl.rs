@@ -145,8 +145,8 @@ fn sample_args(cmd: &str) -> Option<Vec<&'static str>> {
         "PEXPIRE" => vec![k, "1000"],
         "ZADD" => vec![k, "1", "m"],
         "ZREM" => vec![k, "m"],
-        "ZRANGE" | "ZRANGEBYSCORE" => vec![k, "0", "1"],
-        "ZSCORE" => vec![k, "m"],
+        "ZRANGE" | "ZRANGEBYSCORE" | "ZCOUNT" => vec![k, "0", "1"],
+        "ZSCORE" | "ZRANK" => vec![k, "m"],
         "SET" => vec![k, "v"],
         "PUBLISH" => vec!["sched:wake:q", "r:0"],
         _ => return None,
@@ -380,7 +380,8 @@ async fn acl_producer_and_worker_roles() {
 
     // Each role may run every command of its scripts.
     let producer_scripts = |n: &str| n == "enqueue" || n == "cancel";
-    let operator_scripts = |n: &str| n == "requeue";
+    // Operators' scripts (schedctl requeue, delete, export, import) belong to an operator user.
+    let operator_scripts = |n: &str| matches!(n, "requeue" | "delete" | "export_page" | "restore");
     let producer_cmds = script_commands(producer_scripts);
     let worker_cmds = script_commands(|n| !producer_scripts(n) && !operator_scripts(n));
     for (user, cmds) in [
