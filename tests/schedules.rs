@@ -595,14 +595,15 @@ async fn task_attribute_declares_a_cron_schedule() {
     assert!(ticks.iter().all(|id| id.starts_with("tidy@")), "{ticks:?}");
     assert_eq!(runs.twice(), 0);
 
-    let err = Worker::builder()
+    let Err(err) = Worker::builder()
         .redis_url(redis.url())
         .namespace("x9")
         .register(broken)
         .build()
         .await
-        .err()
-        .expect("a bad cron expression fails the build");
+    else {
+        panic!("a bad cron expression must fail the build");
+    };
     assert!(
         matches!(err, Error::InvalidSchedule { ref name, .. } if name == "broken"),
         "{err}"
