@@ -385,11 +385,12 @@ pub(crate) async fn run(ctx: Arc<Intake>) {
                 () = tokio::time::sleep_until(until) => {}
             }
         }
-        // Find a partition that may have work, round-robin so no partition starves.
+        // Find a partition that may have work, round-robin so no partition starves. A paused
+        // one keeps its flag for when it is resumed.
         let idx = loop {
-            let found = (0..n)
-                .map(|k| (cursor + k) % n)
-                .find(|&i| params.ready.flags[i].load(Ordering::Acquire));
+            let found = (0..n).map(|k| (cursor + k) % n).find(|&i| {
+                params.ready.flags[i].load(Ordering::Acquire) && !params.ready.is_paused(i)
+            });
             if let Some(i) = found {
                 cursor = (i + 1) % n;
                 break i;

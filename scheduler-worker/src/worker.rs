@@ -665,6 +665,7 @@ impl Worker {
             promoter_tx,
             health_check_interval: cfg.health_check_interval,
             health_check_timeout: cfg.health_check_timeout,
+            paused_refresh: cfg.sweep_interval,
             stop_intake: stop_intake.clone(),
         })));
         let executor = Arc::new(ExecutorParams {

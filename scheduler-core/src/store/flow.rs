@@ -1,0 +1,52 @@
+//! Flow control: `pause.lua` (pause and resume a queue) and the read of the paused queues that
+//! workers make when they (re)subscribe and every sweep interval (`docs/flow-control.md`).
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::reply::int;
+use super::script::script;
+use super::Store;
+use crate::error::Result;
+use crate::id::validate_queue;
+
+static PAUSE: LazyLock<Script> = script!("pause");
+
+impl Store {
+    /// `pause.lua`: pauses `queue` (`pause`) or resumes it, and publishes the change on its
+    /// wake-up channel; `true` when that changed something (`false`: already so).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::InvalidQueueName`], or a Redis error.
+    pub async fn set_paused(&self, queue: &str, pause: bool) -> Result<bool> {
+        validate_queue(queue)?;
+        let mut inv = PAUSE.prepare_invoke();
+        inv.key(self.keys().paused())
+            .arg(queue)
+            .arg(if pause { "1" } else { "0" })
+            .arg(self.keys().wake_channel(queue));
+        let v = self.run_script(&inv).await?;
+        Ok(int(&v)? == 1)
+    }
+
+    /// The paused queues, with when each was paused (unix ms, Redis clock): one `HGETALL`.
+    /// Values that are not integers (a hand edit) read as 0: the queue is paused all the same.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn paused_queues(&self) -> Result<HashMap<String, i64>> {
+        let mut conn = self.conn();
+        let all: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys().paused())
+            .query_async(&mut conn)
+            .await?;
+        Ok(all
+            .into_iter()
+            .map(|(q, at)| (q, at.parse().unwrap_or(0)))
+            .collect())
+    }
+}
