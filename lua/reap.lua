@@ -40,10 +40,13 @@ local requeued, buried, corrupt = 0, 0, 0
 if #expired > 0 then
   for _, id in ipairs(expired) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority')
+    local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority', 'cancel')
     local attempts, lost = int_of(f[2]), int_of(f[3] or '0')
     if f[1] == RUNNING then
-      if not attempts or attempts < 0 then
+      if f[5] then
+        -- Cancelled while it ran (cancel.lua), then its worker was lost: it ends `cancelled`.
+        cancel_running(key, stats, now, f[5], 'lease expired after cancellation was requested')
+      elseif not attempts or attempts < 0 then
         bury_corrupt(key, dead, id, now, 'attempts ' .. shown(f[2]))
         corrupt = corrupt + 1
       elseif not lost or lost < 0 then

@@ -37,7 +37,8 @@ local retried, buried = 0, 0
 for i = 4, #ARGV, 4 do
   local id = ARGV[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost')
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost',
+    'cancel')
   if f[2] ~= ARGV[i + 1] then
     out[#out + 1] = -1
   elseif f[1] ~= RUNNING then
@@ -56,7 +57,11 @@ for i = 4, #ARGV, 4 do
     elseif not retries or retries < 0 then why = 'max_retries ' .. shown(f[4])
     elseif not lost or lost < 0 then why = 'lost ' .. shown(f[6]) end
     redis.call('ZREM', active, id)
-    if why then
+    if f[7] then
+      -- Cancelled while it ran (cancel.lua): it ends `cancelled`, not retried.
+      cancel_running(key, stats, now, f[7], ARGV[i + 2])
+      out[#out + 1] = 4
+    elseif why then
       bury_corrupt(key, dead, id, now, why .. '; the run failed: ' .. ARGV[i + 2])
       out[#out + 1] = 3
     elseif delay >= 0 and attempts - lost <= retries then

@@ -9,7 +9,7 @@
 use redis::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::client::Client;
+use crate::client::{Cancellation, Client};
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{take_blob, TaskInfo, TaskState};
@@ -718,14 +718,15 @@ impl Inspector {
         self.client.retry(|| self.store().paused_queues()).await
     }
 
-    /// Cancels a task that has not started (as [`Client::cancel`]).
+    /// Cancels a task (as [`Client::cancel_task`]): withdrawn when it has not started, told to
+    /// stop when it runs.
     ///
     /// # Errors
     ///
-    /// As [`Client::cancel`], plus [`Error::UnknownQueue`].
-    pub async fn cancel(&self, id: &TaskId) -> Result<()> {
+    /// As [`Client::cancel_task`], plus [`Error::UnknownQueue`].
+    pub async fn cancel(&self, id: &TaskId) -> Result<Cancellation> {
         self.shards(id.queue()).await?;
-        self.client.cancel(id).await
+        self.client.cancel_task(id).await
     }
 
     /// Puts one dead task back in its ready set (as [`Client::requeue_dead`]): `Ok(false)`

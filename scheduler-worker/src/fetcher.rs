@@ -283,6 +283,7 @@ impl Intake {
             };
             let key = (idx, task.id.clone());
             let token = task.token;
+            let cancel = CancellationToken::new();
             // Insert under the lock before the executor can look for its own entry.
             let mut inflight = params.inflight.lock().expect("inflight poisoned");
             let handle = self.executors.spawn(executor::execute(
@@ -294,12 +295,14 @@ impl Intake {
                     hand: one,
                     slots: Arc::clone(&self.slots),
                 },
+                cancel.clone(),
             ));
             inflight.insert(
                 key,
                 Inflight {
                     token,
                     abort: handle.abort_handle(),
+                    cancel,
                 },
             );
         }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::messages::PromoterEvent;
-use crate::shared::Ready;
+use crate::shared::{InflightMap, Ready};
 
 /// What the listener uses.
 pub(crate) struct NotifyParams {
@@ -42,6 +42,8 @@ pub(crate) struct NotifyParams {
     pub(crate) health_check_interval: Duration,
     /// [`crate::WorkerConfig::health_check_timeout`].
     pub(crate) health_check_timeout: Duration,
+    /// Running tasks, whose cancellation token a `c:<shard>:<id>` message fires.
+    pub(crate) inflight: Arc<InflightMap>,
     /// How often the paused queues are read again ([`crate::WorkerConfig::sweep_interval`]).
     pub(crate) paused_refresh: Duration,
     /// Ends it (intake stops).
@@ -182,6 +184,26 @@ fn dispatch(params: &NotifyParams, queue: &str, payload: &str) {
     };
     match kind {
         Some("r") => params.ready.mark(idx),
+        // `c:<shard>:<id>`: cancel.lua asks whoever runs task `id` to stop it (the id may hold
+        // colons: it is the rest of the message).
+        Some("c") => {
+            let id = payload.splitn(3, ':').nth(2).unwrap_or("");
+            let found = params
+                .inflight
+                .lock()
+                .expect("inflight poisoned")
+                .get(&(idx, id.to_owned()))
+                .map(|f| f.cancel.clone());
+            if let Some(cancel) = found {
+                tracing::info!(
+                    queue,
+                    shard,
+                    id,
+                    "cancellation requested for a running task"
+                );
+                cancel.cancel();
+            }
+        }
         Some("s") => {
             if let Some(due) = parts.next().and_then(|s| s.parse::<i64>().ok()) {
                 let _ = params.promoter_tx.send(PromoterEvent::Head(idx, due));

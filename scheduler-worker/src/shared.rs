@@ -9,12 +9,15 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A task this process is running.
 #[derive(Debug)]
 pub(crate) struct Inflight {
     pub(crate) token: i64,
     pub(crate) abort: AbortHandle,
+    /// Fired by the listener when the task's cancellation is requested (`c:` message).
+    pub(crate) cancel: CancellationToken,
 }
 
 /// Tasks running here, by (partition, id). A std mutex: only held for map operations, never
@@ -36,6 +39,8 @@ pub(crate) struct Counters {
     pub(crate) reaped: AtomicU64,
     pub(crate) takeovers: AtomicU64,
     pub(crate) released: AtomicU64,
+    /// Runs ended `cancelled` after a cancellation request.
+    pub(crate) cancelled: AtomicU64,
     /// Peak of the tasks held (received by claims, not finished) beyond `concurrency`.
     pub(crate) prefetch_peak: AtomicU64,
 }

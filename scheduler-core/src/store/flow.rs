@@ -1,18 +1,20 @@
-//! Flow control: `pause.lua` (pause and resume a queue) and the read of the paused queues that
-//! workers make when they (re)subscribe and every sweep interval (`docs/flow-control.md`).
+//! Flow control: `pause.lua` (pause and resume a queue), the read of the paused queues that
+//! workers make when they (re)subscribe and every sweep interval, and `cancel_run.lua` (a worker
+//! ends a run whose cancellation was requested) (`docs/flow-control.md`).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use redis::Script;
 
-use super::reply::int;
+use super::reply::{code, int, Outcome};
 use super::script::script;
-use super::Store;
+use super::{Partition, Store};
 use crate::error::Result;
 use crate::id::validate_queue;
 
 static PAUSE: LazyLock<Script> = script!("pause");
+static CANCEL_RUN_SCRIPT: LazyLock<Script> = script!("cancel_run");
 
 impl Store {
     /// `pause.lua`: pauses `queue` (`pause`) or resumes it, and publishes the change on its
@@ -48,5 +50,36 @@ impl Store {
             .into_iter()
             .map(|(q, at)| (q, at.parse().unwrap_or(0)))
             .collect())
+    }
+
+    /// `cancel_run.lua`: ends the run of task `id` of `p` under lease `token` as `cancelled`
+    /// (its cancellation was requested while it ran), `why` saying what became of the run. Its
+    /// record expires after the TTL the canceller chose (`ttl_ms` when none is recorded).
+    /// [`Outcome::Done`], or [`Outcome::StaleLease`] when the lease is no longer this token.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn cancel_run(
+        &self,
+        p: &Partition,
+        id: &str,
+        token: i64,
+        why: &str,
+        ttl_ms: u64,
+    ) -> Result<Outcome> {
+        let mut inv = CANCEL_RUN_SCRIPT.prepare_invoke();
+        inv.key(p.keys.active())
+            .key(p.keys.stats())
+            .arg(p.keys.task_prefix())
+            .arg(id)
+            .arg(token)
+            .arg(why)
+            .arg(ttl_ms);
+        code(
+            "cancel_run",
+            super::reply::FENCED,
+            &self.run_script(&inv).await?,
+        )
     }
 }

@@ -15,6 +15,9 @@ pub enum Outcome {
     Exists,
     /// Retry only: the task went to the dead set.
     Dead,
+    /// Retry only: its cancellation had been requested while it ran (`Client::cancel`), so it
+    /// ended `cancelled` instead of being retried.
+    Cancelled,
     /// Retry only: the task's record could not be read (`attempts`, `max_retries` or `lost` not a
     /// decimal integer, edited by hand): it went to the dead set with the reason and the error.
     Corrupt,
@@ -31,7 +34,7 @@ pub enum Outcome {
 pub enum CancelReply {
     /// Withdrawn.
     Cancelled,
-    /// Running: left alone.
+    /// Running: its cancellation was requested; the worker running it stops it.
     Running,
     /// Succeeded, dead or cancelled before.
     Finished,
@@ -44,7 +47,7 @@ pub enum CancelReply {
 pub enum DeleteReply {
     /// Its record and set entry are gone.
     Deleted,
-    /// Running: left alone.
+    /// Running: its cancellation was requested; the worker running it stops it.
     Running,
     /// No such task.
     NotFound,
@@ -106,6 +109,7 @@ pub(super) const RETRY: Codes<Outcome> = &[
     (1, Outcome::Done),
     (2, Outcome::Dead),
     (3, Outcome::Corrupt),
+    (4, Outcome::Cancelled),
     (-1, Outcome::StaleLease),
 ];
 

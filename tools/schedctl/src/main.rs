@@ -111,7 +111,7 @@ enum Command {
         /// The task, as `<queue>/<id>`.
         task: String,
     },
-    /// Cancel a task that has not started (scheduled or ready).
+    /// Cancel a task: withdrawn if it has not started; if it runs, its worker is told to stop it.
     Cancel {
         /// The task, as `<queue>/<id>`.
         task: String,
