@@ -8,7 +8,9 @@
 --      worker every time still ends dead. `attempts` (every claim) is left as is. Its token is
 --      left as is too: the next claim increments it, so the lost worker's token is rejected from
 --      then on, and before that the state is no longer `running`. A task in another known state
---      (acknowledged, retried) is only removed from the active set.
+--      (acknowledged, retried) is only removed from the active set. A `running` task whose
+--      `cancel` field is set (cancel.lua: its cancellation was requested, then its worker was
+--      lost) ends `cancelled` instead (cancel_running), counted under `cancelled` only.
 --      A record that cannot be read is handled on its own and counted as corrupt: an id whose
 --      hash is gone is removed from the active set; a hash whose `state` is absent or unknown, or
 --      (when `running`) whose `attempts` is not a decimal integer >= 0 or whose `lost` is present

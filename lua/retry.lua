@@ -11,6 +11,8 @@
 --      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
 --      into the dead set with the time of death.
 --   3. Remove the id from the active set.
+-- A running task under this token whose `cancel` field is set (cancel.lua: its cancellation was
+-- requested while it ran) is not retried: it ends `cancelled` (cancel_running) and reports 4.
 -- A running task under this token whose `attempts` or `max_retries` is not a decimal integer
 -- >= 0, or whose `lost` is present and not one, cannot be judged: it goes to the dead set
 -- with the reason (`corrupt record: <field> <value>; the run failed: <error>`) and reports 3.
@@ -26,7 +28,8 @@
 -- ARGV[4..] per task, 4 values: id, token, error (text), retry delay (ms; -1 = no retry)
 --
 -- Output: an array with one integer per task, in order: 1 scheduled for retry, 2 dead,
---         3 dead because its record could not be read, -1 stale lease (rejected).
+--         3 dead because its record could not be read, 4 cancelled (its cancellation was
+--         requested while it ran, see cancel.lua: not retried), -1 stale lease (rejected).
 local active, sched, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
