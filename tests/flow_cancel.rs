@@ -121,3 +121,38 @@ async fn cancelling_a_running_task_stops_it() {
     let report = w.stop().await;
     assert_eq!(report.succeeded, 0);
 }
+
+/// A cancellation whose `c:` message the worker never got (written here by hand, as cancel.lua
+/// writes it, without publishing) reaches the handler at the next lease renewal (a third of the
+/// lease), and the task ends `cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_cancellation_arrives_with_the_lease_renewal() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let ns = "cxlr";
+    let seen = Seen::default();
+    let w = Running::start(
+        Worker::builder()
+            .redis_url(&url)
+            .namespace(ns)
+            .queues(["cxl"])
+            .register(polite)
+            .state(seen.clone())
+            .lease(Duration::from_millis(900)),
+    )
+    .await;
+    let client = Client::with_config(ClientConfig::new(&url).namespace(ns))
+        .await
+        .unwrap();
+    let id = polite::new().send(&client).await.unwrap();
+    wait_running(&client, &id).await;
+    let key = format!("{ns}:{{cxl:{}}}:t:{}", id.shard(16), id.id());
+    redis.cmd(&["HSET", &key, "cancel", "60000"]).unwrap();
+    assert!(matches!(
+        client.wait_result::<()>(&id, Duration::from_secs(20)).await,
+        Err(Error::Cancelled(_))
+    ));
+    assert_eq!(seen.saw_cancel.load(Ordering::SeqCst), 1);
+    assert_eq!(client.status(&id).await.unwrap().attempts, 1);
+    w.stop().await;
+}

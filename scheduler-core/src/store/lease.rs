@@ -8,7 +8,9 @@ use redis::Script;
 use super::script::script;
 use redis::Value;
 
-use super::reply::{array, bytes, codes, int, Outcome, FENCED, RELEASE as RELEASE_CODES};
+use super::reply::{
+    array, bytes, codes, int, Outcome, EXTEND as EXTEND_CODES, FENCED, RELEASE as RELEASE_CODES,
+};
 use super::{Partition, Store, MAX_BATCH};
 use crate::error::{Error, Result};
 
@@ -120,7 +122,7 @@ impl Store {
         for (id, token) in items {
             inv.arg(*id).arg(*token);
         }
-        codes("extend", FENCED, self.run_script(&inv).await?)
+        codes("extend", EXTEND_CODES, self.run_script(&inv).await?)
     }
 
     /// `release.lua`: hands running tasks `(id, token)` of `p` back to the ready set at once,

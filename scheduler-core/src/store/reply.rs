@@ -15,8 +15,9 @@ pub enum Outcome {
     Exists,
     /// Retry only: the task went to the dead set.
     Dead,
-    /// Retry and release only: its cancellation had been requested while it ran
-    /// (`Client::cancel`), so it ended `cancelled` instead of being retried or handed back.
+    /// Retry and release: its cancellation had been requested while it ran (`Client::cancel`),
+    /// so it ended `cancelled` instead of being retried or handed back. Extend: the lease was
+    /// renewed, and the task's cancellation has been requested.
     Cancelled,
     /// Retry only: the task's record could not be read (`attempts`, `max_retries` or `lost` not a
     /// decimal integer, edited by hand): it went to the dead set with the reason and the error.
@@ -115,6 +116,13 @@ pub(super) const RETRY: Codes<Outcome> = &[
 
 /// The fenced scripts `ack.lua`, `extend.lua` and `release.lua`, one code per task.
 pub(super) const FENCED: Codes<Outcome> = &[(1, Outcome::Done), (-1, Outcome::StaleLease)];
+
+/// `extend.lua`, one code per task.
+pub(super) const EXTEND: Codes<Outcome> = &[
+    (1, Outcome::Done),
+    (2, Outcome::Cancelled),
+    (-1, Outcome::StaleLease),
+];
 
 /// `release.lua`, one code per task.
 pub(super) const RELEASE: Codes<Outcome> = &[
@@ -224,6 +232,7 @@ mod tests {
         check("retry", RETRY);
         check("fenced", FENCED);
         check("release", RELEASE);
+        check("extend", EXTEND);
         check("cancel", CANCEL);
         check("delete", DELETE);
         check("requeue", REQUEUE);
