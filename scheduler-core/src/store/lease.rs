@@ -9,7 +9,7 @@ use super::script::script;
 use redis::Value;
 
 use super::reply::{
-    array, bytes, codes, int, Outcome, EXTEND as EXTEND_CODES, FENCED, RELEASE as RELEASE_CODES,
+    array, bytes, codes, int, Outcome, EXTEND as EXTEND_CODES, RELEASE as RELEASE_CODES,
 };
 use super::{Partition, Store, MAX_BATCH};
 use crate::error::{Error, Result};
