@@ -494,6 +494,7 @@ impl Client {
     /// match client.cancel_task(&id).await {
     ///     Ok(Cancellation::Withdrawn) => println!("it will never run"),
     ///     Ok(Cancellation::Requested) => println!("its worker is stopping it"),
+    ///     Ok(_) => {}
     ///     Err(Error::AlreadyFinished(_)) => println!("too late: it finished"),
     ///     Err(e) => return Err(e),
     /// }
