@@ -381,6 +381,7 @@ async fn bad_settings_are_typed_errors_from_build() {
             b.queue_metrics(Duration::ZERO)
         }),
         ("shutdown_timeout", |b| b.shutdown_timeout(Duration::MAX)),
+        ("cancel_grace", |b| b.cancel_grace(Duration::MAX)),
         ("result_ttl", |b| b.result_ttl(Duration::MAX)),
         ("dead_max_age", |b| b.dead_retention(Duration::MAX, 10)),
         ("backoff", |b| {
