@@ -80,6 +80,22 @@ local function bury_corrupt(key, dead, id, now, why)
   redis.call('ZADD', dead, now, id)
 end
 
+-- Ends a running task whose cancellation was requested (cancel.lua wrote `cancel` = the TTL, ms,
+-- of a cancelled task's hash): state `cancelled`, `finished_at` now, `error` = `why` (what
+-- became of the run), `worker` and `cancel` removed, `cancelled` + 1 in `stats`, the hash expires
+-- after the TTL (0: deleted). The caller removes the id from the active set.
+local function cancel_running(key, stats, now, ttl, why)
+  redis.call('HINCRBY', stats, 'cancelled', 1)
+  local ms = tonumber(ttl) or 0
+  if ms <= 0 then
+    redis.call('DEL', key)
+    return
+  end
+  redis.call('HSET', key, 'state', CANCELLED, 'finished_at', now, 'error', why)
+  redis.call('HDEL', key, 'worker', 'cancel')
+  redis.call('PEXPIRE', key, math.floor(ms))
+end
+
 -- A field's value for a reason text: quoted, at most 40 bytes.
 local function shown(v)
   if not v then return 'absent' end

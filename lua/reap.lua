@@ -8,7 +8,9 @@
 --      worker every time still ends dead. `attempts` (every claim) is left as is. Its token is
 --      left as is too: the next claim increments it, so the lost worker's token is rejected from
 --      then on, and before that the state is no longer `running`. A task in another known state
---      (acknowledged, retried) is only removed from the active set.
+--      (acknowledged, retried) is only removed from the active set. A `running` task whose
+--      `cancel` field is set (cancel.lua: its cancellation was requested, then its worker was
+--      lost) ends `cancelled` instead (cancel_running), counted under `cancelled` only.
 --      A record that cannot be read is handled on its own and counted as corrupt: an id whose
 --      hash is gone is removed from the active set; a hash whose `state` is absent or unknown, or
 --      (when `running`) whose `attempts` is not a decimal integer >= 0 or whose `lost` is present
@@ -40,10 +42,13 @@ local requeued, buried, corrupt = 0, 0, 0
 if #expired > 0 then
   for _, id in ipairs(expired) do
     local key = prefix .. id
-    local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority')
+    local f = redis.call('HMGET', key, 'state', 'attempts', 'lost', 'priority', 'cancel')
     local attempts, lost = int_of(f[2]), int_of(f[3] or '0')
     if f[1] == RUNNING then
-      if not attempts or attempts < 0 then
+      if f[5] then
+        -- Cancelled while it ran (cancel.lua), then its worker was lost: it ends `cancelled`.
+        cancel_running(key, stats, now, f[5], 'lease expired after cancellation was requested')
+      elseif not attempts or attempts < 0 then
         bury_corrupt(key, dead, id, now, 'attempts ' .. shown(f[2]))
         corrupt = corrupt + 1
       elseif not lost or lost < 0 then

@@ -12,11 +12,14 @@
 --      into the ready set. The token stays; the next claim increments it.
 --   3. Publish `r:<shard>` when tasks went to the ready set and the partition's drained flag is
 --      not `0` (see wake_ready).
--- A claim that never ran, or whose tasks were reaped already, leaves nothing to do.
+-- A claim that never ran, or whose tasks were reaped already, leaves nothing to do. Such a task
+-- whose `cancel` field is set (cancel.lua: its cancellation was requested meanwhile) is not
+-- handed back: it ends `cancelled` (cancel_running) and is not counted.
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:ready   sorted set  id -> ready score
 -- KEYS[3] <ns>:{<queue>:<shard>}:drained string      `1`/absent: the workers stopped claiming
+-- KEYS[4] <ns>:{<queue>:<shard>}:stats   hash        counters
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
@@ -24,15 +27,18 @@
 -- ARGV[5] the lost claim's tag
 --
 -- Output: the number of tasks handed back.
-local active, ready, drained = KEYS[1], KEYS[2], KEYS[3]
+local active, ready, drained, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard, limit, tag = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now = now_ms()
 local leased = redis.call('ZRANGEBYSCORE', active, now, '+inf', 'LIMIT', 0, limit)
 local back, pairs = {}, {}
 for _, id in ipairs(leased) do
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'worker', 'priority', 'attempts')
-  if f[1] == RUNNING and f[2] == tag then
+  local f = redis.call('HMGET', key, 'state', 'worker', 'priority', 'attempts', 'cancel')
+  if f[1] == RUNNING and f[2] == tag and f[5] then
+    redis.call('ZREM', active, id)
+    cancel_running(key, stats, now, f[5], 'its claim was lost after cancellation was requested')
+  elseif f[1] == RUNNING and f[2] == tag then
     redis.call('HSET', key, 'state', READY, 'attempts', math.max((int_of(f[4]) or 1) - 1, 0))
     redis.call('HDEL', key, 'worker')
     back[#back + 1] = id

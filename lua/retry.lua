@@ -11,6 +11,8 @@
 --      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
 --      into the dead set with the time of death.
 --   3. Remove the id from the active set.
+-- A running task under this token whose `cancel` field is set (cancel.lua: its cancellation was
+-- requested while it ran) is not retried: it ends `cancelled` (cancel_running) and reports 4.
 -- A running task under this token whose `attempts` or `max_retries` is not a decimal integer
 -- >= 0, or whose `lost` is present and not one, cannot be judged: it goes to the dead set
 -- with the reason (`corrupt record: <field> <value>; the run failed: <error>`) and reports 3.
@@ -26,7 +28,8 @@
 -- ARGV[4..] per task, 4 values: id, token, error (text), retry delay (ms; -1 = no retry)
 --
 -- Output: an array with one integer per task, in order: 1 scheduled for retry, 2 dead,
---         3 dead because its record could not be read, -1 stale lease (rejected).
+--         3 dead because its record could not be read, 4 cancelled (its cancellation was
+--         requested while it ran, see cancel.lua: not retried), -1 stale lease (rejected).
 local active, sched, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
@@ -37,7 +40,8 @@ local retried, buried = 0, 0
 for i = 4, #ARGV, 4 do
   local id = ARGV[i]
   local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost')
+  local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost',
+    'cancel')
   if f[2] ~= ARGV[i + 1] then
     out[#out + 1] = -1
   elseif f[1] ~= RUNNING then
@@ -56,7 +60,11 @@ for i = 4, #ARGV, 4 do
     elseif not retries or retries < 0 then why = 'max_retries ' .. shown(f[4])
     elseif not lost or lost < 0 then why = 'lost ' .. shown(f[6]) end
     redis.call('ZREM', active, id)
-    if why then
+    if f[7] then
+      -- Cancelled while it ran (cancel.lua): it ends `cancelled`, not retried.
+      cancel_running(key, stats, now, f[7], ARGV[i + 2])
+      out[#out + 1] = 4
+    elseif why then
       bury_corrupt(key, dead, id, now, why .. '; the run failed: ' .. ARGV[i + 2])
       out[#out + 1] = 3
     elseif delay >= 0 and attempts - lost <= retries then

@@ -52,11 +52,11 @@ pub use scheduler_core::client::encode_args;
 pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::defaults;
 pub use scheduler_core::{
-    redis, Client, ClientConfig, Counts, Declared, DueSummary, Error, FireReport, Inspector,
-    IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts, QueueStats, QueueSummary,
-    RequeueTally, Result, Schedule, ScheduleInfo, Schedules, Spec, StateMap, Task, TaskCall,
-    TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo, TaskPage, TaskRequest,
-    TaskState, TaskSummary, WorkerInfo,
+    redis, Cancellation, CancellationToken, Client, ClientConfig, Counts, Declared, DueSummary,
+    Error, FireReport, Inspector, IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts,
+    QueueStats, QueueSummary, RequeueTally, Result, Schedule, ScheduleInfo, Schedules, Spec,
+    StateMap, Task, TaskCall, TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo,
+    TaskPage, TaskRequest, TaskState, TaskSummary, WorkerInfo,
 };
 #[cfg(feature = "logging")]
 pub use scheduler_worker::logging;

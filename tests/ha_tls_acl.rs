@@ -140,7 +140,7 @@ fn sample_args(cmd: &str) -> Option<Vec<&'static str>> {
         "TIME" => vec![],
         "DEL" | "EXISTS" | "GET" | "ZCARD" | "ZPOPMIN" | "HGETALL" => vec![k],
         "HGET" | "HMGET" | "HDEL" => vec![k, "f"],
-        "HSET" => vec![k, "f", "v"],
+        "HSET" | "HSETNX" => vec![k, "f", "v"],
         "HINCRBY" => vec![k, "f", "1"],
         "PEXPIRE" => vec![k, "1000"],
         "ZADD" => vec![k, "1", "m"],
@@ -386,8 +386,14 @@ async fn acl_producer_and_worker_roles() {
 
     // Each role may run every command of its scripts.
     let producer_scripts = |n: &str| n == "enqueue" || n == "cancel";
-    // Operators' scripts (schedctl requeue, delete, export, import) belong to an operator user.
-    let operator_scripts = |n: &str| matches!(n, "requeue" | "delete" | "export_page" | "restore");
+    // Operators' scripts (schedctl requeue, delete, export, import, pause) belong to an operator
+    // user.
+    let operator_scripts = |n: &str| {
+        matches!(
+            n,
+            "requeue" | "delete" | "export_page" | "restore" | "pause"
+        )
+    };
     let producer_cmds = script_commands(producer_scripts);
     let worker_cmds =
         script_commands(|n| !producer_scripts(n) && !operator_scripts(n) && !test_only(n));

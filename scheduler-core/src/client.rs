@@ -468,19 +468,50 @@ impl Client {
         Ok(ids.into_iter().zip(created).collect())
     }
 
-    /// Cancels a task that has not started.
+    /// Cancels a task: one that has not started is withdrawn at once; a running one is told to
+    /// stop (see [`Client::cancel_task`]).
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`], [`Error::Running`] (a running task is not interrupted),
-    /// [`Error::AlreadyFinished`], or a Redis error.
+    /// As [`Client::cancel_task`].
     pub async fn cancel(&self, id: &TaskId) -> Result<()> {
+        self.cancel_task(id).await.map(|_| ())
+    }
+
+    /// Cancels a task and says how. A scheduled or ready task is withdrawn
+    /// ([`Cancellation::Withdrawn`]: it reads `cancelled` now). A running task gets a
+    /// cancellation request ([`Cancellation::Requested`]), published at once to the worker that
+    /// runs it: its handler sees `ctx.cancelled()` fire, is aborted if it has not returned within
+    /// the worker's `cancel_grace`, and the task ends `cancelled` without a retry (unless the
+    /// handler returned success first: then it reads `succeeded`). See `docs/flow-control.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &scheduler_core::Client) -> Result<(), scheduler_core::Error> {
+    /// use scheduler_core::{Cancellation, Error};
+    /// let id = "exports/tenant-42-2026-12".parse()?;
+    /// match client.cancel_task(&id).await {
+    ///     Ok(Cancellation::Withdrawn) => println!("it will never run"),
+    ///     Ok(Cancellation::Requested) => println!("its worker is stopping it"),
+    ///     Ok(_) => {}
+    ///     Err(Error::AlreadyFinished(_)) => println!("too late: it finished"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::AlreadyFinished`] (succeeded, dead or cancelled before), or
+    /// a Redis error.
+    pub async fn cancel_task(&self, id: &TaskId) -> Result<Cancellation> {
         let p = self.partition_of(id).await?;
         let ttl = self.config.cancelled_ttl.as_millis() as u64;
         let reply = self.retry(|| self.store.cancel(&p, id.id(), ttl)).await?;
         match reply {
-            CancelReply::Cancelled => Ok(()),
-            CancelReply::Running => Err(Error::Running(id.clone())),
+            CancelReply::Cancelled => Ok(Cancellation::Withdrawn),
+            CancelReply::Running => Ok(Cancellation::Requested),
             CancelReply::Finished => Err(Error::AlreadyFinished(id.clone())),
             CancelReply::NotFound => Err(Error::NotFound(id.clone())),
         }
@@ -882,6 +913,17 @@ fn count_created(ids: &[TaskId], names: &[String], created: &[bool]) {
     for ((queue, name), n) in per {
         crate::metrics::enqueued(queue, name, n);
     }
+}
+
+/// How [`Client::cancel_task`] cancelled a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cancellation {
+    /// It had not started: withdrawn, it reads `cancelled` now and never runs.
+    Withdrawn,
+    /// It was running: the worker running it was told to stop it; it ends `cancelled` (or
+    /// `succeeded`, when the handler returned success before it stopped).
+    Requested,
 }
 
 #[cfg(test)]

@@ -20,3 +20,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Queue of a task that names none.
 pub const QUEUE: &str = "default";
+
+/// How long a cancelled task's record is kept when no TTL was recorded with its cancellation
+/// (`ClientConfig::cancelled_ttl` is recorded by the client that cancels).
+pub const CANCELLED_TTL: Duration = Duration::from_secs(3600);

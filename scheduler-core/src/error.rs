@@ -72,8 +72,9 @@ pub enum Error {
     /// [`crate::Inspector::tasks`]: a page cursor that no page returned.
     #[error("invalid page cursor {0:?}: pass the `next` of a previous page")]
     InvalidCursor(String),
-    /// The task is running and cannot be cancelled.
-    #[error("task {0} is running and cannot be cancelled")]
+    /// The task is running, so it cannot be deleted ([`crate::Client::cancel_task`] stops a
+    /// running task instead).
+    #[error("task {0} is running and cannot be deleted (cancel it instead)")]
     Running(TaskId),
     /// The task already finished (succeeded, dead or cancelled).
     #[error("task {0} already finished")]

@@ -9,7 +9,7 @@
 use redis::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::client::Client;
+use crate::client::{Cancellation, Client};
 use crate::error::{Error, Result};
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{take_blob, TaskInfo, TaskState};
@@ -69,6 +69,9 @@ pub struct QueueSummary {
     pub name: String,
     /// Its shard count.
     pub shards: u16,
+    /// When it was paused (unix ms, Redis clock), `None` when it is not paused
+    /// ([`Inspector::pause`]).
+    pub paused_at_ms: Option<i64>,
 }
 
 /// Task counts and lifetime counters of one shard, or summed over a queue.
@@ -351,9 +354,14 @@ impl Inspector {
         let v = self.read(&pipe).await?.pop().unwrap_or(Value::Nil);
         let all: HashMap<String, u16> = decode(v, "the queue registry")?;
         let sorted: BTreeMap<String, u16> = all.into_iter().collect();
+        let paused = self.paused().await?;
         Ok(sorted
             .into_iter()
-            .map(|(name, shards)| QueueSummary { name, shards })
+            .map(|(name, shards)| QueueSummary {
+                paused_at_ms: paused.get(&name).copied(),
+                name,
+                shards,
+            })
             .collect())
     }
 
@@ -697,14 +705,63 @@ impl Inspector {
         Ok(out)
     }
 
-    /// Cancels a task that has not started (as [`Client::cancel`]).
+    /// Pauses `queue` in every worker: within a second (the `pause` message on its wake-up
+    /// channel, or at the latest the workers' next read of `<ns>:paused`, every sweep interval)
+    /// no worker claims its tasks; running tasks finish. Enqueues and promotion go on: due tasks
+    /// wait in the ready set. `Ok(false)` when it was paused already. See
+    /// `docs/flow-control.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: scheduler_core::Client) -> Result<(), scheduler_core::Error> {
+    /// use scheduler_core::Inspector;
+    /// let inspector = Inspector::new(&client);
+    /// inspector.pause("emails").await?;
+    /// assert!(inspector.paused().await?.contains_key("emails"));
+    /// inspector.resume("emails").await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`Client::cancel`], plus [`Error::UnknownQueue`].
-    pub async fn cancel(&self, id: &TaskId) -> Result<()> {
+    /// [`Error::InvalidQueueName`], [`Error::UnknownQueue`], or a Redis error.
+    pub async fn pause(&self, queue: &str) -> Result<bool> {
+        self.shards(queue).await?;
+        self.client
+            .retry(|| self.store().set_paused(queue, true))
+            .await
+    }
+
+    /// Resumes `queue`: workers claim from it again at once. `Ok(false)` when it was not paused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQueueName`], or a Redis error.
+    pub async fn resume(&self, queue: &str) -> Result<bool> {
+        self.client
+            .retry(|| self.store().set_paused(queue, false))
+            .await
+    }
+
+    /// The paused queues, with when each was paused (unix ms, Redis clock).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn paused(&self) -> Result<HashMap<String, i64>> {
+        self.client.retry(|| self.store().paused_queues()).await
+    }
+
+    /// Cancels a task (as [`Client::cancel_task`]): withdrawn when it has not started, told to
+    /// stop when it runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::cancel_task`], plus [`Error::UnknownQueue`].
+    pub async fn cancel(&self, id: &TaskId) -> Result<Cancellation> {
         self.shards(id.queue()).await?;
-        self.client.cancel(id).await
+        self.client.cancel_task(id).await
     }
 
     /// Puts one dead task back in its ready set (as [`Client::requeue_dead`]): `Ok(false)`

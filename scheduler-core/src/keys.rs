@@ -26,9 +26,16 @@ impl Keys {
     }
 
     /// Pub/sub channel `<ns>:wake:<queue>`: `r:<shard>` when a ready set got work,
-    /// `s:<shard>:<due ms>` when a scheduled set got a new head.
+    /// `s:<shard>:<due ms>` when a scheduled set got a new head, `pause` / `resume` when the
+    /// queue was paused or resumed.
     pub fn wake_channel(&self, queue: &str) -> String {
         format!("{}:wake:{}", self.ns, queue)
+    }
+
+    /// Hash `<ns>:paused`: queue name -> when it was paused (unix ms, Redis clock). Workers do
+    /// not claim from a queue listed here (`pause.lua` writes it and publishes the change).
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.ns)
     }
 
     /// Hash `<ns>:workers:<worker id>`, with a TTL of three heartbeat intervals: a live worker's
@@ -140,6 +147,7 @@ mod tests {
         let table = [
             (k.queues(), "sched:queues"),
             (k.wake_channel("emails"), "sched:wake:emails"),
+            (k.paused(), "sched:paused"),
             (k.worker("w1"), "sched:workers:w1"),
             (k.workers_pattern(), "sched:workers:*"),
             (p.scheduled(), "sched:{emails:3}:scheduled"),

@@ -51,7 +51,7 @@ pub mod scripts;
 pub mod store;
 pub mod task;
 
-pub use client::{Client, ClientConfig, IntoTaskRequest, TaskCall, TaskRequest};
+pub use client::{Cancellation, Client, ClientConfig, IntoTaskRequest, TaskCall, TaskRequest};
 pub use conn::{HealthCheck, TlsConfig};
 pub use error::{Error, Result};
 pub use id::TaskId;
@@ -67,6 +67,8 @@ pub use store::Store;
 pub use task::{StateMap, Task, TaskContext, TaskError, TaskErrorKind};
 
 pub use redis;
+/// The token of [`TaskContext::cancellation_token`] (re-exported so that versions cannot drift).
+pub use tokio_util::sync::CancellationToken;
 
 /// What `#[task]`-generated code reaches; not a public API.
 #[doc(hidden)]

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::client::TaskCall;
 use crate::id::TaskId;
 
@@ -131,6 +133,7 @@ pub struct TaskContext {
     due_ms: i64,
     claimed_at_ms: i64,
     state: Arc<StateMap>,
+    cancel: CancellationToken,
 }
 
 impl TaskContext {
@@ -149,7 +152,48 @@ impl TaskContext {
             due_ms,
             claimed_at_ms: due_ms,
             state,
+            cancel: CancellationToken::new(),
         }
+    }
+
+    /// Sets the token that fires when this run's cancellation is requested
+    /// ([`crate::Client::cancel_task`]); workers call it.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Completes when this run's cancellation is requested (`client.cancel(id)` while it runs):
+    /// stop, and return (an error, so that the task ends `cancelled`). A handler that does not
+    /// return within the worker's `cancel_grace` is aborted (dropped at its next `.await`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use scheduler_core::{TaskContext, TaskError};
+    /// # async fn next_chunk() -> Option<u32> { None }
+    /// async fn export(ctx: TaskContext) -> Result<(), TaskError> {
+    ///     loop {
+    ///         tokio::select! {
+    ///             () = ctx.cancelled() => return Err(TaskError::fail("cancelled")),
+    ///             chunk = next_chunk() => if chunk.is_none() { return Ok(()) },
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether this run's cancellation was requested: for handlers that check between steps.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The run's cancellation token itself (a clone), to hand to code that takes a
+    /// [`CancellationToken`].
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
     }
 
     /// Sets when the worker claimed this run (unix ms, Redis clock); workers call it.

@@ -76,6 +76,7 @@ async fn write(params: Arc<AckerParams>, batch: Vec<Completion>) {
     let mut acks: HashMap<usize, Vec<AckItem<'_>>> = HashMap::new();
     let mut fails: HashMap<usize, Vec<FailItem<'_>>> = HashMap::new();
     let mut releases: HashMap<usize, Vec<(&str, i64)>> = HashMap::new();
+    let mut cancels: Vec<(usize, &str, i64, &str)> = Vec::new();
     for c in &batch {
         match &c.verdict {
             // A unit result encodes as MessagePack nil; store nothing, readers default to nil.
@@ -95,6 +96,7 @@ async fn write(params: Arc<AckerParams>, batch: Vec<Completion>) {
                 .or_default()
                 .push((&c.id, c.token, e, None)),
             Verdict::Release => releases.entry(c.idx).or_default().push((&c.id, c.token)),
+            Verdict::Cancel(how) => cancels.push((c.idx, &c.id, c.token, how)),
         }
     }
     // Writes are retried through Redis restarts and failovers for up to about a minute; every
@@ -114,11 +116,39 @@ async fn write(params: Arc<AckerParams>, batch: Vec<Completion>) {
     let release_rounds = releases
         .iter()
         .map(|(idx, items)| write_releases(params, *idx, items));
+    let cancel_rounds = cancels
+        .iter()
+        .map(|&(idx, id, token, how)| write_cancel(params, idx, id, token, how));
     futures::join!(
         join_all(ack_rounds),
         join_all(fail_rounds),
-        join_all(release_rounds)
+        join_all(release_rounds),
+        join_all(cancel_rounds)
     );
+}
+
+/// Ends a run whose cancellation was requested as `cancelled` (`cancel_run.lua`, one call per
+/// task: cancellations are rare). Its record's TTL is the one the canceller recorded.
+async fn write_cancel(params: &AckerParams, idx: usize, id: &str, token: i64, how: &str) {
+    let p = &params.partitions[idx];
+    let ttl_ms = scheduler_core::defaults::CANCELLED_TTL.as_millis() as u64;
+    match retry_transient(params.outcome_write_attempts, || {
+        params.store.cancel_run(p, id, token, how, ttl_ms)
+    })
+    .await
+    {
+        Ok(Outcome::Done) => {
+            Counters::add(&params.counters.cancelled, 1);
+        }
+        Ok(_) => {
+            Counters::add(&params.counters.stale, 1);
+            crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
+            tracing::warn!(queue = %p.queue, id, "cancellation rejected: lease lost");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, queue = %p.queue, id, "could not end a cancelled run; its lease will expire and the reaper ends it cancelled")
+        }
+    }
 }
 
 async fn write_acks(
@@ -173,6 +203,9 @@ async fn write_fails(params: &AckerParams, idx: usize, items: &[FailItem<'_>]) {
                         Counters::add(&params.counters.stale, 1);
                         crate::metrics::count(crate::metrics::STALE, &p.queue, 1);
                         tracing::warn!(queue = %p.queue, id, "failure report rejected: lease lost");
+                    }
+                    Outcome::Cancelled => {
+                        Counters::add(&params.counters.cancelled, 1);
                     }
                     _ => Counters::add(&params.counters.retried, 1),
                 }

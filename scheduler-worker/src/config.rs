@@ -62,6 +62,7 @@ pub struct WorkerConfig {
     pub(crate) warm_sweep_interval: Duration,
     pub(crate) sweep_interval: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) cancel_grace: Duration,
     pub(crate) result_ttl: Duration,
     pub(crate) max_payload_bytes: usize,
     pub(crate) backoff: Backoff,
@@ -94,6 +95,7 @@ impl Default for WorkerConfig {
             warm_sweep_interval: Duration::from_secs(1),
             sweep_interval: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(5),
             result_ttl: Duration::from_secs(24 * 3600),
             max_payload_bytes: scheduler_core::defaults::MAX_PAYLOAD_BYTES,
             backoff: Backoff::default(),
@@ -224,6 +226,12 @@ impl WorkerConfig {
     /// How long a graceful shutdown waits for running tasks before handing them back. Default 30 s.
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
+    }
+
+    /// How long a running task whose cancellation was requested may take to return once told
+    /// (`ctx.cancelled()` fired) before it is aborted. Default 5 s; zero aborts at once.
+    pub fn cancel_grace(&self) -> Duration {
+        self.cancel_grace
     }
 
     /// How long a succeeded task's record and result are kept. Default 24 h; zero deletes the
@@ -373,6 +381,7 @@ impl WorkerConfig {
                 MIN_INTERVAL,
             ),
             ("shutdown_timeout", self.shutdown_timeout, Duration::ZERO),
+            ("cancel_grace", self.cancel_grace, Duration::ZERO),
             ("result_ttl", self.result_ttl, Duration::ZERO),
             ("dead_max_age", self.dead_max_age, Duration::ZERO),
         ];

@@ -41,6 +41,8 @@ pub(crate) struct ExecutorParams {
     pub(crate) acker_tx: mpsc::UnboundedSender<AckMsg>,
     /// A prefetched task not started when intake stops is handed back.
     pub(crate) stop_intake: CancellationToken,
+    /// [`crate::WorkerConfig::cancel_grace`].
+    pub(crate) cancel_grace: Duration,
 }
 
 /// What a claimed task needs to run: its place in the fetcher's hand (a permit of the prefetch
@@ -58,6 +60,7 @@ pub(crate) async fn execute(
     task: Claimed,
     claimed_at_ms: i64,
     permits: Permits,
+    cancel: CancellationToken,
 ) {
     // Should this function itself panic (not the handler: its panics are caught below), the
     // task must not stay in flight forever with its lease renewed: it is dropped from the
@@ -84,7 +87,7 @@ pub(crate) async fn execute(
     let span = tracing::info_span!("task", task_id = %task.id, queue = %p.queue, task_name = %task.name, attempt = task.attempt);
     crate::metrics::started(&p.queue, lateness_ms);
     let t0 = std::time::Instant::now();
-    let (verdict, outcome) = run(&params, idx, &task, claimed_at_ms)
+    let (verdict, outcome) = run(&params, idx, &task, claimed_at_ms, &cancel)
         .instrument(span.clone())
         .await;
     crate::metrics::finished(&p.queue, &task.name, outcome, t0.elapsed());
@@ -93,6 +96,7 @@ pub(crate) async fn execute(
         Verdict::Retry(err, delay) => tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "failed; will retry if attempts remain"),
         Verdict::Dead(err) => tracing::warn!(error = %err, "failed; not retryable"),
         Verdict::Release => {}
+        Verdict::Cancel(how) => tracing::info!(how = %how, "cancelled while running"),
     });
     report(&params, idx, task.id, task.token, verdict);
     drop(slot);
@@ -147,6 +151,7 @@ async fn run(
     idx: usize,
     task: &Claimed,
     claimed_at_ms: i64,
+    cancel: &CancellationToken,
 ) -> (Verdict, &'static str) {
     let p = &params.partitions[idx];
     if task.args.len() > params.max_payload_bytes {
@@ -173,16 +178,47 @@ async fn run(
         task.due_ms,
         Arc::clone(&params.state),
     )
-    .with_claimed_at(claimed_at_ms);
+    .with_claimed_at(claimed_at_ms)
+    .with_cancellation(cancel.clone());
     let limit = Duration::from_millis(task.timeout_ms.max(1));
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
+    // A cancellation request (the listener fires `cancel` on a `c:` message) gives the handler
+    // `cancel_grace` to return; then the run is dropped, i.e. aborted at its next `.await`.
+    let grace = params.cancel_grace;
+    let aborted = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    let fut = async {
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(limit, fut) => Some(r),
+            () = aborted => None,
+        }
+    };
+    let Some(done) = fut.await else {
+        return (
+            Verdict::Cancel(format!(
+                "cancelled while running: aborted after a grace period of {grace:?}"
+            )),
+            "cancelled",
+        );
+    };
+    // Anything but success after a cancellation request ends the task `cancelled`: the handler
+    // stopped because it was told to (a success is kept: the work was done).
+    if cancel.is_cancelled() && !matches!(done, Ok(Ok(Ok(_)))) {
+        return (
+            Verdict::Cancel("cancelled while running: the handler stopped".to_owned()),
+            "cancelled",
+        );
+    }
     // The retry this would be: runs lost with their worker use up no retry (see reap.lua).
     let backoff = || {
         params
             .backoff
             .delay(task.attempt.saturating_sub(task.lost).max(1))
     };
-    match tokio::time::timeout(limit, fut).await {
+    match done {
         // The result obeys the cap the arguments do: every size stored is one readers take.
         Ok(Ok(Ok(bytes))) if bytes.len() > params.max_payload_bytes => (
             Verdict::Dead(format!(

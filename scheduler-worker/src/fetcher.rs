@@ -283,6 +283,7 @@ impl Intake {
             };
             let key = (idx, task.id.clone());
             let token = task.token;
+            let cancel = CancellationToken::new();
             // Insert under the lock before the executor can look for its own entry.
             let mut inflight = params.inflight.lock().expect("inflight poisoned");
             let handle = self.executors.spawn(executor::execute(
@@ -294,12 +295,14 @@ impl Intake {
                     hand: one,
                     slots: Arc::clone(&self.slots),
                 },
+                cancel.clone(),
             ));
             inflight.insert(
                 key,
                 Inflight {
                     token,
                     abort: handle.abort_handle(),
+                    cancel,
                 },
             );
         }
@@ -385,11 +388,12 @@ pub(crate) async fn run(ctx: Arc<Intake>) {
                 () = tokio::time::sleep_until(until) => {}
             }
         }
-        // Find a partition that may have work, round-robin so no partition starves.
+        // Find a partition that may have work, round-robin so no partition starves. A paused
+        // one keeps its flag for when it is resumed.
         let idx = loop {
-            let found = (0..n)
-                .map(|k| (cursor + k) % n)
-                .find(|&i| params.ready.flags[i].load(Ordering::Acquire));
+            let found = (0..n).map(|k| (cursor + k) % n).find(|&i| {
+                params.ready.flags[i].load(Ordering::Acquire) && !params.ready.is_paused(i)
+            });
             if let Some(i) = found {
                 cursor = (i + 1) % n;
                 break i;

@@ -71,6 +71,20 @@ async fn extend(params: &LeaseParams, lease_ms: u64, idx: usize, chunk: &[(Strin
             for id in lost {
                 tracing::warn!(queue = %p.queue, id, "lease lost while running; the task may run elsewhere too");
             }
+            // A cancellation whose `c:` message this worker missed (its pub/sub connection was
+            // down): the renewal reply carries it, within a third of a lease.
+            for ((id, token), o) in refs.iter().zip(&outs) {
+                if *o != Outcome::Cancelled {
+                    continue;
+                }
+                let inflight = params.inflight.lock().expect("inflight poisoned");
+                if let Some(f) = inflight.get(&(idx, (*id).to_owned())) {
+                    if f.token == *token && !f.cancel.is_cancelled() {
+                        tracing::info!(queue = %p.queue, id, "cancellation requested (learned at lease renewal)");
+                        f.cancel.cancel();
+                    }
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not renew leases; retrying next tick")

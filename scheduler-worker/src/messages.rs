@@ -16,6 +16,9 @@ pub(crate) enum Verdict {
     Dead(String),
     /// Never started (prefetched, then shutdown): hand back to the ready set, attempt not counted.
     Release,
+    /// Its cancellation was requested and the handler stopped (or was aborted after the grace
+    /// period): state `cancelled`, not retried (`cancel_run.lua`); the text says how it ended.
+    Cancel(String),
 }
 
 /// A finished run.

@@ -11,7 +11,8 @@ use std::time::Duration;
 /// Counter, labels `queue`: tasks claimed into a lease.
 pub const CLAIMED: &str = "scheduler_tasks_claimed_total";
 /// Counter, labels `queue`, `task`, `outcome` (`success`, `failure`, `panic`, `timeout`,
-/// `fatal` — a failure that is not retried): runs finished by this worker.
+/// `fatal` — a failure that is not retried, `cancelled` — stopped or aborted after a
+/// cancellation request): runs finished by this worker.
 pub const RUNS: &str = "scheduler_task_runs_total";
 /// Histogram (seconds), labels `queue`: how late runs started (claim time minus due time, both on
 /// the Redis clock). Never negative: a task never starts early.

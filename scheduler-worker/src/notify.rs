@@ -7,6 +7,11 @@
 //! [`crate::WorkerConfig::health_check_interval`]; without a reply within
 //! [`crate::WorkerConfig::health_check_timeout`] it opens a new connection, and every reconnect
 //! looks at every partition once (messages published meanwhile were lost).
+//!
+//! It also keeps the paused flags of [`Ready`]: `pause` / `resume` messages flip them at once;
+//! the hash `<ns>:paused` is read once after every (re)subscription (a message may have been
+//! lost with the old connection) and every `paused_refresh` (an operator's `HSET` / `HDEL` by
+//! hand publishes nothing). Nothing else reads it, so pausing costs unpaused queues nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::messages::PromoterEvent;
-use crate::shared::Ready;
+use crate::shared::{InflightMap, Ready};
 
 /// What the listener uses.
 pub(crate) struct NotifyParams {
@@ -37,6 +42,10 @@ pub(crate) struct NotifyParams {
     pub(crate) health_check_interval: Duration,
     /// [`crate::WorkerConfig::health_check_timeout`].
     pub(crate) health_check_timeout: Duration,
+    /// Running tasks, whose cancellation token a `c:<shard>:<id>` message fires.
+    pub(crate) inflight: Arc<InflightMap>,
+    /// How often the paused queues are read again ([`crate::WorkerConfig::sweep_interval`]).
+    pub(crate) paused_refresh: Duration,
     /// Ends it (intake stops).
     pub(crate) stop_intake: CancellationToken,
 }
@@ -81,6 +90,8 @@ async fn listen(params: &NotifyParams, backoff: &mut Duration) -> Result<(), Err
         }
     }
     *backoff = Duration::from_millis(100);
+    // Pauses and resumes published before the subscription took effect were missed.
+    refresh_paused(params).await?;
     // Anything published before the subscription took effect was missed: look everywhere once.
     params.ready.mark_all();
     let _ = params.promoter_tx.send(PromoterEvent::SweepAll);
@@ -100,9 +111,43 @@ async fn listen(params: &NotifyParams, backoff: &mut Duration) -> Result<(), Err
             "pub/sub connection closed",
         )))
     };
+    let refresh = async {
+        loop {
+            tokio::time::sleep(params.paused_refresh).await;
+            if let Err(e) = refresh_paused(params).await {
+                tracing::debug!(error = %e, "could not read the paused queues; keeping the flags");
+            }
+        }
+    };
     tokio::select! {
         e = messages => Err(e),
         e = health_check(params, &mut sink) => Err(e),
+        () = refresh => unreachable!("the refresh loop never ends"),
+    }
+}
+
+/// Reads `<ns>:paused` (one `HGETALL`) and sets every partition's paused flag from it.
+async fn refresh_paused(params: &NotifyParams) -> Result<(), Error> {
+    let paused = tokio::time::timeout(params.health_check_timeout, params.store.paused_queues())
+        .await
+        .map_err(|_| timed_out("HGETALL of the paused queues"))??;
+    for (idx, p) in params.partitions.iter().enumerate() {
+        let now = paused.contains_key(&p.queue);
+        if now != params.ready.is_paused(idx) {
+            tracing::info!(queue = %p.queue, shard = p.shard, paused = now, "queue pause state read from Redis");
+        }
+        params.ready.set_paused(idx, now);
+    }
+    Ok(())
+}
+
+/// Pauses or resumes every partition of `queue` here.
+fn set_queue_paused(params: &NotifyParams, queue: &str, paused: bool) {
+    tracing::info!(queue, paused, "queue paused or resumed");
+    for (idx, p) in params.partitions.iter().enumerate() {
+        if p.queue == queue {
+            params.ready.set_paused(idx, paused);
+        }
     }
 }
 
@@ -124,6 +169,11 @@ async fn health_check(params: &NotifyParams, sink: &mut PubSubSink) -> Error {
 }
 
 fn dispatch(params: &NotifyParams, queue: &str, payload: &str) {
+    match payload {
+        "pause" => return set_queue_paused(params, queue, true),
+        "resume" => return set_queue_paused(params, queue, false),
+        _ => {}
+    }
     let mut parts = payload.split(':');
     let kind = parts.next();
     let Some(shard) = parts.next().and_then(|s| s.parse::<u16>().ok()) else {
@@ -134,6 +184,26 @@ fn dispatch(params: &NotifyParams, queue: &str, payload: &str) {
     };
     match kind {
         Some("r") => params.ready.mark(idx),
+        // `c:<shard>:<id>`: cancel.lua asks whoever runs task `id` to stop it (the id may hold
+        // colons: it is the rest of the message).
+        Some("c") => {
+            let id = payload.splitn(3, ':').nth(2).unwrap_or("");
+            let found = params
+                .inflight
+                .lock()
+                .expect("inflight poisoned")
+                .get(&(idx, id.to_owned()))
+                .map(|f| f.cancel.clone());
+            if let Some(cancel) = found {
+                tracing::info!(
+                    queue,
+                    shard,
+                    id,
+                    "cancellation requested for a running task"
+                );
+                cancel.cancel();
+            }
+        }
         Some("s") => {
             if let Some(due) = parts.next().and_then(|s| s.parse::<i64>().ok()) {
                 let _ = params.promoter_tx.send(PromoterEvent::Head(idx, due));

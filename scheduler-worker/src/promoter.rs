@@ -471,7 +471,8 @@ impl Promoter {
                 let p = &self.parts[idx];
                 !warm_only
                     || touched
-                    || self.params.ready.flags[idx].load(Ordering::Relaxed)
+                    || (self.params.ready.flags[idx].load(Ordering::Relaxed)
+                        && !self.params.ready.is_paused(idx))
                     || p.lock.is_some()
                     || p.reap.is_some()
                     || p.watch.is_some()
@@ -751,7 +752,12 @@ async fn promote(
     let batch = params.promote_batch.max(1);
     let lease_ms = params.lease.as_millis() as u64;
     loop {
-        let mut permit = params.intake.reserve(batch as usize);
+        // A paused queue's due tasks go to the ready set only (want = 0), where they wait.
+        let mut permit = if params.ready.is_paused(idx) {
+            None
+        } else {
+            params.intake.reserve(batch as usize)
+        };
         let want = permit.as_ref().map_or(0, |p| p.num_permits() as u32);
         let tag = if want > 0 {
             params.intake.next_tag()

@@ -9,12 +9,15 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
 
 /// A task this process is running.
 #[derive(Debug)]
 pub(crate) struct Inflight {
     pub(crate) token: i64,
     pub(crate) abort: AbortHandle,
+    /// Fired by the listener when the task's cancellation is requested (`c:` message).
+    pub(crate) cancel: CancellationToken,
 }
 
 /// Tasks running here, by (partition, id). A std mutex: only held for map operations, never
@@ -36,6 +39,8 @@ pub(crate) struct Counters {
     pub(crate) reaped: AtomicU64,
     pub(crate) takeovers: AtomicU64,
     pub(crate) released: AtomicU64,
+    /// Runs ended `cancelled` after a cancellation request.
+    pub(crate) cancelled: AtomicU64,
     /// Peak of the tasks held (received by claims, not finished) beyond `concurrency`.
     pub(crate) prefetch_peak: AtomicU64,
 }
@@ -57,6 +62,11 @@ pub(crate) struct Ready {
     /// One flag per partition: "it had ready work since the promoter's last warm sweep", so
     /// leases may have been taken there. Set with the ready flag, cleared by that sweep.
     pub(crate) touched: Vec<AtomicBool>,
+    /// One flag per partition: "its queue is paused" (`<ns>:paused`, learned by the listener
+    /// from `pause` / `resume` messages and from its reads of that hash). The fetcher does not
+    /// claim from a paused partition and the promoter leases nothing there; both only read this
+    /// flag, so an unpaused queue costs no Redis command for it.
+    pub(crate) paused: Vec<AtomicBool>,
     /// Wakes the fetcher when a flag was set. `notify_one` stores a permit when nobody waits,
     /// so a wake-up between the fetcher's scan and its wait is not lost.
     pub(crate) notify: Notify,
@@ -68,6 +78,7 @@ impl Ready {
         Self {
             flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
             touched: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            paused: (0..n).map(|_| AtomicBool::new(false)).collect(),
             notify: Notify::new(),
         }
     }
@@ -77,6 +88,21 @@ impl Ready {
         self.flags[idx].store(true, Ordering::Release);
         self.touched[idx].store(true, Ordering::Relaxed);
         self.notify.notify_one();
+    }
+
+    /// Whether partition `idx`'s queue is paused.
+    pub(crate) fn is_paused(&self, idx: usize) -> bool {
+        self.paused[idx].load(Ordering::Acquire)
+    }
+
+    /// Pauses or resumes partition `idx`. A resumed partition is flagged as having ready work:
+    /// what was promoted while it was paused waits in its ready set, and its `r:` wake-ups may
+    /// have been spent while the fetcher skipped it.
+    pub(crate) fn set_paused(&self, idx: usize, paused: bool) {
+        let was = self.paused[idx].swap(paused, Ordering::AcqRel);
+        if was && !paused {
+            self.mark(idx);
+        }
     }
 
     /// Every partition may have ready work (notifications may have been lost).

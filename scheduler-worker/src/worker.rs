@@ -261,6 +261,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a running task whose cancellation was requested (`Client::cancel_task`) may
+    /// take to return once its `ctx.cancelled()` fired, before it is aborted; either way it ends
+    /// `cancelled`, not retried. Default 5 s; zero aborts it at once.
+    pub fn cancel_grace(mut self, t: Duration) -> Self {
+        self.cfg.cancel_grace = t;
+        self
+    }
+
     /// Lease length of a claimed task. Default 30 s; at least [`MIN_LEASE`](crate::config::MIN_LEASE) (300 ms).
     pub fn lease(mut self, t: Duration) -> Self {
         self.cfg.lease = t;
@@ -648,6 +656,19 @@ impl Worker {
         let partitions: Arc<[Partition]> = self.partitions.into();
         // What several components share; each gets only what it uses, below.
         let ready = Arc::new(Ready::new(n));
+        // A queue paused before this worker started must not be claimed from before the
+        // listener has subscribed and read the pause state: read it once before the fetcher
+        // and promoter start (the listener keeps it up to date from then on).
+        match store.paused_queues().await {
+            Ok(paused) => {
+                for (idx, p) in partitions.iter().enumerate() {
+                    ready.set_paused(idx, paused.contains_key(&p.queue));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the paused queues at start; the listener reads them when it subscribes");
+            }
+        }
         let inflight: Arc<InflightMap> = Arc::default();
         let counters: Arc<Counters> = Arc::default();
         // Stops fetching, promoting and listening (first step of shutdown).
@@ -680,6 +701,8 @@ impl Worker {
             promoter_tx,
             health_check_interval: cfg.health_check_interval,
             health_check_timeout: cfg.health_check_timeout,
+            paused_refresh: cfg.sweep_interval,
+            inflight: Arc::clone(&inflight),
             stop_intake: stop_intake.clone(),
         })));
         let executor = Arc::new(ExecutorParams {
@@ -693,6 +716,7 @@ impl Worker {
             counters: Arc::clone(&counters),
             acker_tx: acker_tx.clone(),
             stop_intake: stop_intake.clone(),
+            cancel_grace: cfg.cancel_grace,
         });
         let intake = Intake::new(
             Arc::new(FetcherParams {

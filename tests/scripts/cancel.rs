@@ -8,13 +8,14 @@ struct CancelCase {
     ttl: u64,
     reply: CancelReply,
     want: fn(&str) -> St,
+    msgs: Vec<M>,
 }
 
-table_case!(CancelCase);
+table_case!(CancelCase, msgs);
 
 /// cancel withdraws a scheduled or ready task (state cancelled with a TTL, or deleted with TTL 0,
-/// counted), leaves a running task alone (Running), a finished one alone (Finished), and reports
-/// a missing one (NotFound).
+/// counted), records a cancellation request on a running task and publishes it to its worker
+/// (Running), leaves a finished one alone (Finished), and reports a missing one (NotFound).
 #[tokio::test]
 async fn cancel_transitions() {
     let cases = [
@@ -26,6 +27,7 @@ async fn cancel_transitions() {
                     .sched("a", FAR)
             },
             ttl: 60_000,
+            msgs: vec![],
             reply: CancelReply::Cancelled,
             want: |_| {
                 St::default()
@@ -45,6 +47,7 @@ async fn cancel_transitions() {
                     .ready("a", ready_score(5, 1000))
             },
             ttl: 60_000,
+            msgs: vec![],
             reply: CancelReply::Cancelled,
             want: |_| {
                 St::default()
@@ -67,20 +70,27 @@ async fn cancel_transitions() {
                     .stat("cancelled", 2)
             },
             ttl: 0,
+            msgs: vec![],
             reply: CancelReply::Cancelled,
             want: |_| St::default().stat("cancelled", 3),
         },
         CancelCase {
-            name: "running: Running, nothing changes",
+            name: "running: Running, the request recorded with the TTL and published",
             seed: |_| St::default().task("a", running(1, 1)).active("a", FAR),
             ttl: 60_000,
+            msgs: vec![M::C("a")],
             reply: CancelReply::Running,
-            want: |_| St::default().task("a", running(1, 1)).active("a", FAR),
+            want: |_| {
+                St::default()
+                    .task("a", running(1, 1).with("cancel", 60_000))
+                    .active("a", FAR)
+            },
         },
         CancelCase {
             name: "succeeded: Finished, nothing changes",
             seed: |_| St::default().task("a", succeeded_at()),
             ttl: 60_000,
+            msgs: vec![],
             reply: CancelReply::Finished,
             want: |_| St::default().task("a", succeeded_at()),
         },
@@ -92,6 +102,7 @@ async fn cancel_transitions() {
                     .dead("a", 990)
             },
             ttl: 60_000,
+            msgs: vec![],
             reply: CancelReply::Finished,
             want: |_| {
                 St::default()
@@ -103,6 +114,7 @@ async fn cancel_transitions() {
             name: "cancelled before: Finished, nothing changes",
             seed: |_| St::default().task("a", Rec::new("cancelled").with("finished_at", 990)),
             ttl: 60_000,
+            msgs: vec![],
             reply: CancelReply::Finished,
             want: |_| St::default().task("a", Rec::new("cancelled").with("finished_at", 990)),
         },
@@ -110,6 +122,7 @@ async fn cancel_transitions() {
             name: "missing: NotFound, nothing created",
             seed: |_| St::default(),
             ttl: 60_000,
+            msgs: vec![],
             reply: CancelReply::NotFound,
             want: |_| St::default(),
         },

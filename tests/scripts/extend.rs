@@ -31,6 +31,22 @@ async fn extend_transitions() {
             },
         },
         ExtendCase {
+            name: "cancellation requested: deadline renewed, reply Cancelled",
+            seed: |_| {
+                St::default()
+                    .task("a", running(2, 1).with("cancel", 60_000))
+                    .active("a", 9000)
+            },
+            lease: 20_000,
+            items: vec![("a", 2)],
+            reply: vec![Outcome::Cancelled],
+            want: |_| {
+                St::default()
+                    .task("a", running(2, 1).with("cancel", 60_000))
+                    .active("a", W::Now(20_000))
+            },
+        },
+        ExtendCase {
             name: "stale token: -1, deadline unchanged",
             seed: |_| St::default().task("a", running(2, 1)).active("a", 9000),
             lease: 20_000,

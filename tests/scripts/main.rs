@@ -17,6 +17,7 @@ mod support;
 mod ack;
 mod batches;
 mod cancel;
+mod cancel_run;
 mod claim;
 mod enqueue;
 mod extend;

@@ -53,6 +53,32 @@ async fn reap_transitions() {
             msgs: vec![M::R],
         },
         ReapCase {
+            name: "cancellation requested, then the worker lost: cancelled with the TTL",
+            seed: |_| {
+                St::default()
+                    .task("a", running(2, 1).with("cancel", 60_000))
+                    .active("a", 1000)
+            },
+            batch: 100,
+            requeued: 0,
+            buried: 0,
+            next_deadline: None,
+            want: |_| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        running(2, 1)
+                            .with("state", "cancelled")
+                            .with("finished_at", W::Now(0))
+                            .with("error", "lease expired after cancellation was requested")
+                            .without("worker"),
+                        60_000,
+                    )
+                    .stat("cancelled", 1)
+            },
+            msgs: vec![],
+        },
+        ReapCase {
             name: "handler retries used up but no lease lost before: back to ready, lost 1",
             seed: |_| St::default().task("a", running(2, 4)).active("a", 1000),
             batch: 100,

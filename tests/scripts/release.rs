@@ -41,6 +41,33 @@ async fn release_transitions() {
             msgs: vec![M::R],
         },
         ReleaseCase {
+            name: "cancellation requested: cancelled with the TTL, not handed back",
+            seed: |_| {
+                St::default()
+                    .task("a", running(3, 2).with("cancel", 60_000))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 3)],
+            reply: vec![Outcome::Cancelled],
+            want: |_| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        running(3, 2)
+                            .with("state", "cancelled")
+                            .with("finished_at", W::Now(0))
+                            .with(
+                                "error",
+                                "handed back at shutdown after cancellation was requested",
+                            )
+                            .without("worker"),
+                        60_000,
+                    )
+                    .stat("cancelled", 1)
+            },
+            msgs: vec![],
+        },
+        ReleaseCase {
             name: "stale token: -1, nothing changes",
             seed: |_| St::default().task("a", running(3, 2)).active("a", FAR),
             items: vec![("a", 2)],

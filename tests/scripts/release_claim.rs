@@ -20,6 +20,36 @@ table_case!(ReleaseClaimCase, msgs);
 async fn release_claim_transitions() {
     let cases = [
         ReleaseClaimCase {
+            name: "a task of the tag whose cancellation was requested: cancelled, not counted",
+            seed: |_| {
+                St::default()
+                    .task(
+                        "a",
+                        running(3, 1).with("worker", "w1#7").with("cancel", 60_000),
+                    )
+                    .active("a", FAR)
+            },
+            tag: "w1#7",
+            reply: 0,
+            want: |_| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        running(3, 1)
+                            .with("state", "cancelled")
+                            .with("finished_at", W::Now(0))
+                            .with(
+                                "error",
+                                "its claim was lost after cancellation was requested",
+                            )
+                            .without("worker"),
+                        60_000,
+                    )
+                    .stat("cancelled", 1)
+            },
+            msgs: vec![],
+        },
+        ReleaseClaimCase {
             name: "the tag's running tasks go back; another claim's task stays",
             seed: |_| {
                 St::default()

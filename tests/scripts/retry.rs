@@ -63,6 +63,30 @@ async fn retry_transitions() {
             msgs: vec![M::S(W::Now(0))],
         },
         RetryCase {
+            name: "cancellation requested while it ran: cancelled with the TTL, not retried",
+            seed: |_| {
+                St::default()
+                    .task("a", running(3, 2).with("cancel", 60_000))
+                    .active("a", FAR)
+            },
+            items: vec![("a", 3, "boom", Some(5000))],
+            reply: vec![Outcome::Cancelled],
+            want: |_| {
+                St::default()
+                    .task_ttl(
+                        "a",
+                        running(3, 2)
+                            .with("state", "cancelled")
+                            .with("error", "boom")
+                            .with("finished_at", W::Now(0))
+                            .without("worker"),
+                        60_000,
+                    )
+                    .stat("cancelled", 1)
+            },
+            msgs: vec![],
+        },
+        RetryCase {
             name: "retries exhausted: dead with the error",
             seed: |_| St::default().task("a", running(3, 4)).active("a", FAR),
             items: vec![("a", 3, "boom", Some(5000))],

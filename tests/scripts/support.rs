@@ -348,6 +348,8 @@ pub(crate) enum M {
     R,
     /// `s:<shard>:<due>`: the scheduled set got an earlier head.
     S(W),
+    /// `c:<shard>:<id>`: the cancellation of running task `id` was requested.
+    C(&'static str),
 }
 
 pub(crate) fn assert_msgs(got: &[String], want: &[M], c: Clock, case: &str) {
@@ -359,6 +361,7 @@ pub(crate) fn assert_msgs(got: &[String], want: &[M], c: Clock, case: &str) {
     for (g, w) in got.iter().zip(want) {
         match w {
             M::R => assert_eq!(g, &format!("r:{SHARD}"), "{case}: message"),
+            M::C(id) => assert_eq!(g, &format!("c:{SHARD}:{id}"), "{case}: message"),
             M::S(due) => {
                 let n = g
                     .strip_prefix(&format!("s:{SHARD}:"))

@@ -20,7 +20,8 @@ static DELETE: LazyLock<Script> = script!("delete");
 
 impl Store {
     /// `cancel.lua`: withdraws task `id` of `p` unless it started; its record then expires after
-    /// `ttl_ms` (0: deleted at once).
+    /// `ttl_ms` (0: deleted at once). A running task gets a cancellation request, published to
+    /// the worker running it ([`CancelReply::Running`]).
     ///
     /// # Errors
     ///
@@ -32,7 +33,9 @@ impl Store {
             .key(p.keys.stats())
             .arg(p.keys.task_prefix())
             .arg(ttl_ms)
-            .arg(id);
+            .arg(id)
+            .arg(&p.channel)
+            .arg(p.shard);
         let v = self.run_script(&inv).await?;
         code("cancel", CANCEL_CODES, &v)
     }

@@ -8,7 +8,9 @@ use redis::Script;
 use super::script::script;
 use redis::Value;
 
-use super::reply::{array, bytes, codes, int, Outcome, FENCED};
+use super::reply::{
+    array, bytes, codes, int, Outcome, EXTEND as EXTEND_CODES, RELEASE as RELEASE_CODES,
+};
 use super::{Partition, Store, MAX_BATCH};
 use crate::error::{Error, Result};
 
@@ -120,7 +122,7 @@ impl Store {
         for (id, token) in items {
             inv.arg(*id).arg(*token);
         }
-        codes("extend", FENCED, self.run_script(&inv).await?)
+        codes("extend", EXTEND_CODES, self.run_script(&inv).await?)
     }
 
     /// `release.lua`: hands running tasks `(id, token)` of `p` back to the ready set at once,
@@ -134,13 +136,14 @@ impl Store {
         inv.key(p.keys.active())
             .key(p.keys.ready())
             .key(p.keys.drained())
+            .key(p.keys.stats())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard);
         for (id, token) in items {
             inv.arg(*id).arg(*token);
         }
-        codes("release", FENCED, self.run_script(&inv).await?)
+        codes("release", RELEASE_CODES, self.run_script(&inv).await?)
     }
 
     /// `release_claim.lua`: hands back the tasks that a claim tagged `tag` took but whose reply
@@ -155,6 +158,7 @@ impl Store {
         inv.key(p.keys.active())
             .key(p.keys.ready())
             .key(p.keys.drained())
+            .key(p.keys.stats())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard)

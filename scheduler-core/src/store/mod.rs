@@ -14,6 +14,7 @@
 //!   `extend.lua`, `release.lua`, `release_claim.lua`), `outcome` (`ack.lua`, `retry.lua`),
 //!   `admin` (`cancel.lua`, `requeue.lua`, `trim_dead.lua`), `lock` (the promoter lock),
 //!   `schedules` (`schedule_write.lua`, periodic schedules);
+//! - `flow`: `pause.lua` (pause and resume a queue) and reading the paused queues;
 //! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
 //! - `testing` (feature `testing`): `time_travel.lua`, scheduled tasks made due now in
@@ -30,6 +31,7 @@ use crate::keys::{Keys, PartitionKeys};
 mod admin;
 mod backup;
 mod enqueue;
+mod flow;
 mod lease;
 mod lock;
 mod outcome;

@@ -15,6 +15,10 @@ pub enum Outcome {
     Exists,
     /// Retry only: the task went to the dead set.
     Dead,
+    /// Retry and release: its cancellation had been requested while it ran (`Client::cancel`),
+    /// so it ended `cancelled` instead of being retried or handed back. Extend: the lease was
+    /// renewed, and the task's cancellation has been requested.
+    Cancelled,
     /// Retry only: the task's record could not be read (`attempts`, `max_retries` or `lost` not a
     /// decimal integer, edited by hand): it went to the dead set with the reason and the error.
     Corrupt,
@@ -31,7 +35,7 @@ pub enum Outcome {
 pub enum CancelReply {
     /// Withdrawn.
     Cancelled,
-    /// Running: left alone.
+    /// Running: its cancellation was requested; the worker running it stops it.
     Running,
     /// Succeeded, dead or cancelled before.
     Finished,
@@ -44,7 +48,7 @@ pub enum CancelReply {
 pub enum DeleteReply {
     /// Its record and set entry are gone.
     Deleted,
-    /// Running: left alone.
+    /// Running: its cancellation was requested; the worker running it stops it.
     Running,
     /// No such task.
     NotFound,
@@ -106,11 +110,26 @@ pub(super) const RETRY: Codes<Outcome> = &[
     (1, Outcome::Done),
     (2, Outcome::Dead),
     (3, Outcome::Corrupt),
+    (4, Outcome::Cancelled),
     (-1, Outcome::StaleLease),
 ];
 
 /// The fenced scripts `ack.lua`, `extend.lua` and `release.lua`, one code per task.
 pub(super) const FENCED: Codes<Outcome> = &[(1, Outcome::Done), (-1, Outcome::StaleLease)];
+
+/// `extend.lua`, one code per task.
+pub(super) const EXTEND: Codes<Outcome> = &[
+    (1, Outcome::Done),
+    (2, Outcome::Cancelled),
+    (-1, Outcome::StaleLease),
+];
+
+/// `release.lua`, one code per task.
+pub(super) const RELEASE: Codes<Outcome> = &[
+    (1, Outcome::Done),
+    (2, Outcome::Cancelled),
+    (-1, Outcome::StaleLease),
+];
 
 /// `cancel.lua`, one code.
 pub(super) const CANCEL: Codes<CancelReply> = &[
@@ -212,6 +231,8 @@ mod tests {
         check("enqueue", ENQUEUE);
         check("retry", RETRY);
         check("fenced", FENCED);
+        check("release", RELEASE);
+        check("extend", EXTEND);
         check("cancel", CANCEL);
         check("delete", DELETE);
         check("requeue", REQUEUE);

@@ -78,6 +78,7 @@ impl Notice {
     fn text(&self) -> Option<&'static str> {
         Some(match self.done.as_deref()? {
             "cancelled" => "Task cancelled.",
+            "cancel-requested" => "Cancellation requested: the worker running the task stops it.",
             "requeued" => "Task requeued: it is ready, attempts reset to 0.",
             "deleted" => "Task deleted.",
             "requeued-all" => "Dead tasks requeued.",
@@ -610,10 +611,10 @@ pub(crate) async fn task_action(
     let i = &app.inspector;
     let p = app.p();
     let done = match act.as_str() {
-        "cancel" => {
-            i.cancel(&id).await.map_err(|e| app.fail(e))?;
-            "cancelled"
-        }
+        "cancel" => match i.cancel(&id).await.map_err(|e| app.fail(e))? {
+            scheduler_core::Cancellation::Requested => "cancel-requested",
+            _ => "cancelled",
+        },
         "requeue" => {
             if !i.requeue(&id).await.map_err(|e| app.fail(e))? {
                 return Err(app.fail(PageError::Conflict(format!(

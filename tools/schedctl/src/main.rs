@@ -17,6 +17,8 @@
 //! schedctl purge emails dead --yes
 //! schedctl workers
 //! schedctl due emails --within 5m
+//! schedctl pause emails
+//! schedctl resume emails
 //! schedctl export --out tasks.schedexp
 //! schedctl import tasks.schedexp
 //! schedctl serve --addr 127.0.0.1:8080 --token s3cret --read-only --prefix /ops
@@ -31,7 +33,7 @@
 //! - `main.rs`: arguments, connecting, dispatch, printing.
 //! - `inspect.rs`: what the subcommands share on top of `scheduler::Inspector`, through
 //!   which every read and action goes.
-//! - `queues.rs`: `queues`, `stats`, `due`.
+//! - `queues.rs`: `queues`, `stats`, `due`, `pause`, `resume`.
 //! - `tasks.rs`: `status`, `cancel`, `dead`, `requeue`.
 //! - `workers.rs`: `workers`.
 //! - `bulk.rs`: `ls`, `delete`, `purge`, and the progress bars of bulk actions.
@@ -82,8 +84,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every queue with its shards and task counts: scheduled, ready, running, dead, due now.
+    /// Every queue with its shards and task counts: scheduled, ready, running, dead, due now,
+    /// and whether it is paused.
     Queues,
+    /// Pause a queue: workers stop claiming its tasks within a second (running tasks finish);
+    /// enqueues and promotion go on.
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue: workers claim its tasks again at once.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// Task counts and lifetime counters of one queue.
     Stats {
         /// The queue.
@@ -97,7 +111,7 @@ enum Command {
         /// The task, as `<queue>/<id>`.
         task: String,
     },
-    /// Cancel a task that has not started (scheduled or ready).
+    /// Cancel a task: withdrawn if it has not started; if it runs, its worker is told to stop it.
     Cancel {
         /// The task, as `<queue>/<id>`.
         task: String,
@@ -233,6 +247,8 @@ async fn run(cli: Cli) -> Result<String> {
     };
     match cli.command {
         Command::Queues => queues::queues(&ctx).await,
+        Command::Pause { queue } => queues::pause(&ctx, &queue, true).await,
+        Command::Resume { queue } => queues::pause(&ctx, &queue, false).await,
         Command::Stats { queue, shards } => queues::stats(&ctx, &queue, shards).await,
         Command::Status { task } => tasks::status(&ctx, &task).await,
         Command::Cancel { task } => tasks::cancel(&ctx, &task).await,

@@ -1,4 +1,4 @@
-//! Queue-level views: `queues`, `stats`, `due`.
+//! Queue-level views and actions: `queues`, `stats`, `due`, `pause`, `resume`.
 
 use anyhow::Result;
 use scheduler::Counts;
@@ -33,7 +33,7 @@ pub(crate) async fn queues(ctx: &Ctx) -> Result<String> {
     for q in ctx.inspector.queues().await? {
         let counts = ctx.inspector.queue(&q.name).await?;
         now.get_or_insert(counts.server_now_ms);
-        rows.push((q.name, q.shards, counts.total));
+        rows.push((q.name, q.shards, counts.total, q.paused_at_ms));
     }
     let now = match now {
         Some(n) => n,
@@ -42,11 +42,13 @@ pub(crate) async fn queues(ctx: &Ctx) -> Result<String> {
     if ctx.json {
         let list: Vec<Json> = rows
             .iter()
-            .map(|(q, s, c)| {
+            .map(|(q, s, c, paused)| {
                 let mut m = Map::new();
                 m.insert("queue".into(), json!(q));
                 m.insert("shards".into(), json!(s));
                 m.extend(counts_json(c));
+                m.insert("paused".into(), json!(paused.is_some()));
+                m.insert("paused_at_ms".into(), json!(paused));
                 Json::Object(m)
             })
             .collect();
@@ -63,13 +65,41 @@ pub(crate) async fn queues(ctx: &Ctx) -> Result<String> {
         "RUNNING>",
         "DEAD>",
         "DUE NOW>",
+        "PAUSED",
     ]);
-    for (q, s, c) in &rows {
+    for (q, s, c, paused) in &rows {
         let mut cells = vec![q.clone(), s.to_string()];
         cells.extend(count_cells(c));
+        cells.push(match paused {
+            Some(at) => format!("since {}", when(*at, now)),
+            None => "no".to_owned(),
+        });
         t.row(cells);
     }
     Ok(t.render())
+}
+
+/// `pause <queue>` / `resume <queue>`: workers stop claiming from the queue (within a second)
+/// or start again; enqueues and promotion go on meanwhile.
+pub(crate) async fn pause(ctx: &Ctx, queue: &str, pause: bool) -> Result<String> {
+    let changed = if pause {
+        ctx.inspector.pause(queue).await?
+    } else {
+        ctx.inspector.resume(queue).await?
+    };
+    if ctx.json {
+        return Ok(json_out(
+            &json!({ "queue": queue, "paused": pause, "changed": changed }),
+        ));
+    }
+    Ok(match (pause, changed) {
+        (true, true) => {
+            format!("paused {queue}: workers stop claiming its tasks within a second\n")
+        }
+        (true, false) => format!("{queue} was paused already\n"),
+        (false, true) => format!("resumed {queue}\n"),
+        (false, false) => format!("{queue} was not paused\n"),
+    })
 }
 
 /// `stats <queue> [--shards]`: counts and lifetime counters, summed and optionally per shard.

@@ -153,14 +153,26 @@ pub(crate) async fn status(ctx: &Ctx, target: &str) -> Result<String> {
     Ok(pairs(&rows))
 }
 
-/// `cancel <queue>/<id>`.
+/// `cancel <queue>/<id>`: withdraws a task that has not started, or asks the worker running it
+/// to stop it.
 pub(crate) async fn cancel(ctx: &Ctx, target: &str) -> Result<String> {
     let id = parse_task(target)?;
     shards_of(&ctx.inspector, id.queue()).await?;
-    ctx.inspector.cancel(&id).await?;
+    let how = ctx.inspector.cancel(&id).await?;
+    let requested = how == scheduler::Cancellation::Requested;
     if ctx.json {
+        if requested {
+            return Ok(json_out(
+                &json!({ "id": id.to_string(), "cancelled": false, "requested": true }),
+            ));
+        }
         return Ok(json_out(
             &json!({ "id": id.to_string(), "cancelled": true }),
+        ));
+    }
+    if requested {
+        return Ok(format!(
+            "cancellation of running task {id} requested: its worker stops it\n"
         ));
     }
     Ok(format!("cancelled {id}\n"))

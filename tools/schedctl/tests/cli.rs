@@ -192,16 +192,17 @@ async fn queues_counts() {
             "RUNNING",
             "DEAD",
             "DUE",
-            "NOW"
+            "NOW",
+            "PAUSED"
         ]
     );
     assert_eq!(
         row(&text, "billing"),
-        ["billing", "4", "0", "0", "1", "2", "0"]
+        ["billing", "4", "0", "0", "1", "2", "0", "no"]
     );
     assert_eq!(
         row(&text, "emails"),
-        ["emails", "4", "2", "2", "0", "0", "1"]
+        ["emails", "4", "2", "2", "0", "0", "1", "no"]
     );
 
     let v = fx.json(&["queues"]);
@@ -210,11 +211,47 @@ async fn queues_counts() {
         v["queues"],
         json!([
             {"queue": "billing", "shards": 4, "scheduled": 0, "ready": 0, "running": 1,
-             "dead": 2, "due_now": 0},
+             "dead": 2, "due_now": 0, "paused": false, "paused_at_ms": null},
             {"queue": "emails", "shards": 4, "scheduled": 2, "ready": 2, "running": 0,
-             "dead": 0, "due_now": 1},
+             "dead": 0, "due_now": 1, "paused": false, "paused_at_ms": null},
         ])
     );
+}
+
+/// `pause` and `resume` write `<ns>:paused` (what redis-cli shows), `queues` shows the pause,
+/// doing either twice says so, and an unknown queue is an error.
+#[tokio::test]
+async fn pause_and_resume() {
+    let fx = seeded().await;
+    assert_eq!(
+        fx.ok(&["pause", "emails"]),
+        "paused emails: workers stop claiming its tasks within a second\n"
+    );
+    assert_eq!(fx.ok(&["pause", "emails"]), "emails was paused already\n");
+    let text = fx.ok(&["queues"]);
+    let r = row(&text, "emails");
+    assert_eq!(r[7], "since", "{text}");
+    assert_eq!(row(&text, "billing")[7], "no");
+    let v = fx.json(&["queues"]);
+    assert_eq!(v["queues"][1]["paused"], json!(true));
+    let at = v["queues"][1]["paused_at_ms"].as_i64().unwrap();
+    assert!(at > 1_700_000_000_000);
+    let by_cli = fx
+        .server
+        .cmd(&["HGET", &format!("{NS}:paused"), "emails"])
+        .unwrap();
+    assert_eq!(
+        by_cli,
+        redis::Value::BulkString(at.to_string().into_bytes())
+    );
+    assert_eq!(
+        fx.json(&["resume", "emails"]),
+        json!({"queue": "emails", "paused": false, "changed": true})
+    );
+    assert_eq!(fx.ok(&["resume", "emails"]), "emails was not paused\n");
+    assert_eq!(fx.json(&["queues"])["queues"][1]["paused"], json!(false));
+    let err = fx.fails(&["pause", "nowhere"]);
+    assert!(err.contains("nowhere"), "{err}");
 }
 
 /// `status` shows every field, times as ISO-8601 UTC with a relative part, and the arguments
@@ -432,8 +469,19 @@ async fn cancel_tasks() {
     assert!(field(&text, "expires").contains("(in 59 min)"), "{text}");
     let err = fx.fails(&["cancel", "emails/later"]);
     assert!(err.contains("already finished"), "{err}");
-    let err = fx.fails(&["cancel", "billing/busy"]);
-    assert!(err.contains("is running and cannot be cancelled"), "{err}");
+    assert_eq!(
+        fx.ok(&["cancel", "billing/busy"]),
+        "cancellation of running task billing/busy requested: its worker stops it\n"
+    );
+    let busy = fx.server.cmd(&[
+        "HGET",
+        &format!(
+            "{NS}:{{billing:{}}}:t:busy",
+            TaskId::new("billing", "busy").shard(4)
+        ),
+        "cancel",
+    ]);
+    assert!(matches!(busy, Ok(redis::Value::BulkString(_))), "{busy:?}");
     let v = fx.json(&["cancel", "emails/now-1"]);
     assert_eq!(v, json!({"id": "emails/now-1", "cancelled": true}));
     let q = fx.json(&["queues"]);
