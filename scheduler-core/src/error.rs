@@ -158,6 +158,11 @@ pub enum Error {
         /// Why it stopped.
         source: Box<Error>,
     },
+    /// The task history archive's PostgreSQL (`scheduler_worker::archive`): a URL that does not
+    /// parse, a server that cannot be reached or refuses the login, a failed migration or query.
+    /// The text names the URL without its password.
+    #[error("history archive database: {0}")]
+    Archive(String),
 }
 
 impl Error {
@@ -205,6 +210,7 @@ impl Error {
             Error::BadExportFile(_) => "bad_export_file",
             Error::Io(_) => "io",
             Error::ImportStopped { .. } => "import_stopped",
+            Error::Archive(_) => "archive",
         }
     }
 

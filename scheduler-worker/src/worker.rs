@@ -81,6 +81,8 @@ pub struct WorkerBuilder {
     schedule_lookahead: Duration,
     #[cfg(feature = "prometheus")]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[cfg(feature = "archive")]
+    archive: Option<crate::archive::ArchiveConfig>,
 }
 
 impl Default for WorkerBuilder {
@@ -96,6 +98,8 @@ impl Default for WorkerBuilder {
             schedule_lookahead: Duration::from_secs(5),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
+            #[cfg(feature = "archive")]
+            archive: None,
         }
     }
 }
@@ -398,6 +402,30 @@ impl WorkerBuilder {
         &self.cfg
     }
 
+    /// Runs the task history archive (feature `archive`): [`WorkerBuilder::build`] connects to
+    /// its PostgreSQL (migrating the schema) and turns the archive on for the namespace with the
+    /// config's bound; [`Worker::run`] then runs an [`crate::archive::Archiver`] for this
+    /// worker's partitions. Without it the worker still follows the namespace's archive setting
+    /// (its finishing scripts append to the streams while it is on) but stores nothing.
+    /// See `docs/storage.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_worker::{archive::ArchiveConfig, Worker};
+    /// let worker = Worker::builder()
+    ///     .archive(ArchiveConfig::new("postgres://postgres@127.0.0.1/history"))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "archive")]
+    pub fn archive(mut self, cfg: crate::archive::ArchiveConfig) -> Self {
+        self.archive = Some(cfg);
+        self
+    }
+
     /// Connects to Redis and resolves the partitions to serve.
     ///
     /// # Errors
@@ -406,7 +434,8 @@ impl WorkerBuilder {
     /// address that cannot be served, before any connection is made; [`Error::InvalidUrl`], a Redis error when Redis cannot be
     /// reached, [`Error::InvalidQueueName`], [`Error::ShardMismatch`];
     /// [`Error::UnknownScheduleTask`] for a declared schedule whose task is not registered (before
-    /// connecting, nothing stored), or the errors of [`scheduler_core::Schedules::declare`].
+    /// connecting, nothing stored), or the errors of [`scheduler_core::Schedules::declare`];
+    /// [`Error::Archive`] when the archive's PostgreSQL cannot be reached (feature `archive`).
     pub async fn build(self) -> Result<Worker, Error> {
         self.cfg.validate()?;
         if self.schedule_poll.is_zero() || self.schedule_lookahead.is_zero() {
@@ -441,6 +470,11 @@ impl WorkerBuilder {
             ccfg = ccfg.tls(tls.clone());
         }
         let client = Client::with_config(ccfg).await?;
+        #[cfg(feature = "archive")]
+        let archive = match self.archive {
+            Some(cfg) => Some((crate::archive::start(client.store(), &cfg).await?, cfg)),
+            None => None,
+        };
         let mut queues = self.cfg.queues.clone();
         if queues.is_empty() {
             queues = self
@@ -476,6 +510,8 @@ impl WorkerBuilder {
             state: Arc::new(self.state),
             partitions,
             stop: CancellationToken::new(),
+            #[cfg(feature = "archive")]
+            archive,
         })
     }
 }
@@ -523,6 +559,8 @@ pub struct Worker {
     schedules: Schedules,
     schedule_poll: Duration,
     schedule_lookahead: Duration,
+    #[cfg(feature = "archive")]
+    archive: Option<(crate::archive::HistoryDb, crate::archive::ArchiveConfig)>,
 }
 
 /// Stops a running [`Worker`] gracefully from elsewhere.
@@ -761,6 +799,17 @@ impl Worker {
             }),
             started_ms,
         ));
+        #[cfg(feature = "archive")]
+        let archiver = self.archive.map(|(db, acfg)| {
+            let a = crate::archive::Archiver::new(
+                store.clone(),
+                db,
+                partitions.to_vec(),
+                acfg,
+                worker_id.clone(),
+            );
+            tokio::spawn(a.run(stop_all.clone()))
+        });
 
         tokio::select! {
             () = shutdown => {}
@@ -798,6 +847,10 @@ impl Worker {
         stop_all.cancel();
         let _ = lease.await;
         let _ = beat.await;
+        #[cfg(feature = "archive")]
+        if let Some(a) = archiver {
+            let _ = a.await;
+        }
         acker.abort();
         let c = &counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -16,6 +16,8 @@
 //!   `schedules` (`schedule_write.lua`, periodic schedules);
 //! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
+//! - `archive`: the history archive's side in Redis: the namespace setting, the per-partition
+//!   streams finishing scripts append to, and reading them (`archive_done.lua`);
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
 
 use redis::{Pipeline, ScriptInvocation, Value};
@@ -26,6 +28,7 @@ use crate::id::validate_queue;
 use crate::keys::{Keys, PartitionKeys};
 
 mod admin;
+mod archive;
 mod backup;
 mod enqueue;
 mod lease;
@@ -38,6 +41,7 @@ mod schedules;
 mod script;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
+pub use archive::{ArchiveEntry, ARCHIVE_GROUP};
 pub use backup::{ExportedTask, RestoreTask, SetPage};
 pub use enqueue::{Due, NewTask};
 pub use lease::{Claim, Claimed};
@@ -57,6 +61,9 @@ pub struct Store {
     conn: Conn,
     endpoint: Endpoint,
     keys: Keys,
+    /// The archive bound finishing scripts get (0: archive off), shared by clones; see
+    /// [`Store::set_archive_bound`].
+    archive: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -116,6 +123,7 @@ impl Store {
             conn,
             endpoint,
             keys: Keys::new(&opts.namespace),
+            archive: std::sync::Arc::default(),
         })
     }
 
