@@ -511,7 +511,10 @@ impl Archiver {
                         }
                     }
                 }
-                match self.partition_round(p, &mut pending[i], claim, &mut report).await {
+                match self
+                    .partition_round(p, &mut pending[i], claim, &mut report)
+                    .await
+                {
                     Ok(n) => moved += n,
                     Err(e) => {
                         failed = true;
@@ -564,7 +567,7 @@ impl Archiver {
                 tracing::info!(queue = %p.queue, shard = p.shard, entries = got.len(), "archive entries taken over from a stopped archiver");
                 *pending = true;
             }
-            self.store.archive_done(p, &gone).await?;
+            self.store.archive_done(p, &gone, false).await?;
         }
         for _ in 0..8 {
             let was_pending = *pending;
@@ -573,7 +576,7 @@ impl Archiver {
                 .archive_read(p, &self.consumer, n, was_pending)
                 .await?;
             // Pending entries trimmed over the bound meanwhile: counted as dropped already.
-            self.store.archive_done(p, &gone).await?;
+            self.store.archive_done(p, &gone, false).await?;
             if got.is_empty() {
                 if was_pending {
                     // Own pending entries done (or only trimmed ones): on to new entries.
@@ -587,7 +590,7 @@ impl Archiver {
             *pending = true;
             let stored = self.db.insert(ns, p, &got).await?;
             let ids: Vec<String> = got.iter().map(|e| e.entry_id.clone()).collect();
-            report.done += self.store.archive_done(p, &ids).await?;
+            report.done += self.store.archive_done(p, &ids, true).await?;
             report.stored += stored;
             moved += got.len();
             crate::metrics::archived(&p.queue, stored, &got);

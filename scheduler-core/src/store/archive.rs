@@ -78,7 +78,11 @@ impl ArchiveEntry {
             entry_id,
             ..Default::default()
         };
-        let num = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse::<i64>().ok());
+        let num = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+        };
         for (k, v) in pairs {
             let k = text(k);
             let b = raw(v);
@@ -225,7 +229,7 @@ impl Store {
     /// (`XREADGROUP`, no blocking): its own pending entries (read before and not done) when
     /// `pending`, else entries no archiver has read. Returns the entries, in order of finishing,
     /// and the ids of pending entries trimmed from the stream meanwhile (dropped: pass them to
-    /// [`Store::archive_done`]).
+    /// [`Store::archive_done`] with `stored` false).
     ///
     /// # Errors
     ///
@@ -310,17 +314,22 @@ impl Store {
     }
 
     /// `archive_done.lua`: acknowledges and deletes the entries `ids` of the archive stream of
-    /// `p` (stored in the archive, or dropped). Returns how many were deleted from the stream.
+    /// `p`: `stored` in the archive, or (false) found trimmed. Stored entries that were trimmed
+    /// after they were read are taken off the `archive_dropped` count. Returns how many were
+    /// deleted from the stream.
     ///
     /// # Errors
     ///
     /// A Redis error.
-    pub async fn archive_done(&self, p: &Partition, ids: &[String]) -> Result<u64> {
+    pub async fn archive_done(&self, p: &Partition, ids: &[String], stored: bool) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
         let mut inv = ARCHIVE_DONE.prepare_invoke();
-        inv.key(p.keys.archive()).arg(ARCHIVE_GROUP);
+        inv.key(p.keys.archive())
+            .key(p.keys.stats())
+            .arg(ARCHIVE_GROUP)
+            .arg(u8::from(stored));
         for id in ids {
             inv.arg(id);
         }
