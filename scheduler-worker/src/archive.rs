@@ -27,6 +27,8 @@
 //! # Ok(()) }
 //! ```
 
+pub use sqlx;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
