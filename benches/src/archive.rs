@@ -30,7 +30,13 @@ fn psql(admin_url: &str, sql: &str) -> Result<()> {
 }
 
 /// One drain: seconds from the worker's start to an empty queue.
-async fn drain(env: &Env, args: &Args, ns: &str, n: u64, archive: Option<ArchiveConfig>) -> Result<f64> {
+async fn drain(
+    env: &Env,
+    args: &Args,
+    ns: &str,
+    n: u64,
+    archive: Option<ArchiveConfig>,
+) -> Result<f64> {
     let shards = args.shards.unwrap_or(16);
     let c = client(env, ns, shards).await?;
     let pad = crate::task::pad();
@@ -58,7 +64,7 @@ async fn drain(env: &Env, args: &Args, ns: &str, n: u64, archive: Option<Archive
     let run = tokio::spawn(w.run(std::future::pending()));
     loop {
         let s = c.queue_stats(QUEUE).await?;
-        if s.total.ready + s.total.running + s.total.scheduled == 0 {
+        if s.ready + s.running + s.scheduled == 0 {
             break;
         }
         if started.elapsed() > Duration::from_secs(600) {
@@ -94,7 +100,11 @@ pub(crate) async fn archive(env: &mut Env, args: &Args) -> Result<Value> {
         .database_url
         .clone()
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let db_name = format!("sched_bench_{}_{:08x}", std::process::id(), rand::random::<u32>());
+    let db_name = format!(
+        "sched_bench_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     let db_url = match admin.rfind('/') {
         Some(i) => format!("{}/{db_name}", &admin[..i]),
         None => bail!("--database-url must name a database"),
@@ -103,7 +113,10 @@ pub(crate) async fn archive(env: &mut Env, args: &Args) -> Result<Value> {
     let ns_off = fresh_namespace();
     let off = drain(env, args, &ns_off, n, None).await?;
     env.delete_namespace(&ns_off).await?;
-    println!("archive off: {n} tasks drained in {off:.2} s ({:.0}/s)", per_s(n, off));
+    println!(
+        "archive off: {n} tasks drained in {off:.2} s ({:.0}/s)",
+        per_s(n, off)
+    );
 
     psql(&admin, &format!("CREATE DATABASE {db_name}"))?;
     let result = async {
@@ -130,7 +143,10 @@ pub(crate) async fn archive(env: &mut Env, args: &Args) -> Result<Value> {
         Ok::<_, anyhow::Error>(Value::Object(m))
     }
     .await;
-    psql(&admin, &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))?;
+    psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"),
+    )?;
     result
 }
 
