@@ -55,6 +55,7 @@ async fn drain(
         .concurrency(args.concurrency)
         .result_ttl(Duration::ZERO)
         .state(Arc::new(Recorder::new(env.offset_us)));
+    let archived = archive.is_some();
     if let Some(a) = archive {
         b = b.archive(a);
     }
@@ -73,7 +74,7 @@ async fn drain(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    if c.store().archive_bound() > 0 {
+    if archived {
         // Let the archiver finish before the worker stops.
         let parts: Vec<_> = (0..shards).map(|s| c.store().partition(QUEUE, s)).collect();
         loop {
