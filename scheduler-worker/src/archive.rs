@@ -34,8 +34,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use scheduler_core::store::{ArchiveEntry, Partition};
 use scheduler_core::{Error, Store};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use tokio_util::sync::CancellationToken;
 
 /// Default [`ArchiveConfig::bound`]: entries each partition's stream keeps at most.
@@ -274,10 +274,23 @@ impl HistoryDb {
     /// [`Error::Archive`] for a URL that does not parse, a server that cannot be reached within
     /// 5 s or refuses the login, or a failed migration.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, Error> {
+        let opts: PgConnectOptions = url
+            .parse()
+            .map_err(|e| db_error(url, "invalid PostgreSQL URL", e))?;
+        // One connection first: its error names the cause (refused, unknown host, login), where
+        // the pool's would only say that it timed out.
+        match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&opts)).await
+        {
+            Err(_) => return Err(db_error(url, "cannot connect", "no answer in 5 s")),
+            Ok(Err(e)) => return Err(db_error(url, "cannot connect", e)),
+            Ok(Ok(c)) => {
+                let _ = c.close().await;
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(opts)
             .await
             .map_err(|e| db_error(url, "cannot connect", e))?;
         sqlx::migrate!("./migrations")
