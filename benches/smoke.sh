@@ -56,6 +56,7 @@ run backup --tasks 500
 run dashboard --tasks 2000
 run connections --tasks 2000
 run archive --tasks 500
+run schedules --tasks 20 --window-secs 2
 
 if [ "${SMOKE_BULLMQ:-0}" = 1 ]; then
   peer=benches/peers/bullmq

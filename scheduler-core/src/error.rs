@@ -163,6 +163,10 @@ pub enum Error {
     /// The text names the URL without its password.
     #[error("history archive database: {0}")]
     Archive(String),
+    /// A test helper that moves time (`scheduler::testing`) was called on namespace `.0`, which
+    /// is not marked for tests: only a namespace of a `TestRedis` is. Nothing changed.
+    #[error("namespace {0:?} is not marked for tests: time travel works only on a scheduler::testing::TestRedis")]
+    NotATestNamespace(String),
 }
 
 impl Error {
@@ -211,6 +215,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::ImportStopped { .. } => "import_stopped",
             Error::Archive(_) => "archive",
+            Error::NotATestNamespace(_) => "not_a_test_namespace",
         }
     }
 

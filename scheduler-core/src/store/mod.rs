@@ -18,6 +18,8 @@
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
 //! - `archive`: the history archive's side in Redis: the namespace setting, the per-partition
 //!   streams finishing scripts append to, and reading them (`archive_done.lua`);
+//! - `testing` (feature `testing`): `time_travel.lua`, scheduled tasks made due now in
+//!   namespaces marked for tests;
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
 
 use redis::{Pipeline, ScriptInvocation, Value};
@@ -39,6 +41,8 @@ mod retry;
 mod schedule;
 mod schedules;
 mod script;
+#[cfg(feature = "testing")]
+mod testing;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
 pub use archive::{ArchiveEntry, ARCHIVE_GROUP};
@@ -51,6 +55,8 @@ pub use retry::{retry_transient, retry_transient_for, DEFAULT_LOADING_WAIT};
 pub use schedule::{Promoted, Reaped};
 pub use schedules::{ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
 pub use script::{with_prelude, MAX_BATCH};
+#[cfg(feature = "testing")]
+pub use testing::Travel;
 
 /// A handle to the task store: a multiplexed, self-reconnecting connection plus key names.
 ///
