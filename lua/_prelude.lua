@@ -222,3 +222,36 @@ local function lease_task(key, id, f, now, deadline, worker, out, leased)
   out[#out + 1] = lost
   return nil
 end
+
+-- The task history archive (docs/storage.md): a finishing script given an archive bound > 0
+-- (ARGV, 0 = off: then none of this runs and the script costs no command more) appends one
+-- entry per finished attempt to the partition's archive stream. This builds the entry of task
+-- `id` (hash `key`, read before the script changes or deletes it) as the flat field/value list
+-- XADD takes: id, name, state, attempt, times (unix ms; empty when unknown), worker, error,
+-- result and args (MessagePack bytes, whole).
+local function archive_entry(key, id, state, now, err, result)
+  local f = redis.call('HMGET', key, 'name', 'attempts', 'enqueued_at', 'started_at', 'worker',
+    'args', 'args:1')
+  return { 'id', id, 'name', f[1] or '', 'state', state, 'attempt', f[2] or '0',
+    'enqueued_at', f[3] or '', 'started_at', f[4] or '', 'finished_at', now,
+    'worker', f[5] or '', 'error', err or '', 'result', result or '',
+    'args', get_blob(key, 'args', f[6], f[7]) }
+end
+
+-- Appends `entries` (lists built by archive_entry) to the archive stream `stream`, in order,
+-- then trims it to its `bound` newest entries: the oldest beyond the bound (archived or not:
+-- the archiver deletes what it stored, so only unarchived entries are left) are dropped and
+-- counted in `archive_dropped` of the `stats` hash. XLEN + one XADD per entry; XTRIM and
+-- HINCRBY only when over the bound.
+local function archive_push(stream, stats, bound, entries)
+  if #entries == 0 then return end
+  local len = redis.call('XLEN', stream)
+  for i = 1, #entries do
+    redis.call('XADD', stream, '*', unpack(entries[i]))
+  end
+  local over = len + #entries - bound
+  if over > 0 then
+    redis.call('XTRIM', stream, 'MAXLEN', bound)
+    redis.call('HINCRBY', stats, 'archive_dropped', over)
+  end
+end

@@ -9,21 +9,27 @@
 --      in 64-byte pieces, see put_blob, written in chunks by hset_all, so any size works;
 --      omitted when empty), finished time; remove from the active set (one ZREM per batch);
 --      expire the hash after the result TTL (0 deletes it at once).
+--   3. Archive on (ARGV[3] > 0): one entry per acknowledged task on the archive stream, before
+--      the hash changes (archive_entry, archive_push). Off: no command more.
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:active  sorted set  id -> lease deadline (unix ms)
 -- KEYS[2] <ns>:{<queue>:<shard>}:stats   hash        counters
+-- KEYS[3] <ns>:{<queue>:<shard>}:archive stream      finished attempts not archived yet
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] result TTL (ms); 0 deletes the task hash on success
--- ARGV[3..] per task, 3 values: id, token, result (MessagePack bytes, or empty)
+-- ARGV[3] archive bound (entries kept in KEYS[3] at most); 0 = archive off
+-- ARGV[4..] per task, 3 values: id, token, result (MessagePack bytes, or empty)
 --
 -- Output: an array with one integer per task, in order: 1 acknowledged, -1 stale lease (rejected).
 local active, stats = KEYS[1], KEYS[2]
 local prefix, ttl = ARGV[1], tonumber(ARGV[2])
+local bound = tonumber(ARGV[3])
+local archived = {}
 local now = now_ms()
 local out = {}
 local done = 0
 local removed = {}
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'token')
@@ -33,6 +39,9 @@ for i = 3, #ARGV, 3 do
     out[#out + 1] = 1
   else
     removed[#removed + 1] = id
+    if bound > 0 then
+      archived[#archived + 1] = archive_entry(key, id, SUCCEEDED, now, nil, ARGV[i + 2])
+    end
     if ttl > 0 then
       local fv = { 'state', SUCCEEDED, 'finished_at', now }
       put_blob(fv, 'result', ARGV[i + 2])
@@ -48,5 +57,6 @@ end
 if done > 0 then
   zrem_all(active, removed)
   redis.call('HINCRBY', stats, 'succeeded', done)
+  if bound > 0 then archive_push(KEYS[3], stats, bound, archived) end
 end
 return out

@@ -16,6 +16,8 @@
 --      (when `running`) whose `attempts` is not a decimal integer >= 0 or whose `lost` is present
 --      and not one, goes to the dead set with the reason (`corrupt record: <field> <value>`).
 --   2. Remove the id from the active set.
+--   Archive on (ARGV[6] > 0): each task buried or cancelled in 1 gets an entry on the archive stream
+--   (archive_entry, archive_push). Off: no command more.
 --   3. Publish `r:<shard>` when tasks went back to the ready set and the partition's drained flag
 --      is not `0` (see wake_ready).
 --
@@ -24,11 +26,13 @@
 -- KEYS[3] <ns>:{<queue>:<shard>}:dead     sorted set  id -> time of death (unix ms)
 -- KEYS[4] <ns>:{<queue>:<shard>}:stats    hash        counters
 -- KEYS[5] <ns>:{<queue>:<shard>}:drained  string      `1`/absent: the workers stopped claiming
+-- KEYS[6] <ns>:{<queue>:<shard>}:archive  stream      finished attempts not archived yet
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] batch size (max leases reaped by this call)
 -- ARGV[3] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[4] shard number
 -- ARGV[5] most lost leases a task may have and still go back to ready (max_lost_leases)
+-- ARGV[6] archive bound (entries kept in KEYS[6] at most); 0 = archive off
 --
 -- Output: { requeued, buried, next lease deadline (unix ms) or -1 when no lease is held,
 --           corrupt (records that could not be read: ids without a hash dropped, plus hashes
@@ -36,6 +40,8 @@
 local active, ready, dead, stats, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, batch, channel, shard = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local max_lost = tonumber(ARGV[5])
+local bound = tonumber(ARGV[6])
+local archived = {}
 local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, batch)
 local requeued, buried, corrupt = 0, 0, 0
@@ -47,7 +53,9 @@ if #expired > 0 then
     if f[1] == RUNNING then
       if f[5] then
         -- Cancelled while it ran (cancel.lua), then its worker was lost: it ends `cancelled`.
-        cancel_running(key, stats, now, f[5], 'lease expired after cancellation was requested')
+        local why = 'lease expired after cancellation was requested'
+        if bound > 0 then archived[#archived + 1] = archive_entry(key, id, CANCELLED, now, why, nil) end
+        cancel_running(key, stats, now, f[5], why)
       elseif not attempts or attempts < 0 then
         bury_corrupt(key, dead, id, now, 'attempts ' .. shown(f[2]))
         corrupt = corrupt + 1
@@ -62,9 +70,10 @@ if #expired > 0 then
         requeued = requeued + 1
       else
         lost = lost + 1
-        redis.call('HSET', key, 'state', DEAD, 'finished_at', now, 'lost', lost,
-          'error', 'lease expired ' .. lost .. ' times: worker lost during ' .. lost .. ' of '
-            .. attempts .. ' attempts (max_lost_leases = ' .. ARGV[5] .. ')')
+        local err = 'lease expired ' .. lost .. ' times: worker lost during ' .. lost .. ' of '
+          .. attempts .. ' attempts (max_lost_leases = ' .. ARGV[5] .. ')'
+        if bound > 0 then archived[#archived + 1] = archive_entry(key, id, DEAD, now, err, nil) end
+        redis.call('HSET', key, 'state', DEAD, 'finished_at', now, 'lost', lost, 'error', err)
         redis.call('HDEL', key, 'worker')
         redis.call('ZADD', dead, now, id)
         buried = buried + 1
@@ -82,5 +91,6 @@ if #expired > 0 then
     wake_ready(drained, channel, shard)
   end
   if buried > 0 then redis.call('HINCRBY', stats, 'dead', buried) end
+  if bound > 0 then archive_push(KEYS[6], stats, bound, archived) end
 end
 return { requeued, buried, head_of(active), corrupt }

@@ -11,6 +11,8 @@
 --      new head). Otherwise (delay -1 means "fail now", or retries exhausted): state -> `dead`,
 --      into the dead set with the time of death.
 --   3. Remove the id from the active set.
+--   4. Archive on (ARGV[4] > 0): one entry per task buried or cancelled (2, 3 or 4 below) on
+--      the archive stream (archive_entry, archive_push). Off: no command more.
 -- A running task under this token whose `cancel` field is set (cancel.lua: its cancellation was
 -- requested while it ran) is not retried: it ends `cancelled` (cancel_running) and reports 4.
 -- A running task under this token whose `attempts` or `max_retries` is not a decimal integer
@@ -22,22 +24,26 @@
 -- KEYS[2] <ns>:{<queue>:<shard>}:scheduled  sorted set  id -> due time (unix ms)
 -- KEYS[3] <ns>:{<queue>:<shard>}:dead       sorted set  id -> time of death (unix ms)
 -- KEYS[4] <ns>:{<queue>:<shard>}:stats      hash        counters
+-- KEYS[5] <ns>:{<queue>:<shard>}:archive    stream      finished attempts not archived yet
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:`
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
--- ARGV[4..] per task, 4 values: id, token, error (text), retry delay (ms; -1 = no retry)
+-- ARGV[4] archive bound (entries kept in KEYS[5] at most); 0 = archive off
+-- ARGV[5..] per task, 4 values: id, token, error (text), retry delay (ms; -1 = no retry)
 --
 -- Output: an array with one integer per task, in order: 1 scheduled for retry, 2 dead,
 --         3 dead because its record could not be read, 4 cancelled (its cancellation was
 --         requested while it ran, see cancel.lua: not retried), -1 stale lease (rejected).
 local active, sched, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
+local bound = tonumber(ARGV[4])
+local archived = {}
 local now = now_ms()
 local head = head_of(sched)
 local new_head = false
 local out = {}
 local retried, buried = 0, 0
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local id = ARGV[i]
   local key = prefix .. id
   local f = redis.call('HMGET', key, 'state', 'token', 'attempts', 'max_retries', 'error', 'lost',
@@ -62,9 +68,16 @@ for i = 4, #ARGV, 4 do
     redis.call('ZREM', active, id)
     if f[7] then
       -- Cancelled while it ran (cancel.lua): it ends `cancelled`, not retried.
+      if bound > 0 then
+        archived[#archived + 1] = archive_entry(key, id, CANCELLED, now, ARGV[i + 2], nil)
+      end
       cancel_running(key, stats, now, f[7], ARGV[i + 2])
       out[#out + 1] = 4
     elseif why then
+      if bound > 0 then
+        archived[#archived + 1] = archive_entry(key, id, DEAD, now,
+          'corrupt record: ' .. why .. '; the run failed: ' .. ARGV[i + 2], nil)
+      end
       bury_corrupt(key, dead, id, now, why .. '; the run failed: ' .. ARGV[i + 2])
       out[#out + 1] = 3
     elseif delay >= 0 and attempts - lost <= retries then
@@ -76,6 +89,9 @@ for i = 4, #ARGV, 4 do
       retried = retried + 1
       out[#out + 1] = 1
     else
+      if bound > 0 then
+        archived[#archived + 1] = archive_entry(key, id, DEAD, now, ARGV[i + 2], nil)
+      end
       redis.call('HSET', key, 'state', DEAD, 'error', ARGV[i + 2], 'finished_at', now)
       redis.call('HDEL', key, 'worker')
       redis.call('ZADD', dead, now, id)
@@ -86,5 +102,6 @@ for i = 4, #ARGV, 4 do
 end
 if retried > 0 then redis.call('HINCRBY', stats, 'retried', retried) end
 if buried > 0 then redis.call('HINCRBY', stats, 'dead', buried) end
+if bound > 0 then archive_push(KEYS[5], stats, bound, archived) end
 if new_head then redis.call('PUBLISH', channel, 's:' .. shard .. ':' .. string.format('%d', head)) end
 return out

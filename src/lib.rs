@@ -58,6 +58,9 @@ pub use scheduler_core::{
     StateMap, Task, TaskCall, TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo,
     TaskPage, TaskRequest, TaskState, TaskSummary, WorkerInfo,
 };
+/// The task history archive in PostgreSQL (feature `archive`; see `docs/storage.md`).
+#[cfg(feature = "archive")]
+pub use scheduler_worker::archive;
 #[cfg(feature = "logging")]
 pub use scheduler_worker::logging;
 #[cfg(feature = "prometheus")]

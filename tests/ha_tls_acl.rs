@@ -149,6 +149,11 @@ fn sample_args(cmd: &str) -> Option<Vec<&'static str>> {
         "ZSCORE" | "ZRANK" => vec![k, "m"],
         "SET" => vec![k, "v"],
         "PUBLISH" => vec!["sched:wake:q", "r:0"],
+        "XADD" => vec![k, "*", "f", "v"],
+        "XLEN" => vec![k],
+        "XTRIM" => vec![k, "MAXLEN", "10"],
+        "XACK" => vec![k, "archivers", "0-1"],
+        "XDEL" => vec![k, "0-1"],
         _ => return None,
     })
 }
@@ -326,6 +331,11 @@ fn dryrun(admin: &mut redis::Connection, user: &str, cmd: &str) -> redis::RedisR
         "HINCRBY" => vec![hash, "f", "1"],
         "PEXPIRE" => vec![hash, "1000"],
         "PUBLISH" => vec!["sched:wake:ha", "r:0"],
+        "XADD" => vec!["sched:{ha:0}:archive", "*", "f", "v"],
+        "XLEN" => vec!["sched:{ha:0}:archive"],
+        "XTRIM" => vec!["sched:{ha:0}:archive", "MAXLEN", "10"],
+        "XACK" => vec!["sched:{ha:0}:archive", "archivers", "0-1"],
+        "XDEL" => vec!["sched:{ha:0}:archive", "0-1"],
         other => panic!("a script calls {other}: add it to dryrun() and to the documented rules"),
     };
     redis::cmd("ACL")

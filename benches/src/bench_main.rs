@@ -7,15 +7,17 @@
 //!
 //! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, `profile`
 //! (Redis cost of each script per task), `backup` (export and import rates), `dashboard`
-//! (page times and the slowest Redis command of the web dashboard with N pending tasks) and
-//! `connections` (one multiplexed connection against pools) and `schedules` (N periodic
-//! schedules every second: tick lateness and Redis cost per tick). Without `--redis-url` the bench
+//! (page times and the slowest Redis command of the web dashboard with N pending tasks),
+//! `connections` (one multiplexed connection against pools), `schedules` (N periodic
+//! schedules every second: tick lateness and Redis cost per tick) and `archive` (the history
+//! archive in PostgreSQL off and on: rates, lag, Redis memory). Without `--redis-url` the bench
 //! starts a redis-server of its own on a free port (default settings, no persistence) and kills
 //! it at the end; with a `redis+cluster://` URL it measures every master. Each run uses a fresh
 //! key namespace and deletes it afterwards (unless `--keep`). Workers are separate processes:
 //! this binary started again with `--role worker`. The last line printed is one JSON object;
 //! docs/benchmarks.md describes every key.
 
+mod archive;
 mod connections;
 mod dashboard;
 mod pool;
@@ -53,6 +55,9 @@ enum Scenario {
     /// Single enqueues at 64, 256 and 1,024 concurrent producers over one multiplexed
     /// connection and over pools of 4 and 16: throughput and per-call p99.
     Connections,
+    /// N ready tasks drained with the history archive off, then on (PostgreSQL): rates,
+    /// archive lag, Redis memory before and after.
+    Archive,
     /// N periodic schedules firing every second: tick lateness, Redis cost per tick, ticks
     /// missed or run twice.
     Schedules,
@@ -82,6 +87,10 @@ pub(crate) struct Args {
     /// Seconds the due times are spread over (lateness: 10, scale's lateness runs: 4).
     #[arg(long)]
     pub(crate) spread_secs: Option<f64>,
+    /// archive: PostgreSQL URL of a database to connect to for creating the bench's own
+    /// database (default postgres://postgres@127.0.0.1:5432/postgres).
+    #[arg(long)]
+    pub(crate) database_url: Option<String>,
     /// Redis to use; without it a throwaway redis-server is started on a free port.
     #[arg(long)]
     pub(crate) redis_url: Option<String>,
@@ -184,6 +193,7 @@ async fn bench(args: Args) -> Result<()> {
         Scenario::Backup => scenarios::backup(&mut env, &args).await?,
         Scenario::Dashboard => dashboard::dashboard(&mut env, &args).await?,
         Scenario::Connections => connections::connections(&mut env, &args).await?,
+        Scenario::Archive => archive::archive(&mut env, &args).await?,
         Scenario::Schedules => schedules::schedules(&mut env, &args).await?,
     };
     println!("{}", serde_json::to_string(&out)?);

@@ -188,6 +188,11 @@ impl Client {
             opts = opts.tls(tls.clone());
         }
         let store = Store::connect_with(opts).await?;
+        // The history archive's setting, so that cancel.lua archives cancelled tasks when it is
+        // on; best effort: a producer whose ACL rules deny the read keeps it off.
+        if let Err(e) = store.load_archive_setting().await {
+            tracing::debug!(error = %e, "archive setting not read; the archive is off for this client");
+        }
         if config.replica_wait.is_some() && store.mode() == Mode::Cluster {
             return Err(Error::InvalidConfig(
                 "wait_for_replicas is not supported on a Redis Cluster".into(),

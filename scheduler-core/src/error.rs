@@ -159,6 +159,11 @@ pub enum Error {
         /// Why it stopped.
         source: Box<Error>,
     },
+    /// The task history archive's PostgreSQL (`scheduler_worker::archive`): a URL that does not
+    /// parse, a server that cannot be reached or refuses the login, a failed migration or query.
+    /// The text names the URL without its password.
+    #[error("history archive database: {0}")]
+    Archive(String),
     /// A test helper that moves time (`scheduler::testing`) was called on namespace `.0`, which
     /// is not marked for tests: only a namespace of a `TestRedis` is. Nothing changed.
     #[error("namespace {0:?} is not marked for tests: time travel works only on a scheduler::testing::TestRedis")]
@@ -210,6 +215,7 @@ impl Error {
             Error::BadExportFile(_) => "bad_export_file",
             Error::Io(_) => "io",
             Error::ImportStopped { .. } => "import_stopped",
+            Error::Archive(_) => "archive",
             Error::NotATestNamespace(_) => "not_a_test_namespace",
         }
     }

@@ -63,6 +63,13 @@ impl Keys {
         format!("{}:gauges:{}", self.ns, queue)
     }
 
+    /// Hash `<ns>:archive`: the task history archive's setting for the namespace, field `bound`
+    /// (entries each partition's archive stream keeps at most; absent or 0: the archive is off).
+    /// Read by workers at start and on each heartbeat, and by clients when they connect.
+    pub fn archive(&self) -> String {
+        format!("{}:archive", self.ns)
+    }
+
     /// The keys of partition (`queue`, `shard`).
     pub fn partition(&self, queue: &str, shard: u16) -> PartitionKeys {
         PartitionKeys {
@@ -124,6 +131,13 @@ impl PartitionKeys {
         format!("{}:sch:{}", self.base, name)
     }
 
+    /// Stream `…:archive`: finished attempts (succeeded, dead, cancelled) waiting to be stored in
+    /// the history archive (PostgreSQL), in order of finishing; consumer group `archivers`.
+    /// Written only while the archive is on (see [`Keys::archive`]).
+    pub fn archive(&self) -> String {
+        format!("{}:archive", self.base)
+    }
+
     /// Prefix of the task hashes, `…:t:`; scripts append the task id.
     pub fn task_prefix(&self) -> String {
         format!("{}:t:", self.base)
@@ -162,6 +176,8 @@ mod tests {
             (k.queue_gauges("emails"), "sched:gauges:emails"),
             (p.schedule("daily"), "sched:{emails:3}:sch:daily"),
             (p.task("01J"), "sched:{emails:3}:t:01J"),
+            (k.archive(), "sched:archive"),
+            (p.archive(), "sched:{emails:3}:archive"),
         ];
         for (got, want) in table {
             assert_eq!(got, want);

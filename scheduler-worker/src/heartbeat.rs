@@ -82,6 +82,14 @@ pub(crate) async fn run(params: Arc<HeartbeatParams>, started_ms: i64) {
         if let Err(e) = res {
             tracing::debug!(error = %e, "heartbeat failed");
         }
+        // The history archive's namespace setting: the bound the finishing scripts get (0: off).
+        let archive = tokio::select! {
+            () = params.stop_all.cancelled() => break,
+            r = params.store.load_archive_setting() => r,
+        };
+        if let Err(e) = archive {
+            tracing::debug!(error = %e, "archive setting not read");
+        }
     }
     let mut conn = params.store.conn();
     let del = conn.del::<_, ()>(&key);

@@ -26,11 +26,16 @@
 //! what it uses; `messages` holds what they send each other (`AckMsg`, `PromoterEvent`) and
 //! `shared` what several of them share (the in-flight map, counters, ready flags).
 //!
+//! - `archive` (feature `archive`): the task history archive in PostgreSQL; its archiver runs
+//!   when [`WorkerBuilder::archive`] is set.
+//!
 //! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
 //! names), `prometheus` (feature `prometheus`: serving the metrics over HTTP), `logging`
 //! (feature `logging`: text or JSON log lines).
 
 mod acker;
+#[cfg(feature = "archive")]
+pub mod archive;
 pub mod backoff;
 pub mod config;
 mod executor;

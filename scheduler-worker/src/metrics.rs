@@ -48,6 +48,44 @@ pub const QUEUE_SAMPLER: &str = "scheduler_queue_sampler";
 /// time this worker last learned (a head enqueued since with an earlier due time is not seen).
 pub const PROMOTER_LAG: &str = "scheduler_promoter_lag_seconds";
 
+/// Counter, labels `queue`: finished attempts this process stored in the history archive
+/// (feature `archive`).
+pub const ARCHIVED: &str = "scheduler_archive_stored_total";
+/// Histogram (seconds), labels `queue`: archive lag, from a task's finishing (Redis clock) to
+/// its row's insert (this host's clock), per stored attempt (feature `archive`).
+pub const ARCHIVE_LAG: &str = "scheduler_archive_lag_seconds";
+/// Counter: failed rounds of this process' archiver (PostgreSQL or Redis errors; the entries
+/// wait in Redis).
+pub const ARCHIVE_ERRORS: &str = "scheduler_archive_errors_total";
+/// Gauge, labels `queue`: finished attempts waiting in the queue's archive streams (`XLEN`),
+/// read every 5 s by each archiver.
+pub const ARCHIVE_BACKLOG: &str = "scheduler_archive_backlog";
+/// Counter, labels `queue`: finished attempts dropped from the archive streams over their
+/// bound, never stored (the namespace's total from Redis, `archive_dropped` of the stats
+/// hashes, read every 5 s by each archiver).
+pub const ARCHIVE_DROPPED: &str = "scheduler_archive_dropped_total";
+
+#[cfg(feature = "archive")]
+pub(crate) fn archived(queue: &str, stored: u64, entries: &[scheduler_core::store::ArchiveEntry]) {
+    metrics::counter!(ARCHIVED, "queue" => queue.to_owned()).increment(stored);
+    let now = crate::archive::now_ms();
+    let h = metrics::histogram!(ARCHIVE_LAG, "queue" => queue.to_owned());
+    for e in entries {
+        h.record((now - e.finished_at_ms).max(0) as f64 / 1000.0);
+    }
+}
+
+#[cfg(feature = "archive")]
+pub(crate) fn archive_error() {
+    metrics::counter!(ARCHIVE_ERRORS).increment(1);
+}
+
+#[cfg(feature = "archive")]
+pub(crate) fn archive_backlog(queue: &str, len: u64, dropped: u64) {
+    metrics::gauge!(ARCHIVE_BACKLOG, "queue" => queue.to_owned()).set(len as f64);
+    metrics::counter!(ARCHIVE_DROPPED, "queue" => queue.to_owned()).absolute(dropped);
+}
+
 pub(crate) fn claimed(queue: &str, n: u64) {
     metrics::counter!(CLAIMED, "queue" => queue.to_owned()).increment(n);
 }

@@ -83,6 +83,8 @@ pub struct WorkerBuilder {
     schedule_lookahead: Duration,
     #[cfg(feature = "prometheus")]
     metrics_addr: Option<std::net::SocketAddr>,
+    #[cfg(feature = "archive")]
+    archive: Option<crate::archive::ArchiveConfig>,
 }
 
 impl Default for WorkerBuilder {
@@ -99,6 +101,8 @@ impl Default for WorkerBuilder {
             schedule_lookahead: Duration::from_secs(5),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
+            #[cfg(feature = "archive")]
+            archive: None,
         }
     }
 }
@@ -416,6 +420,30 @@ impl WorkerBuilder {
         &self.cfg
     }
 
+    /// Runs the task history archive (feature `archive`): [`WorkerBuilder::build`] connects to
+    /// its PostgreSQL (migrating the schema) and turns the archive on for the namespace with the
+    /// config's bound; [`Worker::run`] then runs an [`crate::archive::Archiver`] for this
+    /// worker's partitions. Without it the worker still follows the namespace's archive setting
+    /// (its finishing scripts append to the streams while it is on) but stores nothing.
+    /// See `docs/storage.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_worker::{archive::ArchiveConfig, Worker};
+    /// let worker = Worker::builder()
+    ///     .archive(ArchiveConfig::new("postgres://postgres@127.0.0.1/history"))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "archive")]
+    pub fn archive(mut self, cfg: crate::archive::ArchiveConfig) -> Self {
+        self.archive = Some(cfg);
+        self
+    }
+
     /// Connects to Redis and resolves the partitions to serve.
     ///
     /// # Errors
@@ -426,7 +454,8 @@ impl WorkerBuilder {
     /// [`Error::UnknownScheduleTask`] for a declared schedule whose task is not registered (before
     /// connecting, nothing stored), [`Error::InvalidSchedule`] for the cron expression or time
     /// zone of a registered `#[task(cron)]`, or the errors of
-    /// [`scheduler_core::Schedules::declare`].
+    /// [`scheduler_core::Schedules::declare`]; [`Error::Archive`] when the archive's PostgreSQL
+    /// cannot be reached (feature `archive`).
     pub async fn build(mut self) -> Result<Worker, Error> {
         self.cfg.validate()?;
         for s in std::mem::take(&mut self.task_schedules) {
@@ -464,6 +493,11 @@ impl WorkerBuilder {
             ccfg = ccfg.tls(tls.clone());
         }
         let client = Client::with_config(ccfg).await?;
+        #[cfg(feature = "archive")]
+        let archive = match self.archive {
+            Some(cfg) => Some((crate::archive::start(client.store(), &cfg).await?, cfg)),
+            None => None,
+        };
         let mut queues = self.cfg.queues.clone();
         if queues.is_empty() {
             queues = self
@@ -499,6 +533,8 @@ impl WorkerBuilder {
             state: Arc::new(self.state),
             partitions,
             stop: CancellationToken::new(),
+            #[cfg(feature = "archive")]
+            archive,
         })
     }
 }
@@ -546,6 +582,8 @@ pub struct Worker {
     schedules: Schedules,
     schedule_poll: Duration,
     schedule_lookahead: Duration,
+    #[cfg(feature = "archive")]
+    archive: Option<(crate::archive::HistoryDb, crate::archive::ArchiveConfig)>,
 }
 
 /// Stops a running [`Worker`] gracefully from elsewhere.
@@ -800,6 +838,17 @@ impl Worker {
             }),
             started_ms,
         ));
+        #[cfg(feature = "archive")]
+        let archiver = self.archive.map(|(db, acfg)| {
+            let a = crate::archive::Archiver::new(
+                store.clone(),
+                db,
+                partitions.to_vec(),
+                acfg,
+                worker_id.clone(),
+            );
+            tokio::spawn(a.run(stop_all.clone()))
+        });
 
         tokio::select! {
             () = shutdown => {}
@@ -837,6 +886,10 @@ impl Worker {
         stop_all.cancel();
         let _ = lease.await;
         let _ = beat.await;
+        #[cfg(feature = "archive")]
+        if let Some(a) = archiver {
+            let _ = a.await;
+        }
         acker.abort();
         let c = &counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

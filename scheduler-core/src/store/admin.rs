@@ -31,11 +31,13 @@ impl Store {
         inv.key(p.keys.scheduled())
             .key(p.keys.ready())
             .key(p.keys.stats())
+            .key(p.keys.archive())
             .arg(p.keys.task_prefix())
             .arg(ttl_ms)
             .arg(id)
             .arg(&p.channel)
-            .arg(p.shard);
+            .arg(p.shard)
+            .arg(self.archive_bound());
         let v = self.run_script(&inv).await?;
         code("cancel", CANCEL_CODES, &v)
     }

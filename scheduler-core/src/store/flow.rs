@@ -71,11 +71,13 @@ impl Store {
         let mut inv = CANCEL_RUN_SCRIPT.prepare_invoke();
         inv.key(p.keys.active())
             .key(p.keys.stats())
+            .key(p.keys.archive())
             .arg(p.keys.task_prefix())
             .arg(id)
             .arg(token)
             .arg(why)
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            .arg(self.archive_bound());
         code(
             "cancel_run",
             super::reply::FENCED,

@@ -17,6 +17,8 @@
 //! - `flow`: `pause.lua` (pause and resume a queue) and reading the paused queues;
 //! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
+//! - `archive`: the history archive's side in Redis: the namespace setting, the per-partition
+//!   streams finishing scripts append to, and reading them (`archive_done.lua`);
 //! - `testing` (feature `testing`): `time_travel.lua`, scheduled tasks made due now in
 //!   namespaces marked for tests;
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
@@ -29,6 +31,7 @@ use crate::id::validate_queue;
 use crate::keys::{Keys, PartitionKeys};
 
 mod admin;
+mod archive;
 mod backup;
 mod enqueue;
 mod flow;
@@ -44,6 +47,7 @@ mod script;
 mod testing;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
+pub use archive::{ArchiveEntry, ARCHIVE_GROUP};
 pub use backup::{ExportedTask, RestoreTask, SetPage};
 pub use enqueue::{Due, NewTask};
 pub use lease::{Claim, Claimed};
@@ -65,6 +69,9 @@ pub struct Store {
     conn: Conn,
     endpoint: Endpoint,
     keys: Keys,
+    /// The archive bound finishing scripts get (0: archive off), shared by clones; see
+    /// [`Store::set_archive_bound`].
+    archive: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -124,6 +131,7 @@ impl Store {
             conn,
             endpoint,
             keys: Keys::new(&opts.namespace),
+            archive: std::sync::Arc::default(),
         })
     }
 

@@ -36,8 +36,10 @@ impl Store {
                 let mut inv = ACK.prepare_invoke();
                 inv.key(p.keys.active())
                     .key(p.keys.stats())
+                    .key(p.keys.archive())
                     .arg(p.keys.task_prefix())
-                    .arg(result_ttl_ms);
+                    .arg(result_ttl_ms)
+                    .arg(self.archive_bound());
                 for (id, token, result) in items {
                     inv.arg(*id).arg(*token).arg(*result);
                 }
@@ -63,9 +65,11 @@ impl Store {
             .key(p.keys.scheduled())
             .key(p.keys.dead())
             .key(p.keys.stats())
+            .key(p.keys.archive())
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
-            .arg(p.shard);
+            .arg(p.shard)
+            .arg(self.archive_bound());
         for (id, token, error, delay) in items {
             inv.arg(*id)
                 .arg(*token)

@@ -115,11 +115,13 @@ impl Store {
             .key(p.keys.dead())
             .key(p.keys.stats())
             .key(p.keys.drained())
+            .key(p.keys.archive())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(&p.channel)
             .arg(p.shard)
-            .arg(max_lost);
+            .arg(max_lost)
+            .arg(self.archive_bound());
         let v = array(self.run_script(&inv).await?)?;
         if v.len() != 4 {
             return Err(Error::Protocol(format!("reap returned {v:?}")));

@@ -21,6 +21,8 @@
 //! schedctl resume emails
 //! schedctl export --out tasks.schedexp
 //! schedctl import tasks.schedexp
+//! schedctl history --database-url postgres://postgres@127.0.0.1/history --state dead --since 1h
+//! schedctl archive --database-url postgres://postgres@127.0.0.1/history --bound 100000
 //! schedctl serve --addr 127.0.0.1:8080 --token s3cret --read-only --prefix /ops
 //! schedctl --json queues | jq '.queues[] | select(.dead > 0)'
 //! ```
@@ -40,10 +42,12 @@
 //! - `render.rs`: times, durations, MessagePack, tables.
 //! - `schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
 //! - `backup.rs`: `export`, `import` (logical backups, `docs/storage.md`).
+//! - `history.rs`: `history`, `archive` (the task history archive in PostgreSQL).
 //! - `serve.rs`: `serve`, the web dashboard.
 
 mod backup;
 mod bulk;
+mod history;
 mod inspect;
 mod queues;
 mod render;
@@ -193,6 +197,13 @@ enum Command {
         #[arg(long, default_value_t = scheduler::backup::DEFAULT_BATCH)]
         batch: u32,
     },
+    /// Finished attempts (succeeded, dead, cancelled) from the history archive in PostgreSQL,
+    /// newest first, by id, task name, queue, state and time range.
+    History(history::HistoryArgs),
+    /// Run the history archive for every queue of the namespace until Ctrl-C: turns it on
+    /// (workers append finished tasks to Redis streams) and moves them to PostgreSQL. `--off`
+    /// turns it off.
+    Archive(history::ArchiveArgs),
     /// Restore an export file: checked whole first, then imported; tasks that exist are skipped.
     Import {
         /// The export file.
@@ -278,6 +289,8 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Export { queues, out, batch } => backup::export(&ctx, queues, &out, batch).await,
         Command::Import { file, shards } => backup::import(&ctx, &file, shards).await,
         Command::Serve(args) => serve::serve(&ctx, args).await,
+        Command::History(args) => history::history(&ctx, args).await,
+        Command::Archive(args) => history::archive(&ctx, args).await,
     }
 }
 

@@ -866,3 +866,111 @@ async fn serve_the_dashboard() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains("\"name\":\"billing\""));
 }
+
+/// `history` reads the history archive in PostgreSQL (a database of its own at 127.0.0.1:5432,
+/// dropped after): newest first, filtered by state and id, as a table and as JSON; a bad state and
+/// an unreachable database are plain errors, the password hidden. `archive --off` deletes the
+/// namespace's archive setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_from_the_archive() {
+    use scheduler::archive::HistoryDb;
+    use scheduler::broker::ArchiveEntry;
+    let db_name = format!("sched_cli_history_{}", std::process::id());
+    let psql = |sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-qc",
+                sql,
+            ])
+            .output()
+            .expect("psql runs (PostgreSQL at 127.0.0.1:5432: .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    psql(&format!("DROP DATABASE IF EXISTS {db_name}"));
+    psql(&format!("CREATE DATABASE {db_name}"));
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+    let fx = seeded().await;
+    let db = HistoryDb::connect(&url, 1).await.unwrap();
+    let p = fx.client.store().partition("billing", 1);
+    let entry =
+        |id: &str, state: &str, t: i64, error: Option<&str>, result: Vec<u8>| ArchiveEntry {
+            entry_id: format!("{t}-0"),
+            id: id.to_owned(),
+            name: "charge".to_owned(),
+            state: state.to_owned(),
+            attempt: 1,
+            finished_at_ms: t,
+            error: error.map(str::to_owned),
+            result,
+            args: rmp_serde::to_vec(&(7u64,)).unwrap(),
+            ..Default::default()
+        };
+    let entries = [
+        entry(
+            "paid",
+            "succeeded",
+            1_764_000_000_000,
+            None,
+            rmp_serde::to_vec(&"ok").unwrap(),
+        ),
+        entry(
+            "refused",
+            "dead",
+            1_764_000_001_000,
+            Some(ERROR),
+            Vec::new(),
+        ),
+    ];
+    assert_eq!(db.insert(NS, &p, &entries).await.unwrap(), 2);
+
+    let text = fx.ok(&["history", "--database-url", &url]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("FINISHED (UTC)"), "{text}");
+    assert!(
+        lines[1].contains("billing/refused") && lines[1].contains(ERROR),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("billing/paid") && lines[2].contains("\"ok\""),
+        "{text}"
+    );
+    let dead = fx.json(&["history", "--database-url", &url, "--state", "dead"]);
+    assert_eq!(dead["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(dead["rows"][0]["error"], json!(ERROR));
+    assert_eq!(dead["rows"][0]["args"], json!([7]));
+    let one = fx.json(&["history", "--database-url", &url, "--id", "paid"]);
+    assert_eq!(one["rows"][0]["result"], json!("ok"));
+    let recent = fx.json(&["history", "--database-url", &url, "--since", "1h"]);
+    assert!(
+        recent["rows"].as_array().unwrap().is_empty(),
+        "finished in 2025"
+    );
+
+    let err = fx.fails(&["history", "--database-url", &url, "--state", "running"]);
+    assert!(err.contains("unknown state \"running\""), "{err}");
+    let err = fx.fails(&[
+        "history",
+        "--database-url",
+        "postgres://u:hunter2@127.0.0.1:1/x",
+    ]);
+    assert!(
+        err.contains("history archive database") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    fx.client.store().write_archive_setting(500).await.unwrap();
+    fx.ok(&["archive", "--off"]);
+    assert_eq!(fx.client.store().load_archive_setting().await.unwrap(), 0);
+    drop(db);
+    psql(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"));
+}
