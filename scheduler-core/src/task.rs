@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::TaskCall;
+use crate::headers::Headers;
 use crate::id::TaskId;
 
 /// A kind of task: its name, its default options, its argument and output types, and the code
@@ -119,6 +120,7 @@ pub struct TaskContext {
     due_ms: i64,
     claimed_at_ms: i64,
     state: Arc<StateMap>,
+    headers: Arc<Headers>,
 }
 
 impl TaskContext {
@@ -137,7 +139,36 @@ impl TaskContext {
             due_ms,
             claimed_at_ms: due_ms,
             state,
+            headers: Arc::default(),
         }
+    }
+
+    /// Sets the task's headers; workers call it.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = Arc::new(headers);
+        self
+    }
+
+    /// The task's headers, as the producer set them ([`crate::TaskRequest::header`]), plus the
+    /// trace context (`traceparent`) when the producer traced its enqueue; empty when none.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The value of header `name`, if the task has it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use scheduler_core::{TaskContext, TaskId, Headers};
+    /// let mut h = Headers::new();
+    /// h.insert("tenant".into(), "42".into());
+    /// let ctx = TaskContext::new(TaskId::new("q", "x"), 1, 0, 0, Default::default()).with_headers(h);
+    /// assert_eq!(ctx.header("tenant"), Some("42"));
+    /// assert_eq!(ctx.header("absent"), None);
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
     }
 
     /// Sets when the worker claimed this run (unix ms, Redis clock); workers call it.

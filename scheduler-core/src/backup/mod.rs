@@ -401,6 +401,7 @@ fn record_of(queue: &str, info: TaskInfo) -> Option<TaskRecord> {
         priority: info.priority,
         error: info.last_error,
         args: info.args,
+        headers: info.headers,
     })
 }
 
@@ -599,6 +600,7 @@ fn restore_task(t: TaskRecord) -> Result<RestoreTask> {
     if t.priority > 9 {
         return Err(Error::InvalidPriority(t.priority));
     }
+    let headers = crate::headers::encode(&t.headers)?;
     Ok(RestoreTask {
         id: t.id,
         name: t.name,
@@ -613,6 +615,7 @@ fn restore_task(t: TaskRecord) -> Result<RestoreTask> {
         error: t.error,
         enqueued_at_ms: t.enqueued_at_ms,
         finished_at_ms: t.finished_at_ms,
+        headers,
     })
 }
 
@@ -637,6 +640,7 @@ mod tests {
             priority: 0,
             error: None,
             args: vec![0x92, 0x01, 0xc4, 0x02, 0x00, 0xff],
+            headers: BTreeMap::new(),
         }
     }
 
