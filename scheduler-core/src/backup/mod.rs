@@ -758,6 +758,23 @@ mod tests {
         );
     }
 
+    /// A record without headers is encoded without the `headers` key, byte for byte as version 1
+    /// wrote it, and a version 1 record (no key) reads as a task without headers; a record with
+    /// headers round-trips.
+    #[test]
+    fn headers_are_absent_when_empty_and_round_trip() {
+        let plain = task(1);
+        let bytes = rmp_serde::to_vec_named(&plain).unwrap();
+        assert!(!bytes.windows(7).any(|w| w == b"headers"));
+        let back: TaskRecord = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, plain);
+        let mut with = task(2);
+        with.headers.insert("tenant".into(), "42".into());
+        let bytes = rmp_serde::to_vec_named(&with).unwrap();
+        let back: TaskRecord = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.headers["tenant"], "42");
+    }
+
     /// Arguments are a MessagePack `bin` in the file (bytes, not an array of integers).
     #[test]
     fn args_are_binary() {
