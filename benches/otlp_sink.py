@@ -6,6 +6,7 @@ do its whole job (encode, batch, send) so that its cost can be measured.
     python3 benches/otlp_sink.py 4318   # then OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318
 """
 import http.server
+import signal
 import sys
 
 stats = {"requests": 0, "bytes": 0}
@@ -31,6 +32,8 @@ class Sink(http.server.BaseHTTPRequestHandler):
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 4318
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink)
+    # SIGTERM (and SIGINT, which a background job ignores) print the counts and stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
