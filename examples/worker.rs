@@ -19,7 +19,7 @@ mod tasks;
 use std::time::Duration;
 
 use clap::Parser;
-use scheduler::logging::{self, LogFormat};
+use scheduler::logging::LogFormat;
 use scheduler::Worker;
 
 /// Runs scheduler tasks from Redis.
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
     #[cfg(feature = "otlp")]
     let _otel = scheduler::otel::init(args.log_format)?;
     #[cfg(not(feature = "otlp"))]
-    logging::init(args.log_format)?;
+    scheduler::logging::init(args.log_format)?;
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
