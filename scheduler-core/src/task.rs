@@ -120,7 +120,8 @@ pub struct TaskContext {
     due_ms: i64,
     claimed_at_ms: i64,
     state: Arc<StateMap>,
-    headers: Arc<Headers>,
+    // `None` for a task without headers (most): no allocation per run.
+    headers: Option<Arc<Headers>>,
 }
 
 impl TaskContext {
@@ -139,20 +140,21 @@ impl TaskContext {
             due_ms,
             claimed_at_ms: due_ms,
             state,
-            headers: Arc::default(),
+            headers: None,
         }
     }
 
     /// Sets the task's headers; workers call it.
     pub fn with_headers(mut self, headers: Headers) -> Self {
-        self.headers = Arc::new(headers);
+        self.headers = (!headers.is_empty()).then(|| Arc::new(headers));
         self
     }
 
     /// The task's headers, as the producer set them ([`crate::TaskRequest::header`]), plus the
     /// trace context (`traceparent`) when the producer traced its enqueue; empty when none.
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        static NONE: Headers = Headers::new();
+        self.headers.as_deref().unwrap_or(&NONE)
     }
 
     /// The value of header `name`, if the task has it.
@@ -168,7 +170,7 @@ impl TaskContext {
     /// assert_eq!(ctx.header("absent"), None);
     /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
+        self.headers().get(name).map(String::as_str)
     }
 
     /// Sets when the worker claimed this run (unix ms, Redis clock); workers call it.
