@@ -332,12 +332,21 @@ impl Client {
         let mut ids = Vec::with_capacity(reqs.len());
         // Task names in request order, for the `scheduler_tasks_enqueued_total` labels.
         let mut names = Vec::with_capacity(reqs.len());
+        // The enqueue span's trace context, for the run spans to continue (feature `otel`):
+        // read once per call, empty when the span is not traced.
+        #[cfg(feature = "otel")]
+        let trace_headers = {
+            let mut h = Headers::new();
+            crate::otel::inject(&mut h);
+            h
+        };
         for (i, req) in reqs.into_iter().enumerate() {
-            // The enqueue span's trace context, for the run span to continue (feature `otel`).
             #[cfg(feature = "otel")]
             let req = {
                 let mut req = req;
-                crate::otel::inject(&mut req.headers);
+                if !trace_headers.is_empty() {
+                    req.headers.extend(trace_headers.clone());
+                }
                 req
             };
             if req.args.len() > self.config.max_payload_bytes {
