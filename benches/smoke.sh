@@ -55,6 +55,7 @@ run profile --tasks 500
 run backup --tasks 500
 run dashboard --tasks 2000
 run connections --tasks 2000
+run schedules --tasks 20 --window-secs 2
 
 if [ "${SMOKE_BULLMQ:-0}" = 1 ]; then
   peer=benches/peers/bullmq

@@ -14,6 +14,8 @@
 //!   [`QueueStats`];
 //! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
 //! - the web dashboard, `dashboard` (feature `dashboard`, off by default);
+//! - test helpers, `testing` (feature `testing`, for dev-dependencies): a throwaway redis-server,
+//!   time travel, drain;
 //! - the `redis` crate, re-exported so that versions cannot drift.
 //!
 //! The Redis operations underneath (script wrappers, keys, the store) are internal: they change
@@ -87,6 +89,9 @@ pub use scheduler_worker::{
 /// ```
 #[cfg(feature = "dashboard")]
 pub use scheduler_dashboard as dashboard;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// What `#[task]`-generated code reaches; not a public API.
 #[doc(hidden)]

@@ -533,3 +533,81 @@ async fn a_broken_schedule_does_not_hold_up_the_others() {
     assert!(report.created >= 4, "{report:?}");
     assert!(schedules.get("b-fine").await.unwrap().fired >= 4);
 }
+
+/// Counts its runs; `#[task(cron)]` declares its schedule, every second.
+#[task(
+    name = "tidy",
+    queue = "sch",
+    cron = "* * * * * *",
+    tz = "Europe/Paris",
+    max_retries = 1
+)]
+async fn tidy(ctx: TaskContext) -> Result<(), TaskError> {
+    ctx.state::<Runs>()?
+        .0
+        .lock()
+        .unwrap()
+        .entry(ctx.id().id().to_owned())
+        .or_default()
+        .push((0, 0));
+    Ok(())
+}
+
+/// An hourly schedule with an expression that cannot parse.
+#[task(name = "broken", queue = "sch", cron = "0 61 * * *")]
+async fn broken() {}
+
+/// A task with `cron` declares its schedule when a worker registers it (named after the task,
+/// its queue, retries and zone from the attribute, no arguments) and its ticks run; a second
+/// worker declaring it changes nothing. A bad expression fails the build, storing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_attribute_declares_a_cron_schedule() {
+    let redis = RedisServer::start();
+    let runs = Runs::default();
+    let build = || {
+        Worker::builder()
+            .redis_url(redis.url())
+            .namespace("x8")
+            .register(tidy)
+            .queues(["sch"])
+            .result_ttl(Duration::ZERO)
+            .state(runs.clone())
+    };
+    let first = Running::start(build()).await;
+    let second = Running::start(build()).await;
+    let c = client(&redis, "x8").await;
+    let info = Schedules::new(&c).get("tidy").await.unwrap();
+    assert_eq!(info.task, "tidy");
+    assert_eq!(info.queue, "sch");
+    assert_eq!(info.max_retries, 1);
+    assert_eq!(info.origin, "code");
+    assert_eq!(info.args, scheduler::encode_args(&()).unwrap());
+    assert!(
+        matches!(&info.spec, scheduler::Spec::Cron { expr, tz } if expr == "* * * * * *" && tz == "Europe/Paris"),
+        "{:?}",
+        info.spec
+    );
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    first.stop().await;
+    second.stop().await;
+    let ticks = runs.ids();
+    assert!(ticks.len() >= 2, "{ticks:?}");
+    assert!(ticks.iter().all(|id| id.starts_with("tidy@")), "{ticks:?}");
+    assert_eq!(runs.twice(), 0);
+
+    let Err(err) = Worker::builder()
+        .redis_url(redis.url())
+        .namespace("x9")
+        .register(broken)
+        .build()
+        .await
+    else {
+        panic!("a bad cron expression must fail the build");
+    };
+    assert!(
+        matches!(err, Error::InvalidSchedule { ref name, .. } if name == "broken"),
+        "{err}"
+    );
+    let c = client(&redis, "x9").await;
+    assert!(Schedules::new(&c).list().await.unwrap().is_empty());
+}

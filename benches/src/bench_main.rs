@@ -8,7 +8,8 @@
 //! Scenarios: `throughput`, `lateness`, `memory`, `backlog`, `idle`, `scale`, `profile`
 //! (Redis cost of each script per task), `backup` (export and import rates), `dashboard`
 //! (page times and the slowest Redis command of the web dashboard with N pending tasks) and
-//! `connections` (one multiplexed connection against pools). Without `--redis-url` the bench
+//! `connections` (one multiplexed connection against pools) and `schedules` (N periodic
+//! schedules every second: tick lateness and Redis cost per tick). Without `--redis-url` the bench
 //! starts a redis-server of its own on a free port (default settings, no persistence) and kills
 //! it at the end; with a `redis+cluster://` URL it measures every master. Each run uses a fresh
 //! key namespace and deletes it afterwards (unless `--keep`). Workers are separate processes:
@@ -20,6 +21,7 @@ mod dashboard;
 mod pool;
 mod probe;
 mod scenarios;
+mod schedules;
 mod stats;
 mod task;
 
@@ -51,6 +53,9 @@ enum Scenario {
     /// Single enqueues at 64, 256 and 1,024 concurrent producers over one multiplexed
     /// connection and over pools of 4 and 16: throughput and per-call p99.
     Connections,
+    /// N periodic schedules firing every second: tick lateness, Redis cost per tick, ticks
+    /// missed or run twice.
+    Schedules,
 }
 
 /// What this process is.
@@ -71,7 +76,7 @@ pub(crate) struct Args {
     scenario: Option<Scenario>,
     /// Number of tasks (default per scenario: throughput 100000 (drains 2x), lateness 20000,
     /// memory 100000, backlog 1000000, scale 50000 per grid cell, profile 100000, backup 100000,
-    /// dashboard 1000000, connections 20000 per run).
+    /// dashboard 1000000, connections 20000 per run; schedules: number of schedules, 1000).
     #[arg(long)]
     pub(crate) tasks: Option<u64>,
     /// Seconds the due times are spread over (lateness: 10, scale's lateness runs: 4).
@@ -95,7 +100,8 @@ pub(crate) struct Args {
     /// Tasks per bulk enqueue call.
     #[arg(long, default_value_t = 1000)]
     pub(crate) bulk_chunk: usize,
-    /// idle: measuring window in seconds (after 3 s of settling).
+    /// idle: measuring window in seconds (after 3 s of settling); schedules: the measured window
+    /// (after 2 s of ticks).
     #[arg(long, default_value_t = 10.0)]
     pub(crate) window_secs: f64,
     /// scale: due rates per second of the lateness runs, comma-separated (default
@@ -196,6 +202,7 @@ async fn bench(args: Args) -> Result<()> {
         Scenario::Backup => scenarios::backup(&mut env, &args).await?,
         Scenario::Dashboard => dashboard::dashboard(&mut env, &args).await?,
         Scenario::Connections => connections::connections(&mut env, &args).await?,
+        Scenario::Schedules => schedules::schedules(&mut env, &args).await?,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

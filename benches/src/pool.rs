@@ -89,7 +89,10 @@ pub(crate) async fn child_main(spec: WorkerSpec) -> Result<()> {
     let runs = rec.take();
     let mut out = String::with_capacity(runs.len() * 24 + 64);
     for r in &runs {
-        out.push_str(&format!("r {} {} {}\n", r.seq, r.late_ms, r.late_start_us));
+        out.push_str(&format!(
+            "r {} {} {} {}\n",
+            r.seq, r.late_ms, r.late_start_us, r.due_ms
+        ));
     }
     out.push_str(&format!("end {} {}\n", report.claimed, report.succeeded));
     let mut stdout = tokio::io::stdout();
@@ -283,10 +286,12 @@ async fn read_child(
                 let seq = num(f.next()) as u64;
                 let late_ms = num(f.next());
                 let late_start_us = num(f.next());
+                let due_ms = num(f.next());
                 report.runs.push(Run {
                     seq,
                     late_ms,
                     late_start_us,
+                    due_ms,
                 });
             }
             Some("end") => {

@@ -35,7 +35,7 @@ pub(crate) async fn client(env: &Env, ns: &str, shards: u16) -> Result<Client> {
     Ok(c)
 }
 
-fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec {
+pub(crate) fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec {
     WorkerSpec {
         url: env.url.clone(),
         namespace: ns.to_owned(),

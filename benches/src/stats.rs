@@ -95,6 +95,7 @@ mod tests {
             seq,
             late_ms: 0,
             late_start_us: 0,
+            due_ms: 0,
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct Run {
     pub(crate) late_ms: i64,
     /// Handler start (local clock plus the measured offset to the Redis clock) minus due, in µs.
     pub(crate) late_start_us: i64,
+    /// The due time, unix ms on the Redis clock (a schedule's tick time).
+    pub(crate) due_ms: i64,
 }
 
 /// Every run of this process, shared with the handler through the worker's state.
@@ -83,6 +85,7 @@ pub(crate) async fn noop(ctx: TaskContext, seq: u64, pad: String) -> Result<(), 
         seq,
         late_ms: ctx.claimed_at_ms() - ctx.due_ms(),
         late_start_us: start_us + rec.offset_us - ctx.due_ms() * 1000,
+        due_ms: ctx.due_ms(),
     });
     Ok(())
 }

@@ -167,6 +167,10 @@ pub enum Error {
         /// Why it stopped.
         source: Box<Error>,
     },
+    /// A test helper that moves time (`scheduler::testing`) was called on namespace `.0`, which
+    /// is not marked for tests: only a namespace of a `TestRedis` is. Nothing changed.
+    #[error("namespace {0:?} is not marked for tests: time travel works only on a scheduler::testing::TestRedis")]
+    NotATestNamespace(String),
 }
 
 impl Error {
@@ -215,6 +219,7 @@ impl Error {
             Error::BadExportFile(_) => "bad_export_file",
             Error::Io(_) => "io",
             Error::ImportStopped { .. } => "import_stopped",
+            Error::NotATestNamespace(_) => "not_a_test_namespace",
         }
     }
 

@@ -91,6 +91,41 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The lifetime counters the scripts keep, in the order a task's life runs through them.
+    pub const COUNTER_ORDER: [&'static str; 9] = [
+        "enqueued",
+        "promoted",
+        "succeeded",
+        "retried",
+        "dead",
+        "reaped",
+        "cancelled",
+        "requeued",
+        "deleted",
+    ];
+
+    /// The lifetime counters in display order: those of [`Counts::COUNTER_ORDER`] always (0 when
+    /// never incremented), then any other by name. `schedctl` and the dashboard show them so.
+    ///
+    /// ```
+    /// let c = scheduler_core::inspector::Counts::default();
+    /// let shown = c.ordered_counters();
+    /// assert_eq!(shown[0], ("enqueued", 0));
+    /// assert_eq!(shown.len(), 9);
+    /// ```
+    pub fn ordered_counters(&self) -> Vec<(&str, u64)> {
+        let get = |k: &str| self.counters.get(k).copied().unwrap_or(0);
+        let mut out: Vec<(&str, u64)> = Self::COUNTER_ORDER.iter().map(|k| (*k, get(k))).collect();
+        // A BTreeMap iterates by name.
+        out.extend(
+            self.counters
+                .iter()
+                .filter(|(k, _)| !Self::COUNTER_ORDER.contains(&k.as_str()))
+                .map(|(k, v)| (k.as_str(), *v)),
+        );
+        out
+    }
+
     fn add(&mut self, o: &Counts) {
         self.scheduled += o.scheduled;
         self.ready += o.ready;

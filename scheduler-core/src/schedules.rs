@@ -3,7 +3,8 @@
 //! per tick. How and why: `docs/schedules.md`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
@@ -19,6 +20,14 @@ const PLAN_VALID_MS: i64 = 1_000;
 
 /// Compare-and-set rounds before giving up on one schedule for this pass.
 const CAS_ROUNDS: usize = 5;
+
+/// The longest a ticker goes without reading a schedule (ms): the bound on how long it may miss
+/// a change whose epoch bump was lost (a process killed between its write and the bump).
+const SKIP_CAP_MS: i64 = 60_000;
+
+/// The field of the index hash `<ns>:schedules` counting changes to any schedule (a schedule
+/// name cannot start with `:`): a ticker that sees it move forgets what it knew.
+const EPOCH_FIELD: &str = ":epoch";
 
 /// The definition fields of a schedule record: a declaration equal in all of them is a no-op.
 const DEF_FIELDS: [&str; 12] = [
@@ -126,6 +135,18 @@ pub struct FireReport {
 #[derive(Debug, Clone)]
 pub struct Schedules {
     client: Client,
+    /// What [`Schedules::fire_due`] learnt: when each schedule needs reading again. Shared by
+    /// clones.
+    known: Arc<Mutex<Known>>,
+}
+
+/// A ticker's knowledge of the schedules, valid while the index's epoch does not move.
+#[derive(Debug, Default)]
+struct Known {
+    /// The epoch it was learnt under.
+    epoch: i64,
+    /// Schedule name -> the server time (ms) before which it has nothing to enqueue.
+    quiet_until: HashMap<String, i64>,
 }
 
 /// A stored record, field -> raw value.
@@ -136,6 +157,7 @@ impl Schedules {
     pub fn new(client: &Client) -> Self {
         Self {
             client: client.clone(),
+            known: Arc::default(),
         }
     }
 
@@ -228,7 +250,10 @@ impl Schedules {
                 ..Default::default()
             };
             match self.client.store().schedule_write(&p, &s.name, &w).await? {
-                ScheduleWrite::Done(_) => return Ok(outcome),
+                ScheduleWrite::Done(_) => {
+                    self.bump_epoch().await?;
+                    return Ok(outcome);
+                }
                 _ => continue,
             }
         }
@@ -266,6 +291,7 @@ impl Schedules {
         let _: () = conn
             .hdel(self.client.store().keys().schedules(), name)
             .await?;
+        self.bump_epoch().await?;
         Ok(done)
     }
 
@@ -301,7 +327,7 @@ impl Schedules {
             };
             if let ScheduleWrite::Done(_) = self.client.store().schedule_write(&p, name, &w).await?
             {
-                return Ok(());
+                return self.bump_epoch().await;
             }
         }
         Err(Error::Protocol(format!(
@@ -370,10 +396,26 @@ impl Schedules {
     pub async fn fire_due(&self, lookahead: Duration) -> Result<FireReport> {
         let mut report = FireReport::default();
         let look = lookahead.as_millis() as i64;
-        for (name, queue) in self.index().await? {
+        let (index, epoch) = self.index_and_epoch().await?;
+        let clock = PassClock {
+            server_ms: self.server_now().await?,
+            at: Instant::now(),
+        };
+        let quiet = {
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if known.epoch != epoch {
+                known.epoch = epoch;
+                known.quiet_until.clear();
+            }
+            known.quiet_until.clone()
+        };
+        for (name, queue) in index {
+            if quiet.get(&name).is_some_and(|t| *t > clock.now()) {
+                continue;
+            }
             // One schedule that cannot be fired (a record edited by hand, its queue's shard
             // count unreadable) must not hold up the others: count it, log it, go on.
-            match self.fire_schedule(&name, &queue, look).await {
+            match self.fire_schedule(&name, &queue, look, &clock).await {
                 Ok(Some(n)) => report.created += n,
                 Ok(None) => report.contended += 1,
                 Err(e) => {
@@ -385,27 +427,55 @@ impl Schedules {
         Ok(report)
     }
 
-    async fn fire_schedule(&self, name: &str, queue: &str, look: i64) -> Result<Option<u64>> {
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        queue: &str,
+        look: i64,
+        clock: &PassClock,
+    ) -> Result<Option<u64>> {
         let p = self.partition(name, queue).await?;
         for _ in 0..CAS_ROUNDS {
-            if let Some(n) = self.fire_one(&p, name, look).await? {
+            if let Some(n) = self.fire_one(&p, name, look, clock).await? {
                 return Ok(Some(n));
             }
         }
         Ok(None)
     }
 
-    /// One schedule: `Some(created)` when done for this pass, `None` to read again.
-    async fn fire_one(&self, p: &Partition, name: &str, look: i64) -> Result<Option<u64>> {
+    /// Notes that schedule `name` has nothing to enqueue before server time `until` (capped at
+    /// [`SKIP_CAP_MS`] from `now`).
+    fn quiet(&self, name: &str, now: i64, until: i64) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .quiet_until
+            .insert(name.to_owned(), until.min(now + SKIP_CAP_MS));
+    }
+
+    /// One schedule: `Some(created)` when done for this pass, `None` to read again. It enqueues
+    /// the ticks due within `look` once the first of them is due within `look`, then leaves the
+    /// schedule unread until its next tick is due within `look / 2`: one write enqueues about
+    /// half a lookahead of ticks, and a schedule with nothing due soon is not read every pass.
+    async fn fire_one(
+        &self,
+        p: &Partition,
+        name: &str,
+        look: i64,
+        clock: &PassClock,
+    ) -> Result<Option<u64>> {
         let rec = self.read(p, name).await?;
+        let now = clock.now();
         if rec.is_empty() || num(&rec, "paused") == Some(1) {
+            // Resuming moves the epoch.
+            self.quiet(name, now, i64::MAX);
             return Ok(Some(0));
         }
         let Some(next) = num(&rec, "next").filter(|n| *n >= 0) else {
+            self.quiet(name, now, i64::MAX);
             return Ok(Some(0));
         };
-        let now = self.server_now().await?;
         if next > now + look {
+            self.quiet(name, now, next - look);
             return Ok(Some(0));
         }
         let info = info_of(name, &rec)?;
@@ -448,8 +518,12 @@ impl Schedules {
             ..Default::default()
         };
         let store = self.client.store();
+        let refill = plan.new_next.map_or(i64::MAX, |t| t - look / 2);
         match store.schedule_write(p, name, &w).await? {
-            ScheduleWrite::Done(n) => Ok(Some(n)),
+            ScheduleWrite::Done(n) => {
+                self.quiet(name, now, refill);
+                Ok(Some(n))
+            }
             ScheduleWrite::Stale | ScheduleWrite::TooLate => Ok(None),
             ScheduleWrite::Busy => Ok(Some(0)),
             ScheduleWrite::BusyPastTick => {
@@ -462,7 +536,10 @@ impl Schedules {
                     ..Default::default()
                 };
                 match store.schedule_write(p, name, &skip).await? {
-                    ScheduleWrite::Done(_) => Ok(Some(0)),
+                    ScheduleWrite::Done(_) => {
+                        self.quiet(name, now, refill);
+                        Ok(Some(0))
+                    }
                     _ => Ok(None),
                 }
             }
@@ -470,11 +547,31 @@ impl Schedules {
     }
 
     async fn index(&self) -> Result<Vec<(String, String)>> {
+        Ok(self.index_and_epoch().await?.0)
+    }
+
+    /// The index, name -> queue sorted by name, and its epoch (0 before the first change).
+    async fn index_and_epoch(&self) -> Result<(Vec<(String, String)>, i64)> {
         let mut conn = self.client.store().conn();
         let mut all: Vec<(String, String)> =
             conn.hgetall(self.client.store().keys().schedules()).await?;
+        let epoch = all
+            .iter()
+            .find(|(k, _)| k == EPOCH_FIELD)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        all.retain(|(k, _)| !k.starts_with(':'));
         all.sort();
-        Ok(all)
+        Ok((all, epoch))
+    }
+
+    /// Moves the epoch: every ticker reads every schedule again at its next pass.
+    async fn bump_epoch(&self) -> Result<()> {
+        let mut conn = self.client.store().conn();
+        let _: i64 = conn
+            .hincr(self.client.store().keys().schedules(), EPOCH_FIELD, 1)
+            .await?;
+        Ok(())
     }
 
     async fn find(&self, name: &str) -> Result<Option<(Partition, Record)>> {
@@ -506,6 +603,21 @@ impl Schedules {
         let mut conn = self.client.store().conn();
         let (s, us): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
         Ok(s * 1000 + us / 1000)
+    }
+}
+
+/// The server clock of one pass of [`Schedules::fire_due`]: one `TIME` at its start, plus the
+/// local monotonic time since (a plan's validity is checked by the script on the server's own
+/// clock).
+struct PassClock {
+    server_ms: i64,
+    at: Instant,
+}
+
+impl PassClock {
+    /// The server time now, by this estimate.
+    fn now(&self) -> i64 {
+        self.server_ms + self.at.elapsed().as_millis() as i64
     }
 }
 

@@ -65,6 +65,18 @@ pub trait Task: Send + Sync + 'static {
         args: Self::Args,
     ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send;
 
+    /// The periodic schedule of this task, if it has one: its cron expression (5 fields, or 6-7
+    /// with seconds first), its IANA time zone, and the call each tick enqueues. `None` by
+    /// default; `#[task(cron = "0 30 2 * * *", tz = "Europe/Paris")]` sets it (for a task
+    /// without arguments). A worker that registers the task declares the schedule under the
+    /// task's name, as `WorkerBuilder::schedule` would (docs/schedules.md).
+    fn cron() -> Option<(&'static str, &'static str, TaskCall<Self>)>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
     /// Builds a call of this task with these arguments and its default options.
     fn call(args: Self::Args) -> TaskCall<Self>
     where

@@ -38,6 +38,8 @@ mod task;
 /// | `max_retries` | `u32` literal                            | 3                        |
 /// | `timeout`     | `"500ms"`, `"30s"`, `"2m"`, `"1h"`, or an integer of seconds | 30 s |
 /// | `priority`    | integer 0 (lowest) to 9 (highest)        | 0                        |
+/// | `cron`        | string: a cron expression (5 fields, or 6-7 with seconds first); only for a task without arguments | none |
+/// | `tz`          | string: the IANA time zone of `cron`     | `"UTC"`                  |
 /// | `crate`       | string path to the facade crate          | `"::scheduler"`          |
 ///
 /// # The function
@@ -58,8 +60,12 @@ mod task;
 ///
 /// # Errors
 ///
-/// An unknown key, a value of the wrong type, a malformed timeout, a priority above 9 or an
-/// unsupported signature is a compile error pointing at the offending tokens; the function is
+/// With `cron`, a worker that registers the task declares a periodic schedule named after the
+/// task (exactly once per tick on any number of workers; `docs/schedules.md`); the expression and
+/// zone are checked when the worker is built (`Error::InvalidSchedule`).
+///
+/// An unknown key, a value of the wrong type, a malformed timeout, a priority above 9, `cron` on
+/// a task with arguments or an unsupported signature is a compile error pointing at the offending tokens; the function is
 /// then left as written.
 #[proc_macro_attribute]
 pub fn task(

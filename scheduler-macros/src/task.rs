@@ -22,7 +22,7 @@ use syn::{
 };
 
 /// The attribute keys `#[task(...)]` accepts, as listed in error messages.
-const VALID_KEYS: &str = "name, queue, max_retries, timeout, priority, crate";
+const VALID_KEYS: &str = "name, queue, max_retries, timeout, priority, cron, tz, crate";
 
 /// The accepted forms of `timeout`, as listed in error messages.
 const TIMEOUT_FORMS: &str = "a duration string: a positive whole number followed by `ms`, `s`, \
@@ -44,7 +44,18 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     };
     // Check both halves before giving up, so one compile reports every problem.
     match (parse_attrs(attr), analyse(&func)) {
-        (Ok(attrs), Ok(sig)) => generate(&func, &attrs, &sig),
+        (Ok(attrs), Ok(sig)) => match (&attrs.cron, sig.params.first()) {
+            (Some(cron), Some(_)) => with_error(
+                item,
+                syn::Error::new_spanned(
+                    cron,
+                    "`cron` needs a task without arguments (a `TaskContext` is fine): a tick has \
+                     no arguments to give; declare a schedule with arguments with \
+                     `WorkerBuilder::schedule`",
+                ),
+            ),
+            _ => generate(&func, &attrs, &sig),
+        },
         (Err(mut err), Err(more)) => {
             err.combine(more);
             with_error(item, err)
@@ -72,6 +83,10 @@ struct TaskAttrs {
     timeout_ms: Option<u64>,
     /// `priority = 0..=9`.
     priority: Option<u8>,
+    /// `cron = "..."`: a periodic schedule of the task (checked when the worker is built).
+    cron: Option<LitStr>,
+    /// `tz = "..."`: the cron schedule's IANA time zone (default `UTC`); only with `cron`.
+    tz: Option<LitStr>,
     /// `crate = "path"`: where the generated code finds `__private` (default `::scheduler`).
     krate: Option<syn::Path>,
 }
@@ -89,6 +104,13 @@ fn parse_attrs(attr: TokenStream) -> syn::Result<TaskAttrs> {
                 Some(errors) => errors.combine(err),
                 None => errors = Some(err),
             }
+        }
+    }
+    if let (Some(tz), None) = (&attrs.tz, &attrs.cron) {
+        let err = syn::Error::new_spanned(tz, "`tz` is the time zone of `cron`: set `cron` too");
+        match &mut errors {
+            Some(errors) => errors.combine(err),
+            None => errors = Some(err),
         }
     }
     match errors {
@@ -109,7 +131,7 @@ fn parse_one(attrs: &mut TaskAttrs, seen: &mut Vec<String>, meta: &Meta) -> syn:
     let key = ident.unraw().to_string();
     if !matches!(
         key.as_str(),
-        "name" | "queue" | "max_retries" | "timeout" | "priority" | "crate"
+        "name" | "queue" | "max_retries" | "timeout" | "priority" | "cron" | "tz" | "crate"
     ) {
         return Err(syn::Error::new_spanned(
             ident,
@@ -190,6 +212,16 @@ fn parse_one(attrs: &mut TaskAttrs, seen: &mut Vec<String>, meta: &Meta) -> syn:
                 ));
             };
             attrs.priority = Some(priority);
+        }
+        "cron" => {
+            let lit = lit_str(&key, value, "\"0 30 2 * * *\"")?;
+            if lit.value().split_whitespace().count() == 0 {
+                return Err(syn::Error::new_spanned(lit, "`cron` must not be empty"));
+            }
+            attrs.cron = Some(lit.clone());
+        }
+        "tz" => {
+            attrs.tz = Some(lit_str(&key, value, "\"Europe/Paris\"")?.clone());
         }
         "crate" => {
             let lit = lit_str(&key, value, "\"::scheduler\"")?;
@@ -585,6 +617,21 @@ fn generate(func: &ItemFn, attrs: &TaskAttrs, sig: &TaskSig) -> TokenStream {
         )
     });
     let priority = attrs.priority.map(|p| quote!(const PRIORITY: u8 = #p;));
+    let cron = attrs.cron.as_ref().map(|expr| {
+        let tz = attrs
+            .tz
+            .clone()
+            .unwrap_or_else(|| LitStr::new("UTC", Span::call_site()));
+        quote! {
+            fn cron() -> ::core::option::Option<(
+                &'static str,
+                &'static str,
+                #private::TaskCall<Self>,
+            )> {
+                ::core::option::Option::Some((#expr, #tz, #private::TaskCall::new(())))
+            }
+        }
+    });
 
     quote! {
         #(#cfgs)*
@@ -613,6 +660,7 @@ fn generate(func: &ItemFn, attrs: &TaskAttrs, sig: &TaskSig) -> TokenStream {
             #priority
             type Args = (#(#arg_types,)*);
             type Output = #output_ty;
+            #cron
 
             fn run(
                 #ctx: #private::TaskContext,
@@ -694,6 +742,40 @@ mod tests {
         assert_eq!(norm(attrs.krate.unwrap()), norm(quote!(my::sched)));
     }
 
+    /// `cron` and `tz` are kept as written; `tz` alone, or `cron` on a task with arguments, is
+    /// refused; the generated `cron()` gives the expression, the zone (UTC by default) and a
+    /// call without arguments.
+    #[test]
+    fn cron_keys() {
+        let attrs = parse_attrs(quote!(cron = "0 30 2 * * *", tz = "Europe/Paris")).unwrap();
+        assert_eq!(attrs.cron.unwrap().value(), "0 30 2 * * *");
+        assert_eq!(attrs.tz.unwrap().value(), "Europe/Paris");
+        assert_eq!(
+            attr_error(quote!(tz = "UTC")),
+            "`tz` is the time zone of `cron`: set `cron` too"
+        );
+        assert_eq!(attr_error(quote!(cron = " ")), "`cron` must not be empty");
+        let text = norm(expand(
+            quote!(cron = "*/5 * * * *"),
+            quote!(
+                async fn tidy(ctx: TaskContext) {}
+            ),
+        ));
+        assert_contains(
+            &text,
+            r#"Some(("*/5 * * * *", "UTC", ::scheduler::__private::TaskCall::new(())))"#,
+        );
+        let text = norm(expand(
+            quote!(cron = "*/5 * * * *"),
+            quote!(
+                async fn tidy(user: u64) {}
+            ),
+        ));
+        assert_contains(&text, "compile_error !");
+        assert!(text.contains("needs a task without arguments"), "{text}");
+        assert!(!text.contains("impl"), "{text}");
+    }
+
     /// No arguments at all means every option takes its default.
     #[test]
     fn empty_attribute_is_all_defaults() {
@@ -763,7 +845,7 @@ mod tests {
         assert_eq!(
             attr_error(quote!(queu = "emails")),
             "unknown attribute key `queu`; valid keys: name, queue, max_retries, timeout, \
-             priority, crate"
+             priority, cron, tz, crate"
         );
         assert!(attr_error(quote!(a::b = 1)).contains("expected an attribute key"));
     }

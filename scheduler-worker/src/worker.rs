@@ -77,6 +77,8 @@ pub struct WorkerBuilder {
     state: StateMap,
     tls: Option<TlsConfig>,
     schedules: Vec<Schedule>,
+    /// The schedules of registered `#[task(cron)]` tasks, checked at build.
+    task_schedules: Vec<Result<Schedule, Error>>,
     schedule_poll: Duration,
     schedule_lookahead: Duration,
     #[cfg(feature = "prometheus")]
@@ -92,6 +94,7 @@ impl Default for WorkerBuilder {
             state: StateMap::default(),
             tls: None,
             schedules: Vec::new(),
+            task_schedules: Vec::new(),
             schedule_poll: Duration::from_secs(1),
             schedule_lookahead: Duration::from_secs(5),
             #[cfg(feature = "prometheus")]
@@ -126,9 +129,16 @@ impl WorkerBuilder {
         self
     }
 
-    /// Registers task `T` (pass the unit struct `#[task]` generates).
+    /// Registers task `T` (pass the unit struct `#[task]` generates). A task with a cron
+    /// schedule (`#[task(cron = "...")]`, [`Task::cron`]) also declares it, named after the
+    /// task, as [`WorkerBuilder::schedule`] does; a bad expression or time zone makes
+    /// [`WorkerBuilder::build`] fail.
     pub fn register<T: Task>(mut self, _task: T) -> Self {
         self.registry.register::<T>();
+        if let Some((expr, tz, call)) = T::cron() {
+            self.task_schedules
+                .push(Schedule::cron(T::NAME, expr, tz).and_then(|s| s.task(call)));
+        }
         self
     }
 
@@ -414,9 +424,14 @@ impl WorkerBuilder {
     /// address that cannot be served, before any connection is made; [`Error::InvalidUrl`], a Redis error when Redis cannot be
     /// reached, [`Error::InvalidQueueName`], [`Error::ShardMismatch`];
     /// [`Error::UnknownScheduleTask`] for a declared schedule whose task is not registered (before
-    /// connecting, nothing stored), or the errors of [`scheduler_core::Schedules::declare`].
-    pub async fn build(self) -> Result<Worker, Error> {
+    /// connecting, nothing stored), [`Error::InvalidSchedule`] for the cron expression or time
+    /// zone of a registered `#[task(cron)]`, or the errors of
+    /// [`scheduler_core::Schedules::declare`].
+    pub async fn build(mut self) -> Result<Worker, Error> {
         self.cfg.validate()?;
+        for s in std::mem::take(&mut self.task_schedules) {
+            self.schedules.push(s?);
+        }
         if self.schedule_poll.is_zero() || self.schedule_lookahead.is_zero() {
             return Err(Error::InvalidConfig(
                 "schedule_poll and schedule_lookahead must be above 0".into(),

@@ -16,6 +16,8 @@
 //!   `schedules` (`schedule_write.lua`, periodic schedules);
 //! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
+//! - `testing` (feature `testing`): `time_travel.lua`, scheduled tasks made due now in
+//!   namespaces marked for tests;
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
 
 use redis::{Pipeline, ScriptInvocation, Value};
@@ -36,6 +38,8 @@ mod retry;
 mod schedule;
 mod schedules;
 mod script;
+#[cfg(feature = "testing")]
+mod testing;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
 pub use backup::{ExportedTask, RestoreTask, SetPage};
@@ -47,6 +51,8 @@ pub use retry::{retry_transient, retry_transient_for, DEFAULT_LOADING_WAIT};
 pub use schedule::{Promoted, Reaped};
 pub use schedules::{ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
 pub use script::{with_prelude, MAX_BATCH};
+#[cfg(feature = "testing")]
+pub use testing::Travel;
 
 /// A handle to the task store: a multiplexed, self-reconnecting connection plus key names.
 ///

@@ -9,7 +9,7 @@ document.addEventListener("submit", (ev) => {
 });
 
 const fmt = (n) => Number(n).toLocaleString("en-US");
-const utc = (ms) => new Date(ms).toISOString().replace("T", " ").replace("Z", "");
+const utc = (ms) => new Date(ms).toISOString();
 
 // The overview: fetch /api/overview every data-refresh-ms, update the cells in place, and turn
 // successive lifetime counters into per-second rates.
@@ -50,7 +50,7 @@ function liveOverview() {
         if (el) el.textContent = fmt(v);
       }
       const upd = document.getElementById("updated");
-      upd.textContent = utc(data.server_now_ms) + " UTC";
+      upd.textContent = utc(data.server_now_ms);
       upd.dataset.now = data.server_now_ms;
       live.classList.remove("stale");
       prev = { now: data.server_now_ms, queues: Object.fromEntries(data.queues.map((q) => [q.name, q])) };

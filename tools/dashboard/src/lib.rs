@@ -31,7 +31,8 @@
 //! - `auth.rs`: token, cookie and basic-auth checks, the login page, the same-origin check of
 //!   actions, read-only mode.
 //! - `pages.rs`: one handler per page and action.
-//! - `view.rs`: the page layout and the formatting of times, counts and payloads.
+//! - `view.rs`: the page layout, counts, actions.
+//! - `format.rs`: times, spans and payloads as people read them, shared with `schedctl`.
 //! - `error.rs`: what a failure looks like to the browser (status, message; Redis errors are
 //!   logged, never shown).
 //! - `assets/`: the stylesheet and the refresh script.
@@ -41,6 +42,7 @@ pub use axum;
 
 mod auth;
 mod error;
+pub mod format;
 mod pages;
 mod view;
 

@@ -4,7 +4,6 @@
 //! [`Inspector`]: scheduler_core::Inspector
 //! [`Schedules`]: scheduler_core::Schedules
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Form, Path, Query, State};
@@ -30,19 +29,6 @@ const LISTED: [TaskState; 4] = [
     TaskState::Ready,
     TaskState::Running,
     TaskState::Dead,
-];
-
-/// Lifetime counters shown on a queue page, in this order (others follow by name).
-const COUNTERS: [&str; 9] = [
-    "enqueued",
-    "promoted",
-    "succeeded",
-    "retried",
-    "dead",
-    "reaped",
-    "cancelled",
-    "requeued",
-    "deleted",
 ];
 
 type Page = Result<Response, Failure>;
@@ -215,7 +201,7 @@ pub(crate) async fn overview(
             h1 { "Queues" }
             span.muted #live data-refresh-ms=(refresh_ms) {
                 "Live · every " (span(refresh_ms as u64)) " · "
-                span #updated data-now=(now) { (utc(now)) " UTC" }
+                span #updated data-now=(now) { (utc(now)) }
             }
         }
         div.cards {
@@ -317,17 +303,7 @@ pub(crate) async fn queue(
     let p = app.p();
     let now = counts.server_now_ms;
     let t = &counts.total;
-    let mut counters: Vec<(&str, u64)> = COUNTERS
-        .iter()
-        .map(|k| (*k, t.counters.get(*k).copied().unwrap_or(0)))
-        .collect();
-    let others: BTreeMap<&str, u64> = t
-        .counters
-        .iter()
-        .filter(|(k, _)| !COUNTERS.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), *v))
-        .collect();
-    counters.extend(others);
+    let counters = t.ordered_counters();
     let next_due = windows.first().and_then(|(_, d)| d.next_due_ms);
     let max_window = windows
         .iter()
@@ -574,7 +550,7 @@ pub(crate) async fn task(
                         td {
                             @if TIME_FIELDS.contains(f) {
                                 @match text.parse::<i64>() {
-                                    Ok(ms) => { (when(ms, now)) span.muted { " · " (utc(ms)) " UTC" } }
+                                    Ok(ms) => { (when(ms, now)) span.muted { " · " (utc(ms)) } }
                                     Err(_) => { (text) }
                                 }
                             } @else if *f == "args" || *f == "result" || *f == "headers" {

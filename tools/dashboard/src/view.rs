@@ -5,6 +5,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use maud::{html, Markup, DOCTYPE};
 
+pub(crate) use crate::format::{iso_utc as utc, span};
+use crate::format::{msgpack_json as to_json, not_msgpack, relative};
+
 /// The stylesheet, shipped in the crate.
 const STYLE: &str = include_str!("../assets/style.css");
 /// The live-refresh script, shipped in the crate.
@@ -138,87 +141,16 @@ pub(crate) fn count(n: u64) -> String {
     out
 }
 
-/// Unix ms as `2026-03-01 12:00:29.123`, UTC.
-pub(crate) fn utc(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
-        || ms.to_string(),
-        |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-    )
-}
-
-/// A span of ms in one coarse unit: `450 ms`, `29 s`, `3 min`, `5 h`, `2 d`.
-pub(crate) fn span(ms: u64) -> String {
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{} s", ms / 1_000),
-        60_000..3_600_000 => format!("{} min", ms / 60_000),
-        3_600_000..172_800_000 => format!("{} h", ms / 3_600_000),
-        _ => format!("{} d", ms / 86_400_000),
-    }
-}
-
-/// `t` relative to `now`: `in 29 s`, `3 min ago`, `now`.
-pub(crate) fn relative(t: i64, now: i64) -> String {
-    let d = t - now;
-    if d.abs() < 1_000 {
-        "now".to_owned()
-    } else if d > 0 {
-        format!("in {}", span(d.unsigned_abs()))
-    } else {
-        format!("{} ago", span(d.unsigned_abs()))
-    }
-}
-
 /// A time: relative, with the UTC time in its tooltip.
 pub(crate) fn when(t: i64, now: i64) -> Markup {
-    html! { time datetime=(utc(t)) title={ (utc(t)) " UTC" } { (relative(t, now)) } }
+    html! { time datetime=(utc(t)) title=(utc(t)) { (relative(t, now)) } }
 }
 
 /// A MessagePack payload as pretty JSON; bytes that are not one MessagePack value in hex.
 pub(crate) fn msgpack_json(bytes: &[u8]) -> String {
-    let mut rest = bytes;
-    match rmpv::decode::read_value(&mut rest) {
-        Ok(v) if rest.is_empty() => {
-            let j = to_json(&v);
-            serde_json::to_string_pretty(&j).unwrap_or_else(|_| j.to_string())
-        }
-        _ => {
-            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            format!("<{} bytes, not MessagePack: {hex}>", bytes.len())
-        }
-    }
-}
-
-/// MessagePack to JSON: binary as an array of bytes, extension types as `{"ext": n, "data"}`,
-/// map keys that are not strings as their JSON text.
-pub(crate) fn to_json(v: &rmpv::Value) -> serde_json::Value {
-    use rmpv::Value as V;
-    use serde_json::Value as J;
-    match v {
-        V::Nil => J::Null,
-        V::Boolean(b) => J::Bool(*b),
-        V::Integer(i) => i
-            .as_i64()
-            .map(J::from)
-            .or_else(|| i.as_u64().map(J::from))
-            .unwrap_or(J::Null),
-        V::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
-        V::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        V::String(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        V::Binary(b) => J::Array(b.iter().map(|x| J::from(*x)).collect()),
-        V::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        V::Map(m) => J::Object(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        V::String(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                        other => to_json(other).to_string(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
-        V::Ext(t, data) => serde_json::json!({ "ext": t, "data": data }),
+    match to_json(bytes) {
+        Some(j) => serde_json::to_string_pretty(&j).unwrap_or_else(|_| j.to_string()),
+        None => not_msgpack(bytes),
     }
 }
 
@@ -242,7 +174,7 @@ mod tests {
         assert_eq!(count(999), "999");
         assert_eq!(count(1000), "1,000");
         assert_eq!(count(10_000_000), "10,000,000");
-        assert_eq!(utc(1_772_366_429_123), "2026-03-01 12:00:29.123");
+        assert_eq!(utc(1_772_366_429_123), "2026-03-01T12:00:29.123Z");
         assert_eq!(relative(31_000, 1_000), "in 30 s");
         assert_eq!(relative(0, 180_000), "3 min ago");
         assert_eq!(relative(500, 0), "now");

@@ -1,7 +1,5 @@
 //! What the subcommands share on top of [`scheduler::Inspector`]: the queue check with the
-//! known queues in its message, and the order counters are shown in.
-
-use std::collections::BTreeMap;
+//! known queues in its message.
 
 use anyhow::{anyhow, Result};
 use scheduler::Inspector;
@@ -26,33 +24,4 @@ pub(crate) async fn shards_of(inspector: &Inspector, queue: &str) -> Result<u16>
         }
         other => Ok(other?),
     }
-}
-
-/// Counter names in the order the task life runs through them; others follow by name.
-const COUNTER_ORDER: [&str; 9] = [
-    "enqueued",
-    "promoted",
-    "succeeded",
-    "retried",
-    "dead",
-    "reaped",
-    "cancelled",
-    "requeued",
-    "deleted",
-];
-
-/// `counters` in display order, the known ones always (0 when never incremented).
-pub(crate) fn ordered_counters(counters: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = COUNTER_ORDER
-        .iter()
-        .map(|k| ((*k).to_owned(), counters.get(*k).copied().unwrap_or(0)))
-        .collect();
-    // A BTreeMap iterates by name.
-    out.extend(
-        counters
-            .iter()
-            .filter(|(k, _)| !COUNTER_ORDER.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), *v)),
-    );
-    out
 }

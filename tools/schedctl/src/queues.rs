@@ -4,7 +4,7 @@ use anyhow::Result;
 use scheduler::Counts;
 use serde_json::{json, Map, Value as Json};
 
-use crate::inspect::{ordered_counters, shards_of};
+use crate::inspect::shards_of;
 use crate::render::{human_ms, iso_utc, pairs, when, Table};
 use crate::{json_out, Ctx};
 
@@ -77,7 +77,7 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
     let shards = shards_of(&ctx.inspector, queue).await?;
     let all = ctx.inspector.queue(queue).await?;
     let (now, stats, counts) = (all.server_now_ms, &all.total, &all.per_shard);
-    let counters = ordered_counters(&stats.counters);
+    let counters = stats.ordered_counters();
     if ctx.json {
         let mut v = json!({
             "queue": queue,
@@ -90,7 +90,7 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
             "due_now": stats.due_now,
             "counters": counters
                 .iter()
-                .map(|(k, v)| (k.clone(), json!(v)))
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
                 .collect::<Map<String, Json>>(),
         });
         if per_shard {
@@ -103,9 +103,9 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
                     m.extend(counts_json(c));
                     m.insert(
                         "counters".into(),
-                        ordered_counters(&c.counters)
+                        c.ordered_counters()
                             .into_iter()
-                            .map(|(k, v)| (k, json!(v)))
+                            .map(|(k, v)| (k.to_owned(), json!(v)))
                             .collect::<Map<String, Json>>()
                             .into(),
                     );
@@ -153,7 +153,7 @@ pub(crate) async fn stats(ctx: &Ctx, queue: &str, per_shard: bool) -> Result<Str
             cells.extend(count_cells(c));
             // The first eight of `ordered_counters` are the known counters, in column order.
             cells.extend(
-                ordered_counters(&c.counters)
+                c.ordered_counters()
                     .iter()
                     .take(8)
                     .map(|(_, v)| v.to_string()),
