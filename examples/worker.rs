@@ -10,6 +10,8 @@
 //! Metrics: `--metrics-addr 0.0.0.0:9090` serves them in the Prometheus format (names in
 //! `scheduler::metrics`; `WorkerBuilder::metrics_addr`, feature `prometheus` of `scheduler`);
 //! `--queue-metrics-secs 15` adds the per-queue backlog gauge. Logs: `scheduler::logging`.
+//! Traces: built with `--features otlp`, spans go to the OTLP collector the `OTEL_*` variables
+//! name (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_SERVICE_NAME`...; `scheduler::otel::init`).
 
 #[path = "demo/tasks.rs"]
 mod tasks;
@@ -17,7 +19,7 @@ mod tasks;
 use std::time::Duration;
 
 use clap::Parser;
-use scheduler::logging::{self, LogFormat};
+use scheduler::logging::LogFormat;
 use scheduler::Worker;
 
 /// Runs scheduler tasks from Redis.
@@ -61,7 +63,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format)?;
+    // With the `otlp` feature: log lines plus spans exported over OTLP; the guard flushes the
+    // last spans when main returns.
+    #[cfg(feature = "otlp")]
+    let _otel = scheduler::otel::init(args.log_format)?;
+    #[cfg(not(feature = "otlp"))]
+    scheduler::logging::init(args.log_format)?;
     let mut builder = Worker::builder()
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)

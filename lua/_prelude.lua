@@ -179,13 +179,14 @@ end
 
 -- The fields a claim reads of a task record, in this order: `f` of lease_task.
 local LEASE_FIELDS = { 'state', 'name', 'args', 'args:1', 'run_at', 'token', 'attempts', 'lost',
-  'max_retries', 'timeout_ms' }
+  'max_retries', 'timeout_ms', 'headers', 'headers:1' }
 
 -- Takes the task `id` (hash `key`, fields `f` read by HMGET of LEASE_FIELDS, its state already
 -- checked by the caller) into a lease for `worker` until `deadline`: fencing token and attempts
 -- + 1 (both absent, i.e. 0, before the first claim), state `running`, `worker`, `started_at`.
 -- Appends the 9 reply values (id, token, attempts, name, args, max retries, timeout, due time,
--- lost) to `out` and (deadline, id) to `leased` (the caller adds those to the active set).
+-- lost) to `out`; a task with headers (the `headers` field, in pieces like `args`) has
+-- { args, headers } in place of args, so a task without adds not a byte to the reply and (deadline, id) to `leased` (the caller adds those to the active set).
 -- Returns nil, or, writing nothing, why the record cannot be read: `token`, `attempts`, `lost`
 -- (absent: 0), `max_retries` or `timeout_ms` not an integer >= 0 (`<field> <value>`). An
 -- unreadable `run_at` is repaired in the reply only: the due time is `now` (informational).
@@ -215,7 +216,9 @@ local function lease_task(key, id, f, now, deadline, worker, out, leased)
   out[#out + 1] = token
   out[#out + 1] = attempts
   out[#out + 1] = f[2] or ''
-  out[#out + 1] = get_blob(key, 'args', f[3], f[4])
+  local args = get_blob(key, 'args', f[3], f[4])
+  if f[11] then args = { args, get_blob(key, 'headers', f[11], f[12]) } end
+  out[#out + 1] = args
   out[#out + 1] = retries
   out[#out + 1] = timeout
   out[#out + 1] = int_of(f[5]) or now

@@ -30,7 +30,8 @@
 -- Output: { server now (unix ms), ids popped (claimed or dropped; fewer than the batch size means
 --           the ready set is now empty), corrupt (records that could not be read: ids without a
 --           hash dropped, plus hashes buried), then 9 values per claimed task: id, token,
---           attempts, name, args (MessagePack bytes), max retries, timeout (ms), due time
+--           attempts, name, args (MessagePack bytes; { args, headers } for a task with
+--           headers), max retries, timeout (ms), due time
 --           (unix ms), lost leases (runs of the attempts lost with their worker, see reap.lua) }
 local ready, active, dead, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix, batch, lease, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]

@@ -8,7 +8,8 @@
 --      so one bad task neither fails the call nor touches any other task.
 --   2. Compute its due time: server now + delay, or the absolute run-at when delay is -1.
 --   3. Write the task hash (args in 64-byte pieces, see put_blob, written in chunks of 500
---      pieces by hset_all, so any size works; no attempt, no token yet).
+--      pieces by hset_all, so any size works; no attempt, no token yet; `headers`, in pieces
+--      too, only when the task has headers).
 --      Due now or in the past: state `ready`, added to the ready set. Otherwise: state
 --      `scheduled`, added to the scheduled set (one ZADD per set and call).
 -- Then, once per call: publish `r:<shard>` when tasks went to the ready set and the partition's
@@ -22,13 +23,16 @@
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:` (the task hash is prefix .. id)
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
--- ARGV[4..] per task, 8 values: id, name, args (MessagePack bytes), delay (ms, or -1),
---           run-at (unix ms, used when delay is -1), max retries, timeout (ms), priority (0..9)
+-- ARGV[4] values per task: 8, or 9 when the call carries headers
+-- ARGV[5..] per task, 8 values: id, name, args (MessagePack bytes), delay (ms, or -1),
+--           run-at (unix ms, used when delay is -1), max retries, timeout (ms), priority (0..9);
+--           then, when ARGV[4] is 9, headers (MessagePack map of strings; empty: none)
 --
 -- Output: an array with one integer per task, in order: 1 created, 0 already existed,
 --         -2 invalid (nothing written).
 local sched, ready, stats, drained = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local prefix, channel, shard = ARGV[1], ARGV[2], ARGV[3]
+local prefix, channel, shard, per = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if per ~= 9 then per = 8 end
 local now = now_ms()
 local head = head_of(sched)
 local new_head = false
@@ -36,7 +40,7 @@ local made_ready = false
 local created = 0
 local out = {}
 local to_ready, to_sched = {}, {}
-for i = 4, #ARGV, 8 do
+for i = 5, #ARGV, per do
   local id = ARGV[i]
   local key = prefix .. id
   -- Inline checks (tonumber, then integers in range): a helper call per value cost 2% of a call.
@@ -68,6 +72,7 @@ for i = 4, #ARGV, 8 do
     local fv = { 'name', ARGV[i + 1], 'state', state, 'max_retries', ARGV[i + 5],
       'timeout_ms', ARGV[i + 6], 'priority', ARGV[i + 7], 'run_at', due, 'enqueued_at', now }
     put_blob(fv, 'args', ARGV[i + 2])
+    if per == 9 then put_blob(fv, 'headers', ARGV[i + 8] or '') end
     if #fv <= 1000 then redis.call('HSET', key, unpack(fv)) else hset_all(key, fv) end
     created = created + 1
     out[#out + 1] = 1

@@ -11,7 +11,8 @@
 --      Otherwise: state `scheduled`, added to the scheduled set at its run-at.
 --      Dead: state `dead`, added to the dead set at its finish time, with its error.
 --   3. Write the task hash: the fields enqueue.lua writes (args in 64-byte pieces, see
---      put_blob), plus `attempts`, `lost`, `error` and `finished_at` when they are set.
+--      put_blob), plus `attempts`, `lost`, `error`, `finished_at` and `headers` (in pieces, as
+--      enqueue.lua writes it) when they are set.
 -- Then, once per call: count the tasks created under `restored` in the stats hash; publish
 -- `r:<shard>` when tasks went to the ready set and the partition's drained flag is not `0` (see
 -- wake_ready), and `s:<shard>:<due>` when the scheduled set got a new, earlier head.
@@ -24,10 +25,11 @@
 -- ARGV[1] task key prefix, `<ns>:{<queue>:<shard>}:t:` (the task hash is prefix .. id)
 -- ARGV[2] wake-up channel, `<ns>:wake:<queue>`
 -- ARGV[3] shard number
--- ARGV[4..] per task, 13 values: id, name, args (MessagePack bytes), state (`scheduled`,
+-- ARGV[4..] per task, 14 values: id, name, args (MessagePack bytes), state (`scheduled`,
 --           `ready` or `dead`), run-at (unix ms), max retries, timeout (ms), priority (0..9),
 --           attempts, lost runs, last error ('' for none), enqueued-at (unix ms),
---           finished-at (unix ms; used for `dead` only)
+--           finished-at (unix ms; used for `dead` only), headers (MessagePack map of strings,
+--           '' for none)
 --
 -- Output: an array with one integer per task, in order: 1 restored, 0 already existed,
 --         -2 invalid (nothing written).
@@ -40,13 +42,14 @@ local made_ready = false
 local created = 0
 local out = {}
 local to_ready, to_sched, to_dead = {}, {}, {}
-for i = 4, #ARGV, 13 do
+for i = 4, #ARGV, 14 do
   local id, name, args, state = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local run_at, retries, timeout = int_of(ARGV[i + 4]), int_of(ARGV[i + 5]), int_of(ARGV[i + 6])
   local priority, attempts, lost = int_of(ARGV[i + 7]), int_of(ARGV[i + 8]), int_of(ARGV[i + 9])
   local err, enqueued_at, finished_at = ARGV[i + 10], int_of(ARGV[i + 11]), int_of(ARGV[i + 12])
+  local headers = ARGV[i + 13]
   local key = prefix .. (id or '')
-  if id == nil or id == '' or name == nil or args == nil or err == nil
+  if id == nil or id == '' or name == nil or args == nil or err == nil or headers == nil
       or not (state == SCHEDULED or state == READY or state == DEAD)
       or not (run_at and retries and timeout and priority and attempts and lost and enqueued_at
         and finished_at)
@@ -80,6 +83,7 @@ for i = 4, #ARGV, 13 do
     if lost > 0 then fv[#fv + 1] = 'lost'; fv[#fv + 1] = lost end
     if err ~= '' then fv[#fv + 1] = 'error'; fv[#fv + 1] = err end
     put_blob(fv, 'args', args)
+    put_blob(fv, 'headers', headers)
     hset_all(key, fv)
     created = created + 1
     out[#out + 1] = 1

@@ -51,6 +51,8 @@ pub use scheduler_core::backup;
 pub use scheduler_core::client::encode_args;
 pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::defaults;
+pub use scheduler_core::headers;
+pub use scheduler_core::Headers;
 pub use scheduler_core::{
     redis, Cancellation, CancellationToken, Client, ClientConfig, Counts, Declared, DueSummary,
     Error, FireReport, Inspector, IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts,
@@ -63,12 +65,15 @@ pub use scheduler_core::{
 pub use scheduler_worker::archive;
 #[cfg(feature = "logging")]
 pub use scheduler_worker::logging;
+#[cfg(feature = "otlp")]
+pub use scheduler_worker::otel;
 #[cfg(feature = "prometheus")]
 pub use scheduler_worker::prometheus;
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;
 pub use scheduler_worker::{
-    metrics, Backoff, ShutdownHandle, Worker, WorkerBuilder, WorkerConfig, WorkerReport,
+    metrics, trace, Backoff, ShutdownHandle, TraceMode, Worker, WorkerBuilder, WorkerConfig,
+    WorkerReport,
 };
 
 /// The web dashboard as an `axum::Router` to mount in your own service (feature `dashboard`):

@@ -370,7 +370,7 @@ async fn bad_files_are_refused_and_nothing_is_half_imported() {
     let mid = file.len() / 2;
     corrupted[mid] ^= 0x01;
     let mut newer = file.clone();
-    newer[8..10].copy_from_slice(&2u16.to_be_bytes());
+    newer[8..10].copy_from_slice(&3u16.to_be_bytes());
     let cases: [(&str, &[u8]); 3] = [
         ("truncated", &file[..file.len() - 3]),
         ("corrupted", &corrupted),
@@ -386,8 +386,8 @@ async fn bad_files_are_refused_and_nothing_is_half_imported() {
             "newer" => assert!(matches!(
                 f,
                 FormatError::NewerVersion {
-                    found: 2,
-                    supported: 1
+                    found: 3,
+                    supported: 2
                 }
             )),
             _ => assert!(matches!(

@@ -138,13 +138,31 @@ pub(crate) struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Built with `--features otlp` and given OTEL_EXPORTER_OTLP_ENDPOINT: every process (the
+    // producer and the worker children, which inherit the variables) exports its spans, to
+    // measure the cost of tracing with an exporter on (docs/operations.md). RUST_LOG must then
+    // enable the spans (`info`).
+    #[cfg(feature = "otlp")]
+    let _otel = match std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Some(_) => Some(scheduler::otel::init_with_writer(
+            scheduler::logging::LogFormat::Text,
+            std::io::stderr,
+        )?),
+        None => None,
+    };
+    #[cfg(feature = "otlp")]
+    let traced = _otel.is_some();
+    #[cfg(not(feature = "otlp"))]
+    let traced = false;
+    if !traced {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

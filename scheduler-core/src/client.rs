@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::conn::{ConnectOptions, HealthCheck, Mode, TlsConfig};
 use crate::defaults;
 use crate::error::{Error, Result};
+use crate::headers::Headers;
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
 use crate::scripts::{CancelReply, Due, NewTask, Outcome, RequeueReply};
@@ -272,7 +273,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::PayloadTooLarge`], [`Error::InvalidQueueName`], [`Error::InvalidTaskId`],
+    /// [`Error::PayloadTooLarge`], [`Error::HeadersTooLarge`], [`Error::InvalidQueueName`], [`Error::InvalidTaskId`],
     /// [`Error::InvalidPriority`], [`Error::ShardMismatch`], or a Redis error that persisted
     /// through the configured retries.
     pub async fn enqueue_request(&self, req: TaskRequest) -> Result<TaskId> {
@@ -316,7 +317,14 @@ impl Client {
             .map(IntoTaskRequest::into_task_request)
             .collect::<Result<Vec<_>>>();
         let out = match reqs {
-            Ok(reqs) => self.enqueue_requests(reqs).await,
+            Ok(reqs) => {
+                use tracing::Instrument;
+                let span = match reqs.first() {
+                    Some(r) => crate::trace::enqueue_span(&r.queue, &r.name, reqs.len()),
+                    None => tracing::Span::none(),
+                };
+                self.enqueue_requests(reqs).instrument(span).await
+            }
             Err(e) => Err(e),
         };
         crate::metrics::enqueue_finished(started.elapsed(), &out);
@@ -329,7 +337,23 @@ impl Client {
         let mut ids = Vec::with_capacity(reqs.len());
         // Task names in request order, for the `scheduler_tasks_enqueued_total` labels.
         let mut names = Vec::with_capacity(reqs.len());
+        // The enqueue span's trace context, for the run spans to continue (feature `otel`):
+        // read once per call, empty when the span is not traced.
+        #[cfg(feature = "otel")]
+        let trace_headers = {
+            let mut h = Headers::new();
+            crate::otel::inject(&mut h);
+            h
+        };
         for (i, req) in reqs.into_iter().enumerate() {
+            #[cfg(feature = "otel")]
+            let req = {
+                let mut req = req;
+                if !trace_headers.is_empty() {
+                    req.headers.extend(trace_headers.clone());
+                }
+                req
+            };
             if req.args.len() > self.config.max_payload_bytes {
                 return Err(Error::PayloadTooLarge {
                     size: req.args.len(),
@@ -343,6 +367,7 @@ impl Client {
                 || TaskId::generate(&req.queue),
                 |id| TaskId::new(&req.queue, id),
             );
+            let headers = crate::headers::encode(&req.headers)?;
             let p = self.partition_of(&id).await?;
             names.push(req.name.clone());
             groups.entry(p).or_default().push((
@@ -355,10 +380,12 @@ impl Client {
                     max_retries: req.max_retries,
                     timeout_ms: req.timeout.as_millis() as u64,
                     priority: req.priority,
+                    headers,
                 },
             ));
             ids.push(id);
         }
+        crate::trace::record_message_id(&tracing::Span::current(), &ids);
         let mut created = vec![false; ids.len()];
         let mut invalid = None;
         // Chunks of 100 tasks per script call bound the time one call holds Redis; 64 calls per
@@ -721,6 +748,7 @@ pub struct TaskRequest {
     pub(crate) max_retries: u32,
     pub(crate) timeout: Duration,
     pub(crate) priority: u8,
+    pub(crate) headers: Headers,
 }
 
 impl TaskRequest {
@@ -749,6 +777,7 @@ impl TaskRequest {
             max_retries: defaults::MAX_RETRIES,
             timeout: defaults::TIMEOUT,
             priority: 0,
+            headers: Headers::new(),
         }
     }
 
@@ -795,6 +824,20 @@ impl TaskRequest {
     /// Priority 0 (lowest) to 9 (highest) within the queue.
     pub fn priority(mut self, p: u8) -> Self {
         self.priority = p;
+        self
+    }
+
+    /// Adds header `name` (replacing an earlier value of that name): string metadata the
+    /// handler reads with [`crate::TaskContext::header`], kept across retries, shown by status.
+    /// Bounded: see [`crate::headers`] ([`Error::HeadersTooLarge`] at enqueue).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Adds every header of `headers`, as [`TaskRequest::header`] does one.
+    pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.headers.extend(headers);
         self
     }
 }
@@ -882,6 +925,18 @@ impl<T: Task> TaskCall<T> {
     /// See [`TaskRequest::priority`].
     pub fn priority(mut self, p: u8) -> Self {
         self.req = self.req.priority(p);
+        self
+    }
+
+    /// See [`TaskRequest::header`].
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.req = self.req.header(name, value);
+        self
+    }
+
+    /// See [`TaskRequest::headers`].
+    pub fn headers(mut self, headers: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.req = self.req.headers(headers);
         self
     }
 

@@ -35,6 +35,15 @@ pub enum Error {
         /// The configured cap in bytes.
         max: usize,
     },
+    /// A task's headers exceed [`crate::headers::MAX_HEADER_ENTRIES`] entries or
+    /// [`crate::headers::MAX_HEADERS_BYTES`] bytes encoded.
+    #[error("headers of {entries} entries, {bytes} bytes encoded, exceed the bounds of 64 entries and 8192 bytes")]
+    HeadersTooLarge {
+        /// Entries given.
+        entries: usize,
+        /// Encoded size in bytes.
+        bytes: usize,
+    },
     /// A queue name that would break key names (allowed: 1-64 of `A-Z a-z 0-9 _ - .`).
     #[error("invalid queue name {0:?}: use 1-64 characters of A-Z a-z 0-9 _ - .")]
     InvalidQueueName(String),
@@ -192,6 +201,7 @@ impl Error {
             Error::Encode(_) => "encode",
             Error::Decode(_) => "decode",
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::HeadersTooLarge { .. } => "headers_too_large",
             Error::InvalidQueueName(_) => "invalid_queue_name",
             Error::InvalidTaskId(_) => "invalid_task_id",
             Error::InvalidPriority(_) => "invalid_priority",

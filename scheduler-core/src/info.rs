@@ -115,6 +115,9 @@ pub struct TaskInfo {
     pub args: Vec<u8>,
     /// Result, MessagePack, once succeeded with a result.
     pub result: Option<Vec<u8>>,
+    /// Headers set by the producer ([`crate::headers`]); empty when none (or unreadable: a
+    /// record edited by hand).
+    pub headers: crate::headers::Headers,
 }
 
 impl TaskInfo {
@@ -145,6 +148,9 @@ impl TaskInfo {
             worker: text(&mut f, "worker"),
             args: take_blob(&mut f, "args").unwrap_or_default(),
             result: take_blob(&mut f, "result"),
+            headers: take_blob(&mut f, "headers")
+                .and_then(|b| crate::headers::decode(&b).ok())
+                .unwrap_or_default(),
         })
     }
 }

@@ -216,7 +216,7 @@ pub struct TaskDetail {
     pub key: String,
     /// The record decoded; `None` when it cannot be (no readable state: a damaged record).
     pub info: Option<TaskInfo>,
-    /// Every field of the record as stored, `args` and `result` joined from their pieces.
+    /// Every field of the record as stored, `args`, `result` and `headers` joined from their pieces.
     pub fields: BTreeMap<String, Vec<u8>>,
     /// When its lease ends (unix ms), while it runs.
     pub lease_deadline_ms: Option<i64>,
@@ -620,7 +620,7 @@ impl Inspector {
             return Err(Error::NotFound(id.clone()));
         }
         let now = s * 1000 + us / 1000;
-        for f in ["args", "result"] {
+        for f in ["args", "result", "headers"] {
             if let Some(v) = take_blob(&mut fields, f) {
                 fields.insert(f.to_owned(), v);
             }

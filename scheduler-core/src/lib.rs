@@ -28,6 +28,10 @@
 //!   tasks and schedules, and the export file format (`backup/format.rs`).
 //! - [`metrics`] — names of the metrics the client and the store record (enqueues, Redis round
 //!   trips).
+//! - [`headers`] — [`Headers`], a task's string metadata: encoding and bounds.
+//! - `otel` (feature `otel`) — the W3C trace context of the enqueuing span, carried in headers.
+//! - [`trace`] — the `tracing` spans of a task's life (enqueue, claim, run, ack) with the
+//!   OpenTelemetry messaging attributes.
 //! - [`error`] — [`Error`].
 
 pub mod backup;
@@ -36,6 +40,7 @@ pub mod client;
 pub mod conn;
 pub mod defaults;
 pub mod error;
+pub mod headers;
 #[doc(hidden)]
 pub mod id;
 pub mod info;
@@ -43,6 +48,8 @@ pub mod inspector;
 #[doc(hidden)]
 pub mod keys;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod schedule;
 pub mod schedules;
 #[doc(hidden)]
@@ -50,10 +57,12 @@ pub mod scripts;
 #[doc(hidden)]
 pub mod store;
 pub mod task;
+pub mod trace;
 
 pub use client::{Cancellation, Client, ClientConfig, IntoTaskRequest, TaskCall, TaskRequest};
 pub use conn::{HealthCheck, TlsConfig};
 pub use error::{Error, Result};
+pub use headers::Headers;
 pub use id::TaskId;
 pub use info::{QueueStats, TaskInfo, TaskState};
 pub use inspector::{

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TaskCall;
+use crate::headers::Headers;
 use crate::id::TaskId;
 
 /// A kind of task: its name, its default options, its argument and output types, and the code
@@ -134,6 +135,8 @@ pub struct TaskContext {
     claimed_at_ms: i64,
     state: Arc<StateMap>,
     cancel: CancellationToken,
+    // `None` for a task without headers (most): no allocation per run.
+    headers: Option<Arc<Headers>>,
 }
 
 impl TaskContext {
@@ -153,6 +156,7 @@ impl TaskContext {
             claimed_at_ms: due_ms,
             state,
             cancel: CancellationToken::new(),
+            headers: None,
         }
     }
 
@@ -161,6 +165,35 @@ impl TaskContext {
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
         self
+    }
+
+    /// Sets the task's headers; workers call it.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = (!headers.is_empty()).then(|| Arc::new(headers));
+        self
+    }
+
+    /// The task's headers, as the producer set them ([`crate::TaskRequest::header`]), plus the
+    /// trace context (`traceparent`) when the producer traced its enqueue; empty when none.
+    pub fn headers(&self) -> &Headers {
+        static NONE: Headers = Headers::new();
+        self.headers.as_deref().unwrap_or(&NONE)
+    }
+
+    /// The value of header `name`, if the task has it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use scheduler_core::{TaskContext, TaskId, Headers};
+    /// let mut h = Headers::new();
+    /// h.insert("tenant".into(), "42".into());
+    /// let ctx = TaskContext::new(TaskId::new("q", "x"), 1, 0, 0, Default::default()).with_headers(h);
+    /// assert_eq!(ctx.header("tenant"), Some("42"));
+    /// assert_eq!(ctx.header("absent"), None);
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().get(name).map(String::as_str)
     }
 
     /// Completes when this run's cancellation is requested (`client.cancel(id)` while it runs):

@@ -11,9 +11,11 @@ use futures::future::join_all;
 use scheduler_core::scripts::{AckItem, FailItem, Outcome};
 use scheduler_core::store::retry_transient;
 use scheduler_core::store::Partition;
+use scheduler_core::trace::ack_span;
 use scheduler_core::Store;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::messages::{AckMsg, Completion, Verdict};
 use crate::shared::Counters;
@@ -107,12 +109,15 @@ async fn write(params: Arc<AckerParams>, batch: Vec<Completion>) {
         .map(|(idx, items)| (&params.partitions[*idx], items.clone()))
         .collect();
     let params = &*params;
-    let ack_rounds = groups
-        .chunks(64)
-        .map(|chunk| write_acks(params, chunk, ttl_ms));
-    let fail_rounds = fails
-        .iter()
-        .map(|(idx, items)| write_fails(params, *idx, items));
+    let ack_rounds = groups.chunks(64).map(|chunk| {
+        let n = chunk.iter().map(|(_, items)| items.len()).sum();
+        let queue = chunk.first().map_or("", |(p, _)| p.queue.as_str());
+        write_acks(params, chunk, ttl_ms).instrument(ack_span("ack", queue, n))
+    });
+    let fail_rounds = fails.iter().map(|(idx, items)| {
+        let span = ack_span("retry", &params.partitions[*idx].queue, items.len());
+        write_fails(params, *idx, items).instrument(span)
+    });
     let release_rounds = releases
         .iter()
         .map(|(idx, items)| write_releases(params, *idx, items));

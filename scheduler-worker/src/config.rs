@@ -75,6 +75,7 @@ pub struct WorkerConfig {
     pub(crate) health_check_timeout: Duration,
     pub(crate) outcome_write_attempts: u32,
     pub(crate) release_attempts: u32,
+    pub(crate) trace_mode: crate::trace::TraceMode,
 }
 
 impl Default for WorkerConfig {
@@ -108,11 +109,18 @@ impl Default for WorkerConfig {
             health_check_timeout: Duration::from_secs(3),
             outcome_write_attempts: DEFAULT_OUTCOME_WRITE_ATTEMPTS,
             release_attempts: DEFAULT_RELEASE_ATTEMPTS,
+            trace_mode: crate::trace::TraceMode::default(),
         }
     }
 }
 
 impl WorkerConfig {
+    /// How a run span continues the trace its task carries. Default
+    /// [`crate::trace::TraceMode::Child`].
+    pub fn trace_mode(&self) -> crate::trace::TraceMode {
+        self.trace_mode
+    }
+
     /// Key namespace. Default `sched`.
     pub fn namespace(&self) -> &str {
         &self.namespace

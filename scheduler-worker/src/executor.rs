@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use scheduler_core::headers::Headers;
 use scheduler_core::scripts::Claimed;
 use scheduler_core::store::Partition;
 use scheduler_core::StateMap;
@@ -31,6 +32,8 @@ pub(crate) struct ExecutorParams {
     pub(crate) state: Arc<StateMap>,
     /// [`crate::WorkerConfig::max_payload_bytes`].
     pub(crate) max_payload_bytes: usize,
+    /// [`crate::WorkerConfig::trace_mode`].
+    pub(crate) trace_mode: crate::trace::TraceMode,
     /// [`crate::WorkerConfig::backoff`]: the delay before a retry.
     pub(crate) backoff: Backoff,
     /// Where a run's entry lives while it runs; removed before its outcome is reported.
@@ -84,10 +87,20 @@ pub(crate) async fn execute(
     };
     // Saturating: a corrupted record can carry any due time (a `nan` run_at reads as i64::MIN).
     let lateness_ms = claimed_at_ms.saturating_sub(task.due_ms);
-    let span = tracing::info_span!("task", task_id = %task.id, queue = %p.queue, task_name = %task.name, attempt = task.attempt);
+    let span = scheduler_core::trace::run_span(&p.queue, &task.id, &task.name, task.attempt);
+    // Headers: none for most tasks (nothing decoded); unreadable ones (a hand edit) are dropped.
+    let headers = if task.headers.is_empty() {
+        Headers::new()
+    } else {
+        scheduler_core::headers::decode(&task.headers).unwrap_or_else(|e| {
+            span.in_scope(|| tracing::warn!(error = %e, "unreadable headers ignored"));
+            Headers::new()
+        })
+    };
+    crate::trace::follow(&span, &headers, params.trace_mode);
     crate::metrics::started(&p.queue, lateness_ms);
     let t0 = std::time::Instant::now();
-    let (verdict, outcome) = run(&params, idx, &task, claimed_at_ms, &cancel)
+    let (verdict, outcome) = run(&params, idx, &task, claimed_at_ms, &cancel, headers)
         .instrument(span.clone())
         .await;
     crate::metrics::finished(&p.queue, &task.name, outcome, t0.elapsed());
@@ -98,6 +111,7 @@ pub(crate) async fn execute(
         Verdict::Release => {}
         Verdict::Cancel(how) => tracing::info!(how = %how, "cancelled while running"),
     });
+    scheduler_core::trace::record_outcome(&span, outcome);
     report(&params, idx, task.id, task.token, verdict);
     drop(slot);
     drop(permits.hand);
@@ -152,6 +166,7 @@ async fn run(
     task: &Claimed,
     claimed_at_ms: i64,
     cancel: &CancellationToken,
+    headers: Headers,
 ) -> (Verdict, &'static str) {
     let p = &params.partitions[idx];
     if task.args.len() > params.max_payload_bytes {
@@ -179,7 +194,8 @@ async fn run(
         Arc::clone(&params.state),
     )
     .with_claimed_at(claimed_at_ms)
-    .with_cancellation(cancel.clone());
+    .with_cancellation(cancel.clone())
+    .with_headers(headers);
     let limit = Duration::from_millis(task.timeout_ms.max(1));
     let fut = AssertUnwindSafe(handler.call(ctx, &task.args)).catch_unwind();
     // A cancellation request (the listener fires `cancel` on a `c:` message) gives the handler

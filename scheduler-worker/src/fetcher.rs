@@ -440,12 +440,16 @@ async fn claim(ctx: Arc<Intake>, idx: usize, mut permit: OwnedSemaphorePermit) {
     let lease_ms = params.lease.as_millis() as u64;
     let tag = ctx.next_tag();
     let sent = Instant::now();
+    let span = scheduler_core::trace::claim_span(&p.queue, p.shard);
     // A claim sent to a node that died can hang for tens of seconds (a Redis Cluster client
     // retrying it), and its partition is not claimed from again meanwhile: give it up after
     // CLAIM_LIMIT like a failed claim (its tasks, if it ran, are handed back by tag).
     let claimed = match tokio::time::timeout(
         CLAIM_LIMIT,
-        params.store.claim(p, want as u32, lease_ms, &tag),
+        tracing::Instrument::instrument(
+            params.store.claim(p, want as u32, lease_ms, &tag),
+            span.clone(),
+        ),
     )
     .await
     {
@@ -457,6 +461,7 @@ async fn claim(ctx: Arc<Intake>, idx: usize, mut permit: OwnedSemaphorePermit) {
     };
     match claimed {
         Ok(claim) => {
+            scheduler_core::trace::record_count(&span, claim.tasks.len());
             {
                 let took = sent.elapsed().as_secs_f64();
                 let mut rtt = ctx.rtt.lock().expect("rtt poisoned");

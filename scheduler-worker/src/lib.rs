@@ -31,7 +31,8 @@
 //!
 //! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
 //! names), `prometheus` (feature `prometheus`: serving the metrics over HTTP), `logging`
-//! (feature `logging`: text or JSON log lines).
+//! (feature `logging`: text or JSON log lines), [`trace`] (how run spans continue the trace a task
+//! carries), `otel` (feature `otlp`: an OTLP exporter for worker binaries).
 
 mod acker;
 #[cfg(feature = "archive")]
@@ -49,16 +50,20 @@ pub mod logging;
 mod messages;
 pub mod metrics;
 mod notify;
+#[cfg(feature = "otlp")]
+pub mod otel;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 mod promoter;
 mod registry;
 mod shared;
 mod ticker;
+pub mod trace;
 pub mod worker;
 
 pub use backoff::Backoff;
 pub use config::WorkerConfig;
+pub use trace::TraceMode;
 pub use worker::{ShutdownHandle, Worker, WorkerBuilder, WorkerReport};
 
 #[cfg(feature = "macros")]

@@ -765,12 +765,15 @@ async fn promote(
             String::new()
         };
         let sent = Instant::now();
-        match params
-            .store
-            .promote_claim(p, batch, want, lease_ms, &tag)
-            .await
+        let span = scheduler_core::trace::claim_span(&p.queue, p.shard);
+        match tracing::Instrument::instrument(
+            params.store.promote_claim(p, batch, want, lease_ms, &tag),
+            span.clone(),
+        )
+        .await
         {
             Ok((r, tasks)) => {
+                scheduler_core::trace::record_count(&span, tasks.len());
                 let c = Clock::read(sent, r.server_now_us);
                 *clock = Some(c);
                 let leased = tasks.len() as u64;

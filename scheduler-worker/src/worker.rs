@@ -327,6 +327,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How each run span continues the trace its task's headers carry: as a child of the
+    /// producer's enqueue span, or in a trace of its own linked to it. Default
+    /// [`TraceMode::Child`](crate::trace::TraceMode::Child). See [`crate::trace`].
+    pub fn trace_mode(mut self, mode: crate::trace::TraceMode) -> Self {
+        self.cfg.trace_mode = mode;
+        self
+    }
+
     /// Largest argument payload run, and largest result stored, in bytes. Default 1 MiB; at
     /// least 1.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
@@ -749,6 +757,7 @@ impl Worker {
             registry: self.registry,
             state: self.state,
             max_payload_bytes: cfg.max_payload_bytes,
+            trace_mode: cfg.trace_mode,
             backoff: cfg.backoff.clone(),
             inflight: Arc::clone(&inflight),
             counters: Arc::clone(&counters),

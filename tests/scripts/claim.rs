@@ -107,6 +107,7 @@ async fn claim_transitions() {
                     attempt,
                     name: "job".into(),
                     args: ARGS.to_vec(),
+                    headers: vec![],
                     max_retries: 3,
                     timeout_ms: 30_000,
                     due_ms,

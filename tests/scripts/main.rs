@@ -22,6 +22,7 @@ mod claim;
 mod enqueue;
 mod extend;
 mod fencing;
+mod headers;
 mod lock;
 mod pieces;
 mod promote;

@@ -167,7 +167,8 @@ async fn enqueue_refuses_a_bad_task_alone() {
         .key(p.keys.drained())
         .arg(p.keys.task_prefix())
         .arg(&p.channel)
-        .arg(SHARD);
+        .arg(SHARD)
+        .arg(8);
     for v in tasks.iter().flatten() {
         inv.arg(v);
     }

@@ -528,6 +528,7 @@ pub(crate) fn new_task(id: &str, due: Due, priority: u8) -> NewTask {
         max_retries: 3,
         timeout_ms: 30_000,
         priority,
+        headers: vec![],
     }
 }
 

@@ -1,4 +1,4 @@
-//! The export file format, version 1: framing, records, and the checks that detect a truncated
+//! The export file format, version 2: framing, records, and the checks that detect a truncated
 //! or corrupted file. Described for readers in other languages in `docs/storage.md`.
 //!
 //! ```text
@@ -21,7 +21,10 @@ pub const MAGIC: &[u8; 8] = b"SCHEDEXP";
 
 /// The format version this code writes, and the newest it reads. A reader reads every version up
 /// to its own and refuses newer ones ([`FormatError::NewerVersion`]).
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// Version 2 added [`TaskRecord::headers`] (absent when a task has none); a version 1 file reads
+/// as tasks without headers. A version 1 reader refuses version 2 files rather than drop headers.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// The largest frame a reader accepts (64 MiB): a corrupted length cannot make it allocate more.
 pub const MAX_FRAME: u32 = 64 << 20;
@@ -115,6 +118,9 @@ pub struct TaskRecord {
     /// Arguments, MessagePack, byte for byte as stored (a MessagePack `bin` in the file).
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
+    /// Headers (version 2; absent from the file when empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// The last frame: what came before it, to check the file is whole.

@@ -401,6 +401,7 @@ fn record_of(queue: &str, info: TaskInfo) -> Option<TaskRecord> {
         priority: info.priority,
         error: info.last_error,
         args: info.args,
+        headers: info.headers,
     })
 }
 
@@ -599,6 +600,7 @@ fn restore_task(t: TaskRecord) -> Result<RestoreTask> {
     if t.priority > 9 {
         return Err(Error::InvalidPriority(t.priority));
     }
+    let headers = crate::headers::encode(&t.headers)?;
     Ok(RestoreTask {
         id: t.id,
         name: t.name,
@@ -613,6 +615,7 @@ fn restore_task(t: TaskRecord) -> Result<RestoreTask> {
         error: t.error,
         enqueued_at_ms: t.enqueued_at_ms,
         finished_at_ms: t.finished_at_ms,
+        headers,
     })
 }
 
@@ -637,6 +640,7 @@ mod tests {
             priority: 0,
             error: None,
             args: vec![0x92, 0x01, 0xc4, 0x02, 0x00, 0xff],
+            headers: BTreeMap::new(),
         }
     }
 
@@ -752,6 +756,23 @@ mod tests {
             format_error(read_all(b"hello world").unwrap_err()),
             FormatError::NotAnExport
         );
+    }
+
+    /// A record without headers is encoded without the `headers` key, byte for byte as version 1
+    /// wrote it, and a version 1 record (no key) reads as a task without headers; a record with
+    /// headers round-trips.
+    #[test]
+    fn headers_are_absent_when_empty_and_round_trip() {
+        let plain = task(1);
+        let bytes = rmp_serde::to_vec_named(&plain).unwrap();
+        assert!(!bytes.windows(7).any(|w| w == b"headers"));
+        let back: TaskRecord = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, plain);
+        let mut with = task(2);
+        with.headers.insert("tenant".into(), "42".into());
+        let bytes = rmp_serde::to_vec_named(&with).unwrap();
+        let back: TaskRecord = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.headers["tenant"], "42");
     }
 
     /// Arguments are a MessagePack `bin` in the file (bytes, not an array of integers).

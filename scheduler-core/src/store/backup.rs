@@ -56,6 +56,8 @@ pub struct RestoreTask {
     pub enqueued_at_ms: i64,
     /// When it died, unix ms (dead tasks only).
     pub finished_at_ms: Option<i64>,
+    /// Headers, encoded ([`crate::headers::encode`]); empty: none.
+    pub headers: Vec<u8>,
 }
 
 impl Store {
@@ -131,7 +133,8 @@ impl Store {
                         .arg(t.lost)
                         .arg(t.error.as_deref().unwrap_or(""))
                         .arg(t.enqueued_at_ms)
-                        .arg(t.finished_at_ms.unwrap_or(0));
+                        .arg(t.finished_at_ms.unwrap_or(0))
+                        .arg(&t.headers[..]);
                 }
                 inv
             })

@@ -37,6 +37,8 @@ pub struct NewTask {
     pub timeout_ms: u64,
     /// Priority 0..=9, higher first.
     pub priority: u8,
+    /// Headers, encoded by [`crate::headers::encode`]; empty: none (nothing stored).
+    pub headers: Vec<u8>,
 }
 
 impl Store {
@@ -94,6 +96,9 @@ impl Store {
         let invs: Vec<_> = groups
             .iter()
             .map(|(p, tasks)| {
+                // 9 values per task only when one of them has headers: a call without headers
+                // sends what it sent before the field existed.
+                let with_headers = tasks.iter().any(|t| !t.headers.is_empty());
                 let mut inv = ENQUEUE.prepare_invoke();
                 inv.key(p.keys.scheduled())
                     .key(p.keys.ready())
@@ -101,7 +106,8 @@ impl Store {
                     .key(p.keys.drained())
                     .arg(p.keys.task_prefix())
                     .arg(&p.channel)
-                    .arg(p.shard);
+                    .arg(p.shard)
+                    .arg(if with_headers { 9 } else { 8 });
                 for t in tasks.iter() {
                     let (delay, at) = match t.due {
                         Due::Delay(ms) => (ms as i64, 0),
@@ -115,6 +121,9 @@ impl Store {
                         .arg(t.max_retries)
                         .arg(t.timeout_ms)
                         .arg(t.priority);
+                    if with_headers {
+                        inv.arg(&t.headers[..]);
+                    }
                 }
                 inv
             })

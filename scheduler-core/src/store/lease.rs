@@ -32,6 +32,8 @@ pub struct Claimed {
     pub name: String,
     /// Arguments, MessagePack.
     pub args: Vec<u8>,
+    /// Headers, as stored ([`crate::headers::encode`]); empty when the task has none.
+    pub headers: Vec<u8>,
     /// Retries allowed after the first run.
     pub max_retries: u32,
     /// Time limit of one run, in milliseconds.
@@ -186,7 +188,15 @@ pub(super) fn claimed_tasks(rest: Vec<Value>) -> Result<Vec<Claimed>> {
         let token = int(&next()?)?;
         let attempt = int(&next()?)? as u32;
         let name = String::from_utf8_lossy(&bytes(next()?)?).into_owned();
-        let args = bytes(next()?)?;
+        // `{ args, headers }` for a task with headers (see lease_task in _prelude.lua).
+        let (args, headers) = match next()? {
+            Value::Array(pair) if pair.len() == 2 => {
+                let mut pair = pair.into_iter();
+                let args = bytes(pair.next().unwrap_or(Value::Nil))?;
+                (args, bytes(pair.next().unwrap_or(Value::Nil))?)
+            }
+            v => (bytes(v)?, Vec::new()),
+        };
         let max_retries = int(&next()?)? as u32;
         let timeout_ms = int(&next()?)? as u64;
         let due_ms = int(&next()?)?;
@@ -197,6 +207,7 @@ pub(super) fn claimed_tasks(rest: Vec<Value>) -> Result<Vec<Claimed>> {
             attempt,
             name,
             args,
+            headers,
             max_retries,
             timeout_ms,
             due_ms,

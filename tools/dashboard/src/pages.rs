@@ -472,7 +472,7 @@ pub(crate) async fn tasks(
 // A task
 
 /// Fields of a task record in display order; others follow by name.
-const FIELD_ORDER: [&str; 16] = [
+const FIELD_ORDER: [&str; 17] = [
     "name",
     "state",
     "attempts",
@@ -488,6 +488,7 @@ const FIELD_ORDER: [&str; 16] = [
     "error",
     "finished_at",
     "args",
+    "headers",
     "result",
 ];
 
@@ -553,7 +554,7 @@ pub(crate) async fn task(
                                     Ok(ms) => { (when(ms, now)) span.muted { " · " (utc(ms)) } }
                                     Err(_) => { (text) }
                                 }
-                            } @else if *f == "args" || *f == "result" {
+                            } @else if *f == "args" || *f == "result" || *f == "headers" {
                                 pre.json { (msgpack_json(v)) }
                             } @else if *f == "error" {
                                 pre.error { (text) }

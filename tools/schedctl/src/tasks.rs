@@ -11,7 +11,7 @@ use crate::render::{human_ms, iso_utc, msgpack_json, msgpack_text, pairs, when, 
 use crate::{json_out, Ctx};
 
 /// Fields of the task hash in the order of `docs/redis-layout.md` section 4.
-const FIELD_ORDER: [&str; 16] = [
+const FIELD_ORDER: [&str; 17] = [
     "name",
     "state",
     "attempts",
@@ -23,6 +23,7 @@ const FIELD_ORDER: [&str; 16] = [
     "enqueued_at",
     "token",
     "args",
+    "headers",
     "started_at",
     "worker",
     "error",
@@ -42,7 +43,7 @@ const INT_FIELDS: [&str; 6] = [
     "token",
 ];
 /// Fields holding MessagePack.
-const MSGPACK_FIELDS: [&str; 2] = ["args", "result"];
+const MSGPACK_FIELDS: [&str; 3] = ["args", "headers", "result"];
 
 /// Parses `<queue>/<id>` and checks both parts.
 fn parse_task(s: &str) -> Result<TaskId> {

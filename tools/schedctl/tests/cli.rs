@@ -52,7 +52,11 @@ async fn seeded() -> Fx {
     let client = Client::with_config(config).await.unwrap();
 
     client
-        .enqueue_request(req("emails", "later", &(7, "hello")).countdown(Duration::from_secs(30)))
+        .enqueue_request(
+            req("emails", "later", &(7, "hello"))
+                .countdown(Duration::from_secs(30))
+                .header("tenant", "42"),
+        )
         .await
         .unwrap();
     client
@@ -255,7 +259,7 @@ async fn pause_and_resume() {
 }
 
 /// `status` shows every field, times as ISO-8601 UTC with a relative part, and the arguments
-/// decoded from MessagePack; `--json` gives the same as typed values.
+/// and headers decoded from MessagePack; `--json` gives the same as typed values.
 #[tokio::test]
 async fn status_fields() {
     let fx = seeded().await;
@@ -267,6 +271,7 @@ async fn status_fields() {
     assert_eq!(field(&text, "max_retries"), "2");
     assert_eq!(field(&text, "timeout_ms"), "30000 (30 s)");
     assert_eq!(field(&text, "args"), r#"[7, "hello"]"#);
+    assert_eq!(field(&text, "headers"), r#"{"tenant": "42"}"#);
     let run_at = field(&text, "run_at");
     assert!(
         run_at.ends_with("Z (in 29 s)") || run_at.ends_with("Z (in 30 s)"),
@@ -280,6 +285,7 @@ async fn status_fields() {
     assert_eq!(v["attempts"], 0);
     assert_eq!(v["priority"], 0);
     assert_eq!(v["args"], json!([7, "hello"]));
+    assert_eq!(v["headers"], json!({"tenant": "42"}));
     let (run_at, enq) = (
         v["run_at_ms"].as_i64().unwrap(),
         v["enqueued_at_ms"].as_i64().unwrap(),
