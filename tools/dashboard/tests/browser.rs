@@ -302,14 +302,33 @@ async fn dashboard_in_a_real_browser() {
             "requeue-all",
             "Requeue every dead task of billing?",
         ),
+        (
+            "/queues/billing/running",
+            "running",
+            "Queue billing · running",
+        ),
         ("/workers", "workers", "Workers"),
         ("/schedules", "schedules", "Schedules"),
+        ("/history", "history-off", "History"),
         ("/limits", "limits", "Limits"),
     ] {
         b.goto(&format!("{base}{path}")).await.unwrap();
         assert_eq!(text(&b, "h1").await, h1, "{path}");
         shot(&b, name).await;
     }
+    // Running: the worker holding the lease (the record's `worker`), its start, its lease end.
+    b.goto(&format!("{base}/queues/billing/running"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&b, "#tasks tr[data-id=\"busy\"] td.worker").await,
+        "w-test"
+    );
+    // No archive configured: the history page says so.
+    b.goto(&format!("{base}/history")).await.unwrap();
+    assert!(text(&b, "#history-off")
+        .await
+        .contains("History is not configured"));
     // The worker is listed with its queue.
     assert!(text(&b, "body").await.contains("Schedules"));
     b.goto(&format!("{base}/workers")).await.unwrap();
