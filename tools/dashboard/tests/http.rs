@@ -556,74 +556,13 @@ async fn redis_failure_is_503_without_detail() {
 
 mod history {
     use std::collections::HashSet;
-    use std::time::{Duration, Instant};
 
-    use scheduler::archive::{ArchiveConfig, HistoryDb, HistoryQuery};
-    use scheduler::{task, Client, ClientConfig, TaskCall, TaskContext, TaskError, Worker};
+    use scheduler::archive::HistoryQuery;
     use scheduler_dashboard::{router, DashboardConfig};
-    use scheduler_testkit::{RedisServer, Running};
+    use scheduler_testkit::RedisServer;
 
+    use super::common::{archived, PgDb, HIST_NS};
     use super::{get, StatusCode};
-
-    const NS: &str = "hist";
-
-    /// A PostgreSQL database of its own, dropped with the value.
-    struct PgDb {
-        name: String,
-    }
-
-    impl PgDb {
-        fn create() -> Self {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos();
-            let name = format!("sched_dash_hist_{}_{nanos}", std::process::id());
-            psql(&format!("CREATE DATABASE {name}"));
-            Self { name }
-        }
-
-        fn url(&self) -> String {
-            format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-        }
-    }
-
-    impl Drop for PgDb {
-        fn drop(&mut self) {
-            psql(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-
-    fn psql(sql: &str) {
-        let out = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql runs (install PostgreSQL: .ci/run does)");
-        assert!(
-            out.status.success(),
-            "psql {sql:?}: {} (is PostgreSQL running at 127.0.0.1:5432 with trust authentication?)",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Succeeds with its argument doubled.
-    #[task(name = "double", queue = "hq")]
-    async fn double(_ctx: TaskContext, n: u64) -> Result<u64, TaskError> {
-        Ok(n * 2)
-    }
-
-    /// Fails every time.
-    #[task(name = "doomed", queue = "hq")]
-    async fn doomed(_ctx: TaskContext, n: u64) -> Result<(), TaskError> {
-        Err(TaskError::retry_after(
-            format!("doomed #{n}"),
-            Duration::from_millis(10),
-        ))
-    }
 
     /// `data-id="..."` of every row of a page.
     fn ids(body: &str) -> Vec<String> {
@@ -647,59 +586,14 @@ mod history {
     async fn history_page_searches_the_archive() {
         let redis = RedisServer::start();
         let pg = PgDb::create();
-        let url = redis.url();
-        let w = Running::start(
-            Worker::builder()
-                .redis_url(&url)
-                .namespace(NS)
-                .register(double)
-                .register(doomed)
-                .queues(["hq"])
-                .archive(ArchiveConfig::new(pg.url()).idle_poll(Duration::from_millis(20))),
-        )
-        .await;
-        let c = Client::with_config(ClientConfig::new(&url).namespace(NS))
+        let (c, db) = archived(&redis, &pg, 60, 3, 2).await;
+        let newest_first: Vec<String> = db
+            .query(&HistoryQuery::new(HIST_NS).limit(1000))
             .await
-            .unwrap();
-        for i in 0..60u64 {
-            TaskCall::<double>::new((i,))
-                .id(format!("ok{i}"))
-                .send(&c)
-                .await
-                .unwrap();
-        }
-        for i in 0..3u64 {
-            TaskCall::<doomed>::new((i,))
-                .id(format!("dead{i}"))
-                .max_retries(0)
-                .send(&c)
-                .await
-                .unwrap();
-        }
-        for i in 0..2u64 {
-            let id = TaskCall::<double>::new((i,))
-                .id(format!("gone{i}"))
-                .countdown(Duration::from_secs(3600))
-                .send(&c)
-                .await
-                .unwrap();
-            c.cancel(&id).await.unwrap();
-        }
-        let db = HistoryDb::connect(&pg.url(), 2).await.unwrap();
-        let start = Instant::now();
-        loop {
-            let n = db
-                .query(&HistoryQuery::new(NS).limit(1000))
-                .await
-                .unwrap()
-                .len();
-            if n >= 65 {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "{n} of 65 rows");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        w.stop().await;
+            .unwrap()
+            .into_iter()
+            .map(|r| r.task_id)
+            .collect();
 
         let app = router(&c, DashboardConfig::new().history(db));
         let first = get(&app, "/history").await;
@@ -721,6 +615,7 @@ mod history {
         assert_eq!(pages, 4, "20 + 20 + 20 + 5");
         assert_eq!(seen.len(), 65);
         assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 65, "none twice");
+        assert_eq!(seen, newest_first, "in the archive's order");
 
         // Filters.
         let dead = get(&app, "/history?state=dead").await;
