@@ -762,7 +762,8 @@ async fn export_flushall_import() {
 }
 
 /// `ls` pages through a state with `--cursor`, printing the command for the next page, and
-/// `--json` gives the same page; a page past the end and an unlisted state fail plainly.
+/// `--json` gives the same page; running tasks show their worker and start; a page past the end
+/// and an unlisted state fail plainly.
 #[tokio::test]
 async fn ls_pages_through_a_state() {
     let fx = seeded().await;
@@ -784,6 +785,15 @@ async fn ls_pages_through_a_state() {
     assert!(second["next"].is_null());
     let dead = fx.ok(&["ls", "billing", "dead"]);
     assert!(dead.contains(ERROR) && dead.contains("DIED"), "{dead}");
+    // Running: the worker holding the lease and when the run started.
+    let running = fx.ok(&["ls", "billing", "running"]);
+    assert!(
+        running.contains("WORKER") && running.contains("STARTED") && running.contains("w1"),
+        "{running}"
+    );
+    let running = fx.json(&["ls", "billing", "running"]);
+    assert_eq!(running["tasks"][0]["worker"], "w1");
+    assert!(running["tasks"][0]["started_at_ms"].as_i64().unwrap() > 1_700_000_000_000);
     assert!(fx
         .fails(&["ls", "emails", "ready", "--cursor", "9:0"])
         .contains("past the end"));
