@@ -1,5 +1,7 @@
 //! The scheduler's web dashboard: every queue with its counts (live), tasks by state paged, one
-//! task decoded with its actions, workers, periodic schedules; requeue, delete and cancel.
+//! task decoded with its actions, workers, periodic schedules; requeue, delete and cancel; and,
+//! with feature `history` and [`DashboardConfig::history`], the history of finished tasks read
+//! from the PostgreSQL archive.
 //!
 //! It is an [`axum::Router`] built by [`router`] from a [`Client`] and a [`DashboardConfig`]:
 //! mount it in your own service (the `scheduler` crate re-exports this crate as
