@@ -2,7 +2,7 @@
 //! task history archive in PostgreSQL through `scheduler_worker::archive::HistoryDb::query`, the
 //! query `schedctl history` runs: filters by task id, name, queue, state and time range, newest first, paged by a cursor
 //! (the last row's position in that order). With no archive configured
-//! ([`DashboardConfig::history`](crate::DashboardConfig::history), feature `history`), the page
+//! (`DashboardConfig::history`, feature `history`), the page
 //! says so and how to turn it on.
 
 use std::sync::Arc;

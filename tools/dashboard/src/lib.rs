@@ -1,6 +1,6 @@
 //! The scheduler's web dashboard: every queue with its counts (live), tasks by state paged, one
 //! task decoded with its actions, workers, periodic schedules; requeue, delete and cancel; and,
-//! with feature `history` and [`DashboardConfig::history`], the history of finished tasks read
+//! with feature `history` and `DashboardConfig::history`, the history of finished tasks read
 //! from the PostgreSQL archive.
 //!
 //! It is an [`axum::Router`] built by [`router`] from a [`Client`] and a [`DashboardConfig`]:
@@ -178,7 +178,7 @@ impl DashboardConfig {
         self
     }
 
-    /// Whether the history page reads an archive ([`DashboardConfig::history`]); always `false`
+    /// Whether the history page reads an archive (`DashboardConfig::history`); always `false`
     /// without the `history` feature.
     pub fn has_history(&self) -> bool {
         #[cfg(feature = "history")]
@@ -225,7 +225,7 @@ struct App {
 /// | `GET`, `POST /queues/{queue}/requeue-dead` | confirm, then requeue every dead task |
 /// | `GET /workers` | live workers |
 /// | `GET /schedules`, `POST /schedules/{name}/{pause,resume,trigger}` | periodic schedules |
-/// | `GET /history?id=&name=&queue=&state=&since=&until=&after=&limit=` | finished attempts from the PostgreSQL archive, paged ([`DashboardConfig::history`]; else a page saying it is not configured) |
+/// | `GET /history?id=&name=&queue=&state=&since=&until=&after=&limit=` | finished attempts from the PostgreSQL archive, paged (`DashboardConfig::history`; else a page saying it is not configured) |
 /// | `GET /limits`, `GET /workflows` | features not in this version yet |
 /// | `GET`, `POST /login`, `POST /logout` | the token form |
 /// | `GET /assets/{style.css,app.js}` | stylesheet and script |
