@@ -261,7 +261,14 @@ async fn dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    assert!(text(&b, ".notice").await.contains("requeued"));
+    // Waits: the click returns before the redirect's page is there on a loaded machine.
+    wait_text(
+        &b,
+        ".notice",
+        "Task requeued: it is ready, attempts reset to 0.",
+        false,
+    )
+    .await;
     wait_text(&b, "#state", "succeeded", true).await;
     let c = inspector.queue("billing").await.unwrap().total;
     assert_eq!(c.dead, 1);
@@ -283,7 +290,7 @@ async fn dashboard_in_a_real_browser() {
     .unwrap();
     assert_eq!(b.get_alert_text().await.unwrap(), "Cancel this task?");
     b.accept_alert().await.unwrap();
-    assert_eq!(text(&b, ".notice").await, "Task cancelled.");
+    wait_text(&b, ".notice", "Task cancelled.", false).await;
     let soon = inspector
         .task(&"emails/soon".parse().unwrap())
         .await
