@@ -277,6 +277,17 @@ async fn every_finished_attempt_stored_once() {
         .await
         .unwrap()
         .is_empty());
+    // Paging with `after` (the dashboard's history page): pages of 40 give every row once, in
+    // the order of one big query, ties of finishing time included.
+    let mut paged = Vec::new();
+    let mut q = HistoryQuery::new(ns).limit(40);
+    loop {
+        let page = db.query(&q).await.unwrap();
+        let Some(last) = page.last() else { break };
+        q = q.after(last.cursor());
+        paged.extend(page);
+    }
+    assert_eq!(paged, all, "paged = one query");
     assert_eq!(
         backlog(&c).await,
         (0, 0),

@@ -147,6 +147,16 @@ async fn counts_detail_and_actions() {
     assert!(d.lease_deadline_ms.unwrap() > d.server_now_ms);
     assert_eq!(d.fields["state"], b"running");
     assert!(d.key.ends_with(":t:run"), "{}", d.key);
+    // Listed while it runs: its worker (the claim's tag), its start, its lease end as the score.
+    let running = inspector
+        .tasks("q", TaskState::Running, None, 10)
+        .await
+        .unwrap();
+    let r = running.tasks.iter().find(|t| t.id == run).unwrap();
+    assert_eq!(r.worker.as_deref(), Some("w"));
+    let started = r.started_at_ms.unwrap();
+    assert!(started <= d.server_now_ms && started > d.server_now_ms - 60_000);
+    assert_eq!(Some(r.score), d.lease_deadline_ms);
 
     // Dead: listed with its error, requeued, then deleted.
     let dead = inspector.newest("q", TaskState::Dead, 10).await.unwrap();

@@ -188,6 +188,10 @@ pub struct TaskSummary {
     pub attempts: Option<u32>,
     /// The last error, if a run failed.
     pub error: Option<String>,
+    /// The worker running it, or that ran it last (the record's `worker` field).
+    pub worker: Option<String>,
+    /// When its current or last run started (unix ms; the record's `started_at`).
+    pub started_at_ms: Option<i64>,
 }
 
 /// One page of a list of tasks.
@@ -574,15 +578,23 @@ impl Inspector {
                 .arg(self.store().partition(queue, *shard).keys.task(id))
                 .arg("name")
                 .arg("attempts")
-                .arg("error");
+                .arg("error")
+                .arg("worker")
+                .arg("started_at");
         }
         let details = self.read(&pipe).await?;
         found
             .into_iter()
             .zip(details)
             .map(|((shard, id, score), v)| {
-                let (name, attempts, error): (Option<String>, Option<u32>, Option<String>) =
-                    decode(v, "task fields").unwrap_or_default();
+                #[allow(clippy::type_complexity)]
+                let (name, attempts, error, worker, started_at_ms): (
+                    Option<String>,
+                    Option<u32>,
+                    Option<String>,
+                    Option<String>,
+                    Option<i64>,
+                ) = decode(v, "task fields").unwrap_or_default();
                 Ok(TaskSummary {
                     id: TaskId::new(queue, id),
                     shard,
@@ -590,6 +602,8 @@ impl Inspector {
                     name,
                     attempts,
                     error,
+                    worker,
+                    started_at_ms,
                 })
             })
             .collect()

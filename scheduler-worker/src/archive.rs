@@ -206,6 +206,35 @@ pub struct HistoryQuery {
     pub until_ms: Option<i64>,
     /// Rows at most. Default 100.
     pub limit: i64,
+    /// Only rows after this one in the order of the results (the next page).
+    pub after: Option<HistoryCursor>,
+}
+
+/// Where a page of history results ends: [`HistoryRow::cursor`] of its last row, given to
+/// [`HistoryQuery::after`] for the next page. Results are ordered newest first by finishing
+/// time, then stream entry id, queue and shard (one row per stream entry: a total order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryCursor {
+    /// Finishing time of the last row (unix ms).
+    pub finished_at_ms: i64,
+    /// Its archive stream entry id.
+    pub stream_id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its shard.
+    pub shard: i32,
+}
+
+impl HistoryRow {
+    /// Where the results continue after this row (see [`HistoryQuery::after`]).
+    pub fn cursor(&self) -> HistoryCursor {
+        HistoryCursor {
+            finished_at_ms: self.finished_at_ms,
+            stream_id: self.stream_id.clone(),
+            queue: self.queue.clone(),
+            shard: self.shard,
+        }
+    }
 }
 
 impl HistoryQuery {
@@ -250,6 +279,11 @@ impl HistoryQuery {
     /// At most `n` rows.
     pub fn limit(mut self, n: i64) -> Self {
         self.limit = n.max(1);
+        self
+    }
+    /// Only rows after `cursor` (the last row of the previous page), for paging.
+    pub fn after(mut self, cursor: HistoryCursor) -> Self {
+        self.after = Some(cursor);
         self
     }
 }
@@ -395,7 +429,19 @@ impl HistoryDb {
                 .push_bind(ms as f64 / 1000.0)
                 .push(")");
         }
-        q.push(" ORDER BY finished_at DESC, stream_id DESC LIMIT ")
+        if let Some(c) = &query.after {
+            // Row comparison: the same order as ORDER BY, every column descending.
+            q.push(" AND (finished_at, stream_id, queue, shard) < (to_timestamp(")
+                .push_bind(c.finished_at_ms as f64 / 1000.0)
+                .push("), ")
+                .push_bind(&c.stream_id)
+                .push(", ")
+                .push_bind(&c.queue)
+                .push(", ")
+                .push_bind(c.shard)
+                .push(")");
+        }
+        q.push(" ORDER BY finished_at DESC, stream_id DESC, queue DESC, shard DESC LIMIT ")
             .push_bind(query.limit.max(1));
         let rows = q
             .build()

@@ -19,6 +19,8 @@ pub(crate) enum PageError {
     Conflict(String),
     /// Redis failed or answered something unexpected: 503, detail in the log only.
     Unavailable,
+    /// The history database (PostgreSQL) failed: 503, detail in the log only.
+    HistoryUnavailable,
 }
 
 impl PageError {
@@ -28,7 +30,9 @@ impl PageError {
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::Conflict(_) => StatusCode::CONFLICT,
-            PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::Unavailable | PageError::HistoryUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -40,6 +44,10 @@ impl PageError {
             | PageError::Conflict(m) => m.clone(),
             PageError::Unavailable => {
                 "Redis is unavailable or answered unexpectedly; the dashboard's log has the detail."
+                    .to_owned()
+            }
+            PageError::HistoryUnavailable => {
+                "The history database is unavailable; the dashboard's log has the detail."
                     .to_owned()
             }
         }
@@ -58,6 +66,10 @@ impl From<Error> for PageError {
             }
             Error::Running(_) | Error::AlreadyFinished(_) | Error::Cancelled(_) => {
                 PageError::Conflict(e.to_string())
+            }
+            Error::Archive(detail) => {
+                tracing::warn!(error = %detail, "dashboard: history database request failed");
+                PageError::HistoryUnavailable
             }
             other => {
                 tracing::warn!(error = %other, "dashboard: Redis request failed");

@@ -1,5 +1,7 @@
 //! The scheduler's web dashboard: every queue with its counts (live), tasks by state paged, one
-//! task decoded with its actions, workers, periodic schedules; requeue, delete and cancel.
+//! task decoded with its actions, workers, periodic schedules; requeue, delete and cancel; and,
+//! with feature `history` and `DashboardConfig::history`, the history of finished tasks read
+//! from the PostgreSQL archive.
 //!
 //! It is an [`axum::Router`] built by [`router`] from a [`Client`] and a [`DashboardConfig`]:
 //! mount it in your own service (the `scheduler` crate re-exports this crate as
@@ -31,6 +33,8 @@
 //! - `auth.rs`: token, cookie and basic-auth checks, the login page, the same-origin check of
 //!   actions, read-only mode.
 //! - `pages.rs`: one handler per page and action.
+//! - `history.rs`: the history page (finished attempts from the PostgreSQL archive, feature
+//!   `history`).
 //! - `view.rs`: the page layout, counts, actions.
 //! - `format.rs`: times, spans and payloads as people read them, shared with `schedctl`.
 //! - `error.rs`: what a failure looks like to the browser (status, message; Redis errors are
@@ -43,6 +47,7 @@ pub use axum;
 mod auth;
 mod error;
 pub mod format;
+mod history;
 mod pages;
 mod view;
 
@@ -80,6 +85,8 @@ pub struct DashboardConfig {
     read_only: bool,
     prefix: String,
     refresh: Option<Duration>,
+    #[cfg(feature = "history")]
+    history: Option<scheduler_worker::archive::HistoryDb>,
 }
 
 impl std::fmt::Debug for DashboardConfig {
@@ -91,6 +98,7 @@ impl std::fmt::Debug for DashboardConfig {
             .field("read_only", &self.read_only)
             .field("prefix", &self.prefix)
             .field("refresh", &self.refresh_interval())
+            .field("history", &self.has_history())
             .finish()
     }
 }
@@ -149,6 +157,40 @@ impl DashboardConfig {
         self
     }
 
+    /// Shows the history page: finished attempts (succeeded, dead, cancelled) of the client's
+    /// namespace read from the task history archive in PostgreSQL, searchable by task id, name,
+    /// queue, state and time range, paged. Without it the page says that history is not
+    /// configured. Feature `history` (brings `sqlx`); see `docs/storage.md` for the archive.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_dashboard::DashboardConfig;
+    /// use scheduler_worker::archive::HistoryDb;
+    ///
+    /// let db = HistoryDb::connect("postgres://postgres@127.0.0.1/history", 2).await?;
+    /// let config = DashboardConfig::new().history(db);
+    /// assert!(config.has_history());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "history")]
+    pub fn history(mut self, db: scheduler_worker::archive::HistoryDb) -> Self {
+        self.history = Some(db);
+        self
+    }
+
+    /// Whether the history page reads an archive (`DashboardConfig::history`); always `false`
+    /// without the `history` feature.
+    pub fn has_history(&self) -> bool {
+        #[cfg(feature = "history")]
+        {
+            self.history.is_some()
+        }
+        #[cfg(not(feature = "history"))]
+        {
+            false
+        }
+    }
+
     fn refresh_interval(&self) -> Duration {
         self.refresh.unwrap_or(Duration::from_secs(2))
     }
@@ -164,6 +206,9 @@ struct App {
     inspector: Inspector,
     schedules: Schedules,
     config: DashboardConfig,
+    /// The client's namespace: the history archive is searched in it.
+    #[cfg_attr(not(feature = "history"), allow(dead_code))]
+    namespace: String,
 }
 
 /// The dashboard's routes, at [`DashboardConfig::prefix`], reading and acting through `client`
@@ -180,6 +225,7 @@ struct App {
 /// | `GET`, `POST /queues/{queue}/requeue-dead` | confirm, then requeue every dead task |
 /// | `GET /workers` | live workers |
 /// | `GET /schedules`, `POST /schedules/{name}/{pause,resume,trigger}` | periodic schedules |
+/// | `GET /history?id=&name=&queue=&state=&since=&until=&after=&limit=` | finished attempts from the PostgreSQL archive, paged (`DashboardConfig::history`; else a page saying it is not configured) |
 /// | `GET /limits`, `GET /workflows` | features not in this version yet |
 /// | `GET`, `POST /login`, `POST /logout` | the token form |
 /// | `GET /assets/{style.css,app.js}` | stylesheet and script |
@@ -187,13 +233,14 @@ struct App {
 /// Answers: 401 without valid credentials, 403 for an action in read-only mode or from another
 /// origin, 400 for a malformed queue name, task id, state or cursor, 404 for an unknown queue,
 /// task or schedule or a page past the end, 409 for an action the task's state forbids, 503
-/// when Redis fails (the detail goes to the log, not to the page).
+/// when Redis or the history database fails (the detail goes to the log, not to the page).
 pub fn router(client: &Client, config: DashboardConfig) -> Router {
     let prefix = config.prefix.clone();
     let app = Arc::new(App {
         inspector: Inspector::new(client),
         schedules: Schedules::new(client),
         config,
+        namespace: client.store().keys().namespace().to_owned(),
     });
     let guarded = Router::new()
         .route("/", get(pages::overview))
@@ -209,6 +256,7 @@ pub fn router(client: &Client, config: DashboardConfig) -> Router {
         .route("/workers", get(pages::workers))
         .route("/schedules", get(pages::schedules))
         .route("/schedules/{name}/{action}", post(pages::schedule_action))
+        .route("/history", get(history::history))
         .route("/limits", get(pages::limits))
         .route("/workflows", get(pages::workflows))
         .fallback(pages::not_found)

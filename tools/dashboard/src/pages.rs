@@ -21,7 +21,7 @@ use crate::view::{action, count, layout, msgpack_json, span, utc, when, Frame, N
 use crate::App;
 
 /// Tasks per page unless `limit` says otherwise.
-const DEFAULT_PAGE: usize = 50;
+pub(crate) const DEFAULT_PAGE: usize = 50;
 
 /// The states that have a set, hence a list.
 const LISTED: [TaskState; 4] = [
@@ -34,14 +34,14 @@ const LISTED: [TaskState; 4] = [
 type Page = Result<Response, Failure>;
 
 impl App {
-    fn fail(&self, e: impl Into<PageError>) -> Failure {
+    pub(crate) fn fail(&self, e: impl Into<PageError>) -> Failure {
         Failure {
             error: e.into(),
             prefix: self.config.prefix.clone(),
         }
     }
 
-    fn frame<'a>(
+    pub(crate) fn frame<'a>(
         &'a self,
         headers: &HeaderMap,
         title: &'a str,
@@ -58,7 +58,7 @@ impl App {
         }
     }
 
-    fn p(&self) -> &str {
+    pub(crate) fn p(&self) -> &str {
         &self.config.prefix
     }
 
@@ -114,7 +114,7 @@ fn task_href(p: &str, id: &TaskId) -> String {
 }
 
 /// Percent-encodes a path segment (ids may hold `:` and other characters).
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -429,7 +429,9 @@ pub(crate) async fn tasks(
         } @else {
             table.grid #tasks {
                 thead { tr {
-                    th { "Task" } th { "Name" } th.num { "Attempts" } th { (score_label) } th { "Last error" }
+                    th { "Task" } th { "Name" } th.num { "Attempts" }
+                    @if st == TaskState::Running { th { "Worker" } th { "Started" } }
+                    th { (score_label) } th { "Last error" }
                     @if act { th { "Actions" } }
                 } }
                 tbody {
@@ -440,6 +442,10 @@ pub(crate) async fn tasks(
                             td.num {
                                 (t.attempts.unwrap_or(0))
                                 @if st == TaskState::Scheduled && t.attempts.unwrap_or(0) > 0 { " " span.badge.retry title="Waiting for a retry" { "retry" } }
+                            }
+                            @if st == TaskState::Running {
+                                td.worker { @if let Some(w) = &t.worker { code { (w) } } @else { "–" } }
+                                td.started { @if let Some(s) = t.started_at_ms { (when(s, now)) } @else { "–" } }
                             }
                             td { @if st == TaskState::Ready { (utc(t.score)) } @else { (when(t.score, now)) } }
                             td.error { (t.error.as_deref().unwrap_or("")) }

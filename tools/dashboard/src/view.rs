@@ -41,6 +41,7 @@ pub(crate) enum Nav {
     Overview,
     Workers,
     Schedules,
+    History,
     Limits,
     Workflows,
     None,
@@ -84,6 +85,7 @@ pub(crate) fn layout(f: &Frame<'_>, body: Markup) -> Markup {
                         (item(Nav::Overview, format!("{p}/"), "Overview"))
                         (item(Nav::Workers, format!("{p}/workers"), "Workers"))
                         (item(Nav::Schedules, format!("{p}/schedules"), "Schedules"))
+                        (item(Nav::History, format!("{p}/history"), "History"))
                         (item(Nav::Limits, format!("{p}/limits"), "Limits"))
                         (item(Nav::Workflows, format!("{p}/workflows"), "Workflows"))
                     }

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use scheduler::{task, Inspector, TaskError, TaskRequest, TaskState, Worker};
 use scheduler_dashboard::{router, DashboardConfig};
-use scheduler_testkit::{free_port, ChildGuard};
+use scheduler_testkit::{free_port, ChildGuard, RedisServer};
 
-use common::{seed, NS};
+use common::{archived, seed, PgDb, NS};
 
 const TOKEN: &str = "browser-t0ken";
 
@@ -261,7 +261,14 @@ async fn dashboard_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    assert!(text(&b, ".notice").await.contains("requeued"));
+    // Waits: the click returns before the redirect's page is there on a loaded machine.
+    wait_text(
+        &b,
+        ".notice",
+        "Task requeued: it is ready, attempts reset to 0.",
+        false,
+    )
+    .await;
     wait_text(&b, "#state", "succeeded", true).await;
     let c = inspector.queue("billing").await.unwrap().total;
     assert_eq!(c.dead, 1);
@@ -283,7 +290,7 @@ async fn dashboard_in_a_real_browser() {
     .unwrap();
     assert_eq!(b.get_alert_text().await.unwrap(), "Cancel this task?");
     b.accept_alert().await.unwrap();
-    assert_eq!(text(&b, ".notice").await, "Task cancelled.");
+    wait_text(&b, ".notice", "Task cancelled.", false).await;
     let soon = inspector
         .task(&"emails/soon".parse().unwrap())
         .await
@@ -302,14 +309,33 @@ async fn dashboard_in_a_real_browser() {
             "requeue-all",
             "Requeue every dead task of billing?",
         ),
+        (
+            "/queues/billing/running",
+            "running",
+            "Queue billing · running",
+        ),
         ("/workers", "workers", "Workers"),
         ("/schedules", "schedules", "Schedules"),
+        ("/history", "history-off", "History"),
         ("/limits", "limits", "Limits"),
     ] {
         b.goto(&format!("{base}{path}")).await.unwrap();
         assert_eq!(text(&b, "h1").await, h1, "{path}");
         shot(&b, name).await;
     }
+    // Running: the worker holding the lease (the record's `worker`), its start, its lease end.
+    b.goto(&format!("{base}/queues/billing/running"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&b, "#tasks tr[data-id=\"busy\"] td.worker").await,
+        "w-test"
+    );
+    // No archive configured: the history page says so.
+    b.goto(&format!("{base}/history")).await.unwrap();
+    assert!(text(&b, "#history-off")
+        .await
+        .contains("History is not configured"));
     // The worker is listed with its queue.
     assert!(text(&b, "body").await.contains("Schedules"));
     b.goto(&format!("{base}/workers")).await.unwrap();
@@ -339,4 +365,83 @@ async fn dashboard_in_a_real_browser() {
     b.close().await.unwrap();
     stop.shutdown();
     worker_run.await.unwrap();
+}
+
+/// The history page with an archive: finished attempts listed, the filter form narrows them to
+/// the dead ones with their errors, the task link shows every attempt of one task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_in_a_real_browser() {
+    let redis = RedisServer::start();
+    let pg = PgDb::create();
+    let (client, db) = archived(&redis, &pg, 12, 3, 2).await;
+    let (_driver, port) = chromedriver();
+    let base = serve(router(&client, DashboardConfig::new().history(db))).await;
+    let b = browser(port).await;
+
+    b.goto(&format!("{base}/history")).await.unwrap();
+    assert_eq!(text(&b, "h1").await, "History");
+    let rows = b.find_all(Locator::Css("#history tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 17);
+    shot(&b, "history").await;
+
+    // Filter with the form: only the dead, each with its error.
+    b.find(Locator::Css("select[name=state] option[value=dead]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.find(Locator::Css("#history-filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_rows(&b, 3).await;
+    let table = text(&b, "#history").await;
+    for i in 0..3 {
+        assert!(table.contains(&format!("doomed #{i}")), "{table}");
+    }
+    assert!(b
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .contains("state=dead"));
+
+    // A task's id leads to its attempts.
+    b.find(Locator::Css("#history tr[data-id=\"dead1\"] td a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_rows(&b, 1).await;
+    assert_eq!(
+        b.find(Locator::Css("input[name=id]"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("dead1")
+    );
+    b.close().await.unwrap();
+}
+
+/// Waits until the history table has `n` rows.
+async fn wait_rows(b: &Browser, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = b
+            .find_all(Locator::Css("#history tbody tr"))
+            .await
+            .map_or(0, |r| r.len());
+        if got == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{got} history rows, not {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -109,6 +109,16 @@ async fn every_page_renders() {
             );
         }
     }
+    // Running: the worker holding the lease and when its run started (issue 15).
+    let running = get(&app, "/queues/billing/running").await;
+    for col in ["Worker", "Started", "Lease ends"] {
+        assert!(running.body.contains(col), "{}", running.body);
+    }
+    assert!(
+        running.body.contains("<code>w-test</code>"),
+        "{}",
+        running.body
+    );
     let dead = get(&app, "/queues/billing/dead").await;
     assert!(dead.body.contains(ERROR));
     assert!(dead.body.contains("Requeue all dead"));
@@ -123,6 +133,11 @@ async fn every_page_renders() {
     let sc = get(&app, "/schedules").await;
     assert_eq!(sc.status, StatusCode::OK);
     assert!(sc.body.contains("data-schedule=\"nightly\""));
+    // No archive configured: the page (and its nav link) says so.
+    assert!(sc.body.contains("href=\"/history\""));
+    let h = get(&app, "/history").await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert!(h.body.contains("History is not configured"), "{}", h.body);
     for page in ["/limits", "/workflows"] {
         let g = get(&app, page).await;
         assert_eq!(g.status, StatusCode::OK);
@@ -452,6 +467,16 @@ async fn credentials_are_required() {
 async fn read_only_refuses_actions() {
     let s = seed().await;
     let app = router(&s.client, DashboardConfig::new().read_only(true));
+    // Running: the worker holding the lease and when its run started (issue 15).
+    let running = get(&app, "/queues/billing/running").await;
+    for col in ["Worker", "Started", "Lease ends"] {
+        assert!(running.body.contains(col), "{}", running.body);
+    }
+    assert!(
+        running.body.contains("<code>w-test</code>"),
+        "{}",
+        running.body
+    );
     let dead = get(&app, "/queues/billing/dead").await;
     assert_eq!(dead.status, StatusCode::OK);
     assert!(dead.body.contains("read-only"));
@@ -523,4 +548,132 @@ async fn redis_failure_is_503_without_detail() {
         "{}",
         g.body
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The history page, against the real PostgreSQL at 127.0.0.1:5432 (trust authentication, user
+// `postgres`) and a worker archiving what it runs.
+
+mod history {
+    use std::collections::HashSet;
+
+    use scheduler::archive::HistoryQuery;
+    use scheduler_dashboard::{router, DashboardConfig};
+    use scheduler_testkit::RedisServer;
+
+    use super::common::{archived, PgDb, HIST_NS};
+    use super::{get, StatusCode};
+
+    /// `data-id="..."` of every row of a page.
+    fn ids(body: &str) -> Vec<String> {
+        body.split("<tr data-id=\"")
+            .skip(1)
+            .map(|s| s[..s.find('"').unwrap()].to_owned())
+            .collect()
+    }
+
+    /// The "Next page" link of a page, unescaped.
+    fn next(body: &str) -> Option<String> {
+        let at = body.find("id=\"next\" href=\"")? + "id=\"next\" href=\"".len();
+        Some(body[at..at + body[at..].find('"')?].replace("&amp;", "&"))
+    }
+
+    /// A worker archives 60 successes, 3 deaths and 2 cancellations; the history page lists
+    /// them newest first, walks them page by page (each once), filters by state, task id, name,
+    /// queue and time range, refuses bad filters and cursors with 400, a page past the end with
+    /// 404, and answers 503 without detail once the database is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_page_searches_the_archive() {
+        let redis = RedisServer::start();
+        let pg = PgDb::create();
+        let (c, db) = archived(&redis, &pg, 60, 3, 2).await;
+        let newest_first: Vec<String> = db
+            .query(&HistoryQuery::new(HIST_NS).limit(1000))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.task_id)
+            .collect();
+
+        let app = router(&c, DashboardConfig::new().history(db));
+        let first = get(&app, "/history").await;
+        assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+        assert!(!first.body.contains("not configured"));
+        assert_eq!(ids(&first.body).len(), 50, "the default page size");
+
+        // Page by page: every finished attempt once, newest first.
+        let mut seen = Vec::new();
+        let mut path = Some("/history?limit=20".to_owned());
+        let mut pages = 0;
+        while let Some(p) = path {
+            let g = get(&app, &p).await;
+            assert_eq!(g.status, StatusCode::OK, "{p}: {}", g.body);
+            seen.extend(ids(&g.body));
+            path = next(&g.body);
+            pages += 1;
+        }
+        assert_eq!(pages, 4, "20 + 20 + 20 + 5");
+        assert_eq!(seen.len(), 65);
+        assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 65, "none twice");
+        assert_eq!(seen, newest_first, "in the archive's order");
+
+        // Filters.
+        let dead = get(&app, "/history?state=dead").await;
+        let mut d = ids(&dead.body);
+        d.sort();
+        assert_eq!(d, ["dead0", "dead1", "dead2"]);
+        assert!(dead.body.contains("doomed #1"), "{}", dead.body);
+        let cancelled = get(&app, "/history?state=cancelled&queue=hq").await;
+        assert_eq!(ids(&cancelled.body).len(), 2);
+        let one = get(&app, "/history?id=ok7").await;
+        assert_eq!(ids(&one.body), ["ok7"]);
+        assert!(one.body.contains("14"), "the result, 7 doubled");
+        let named = get(&app, "/history?name=doomed&limit=2").await;
+        assert_eq!(ids(&named.body).len(), 2);
+        assert!(next(&named.body).is_some());
+        for (q, n) in [
+            ("since=1h&limit=100", 65),
+            ("until=1h", 0),
+            ("since=2000-01-01T00:00&until=2999-01-01&limit=100", 65),
+            ("queue=other", 0),
+            ("id=&name=&queue=&state=&since=&until=", 50),
+        ] {
+            let g = get(&app, &format!("/history?{q}")).await;
+            assert_eq!(g.status, StatusCode::OK, "{q}");
+            assert_eq!(ids(&g.body).len(), n, "{q}");
+        }
+        assert!(get(&app, "/history?until=1h")
+            .await
+            .body
+            .contains("No finished attempt matches"));
+
+        // Bad input.
+        for (q, status, says) in [
+            (
+                "state=running",
+                StatusCode::BAD_REQUEST,
+                "succeeded, dead and cancelled",
+            ),
+            (
+                "queue=bad%20q",
+                StatusCode::BAD_REQUEST,
+                "invalid queue name",
+            ),
+            ("since=yesterday", StatusCode::BAD_REQUEST, "since"),
+            ("limit=0", StatusCode::BAD_REQUEST, "limit"),
+            ("after=garbage", StatusCode::BAD_REQUEST, "cursor"),
+            ("after=1:0:1-0:hq", StatusCode::NOT_FOUND, "past the end"),
+        ] {
+            let g = get(&app, &format!("/history?{q}")).await;
+            assert_eq!(g.status, status, "{q}: {}", g.body);
+            assert!(g.body.contains(says), "{q} says {says:?}: {}", g.body);
+        }
+
+        // The database gone: 503, and no PostgreSQL detail on the page.
+        drop(pg);
+        let g = get(&app, "/history").await;
+        assert_eq!(g.status, StatusCode::SERVICE_UNAVAILABLE, "{}", g.body);
+        assert!(g.body.contains("history database is unavailable"));
+        assert!(!g.body.contains("sched_dash_hist"), "{}", g.body);
+    }
 }

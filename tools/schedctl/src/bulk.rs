@@ -59,6 +59,8 @@ pub(crate) async fn ls(
                     "score_ms": t.score,
                     "score": iso_utc(t.score),
                     "error": t.error,
+                    "worker": t.worker,
+                    "started_at_ms": t.started_at_ms,
                 })
             })
             .collect();
@@ -79,19 +81,32 @@ pub(crate) async fn ls(
         TaskState::Running => "LEASE ENDS",
         _ => "DIED",
     };
-    let mut t = Table::new(&["ID", "SHARD>", "NAME", "ATTEMPTS>", when_col, "ERROR"]);
+    let running = st == TaskState::Running;
+    let mut cols = vec!["ID", "SHARD>", "NAME", "ATTEMPTS>"];
+    if running {
+        cols.extend(["WORKER", "STARTED"]);
+    }
+    cols.extend([when_col, "ERROR"]);
+    let mut t = Table::new(&cols);
     let dash = || "-".to_owned();
     for s in &page.tasks {
-        t.row(vec![
+        let mut row = vec![
             s.id.to_string(),
             s.shard.to_string(),
             s.name.clone().unwrap_or_else(dash),
             s.attempts.map_or_else(dash, |a| a.to_string()),
-            when(s.score, now),
+        ];
+        if running {
+            row.push(s.worker.clone().unwrap_or_else(dash));
+            row.push(s.started_at_ms.map_or_else(dash, |ms| when(ms, now)));
+        }
+        row.push(when(s.score, now));
+        row.push(
             s.error
                 .as_deref()
                 .map_or_else(dash, |e| e.lines().collect::<Vec<_>>().join(" | ")),
-        ]);
+        );
+        t.row(row);
     }
     let mut out = format!(
         "{} of {} {st} tasks in {queue}\n",

@@ -24,6 +24,7 @@
 //! schedctl history --database-url postgres://postgres@127.0.0.1/history --state dead --since 1h
 //! schedctl archive --database-url postgres://postgres@127.0.0.1/history --bound 100000
 //! schedctl serve --addr 127.0.0.1:8080 --token s3cret --read-only --prefix /ops
+//! schedctl serve --database-url postgres://postgres@127.0.0.1/history   # with the history page
 //! schedctl --json queues | jq '.queues[] | select(.dead > 0)'
 //! ```
 //!

@@ -29,6 +29,10 @@ pub(crate) struct ServeArgs {
     /// How often the overview refreshes: `2s`, `500ms`...
     #[arg(long, default_value = "2s", value_parser = crate::render::parse_duration)]
     refresh: u64,
+    /// PostgreSQL URL of the task history archive: the History page searches it. Without it
+    /// the page says that history is not configured.
+    #[arg(long, env = "SCHED_ARCHIVE_URL")]
+    database_url: Option<String>,
 }
 
 pub(crate) async fn serve(ctx: &Ctx, a: ServeArgs) -> Result<String> {
@@ -50,6 +54,10 @@ pub(crate) async fn serve(ctx: &Ctx, a: ServeArgs) -> Result<String> {
         };
         config = config.basic_auth(user, password);
     }
+    if let Some(url) = &a.database_url {
+        let db = scheduler::archive::HistoryDb::connect(url, 4).await?;
+        config = config.history(db);
+    }
     let app = router(&ctx.client, config);
     let listener = tokio::net::TcpListener::bind(&a.addr)
         .await
@@ -57,12 +65,17 @@ pub(crate) async fn serve(ctx: &Ctx, a: ServeArgs) -> Result<String> {
     let local = listener.local_addr()?;
     let open = a.token.is_none() && a.basic.is_none();
     eprintln!(
-        "schedctl: dashboard of namespace {:?} at http://{local}{}/{}{}",
+        "schedctl: dashboard of namespace {:?} at http://{local}{}/{}{}{}",
         ctx.namespace,
         a.prefix.trim_end_matches('/'),
         if a.read_only { " (read-only)" } else { "" },
         if open {
             " (no credentials required)"
+        } else {
+            ""
+        },
+        if a.database_url.is_some() {
+            " (with history)"
         } else {
             ""
         },

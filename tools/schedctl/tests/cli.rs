@@ -762,7 +762,8 @@ async fn export_flushall_import() {
 }
 
 /// `ls` pages through a state with `--cursor`, printing the command for the next page, and
-/// `--json` gives the same page; a page past the end and an unlisted state fail plainly.
+/// `--json` gives the same page; running tasks show their worker and start; a page past the end
+/// and an unlisted state fail plainly.
 #[tokio::test]
 async fn ls_pages_through_a_state() {
     let fx = seeded().await;
@@ -784,6 +785,15 @@ async fn ls_pages_through_a_state() {
     assert!(second["next"].is_null());
     let dead = fx.ok(&["ls", "billing", "dead"]);
     assert!(dead.contains(ERROR) && dead.contains("DIED"), "{dead}");
+    // Running: the worker holding the lease and when the run started.
+    let running = fx.ok(&["ls", "billing", "running"]);
+    assert!(
+        running.contains("WORKER") && running.contains("STARTED") && running.contains("w1"),
+        "{running}"
+    );
+    let running = fx.json(&["ls", "billing", "running"]);
+    assert_eq!(running["tasks"][0]["worker"], "w1");
+    assert!(running["tasks"][0]["started_at_ms"].as_i64().unwrap() > 1_700_000_000_000);
     assert!(fx
         .fails(&["ls", "emails", "ready", "--cursor", "9:0"])
         .contains("past the end"));
@@ -823,54 +833,60 @@ async fn purge_a_state() {
         .contains("cannot be purged"));
 }
 
-/// `serve` answers HTTP: 401 without the token, the overview with it.
-#[tokio::test]
-async fn serve_the_dashboard() {
-    use std::io::{Read as _, Write as _};
-    let fx = seeded().await;
+/// Starts `schedctl serve` on a free port with `args`; the port and the child (killed on drop).
+fn serve(url: &str, args: &[&str]) -> (u16, scheduler_testkit::ChildGuard) {
     let port = scheduler_testkit::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_schedctl"))
         .env_remove("REDIS_URL")
         .env_remove("SCHED_NAMESPACE")
-        .args(["--redis-url", &fx.server.url(), "--namespace", NS])
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--token",
-            "tok",
-        ])
+        .args(["--redis-url", url, "--namespace", NS])
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(args)
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run schedctl serve");
-    let _guard = scheduler_testkit::ChildGuard(child);
-    let get = |auth: &str| -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut s = loop {
-            match std::net::TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => break s,
-                Err(e) => {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "serve never listened: {e}"
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+    (port, scheduler_testkit::ChildGuard(child))
+}
+
+/// `GET path` on the dashboard at `port` once it listens, with extra header lines `auth`; the
+/// whole response.
+fn http_get(port: u16, path: &str, auth: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "serve never listened: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
             }
-        };
-        write!(
-            s,
-            "GET /api/overview HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        }
     };
-    assert!(get("").starts_with("HTTP/1.1 401"));
-    let ok = get("Authorization: Bearer tok\r\n");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `serve` answers HTTP: 401 without the token, the overview with it; without
+/// `--database-url` the history page says it is not configured.
+#[tokio::test]
+async fn serve_the_dashboard() {
+    let fx = seeded().await;
+    let (port, _guard) = serve(&fx.server.url(), &["--token", "tok"]);
+    assert!(http_get(port, "/api/overview", "").starts_with("HTTP/1.1 401"));
+    let ok = http_get(port, "/api/overview", "Authorization: Bearer tok\r\n");
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains("\"name\":\"billing\""));
+    let h = http_get(port, "/history", "Authorization: Bearer tok\r\n");
+    assert!(h.contains("History is not configured"), "{h}");
 }
 
 /// `history` reads the history archive in PostgreSQL (a database of its own at 127.0.0.1:5432,
@@ -971,6 +987,27 @@ async fn history_from_the_archive() {
     ]);
     assert!(
         err.contains("history archive database") && !err.contains("hunter2"),
+        "{err}"
+    );
+
+    // `serve --database-url`: the history page lists the archive; a bad URL stops it at start.
+    let (port, guard) = serve(&fx.server.url(), &["--database-url", &url]);
+    let page = http_get(port, "/history?state=dead", "");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.contains("data-id=\"refused\"") && !page.contains("data-id=\"paid\""),
+        "{page}"
+    );
+    drop(guard);
+    let err = fx.fails(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--database-url",
+        "postgres://u:hunter2@127.0.0.1:1/x",
+    ]);
+    assert!(
+        err.contains("cannot connect") && !err.contains("hunter2"),
         "{err}"
     );
 

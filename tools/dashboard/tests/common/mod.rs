@@ -106,3 +106,140 @@ pub(crate) async fn seed() -> Seed {
         busy,
     }
 }
+
+// The history archive's tests: the real PostgreSQL at 127.0.0.1:5432 (trust authentication,
+// user `postgres`).
+
+/// A PostgreSQL database of its own, dropped with the value.
+pub(crate) struct PgDb {
+    pub(crate) name: String,
+}
+
+impl PgDb {
+    pub(crate) fn create() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("sched_dash_hist_{}_{nanos}", std::process::id());
+        psql(&format!("CREATE DATABASE {name}"));
+        Self { name }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql runs (install PostgreSQL: .ci/run does)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {} (is PostgreSQL running at 127.0.0.1:5432 with trust authentication?)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Namespace of the archived tasks.
+pub(crate) const HIST_NS: &str = "hist";
+
+/// Succeeds with its argument doubled.
+#[scheduler::task(name = "double", queue = "hq")]
+async fn double(_ctx: scheduler::TaskContext, n: u64) -> Result<u64, scheduler::TaskError> {
+    Ok(n * 2)
+}
+
+/// Fails every time.
+#[scheduler::task(name = "doomed", queue = "hq")]
+async fn doomed(_ctx: scheduler::TaskContext, n: u64) -> Result<(), scheduler::TaskError> {
+    Err(scheduler::TaskError::retry_after(
+        format!("doomed #{n}"),
+        Duration::from_millis(10),
+    ))
+}
+
+/// In namespace `hist` of `redis`, a worker archiving to `pg` runs `ok` tasks `ok<i>` that
+/// succeed and `dead` that die (`dead<i>`, error `doomed #<i>`), and `cancelled` tasks
+/// (`gone<i>`) are cancelled before they run; returns once all are rows in PostgreSQL.
+pub(crate) async fn archived(
+    redis: &RedisServer,
+    pg: &PgDb,
+    ok: u64,
+    dead: u64,
+    cancelled: u64,
+) -> (Client, scheduler::archive::HistoryDb) {
+    use scheduler::archive::{ArchiveConfig, HistoryDb, HistoryQuery};
+    use scheduler::{TaskCall, Worker};
+
+    let url = redis.url();
+    let w = scheduler_testkit::Running::start(
+        Worker::builder()
+            .redis_url(&url)
+            .namespace(HIST_NS)
+            .register(double)
+            .register(doomed)
+            .queues(["hq"])
+            .archive(ArchiveConfig::new(pg.url()).idle_poll(Duration::from_millis(20))),
+    )
+    .await;
+    let c = Client::with_config(ClientConfig::new(&url).namespace(HIST_NS))
+        .await
+        .unwrap();
+    for i in 0..ok {
+        TaskCall::<double>::new((i,))
+            .id(format!("ok{i}"))
+            .send(&c)
+            .await
+            .unwrap();
+    }
+    for i in 0..dead {
+        TaskCall::<doomed>::new((i,))
+            .id(format!("dead{i}"))
+            .max_retries(0)
+            .send(&c)
+            .await
+            .unwrap();
+    }
+    for i in 0..cancelled {
+        let id = TaskCall::<double>::new((i,))
+            .id(format!("gone{i}"))
+            .countdown(Duration::from_secs(3600))
+            .send(&c)
+            .await
+            .unwrap();
+        c.cancel(&id).await.unwrap();
+    }
+    let want = (ok + dead + cancelled) as usize;
+    let db = HistoryDb::connect(&pg.url(), 2).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let n = db
+            .query(&HistoryQuery::new(HIST_NS).limit(1000))
+            .await
+            .unwrap()
+            .len();
+        if n >= want {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{n} of {want} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.stop().await;
+    (c, db)
+}
