@@ -138,7 +138,7 @@ async fn throttle_holds_after_the_task_finished_and_ends_with_the_window() {
     let seen = Seen::default();
     let w = Running::start(worker(&redis, "t2", &seen)).await;
     let c = client(&redis, "t2").await;
-    let window = Duration::from_secs(3);
+    let window = Duration::from_secs(5);
     let first = call(1).unique_for(window).send(&c).await.unwrap();
     wait_for("the first run", Duration::from_secs(10), || {
         seen.all().len() == 1
@@ -275,7 +275,7 @@ async fn debounce_after_start_creates_a_new_task() {
     let c = client(&redis, "d2").await;
     let w = Duration::from_secs(30);
     let slow = |n| {
-        TaskCall::<note>::new((n, String::new(), 800))
+        TaskCall::<note>::new((n, String::new(), 1500))
             .unique_key("feed")
             .debounce(w)
     };
