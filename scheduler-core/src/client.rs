@@ -832,7 +832,7 @@ impl TaskRequest {
 
     /// Debounce: for `window` after this task is created, or last replaced, enqueueing the same
     /// task again (as for [`TaskRequest::unique_for`]) replaces the still pending task's name,
-    /// arguments, due time, retries, timeout and priority with the new request's, restarts the
+    /// arguments, headers, due time, retries, timeout and priority with the new request's, restarts the
     /// window, and returns its id; the run sees the last arguments. Once the task started or
     /// finished, the next enqueue creates a new task and opens a new window. Replaces an earlier
     /// `unique_for`. See `docs/unique.md`.

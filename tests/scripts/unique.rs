@@ -5,7 +5,7 @@ use scheduler::broker::store::{UniqueMode, UniqueReply};
 
 use crate::support::*;
 
-/// Debounce replaces a pending task's arguments, from every length to every length around the
+/// Debounce replaces a pending task's arguments and headers, from every length to every length around the
 /// 64-byte pieces (and past 256 pieces, one `HDEL` batch): the record holds exactly the new
 /// pieces, and a claim sees the new arguments.
 #[tokio::test]
@@ -21,6 +21,8 @@ async fn debounce_replaces_args_at_every_length() {
             let id = format!("t{old}-{new}");
             let mut t = new_task(&id, Due::Delay(60_000), 0);
             t.args = vec![1; old];
+            // Headers (opaque to the script) replaced by none: their pieces go too.
+            t.headers = vec![7; old];
             let r = s
                 .enqueue_unique(&p, &dig, UniqueMode::Debounce, 10_000, &t, None)
                 .await
@@ -37,6 +39,10 @@ async fn debounce_replaces_args_at_every_length() {
             let fields: HashMap<String, Vec<u8>> = conn.hgetall(&key).unwrap();
             let pieces = fields.keys().filter(|f| f.starts_with("args")).count();
             assert_eq!(pieces, new.div_ceil(64), "{old} -> {new}");
+            assert!(
+                !fields.keys().any(|f| f.starts_with("headers")),
+                "{old} -> {new}: stale headers"
+            );
             assert_eq!(fields["state"], b"ready", "{old} -> {new}");
             let claim = s.claim(&p, 10, 30_000, "w1").await.unwrap();
             assert_eq!(claim.tasks.len(), 1, "{old} -> {new}");
