@@ -395,7 +395,7 @@ async fn acl_producer_and_worker_roles() {
     }
 
     // Each role may run every command of its scripts.
-    let producer_scripts = |n: &str| n == "enqueue" || n == "cancel";
+    let producer_scripts = |n: &str| matches!(n, "enqueue" | "enqueue_unique" | "cancel");
     // Operators' scripts (schedctl requeue, delete, export, import, pause) belong to an operator
     // user.
     let operator_scripts = |n: &str| {
@@ -455,6 +455,20 @@ async fn acl_producer_and_worker_roles() {
         .enqueue_request(TaskRequest::new("acl_flaky", "ha", &()).unwrap())
         .await
         .expect("enqueue as sched_producer");
+    // A unique-for window: its key `…:u:<digest>` is the producer's to write.
+    let window = || {
+        TaskRequest::new("ha_note", "ha", &())
+            .unwrap()
+            .countdown(Duration::from_secs(3600))
+            .unique_key("acl")
+            .unique_for(Duration::from_secs(60))
+    };
+    let held = client
+        .enqueue_request(window())
+        .await
+        .expect("unique enqueue as sched_producer");
+    assert_eq!(client.enqueue_request(window()).await.unwrap(), held);
+    client.cancel(&held).await.unwrap();
     let later = client
         .enqueue_request(
             TaskRequest::new("ha_note", "ha", &())
@@ -498,7 +512,8 @@ async fn acl_producer_and_worker_roles() {
         .await
         .expect("stats as sched_producer");
     assert_eq!(stats.counters.get("succeeded").copied(), Some(n as u64 + 1));
-    assert_eq!(stats.counters.get("cancelled").copied(), Some(1));
+    // `later` and the unique-for window's task.
+    assert_eq!(stats.counters.get("cancelled").copied(), Some(2));
     {
         let runs = ledger.runs.lock().unwrap();
         assert!(runs.values().all(|r| r.len() == 1), "every task ran once");

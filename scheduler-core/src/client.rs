@@ -19,6 +19,8 @@ use crate::scripts::{CancelReply, Due, NewTask, Outcome, RequeueReply};
 use crate::store::{retry_transient_for, Partition, Store};
 use crate::task::Task;
 
+mod unique;
+
 /// Settings of a [`Client`]. Every field has a documented default; build with
 /// [`ClientConfig::new`] and the setters.
 #[derive(Debug, Clone)]
@@ -333,6 +335,9 @@ impl Client {
 
     /// [`Client::enqueue_bulk`] of requests already encoded, without the call's metrics.
     async fn enqueue_requests(&self, reqs: Vec<TaskRequest>) -> Result<Vec<(TaskId, bool)>> {
+        if reqs.iter().any(|r| r.unique.is_some()) {
+            return Box::pin(self.enqueue_mixed(reqs)).await;
+        }
         let mut groups: HashMap<Partition, Vec<(usize, NewTask)>> = HashMap::new();
         let mut ids = Vec::with_capacity(reqs.len());
         // Task names in request order, for the `scheduler_tasks_enqueued_total` labels.
@@ -749,6 +754,7 @@ pub struct TaskRequest {
     pub(crate) timeout: Duration,
     pub(crate) priority: u8,
     pub(crate) headers: Headers,
+    unique: Option<unique::Unique>,
 }
 
 impl TaskRequest {
@@ -778,6 +784,7 @@ impl TaskRequest {
             timeout: defaults::TIMEOUT,
             priority: 0,
             headers: Headers::new(),
+            unique: None,
         }
     }
 
@@ -806,6 +813,43 @@ impl TaskRequest {
     /// Send to this queue instead of the task's default.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = queue.into();
+        self
+    }
+
+    /// Throttle: for `window` after this task is created, enqueueing the same task again (same
+    /// name and encoded arguments, or the same [`TaskRequest::unique_key`], in the same queue)
+    /// creates nothing and returns this task's id, whatever its state, also once it finished
+    /// and its record expired. The window is timed by the Redis server's clock. Replaces an
+    /// earlier `debounce`. See `docs/unique.md`.
+    ///
+    /// A zero window (or under 1 ms), or an [`TaskRequest::id`] as well, is
+    /// [`Error::InvalidUnique`] at enqueue.
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        let u = self.unique.get_or_insert_with(Default::default);
+        u.window = Some((crate::store::UniqueMode::Throttle, window));
+        self
+    }
+
+    /// Debounce: for `window` after this task is created, or last replaced, enqueueing the same
+    /// task again (as for [`TaskRequest::unique_for`]) replaces the still pending task's name,
+    /// arguments, headers, due time, retries, timeout and priority with the new request's, restarts the
+    /// window, and returns its id; the run sees the last arguments. Once the task started or
+    /// finished, the next enqueue creates a new task and opens a new window. Replaces an earlier
+    /// `unique_for`. See `docs/unique.md`.
+    ///
+    /// Bad input as for [`TaskRequest::unique_for`].
+    pub fn debounce(mut self, window: Duration) -> Self {
+        let u = self.unique.get_or_insert_with(Default::default);
+        u.window = Some((crate::store::UniqueMode::Debounce, window));
+        self
+    }
+
+    /// The key of the [`TaskRequest::unique_for`] or [`TaskRequest::debounce`] window instead
+    /// of the task name and encoded arguments: requests with the same key in the same queue
+    /// share one window, whatever their names and arguments. Without a window, or empty,
+    /// [`Error::InvalidUnique`] at enqueue.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique.get_or_insert_with(Default::default).key = Some(key.into());
         self
     }
 
@@ -913,6 +957,24 @@ impl<T: Task> TaskCall<T> {
     /// See [`TaskRequest::max_retries`].
     pub fn max_retries(mut self, n: u32) -> Self {
         self.req = self.req.max_retries(n);
+        self
+    }
+
+    /// See [`TaskRequest::unique_for`].
+    pub fn unique_for(mut self, window: Duration) -> Self {
+        self.req = self.req.unique_for(window);
+        self
+    }
+
+    /// See [`TaskRequest::debounce`].
+    pub fn debounce(mut self, window: Duration) -> Self {
+        self.req = self.req.debounce(window);
+        self
+    }
+
+    /// See [`TaskRequest::unique_key`].
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.req = self.req.unique_key(key);
         self
     }
 

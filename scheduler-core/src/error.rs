@@ -53,6 +53,10 @@ pub enum Error {
     /// A priority outside 0..=9.
     #[error("invalid priority {0}: use 0 (lowest) to 9 (highest)")]
     InvalidPriority(u8),
+    /// A unique-for option that cannot hold: a window under 1 ms, an empty `unique_key`, a
+    /// `unique_key` without a window, or a caller-given id (see `docs/unique.md`).
+    #[error("invalid unique-for option: {0}")]
+    InvalidUnique(String),
     /// This client was configured with a shard count for a queue that differs from the one
     /// recorded in Redis when the queue was first used.
     #[error("queue {queue:?} has {stored} shards in Redis but this process is configured with {configured}")]
@@ -205,6 +209,7 @@ impl Error {
             Error::InvalidQueueName(_) => "invalid_queue_name",
             Error::InvalidTaskId(_) => "invalid_task_id",
             Error::InvalidPriority(_) => "invalid_priority",
+            Error::InvalidUnique(_) => "invalid_unique",
             Error::ShardMismatch { .. } => "shard_mismatch",
             Error::NotFound(_) => "not_found",
             Error::UnknownQueue(_) => "unknown_queue",

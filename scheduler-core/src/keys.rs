@@ -138,6 +138,13 @@ impl PartitionKeys {
         format!("{}:archive", self.base)
     }
 
+    /// String `…:u:<digest>`, with a TTL of the window: the id of the task holding a unique-for
+    /// window (throttle or debounce); `<digest>` is the hex of the first 16 bytes of the SHA-256
+    /// of the unique key (see `docs/unique.md`).
+    pub fn unique(&self, digest: &str) -> String {
+        format!("{}:u:{}", self.base, digest)
+    }
+
     /// Prefix of the task hashes, `…:t:`; scripts append the task id.
     pub fn task_prefix(&self) -> String {
         format!("{}:t:", self.base)
@@ -178,6 +185,7 @@ mod tests {
             (p.task("01J"), "sched:{emails:3}:t:01J"),
             (k.archive(), "sched:archive"),
             (p.archive(), "sched:{emails:3}:archive"),
+            (p.unique("ab12"), "sched:{emails:3}:u:ab12"),
         ];
         for (got, want) in table {
             assert_eq!(got, want);

@@ -31,4 +31,5 @@ mod release;
 mod release_claim;
 mod requeue;
 mod retry;
+mod unique;
 mod unreadable;

@@ -13,7 +13,8 @@
 //!   `enqueue` (`enqueue.lua`), `schedule` (`promote.lua`, `reap.lua`), `lease` (`claim.lua`,
 //!   `extend.lua`, `release.lua`, `release_claim.lua`), `outcome` (`ack.lua`, `retry.lua`),
 //!   `admin` (`cancel.lua`, `requeue.lua`, `trim_dead.lua`), `lock` (the promoter lock),
-//!   `schedules` (`schedule_write.lua`, periodic schedules);
+//!   `schedules` (`schedule_write.lua`, periodic schedules), `unique` (`enqueue_unique.lua`,
+//!   unique-for windows);
 //! - `flow`: `pause.lua` (pause and resume a queue) and reading the paused queues;
 //! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
@@ -45,6 +46,7 @@ mod schedules;
 mod script;
 #[cfg(feature = "testing")]
 mod testing;
+mod unique;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
 pub use archive::{ArchiveEntry, ARCHIVE_GROUP};
@@ -59,6 +61,7 @@ pub use schedules::{ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
 pub use script::{with_prelude, MAX_BATCH};
 #[cfg(feature = "testing")]
 pub use testing::Travel;
+pub use unique::{UniqueMode, UniqueReply};
 
 /// A handle to the task store: a multiplexed, self-reconnecting connection plus key names.
 ///
