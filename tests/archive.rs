@@ -9,65 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use scheduler::{task, Client, ClientConfig, Error, TaskCall, TaskContext, TaskError, Worker};
+use scheduler_testkit::pg::PgDb;
 use scheduler_testkit::proxy::{Cut, Proxy};
 use scheduler_testkit::{RedisServer, Running};
 use scheduler_worker::archive::{ArchiveConfig, Archiver, HistoryDb, HistoryQuery};
 use tokio_util::sync::CancellationToken;
 
 const Q: &str = "arch";
-
-/// A PostgreSQL database of its own, dropped with the value.
-struct PgDb {
-    name: String,
-}
-
-impl PgDb {
-    fn create(tag: &str) -> Self {
-        let name = format!(
-            "sched_archive_{tag}_{}_{}",
-            std::process::id(),
-            rand::random::<u32>()
-        );
-        psql(&format!("CREATE DATABASE {name}"));
-        Self { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
-
-fn psql(sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql runs (install PostgreSQL: .ci/run does)");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {} (is PostgreSQL running at 127.0.0.1:5432 with trust authentication?)",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Succeeds with its argument doubled.
 #[task(name = "ok", queue = "arch")]
@@ -155,7 +103,7 @@ async fn backlog(c: &Client) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finished_attempt_stored_once() {
     let redis = RedisServer::start();
-    let pg = PgDb::create("once");
+    let pg = PgDb::create("archive_once");
     let (url, ns) = (redis.url(), "ar1");
 
     // Unreachable PostgreSQL: Error::Archive at build, naming the URL without its password.
@@ -301,7 +249,7 @@ async fn every_finished_attempt_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_archivers_one_killed_mid_batch() {
     let redis = RedisServer::start();
-    let pg = PgDb::create("two");
+    let pg = PgDb::create("archive_two");
     let (url, ns) = (redis.url(), "ar2");
     let c = client(&url, ns).await;
     // The archive on for the namespace, no archiver yet: the workers only append.
@@ -398,12 +346,12 @@ async fn two_archivers_one_killed_mid_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_away_tasks_run_buffer_bounded_then_drains() {
     let redis = RedisServer::start();
-    let pg = PgDb::create("away");
+    let pg = PgDb::create("archive_away");
     let (url, ns) = (redis.url(), "ar3");
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap())
         .await
         .unwrap();
-    let via = format!("postgres://postgres@{}/{}", proxy.addr(), pg.name);
+    let via = format!("postgres://postgres@{}/{}", proxy.addr(), pg.name());
     const BOUND: u64 = 50;
     let w = Running::start(
         worker(&url, ns).archive(

@@ -372,7 +372,7 @@ async fn dashboard_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_in_a_real_browser() {
     let redis = RedisServer::start();
-    let pg = PgDb::create();
+    let pg = PgDb::create("dash_hist");
     let (client, db) = archived(&redis, &pg, 12, 3, 2).await;
     let (_driver, port) = chromedriver();
     let base = serve(router(&client, DashboardConfig::new().history(db))).await;

@@ -585,7 +585,7 @@ mod history {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn history_page_searches_the_archive() {
         let redis = RedisServer::start();
-        let pg = PgDb::create();
+        let pg = PgDb::create("dash_hist");
         let (c, db) = archived(&redis, &pg, 60, 3, 2).await;
         let newest_first: Vec<String> = db
             .query(&HistoryQuery::new(HIST_NS).limit(1000))

@@ -17,10 +17,12 @@
 //! - [`ha`]: the oracle of failover runs: a ledger of acknowledged enqueues and runs, a steady
 //!   producer, and the accounting of lost, stuck, duplicated and early tasks.
 //! - [`scripts`]: the scripts of `lua/` by SHA1, derived from the files.
+//! - [`pg`]: a throwaway PostgreSQL database ([`pg::PgDb`]) for the history archive's tests.
 
 pub mod cluster;
 pub mod ha;
 pub mod oracle;
+pub mod pg;
 pub mod process;
 pub mod proxy;
 pub mod scripts;

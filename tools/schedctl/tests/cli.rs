@@ -897,30 +897,8 @@ async fn serve_the_dashboard() {
 async fn history_from_the_archive() {
     use scheduler::archive::HistoryDb;
     use scheduler::broker::ArchiveEntry;
-    let db_name = format!("sched_cli_history_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-qc",
-                sql,
-            ])
-            .output()
-            .expect("psql runs (PostgreSQL at 127.0.0.1:5432: .ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db_name}"));
-    psql(&format!("CREATE DATABASE {db_name}"));
-    let url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
+    let pg = scheduler_testkit::pg::PgDb::create("cli_history");
+    let url = pg.url();
     let fx = seeded().await;
     let db = HistoryDb::connect(&url, 1).await.unwrap();
     let p = fx.client.store().partition("billing", 1);
@@ -1015,5 +993,5 @@ async fn history_from_the_archive() {
     fx.ok(&["archive", "--off"]);
     assert_eq!(fx.client.store().load_archive_setting().await.unwrap(), 0);
     drop(db);
-    psql(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"));
+    drop(pg);
 }

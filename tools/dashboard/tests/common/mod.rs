@@ -110,48 +110,7 @@ pub(crate) async fn seed() -> Seed {
 // The history archive's tests: the real PostgreSQL at 127.0.0.1:5432 (trust authentication,
 // user `postgres`).
 
-/// A PostgreSQL database of its own, dropped with the value.
-pub(crate) struct PgDb {
-    pub(crate) name: String,
-}
-
-impl PgDb {
-    pub(crate) fn create() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("sched_dash_hist_{}_{nanos}", std::process::id());
-        psql(&format!("CREATE DATABASE {name}"));
-        Self { name }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        psql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ));
-    }
-}
-
-fn psql(sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
-        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs (install PostgreSQL: .ci/run does)");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {} (is PostgreSQL running at 127.0.0.1:5432 with trust authentication?)",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub(crate) use scheduler_testkit::pg::PgDb;
 
 /// Namespace of the archived tasks.
 pub(crate) const HIST_NS: &str = "hist";
