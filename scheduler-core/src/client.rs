@@ -261,6 +261,24 @@ impl Client {
         Ok(self.store.partition(id.queue(), id.shard(shards)))
     }
 
+    /// A request's arguments within the payload cap and its priority in 0..=9.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PayloadTooLarge`], [`Error::InvalidPriority`].
+    fn check_size_and_priority(&self, req: &TaskRequest) -> Result<()> {
+        if req.args.len() > self.config.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: req.args.len(),
+                max: self.config.max_payload_bytes,
+            });
+        }
+        if req.priority > 9 {
+            return Err(Error::InvalidPriority(req.priority));
+        }
+        Ok(())
+    }
+
     /// Enqueues one call of a task.
     ///
     /// # Errors
@@ -359,15 +377,7 @@ impl Client {
                 }
                 req
             };
-            if req.args.len() > self.config.max_payload_bytes {
-                return Err(Error::PayloadTooLarge {
-                    size: req.args.len(),
-                    max: self.config.max_payload_bytes,
-                });
-            }
-            if req.priority > 9 {
-                return Err(Error::InvalidPriority(req.priority));
-            }
+            self.check_size_and_priority(&req)?;
             let id = req.id.map_or_else(
                 || TaskId::generate(&req.queue),
                 |id| TaskId::new(&req.queue, id),

@@ -92,15 +92,7 @@ impl Client {
     ) -> Result<Vec<(TaskId, bool)>> {
         let mut plans = Vec::with_capacity(reqs.len());
         for req in &mut reqs {
-            if req.args.len() > self.config.max_payload_bytes {
-                return Err(Error::PayloadTooLarge {
-                    size: req.args.len(),
-                    max: self.config.max_payload_bytes,
-                });
-            }
-            if req.priority > 9 {
-                return Err(Error::InvalidPriority(req.priority));
-            }
+            self.check_size_and_priority(req)?;
             validate_queue(&req.queue)?;
             // Headers checked now too (Error::HeadersTooLarge), before anything is sent.
             let headers = crate::headers::encode(&req.headers)?;
