@@ -5,7 +5,7 @@
 #
 #   benches/compare.sh [--tasks N] [--lateness-tasks N] [--spread-secs S] [--concurrency C]
 #                      [--bullmq-concurrency C] [--scenarios "throughput lateness memory"]
-#                      [--out DIR] [--remove-on-complete]
+#                      [--out DIR] [--remove-on-complete] [--archive URL]
 #
 # Defaults: 100000 tasks (throughput, memory), 20000 over 10 s (lateness), our concurrency 256,
 # BullMQ's 100 (the best of 50/100/200 here, see docs/benchmarks.md). BullMQ (package.json
@@ -13,6 +13,9 @@
 # it is not there yet. Every run's full output goes to --out (default a new temp dir).
 # --remove-on-complete: both systems delete a task when it succeeds (BullMQ's removeOnComplete,
 # our --result-ttl-secs 0); without it BullMQ keeps finished jobs forever and we keep them 24 h.
+# --archive URL: instead of BullMQ, the second system is ours again with the task history archive
+# on (its worker processes archive into the PostgreSQL database at URL: use a scratch database,
+# rows are left there): what the archive costs, run for run (docs/storage.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,7 @@ scenarios="throughput lateness memory"
 out=""
 bullmq_extra=()
 ours_extra=()
+archive=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --tasks) tasks=$2; shift 2 ;;
@@ -36,15 +40,19 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     # Both delete a task when it succeeds: BullMQ's removeOnComplete, our result TTL 0.
     --remove-on-complete) bullmq_extra+=(--remove-on-complete); ours_extra+=(--result-ttl-secs 0); shift ;;
+    --archive) archive=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 out=${out:-$(mktemp -d -t sched-compare-XXXXXX)}
+# The second system's outputs: BullMQ's, or ours with the archive on.
+second=bullmq
+if [ -n "$archive" ]; then second=archive; fi
 mkdir -p "$out"
 
 peer=benches/peers/bullmq
 bdir=${BULLMQ_DIR:-/tmp/sched-bench-bullmq}
-if ! cmp -s "$peer/package.json" "$bdir/package.json" || [ ! -d "$bdir/node_modules/bullmq" ]; then
+if [ -z "$archive" ] && { ! cmp -s "$peer/package.json" "$bdir/package.json" || [ ! -d "$bdir/node_modules/bullmq" ]; }; then
   echo "installing BullMQ into $bdir"
   mkdir -p "$bdir"
   cp "$peer/package.json" "$bdir/package.json"
@@ -79,16 +87,23 @@ for s in $scenarios; do
     "${ours_extra[@]}" | tee "$out/ours-$s.log" | grep -v '^{'
   tail -n 1 "$out/ours-$s.log" > "$out/ours-$s.json"
   redis-cli -p "$port" flushall >/dev/null
-  echo "== BullMQ: $s (--tasks $n)"
-  NODE_PATH="$bdir/node_modules" node "$peer/bench.js" "$s" --redis-url "$url" --tasks "$n" \
-    --spread-secs "$spread" --concurrency "$bconc" "${bullmq_extra[@]}" \
-    | tee "$out/bullmq-$s.log" | grep -v '^{'
-  tail -n 1 "$out/bullmq-$s.log" > "$out/bullmq-$s.json"
+  if [ -n "$archive" ]; then
+    echo "== ours, archive on: $s (--tasks $n)"
+    "$bench" "$s" --redis-url "$url" --tasks "$n" --spread-secs "$spread" --concurrency "$conc" \
+      --archive-url "$archive" "${ours_extra[@]}" | tee "$out/$second-$s.log" | grep -v '^{'
+  else
+    echo "== BullMQ: $s (--tasks $n)"
+    NODE_PATH="$bdir/node_modules" node "$peer/bench.js" "$s" --redis-url "$url" --tasks "$n" \
+      --spread-secs "$spread" --concurrency "$bconc" "${bullmq_extra[@]}" \
+      | tee "$out/$second-$s.log" | grep -v '^{'
+  fi
+  tail -n 1 "$out/$second-$s.log" > "$out/$second-$s.json"
 done
 
-python3 - "$out" $scenarios <<'EOF'
+python3 - "$out" "$second" $scenarios <<'EOF'
 import json, os, sys
-out, scenarios = sys.argv[1], sys.argv[2:]
+out, second, scenarios = sys.argv[1], sys.argv[2], sys.argv[3:]
+archive = second == "archive"
 def load(who, s):
     p = os.path.join(out, f"{who}-{s}.json")
     return json.load(open(p)) if os.path.exists(p) else {}
@@ -116,12 +131,12 @@ def get(d, key):
         d = d[k]
     return d
 print()
-print("| metric | ours | BullMQ | ours / BullMQ |")
+print("| metric | archive off | archive on | off / on |" if archive else "| metric | ours | BullMQ | ours / BullMQ |")
 print("|---|---|---|---|")
 for s, key, label, ratio_ok in metrics:
     if s not in scenarios:
         continue
-    a, b = get(load("ours", s), key), get(load("bullmq", s), key)
+    a, b = get(load("ours", s), key), get(load(second, s), key)
     ratio = ""
     if ratio_ok is not None and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
         ratio = f"{a / b:.2f}"

@@ -35,6 +35,15 @@ struct Args {
     /// Queues to serve, comma-separated (default: the queues of the registered tasks).
     #[arg(long, env = "WORKER_QUEUES", value_delimiter = ',')]
     queues: Vec<String>,
+    /// Serve `--queues` in strict priority order, first highest: a queue is claimed from only
+    /// while every queue before it has no ready task.
+    #[arg(long, env = "WORKER_STRICT_PRIORITY", requires = "queues")]
+    strict_priority: bool,
+    /// Queues to serve with weights, e.g. `critical=6,default=3,low=1`: while several have
+    /// ready tasks, each gets that share of the claims (instead of `--queues`).
+    #[arg(long, env = "WORKER_QUEUE_WEIGHTS", value_delimiter = ',', value_parser = weight,
+          conflicts_with_all = ["queues", "strict_priority"])]
+    queue_weights: Vec<(String, u32)>,
     /// Tasks run at once by this process.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
@@ -58,6 +67,17 @@ struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+}
+
+/// One `queue=weight` of `--queue-weights` (a weight of 0 is refused when the worker is built).
+fn weight(s: &str) -> Result<(String, u32), String> {
+    let (q, w) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected queue=weight"))?;
+    let w = w
+        .parse()
+        .map_err(|e| format!("{s:?}: weight {w:?} is not a whole number: {e}"))?;
+    Ok((q.to_owned(), w))
 }
 
 #[tokio::main]
@@ -85,7 +105,11 @@ async fn main() -> anyhow::Result<()> {
     if args.queue_metrics_secs > 0 {
         builder = builder.queue_metrics(Duration::from_secs(args.queue_metrics_secs));
     }
-    if !args.queues.is_empty() {
+    if !args.queue_weights.is_empty() {
+        builder = builder.queue_weights(args.queue_weights);
+    } else if args.strict_priority {
+        builder = builder.strict_priority(args.queues);
+    } else if !args.queues.is_empty() {
         builder = builder.queues(args.queues);
     }
     let report = builder.build().await?.run_until_shutdown_signal().await?;

@@ -62,9 +62,11 @@ local DEAD = 'dead'
 
 local CANCELLED = 'cancelled'
 
+local EXPIRED = 'expired'
+
 -- States a task record can be in.
 local STATES = { [SCHEDULED] = true, [READY] = true, [RUNNING] = true, [SUCCEEDED] = true,
-  [DEAD] = true, [CANCELLED] = true }
+  [DEAD] = true, [CANCELLED] = true, [EXPIRED] = true }
 
 -- States whose record must sit in a sorted set (scheduled, ready, active for running, dead). A
 -- member of one set whose record names another of these was damaged: dropping it from the set
@@ -80,20 +82,35 @@ local function bury_corrupt(key, dead, id, now, why)
   redis.call('ZADD', dead, now, id)
 end
 
--- Ends a running task whose cancellation was requested (cancel.lua wrote `cancel` = the TTL, ms,
--- of a cancelled task's hash): state `cancelled`, `finished_at` now, `error` = `why` (what
--- became of the run), `worker` and `cancel` removed, `cancelled` + 1 in `stats`, the hash expires
--- after the TTL (0: deleted). The caller removes the id from the active set.
-local function cancel_running(key, stats, now, ttl, why)
-  redis.call('HINCRBY', stats, 'cancelled', 1)
+-- Ends task `key` in the final state `state` (`cancelled` or `expired`, which is also the name of
+-- its counter: + 1 in `stats`): `finished_at` now, `error` = `why`, `worker` and `cancel`
+-- removed, the hash expires after `ttl` ms (0 or unreadable: deleted). The caller removes the id
+-- from the set it was in.
+local function end_task(key, stats, state, now, why, ttl)
+  redis.call('HINCRBY', stats, state, 1)
   local ms = tonumber(ttl) or 0
   if ms <= 0 then
     redis.call('DEL', key)
     return
   end
-  redis.call('HSET', key, 'state', CANCELLED, 'finished_at', now, 'error', why)
+  redis.call('HSET', key, 'state', state, 'finished_at', now, 'error', why)
   redis.call('HDEL', key, 'worker', 'cancel')
   redis.call('PEXPIRE', key, math.floor(ms))
+end
+
+-- Ends a running task whose cancellation was requested (cancel.lua wrote `cancel` = the TTL, ms,
+-- of a cancelled task's hash): end_task as `cancelled`, `error` = `why` (what became of the
+-- run). The caller removes the id from the active set.
+local function cancel_running(key, stats, now, ttl, why)
+  end_task(key, stats, CANCELLED, now, why, ttl)
+end
+
+-- Publishes the task event `kind` of run `attempt` (nil: 0) of task `id`, with `detail`, on
+-- `channel` (`<ns>:events:<queue>`), in the form of scheduler_core::events::TaskEvent. Called
+-- only when the queue's events are on (the caller was given its channel): off, no command.
+local function publish_event(channel, kind, id, attempt, now, detail)
+  redis.call('PUBLISH', channel, kind .. '\n' .. id .. '\n' .. (attempt or 0) .. '\n' .. now
+    .. '\n' .. detail)
 end
 
 -- A field's value for a reason text: quoted, at most 40 bytes.
@@ -179,7 +196,8 @@ end
 
 -- The fields a claim reads of a task record, in this order: `f` of lease_task.
 local LEASE_FIELDS = { 'state', 'name', 'args', 'args:1', 'run_at', 'token', 'attempts', 'lost',
-  'max_retries', 'timeout_ms', 'headers', 'headers:1' }
+  'max_retries', 'timeout_ms', 'headers', 'headers:1', 'expires' }
+
 
 -- Takes the task `id` (hash `key`, fields `f` read by HMGET of LEASE_FIELDS, its state already
 -- checked by the caller) into a lease for `worker` until `deadline`: fencing token and attempts
@@ -257,4 +275,66 @@ local function archive_push(stream, stats, bound, entries)
     redis.call('XTRIM', stream, 'MAXLEN', bound)
     redis.call('HINCRBY', stats, 'archive_dropped', over)
   end
+end
+
+-- The attempt log of a task record (field `attempt_log`): a JSON array of its last 10 failed
+-- attempts, oldest first, each `{"attempt", "started_at", "failed_at", "worker", "error"}`
+-- (times unix ms, `started_at` absent when unknown, `error` cut to 200 bytes). Written by
+-- retry.lua and reap.lua in the HSET they make anyway, from fields their HMGET reads anyway:
+-- no command more (and only those scripts carry this block). `old` is the field's value (nil
+-- when absent); an unreadable one (a hand edit) starts a new log. Returns the new value.
+local function log_attempt(old, attempt, started, now, worker, err)
+  local keep, error_max = 10, 200
+  local log = {}
+  if old then
+    local ok, v = pcall(cjson.decode, old)
+    if ok and type(v) == 'table' then log = v end
+  end
+  log[#log + 1] = { attempt = attempt, started_at = int_of(started), failed_at = now,
+    worker = worker or '', error = string.sub(err, 1, error_max) }
+  while #log > keep do table.remove(log, 1) end
+  return cjson.encode(log)
+end
+
+-- Whether a task whose `expires` field (its deadline, unix ms; absent: none) is `e` may no
+-- longer start at `now`: it has a deadline and the deadline is passed. An unreadable deadline
+-- (a hand edit) counts as none: the task runs rather than vanish.
+local function past_deadline(e, now)
+  if not e then return false end
+  local d = tonumber(e)
+  return d ~= nil and d < now
+end
+
+-- Ends a task that cannot start by its deadline: end_task as `expired`, `error` = `why`. With
+-- the archive on (`bound` > 0) its entry is appended to `archived` first (archive_entry, before
+-- the hash changes; the caller pushes them). The caller removes the id from the set it was in.
+local function expire_task(key, id, stats, now, why, ttl, bound, archived)
+  if bound > 0 then archived[#archived + 1] = archive_entry(key, id, EXPIRED, now, why, nil) end
+  end_task(key, stats, EXPIRED, now, why, ttl)
+end
+
+-- Acknowledges task `id` (hash `key`) as succeeded under lease `token` (a string, as given) with
+-- `result` (MessagePack bytes, or empty): the step ack.lua makes for each task, and promote.lua
+-- for the acks that ride on it. Returns 1 when acknowledged now (the caller removes the id from
+-- the active set and counts `succeeded`), 2 when it was already `succeeded` under this token (a
+-- retried call whose first reply was lost: nothing changes), -1 when the lease is stale (not
+-- `running` under this token: nothing changes). State `succeeded`, `finished_at`, the result in
+-- pieces (put_blob; the `worker` field stays: who ran it); the hash expires after `ttl` ms (0
+-- deletes it). With the archive on (`bound` > 0) the entry is appended to `archived` first.
+local function ack_one(key, id, token, result, now, ttl, bound, archived)
+  local f = redis.call('HMGET', key, 'state', 'token')
+  if f[2] ~= token or (f[1] ~= RUNNING and f[1] ~= SUCCEEDED) then return -1 end
+  if f[1] == SUCCEEDED then return 2 end
+  if bound > 0 then
+    archived[#archived + 1] = archive_entry(key, id, SUCCEEDED, now, nil, result)
+  end
+  if ttl > 0 then
+    local fv = { 'state', SUCCEEDED, 'finished_at', now }
+    put_blob(fv, 'result', result)
+    hset_all(key, fv)
+    redis.call('PEXPIRE', key, ttl)
+  else
+    redis.call('DEL', key)
+  end
+  return 1
 end

@@ -8,7 +8,8 @@
 --   2. State -> `succeeded` (the `worker` field stays: who ran it), store the result (MessagePack
 --      in 64-byte pieces, see put_blob, written in chunks by hset_all, so any size works;
 --      omitted when empty), finished time; remove from the active set (one ZREM per batch);
---      expire the hash after the result TTL (0 deletes it at once).
+--      expire the hash after the result TTL (0 deletes it at once). Steps 1 and 2 are ack_one,
+--      which promote.lua shares for the acks that ride on a promote.
 --   3. Archive on (ARGV[3] > 0): one entry per acknowledged task on the archive stream, before
 --      the hash changes (archive_entry, archive_push). Off: no command more.
 --
@@ -31,28 +32,12 @@ local done = 0
 local removed = {}
 for i = 4, #ARGV, 3 do
   local id = ARGV[i]
-  local key = prefix .. id
-  local f = redis.call('HMGET', key, 'state', 'token')
-  if f[2] ~= ARGV[i + 1] or (f[1] ~= RUNNING and f[1] ~= SUCCEEDED) then
-    out[#out + 1] = -1
-  elseif f[1] == SUCCEEDED then
-    out[#out + 1] = 1
-  else
+  local code = ack_one(prefix .. id, id, ARGV[i + 1], ARGV[i + 2], now, ttl, bound, archived)
+  if code == 1 then
     removed[#removed + 1] = id
-    if bound > 0 then
-      archived[#archived + 1] = archive_entry(key, id, SUCCEEDED, now, nil, ARGV[i + 2])
-    end
-    if ttl > 0 then
-      local fv = { 'state', SUCCEEDED, 'finished_at', now }
-      put_blob(fv, 'result', ARGV[i + 2])
-      hset_all(key, fv)
-      redis.call('PEXPIRE', key, ttl)
-    else
-      redis.call('DEL', key)
-    end
     done = done + 1
-    out[#out + 1] = 1
   end
+  out[#out + 1] = math.min(code, 1)
 end
 if done > 0 then
   zrem_all(active, removed)

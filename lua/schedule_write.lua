@@ -14,7 +14,9 @@
 --      tick time, -5 once it is not (the caller then writes a skip of that tick).
 --   5. HSET the given fields, `rev` + 1, `skipped` + ARGV[8]; create each given task exactly as
 --      enqueue.lua does (an existing id is left untouched), `fired` + the tasks created; publish
---      the same wake-ups as enqueue.lua. Reply {1, tasks created}.
+--      the same wake-ups as enqueue.lua. Task events on for the queue (ARGV[9] not empty):
+--      each task created gets its `enqueued` event on the channel ARGV[9] (publish_event); off:
+--      no command more. Reply {1, tasks created}.
 --
 -- KEYS[1] <ns>:{<queue>:<shard>}:sch:<name>  hash        the schedule (docs/schedules.md)
 -- KEYS[2] <ns>:{<queue>:<shard>}:scheduled   sorted set  id -> due time (unix ms)
@@ -29,9 +31,10 @@
 -- ARGV[6] mode: `set` or `del`
 -- ARGV[7] overlap guard: the tick time (unix ms) of the task to create, or -1 for no guard
 -- ARGV[8] ticks skipped by this write (added to `skipped`)
--- ARGV[9] F, the number of field/value pairs that follow
--- ARGV[10 .. 9+2F] field, value, ...
--- ARGV[10+2F ..] per task, 7 values: id, name, args (MessagePack), due (unix ms), max retries,
+-- ARGV[9] task events channel <ns>:events:<queue>, or empty when the queue's events are off
+-- ARGV[10] F, the number of field/value pairs that follow
+-- ARGV[11 .. 10+2F] field, value, ...
+-- ARGV[11+2F ..] per task, 7 values: id, name, args (MessagePack), due (unix ms), max retries,
 --           timeout (ms), priority (0..9)
 --
 -- Output: {1, created} applied; -1 stale revision; -3 plan past its deadline; -4 previous run
@@ -58,16 +61,17 @@ if guard >= 0 then
     end
   end
 end
-local nf = tonumber(ARGV[9])
+local events = ARGV[9]
+local nf = tonumber(ARGV[10])
 local fv = {}
-for i = 10, 9 + 2 * nf do fv[#fv + 1] = ARGV[i] end
+for i = 11, 10 + 2 * nf do fv[#fv + 1] = ARGV[i] end
 if #fv > 0 then redis.call('HSET', key, unpack(fv)) end
 redis.call('HINCRBY', key, 'rev', 1)
 local skipped = tonumber(ARGV[8])
 if skipped > 0 then redis.call('HINCRBY', key, 'skipped', skipped) end
 local head = head_of(sched)
 local new_head, made_ready, created = false, false, 0
-for i = 10 + 2 * nf, #ARGV, 7 do
+for i = 11 + 2 * nf, #ARGV, 7 do
   local id, due = ARGV[i], tonumber(ARGV[i + 3])
   local tkey = prefix .. id
   if redis.call('EXISTS', tkey) == 0 then
@@ -86,6 +90,7 @@ for i = 10 + 2 * nf, #ARGV, 7 do
     put_blob(t, 'args', ARGV[i + 2])
     hset_all(tkey, t)
     created = created + 1
+    if events ~= '' then publish_event(events, 'enqueued', id, 0, now, '') end
   end
 end
 if created > 0 then

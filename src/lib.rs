@@ -10,6 +10,8 @@
 //!   [`TaskContext`], [`TaskError`], [`metrics`] (metric names), `prometheus` (feature
 //!   `prometheus`: `WorkerBuilder::metrics_addr` and `prometheus::install` serve the metrics), `logging` (feature `logging`, on by default: text
 //!   or JSON log lines);
+//! - hooks and progress: [`middleware`] (the guide: run hooks on the worker, enqueue hooks on
+//!   the client, `TaskContext::progress`), [`Progress`];
 //! - looking and administering: [`Inspector`] and what it returns, [`TaskInfo`], [`TaskState`],
 //!   [`QueueStats`];
 //! - connecting: [`TlsConfig`], [`HealthCheck`]; errors: [`Error`];
@@ -52,13 +54,15 @@ pub use scheduler_core::client::encode_args;
 pub use scheduler_core::conn::{HealthCheck, TlsConfig};
 pub use scheduler_core::defaults;
 pub use scheduler_core::headers;
+pub use scheduler_core::limits;
 pub use scheduler_core::Headers;
 pub use scheduler_core::{
-    redis, Cancellation, CancellationToken, Client, ClientConfig, Counts, Declared, DueSummary,
-    Error, FireReport, Inspector, IntoTaskRequest, Misfire, Overlap, PurgeTally, QueueCounts,
-    QueueStats, QueueSummary, RequeueTally, Result, Schedule, ScheduleInfo, Schedules, Spec,
-    StateMap, Task, TaskCall, TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskId, TaskInfo,
-    TaskPage, TaskRequest, TaskState, TaskSummary, WorkerInfo,
+    async_trait, redis, Cancellation, CancellationToken, Client, ClientConfig, Counts, Declared,
+    DueSummary, EnqueueMiddleware, Error, EventKind, EventStream, FailedAttempt, FireReport,
+    Inspector, IntoTaskRequest, LatenessHistogram, Misfire, Overlap, Progress, PurgeTally,
+    QueueCounts, QueueStats, QueueSummary, RequeueTally, Result, Schedule, ScheduleInfo, Schedules,
+    Spec, StateMap, Task, TaskCall, TaskContext, TaskDetail, TaskError, TaskErrorKind, TaskEvent,
+    TaskId, TaskInfo, TaskPage, TaskRequest, TaskState, TaskSummary, WorkerInfo,
 };
 /// The task history archive in PostgreSQL (feature `archive`; see `docs/storage.md`).
 #[cfg(feature = "archive")]
@@ -72,9 +76,27 @@ pub use scheduler_worker::prometheus;
 #[cfg(feature = "macros")]
 pub use scheduler_worker::task;
 pub use scheduler_worker::{
-    metrics, trace, Backoff, ShutdownHandle, TraceMode, Worker, WorkerBuilder, WorkerConfig,
-    WorkerReport,
+    metrics, trace, Backoff, QueueOrder, ShutdownHandle, TraceMode, Worker, WorkerBuilder,
+    WorkerConfig, WorkerReport,
 };
+
+#[doc = include_str!("../docs/workflows.md")]
+pub mod workflow {
+    pub use scheduler_core::workflow::*;
+}
+
+#[doc = include_str!("../docs/events.md")]
+pub mod events {
+    pub use scheduler_core::events::{EventKind, EventStream, TaskEvent};
+}
+
+#[doc = include_str!("../docs/middleware.md")]
+pub mod middleware {
+    pub use scheduler_core::client::middleware::EnqueueMiddleware;
+    pub use scheduler_core::task::MAX_PROGRESS_MESSAGE_BYTES;
+    pub use scheduler_core::{async_trait, Progress};
+    pub use scheduler_worker::middleware::{Middleware, Run, RunOutcome};
+}
 
 /// The web dashboard as an `axum::Router` to mount in your own service (feature `dashboard`):
 /// [`dashboard::router`] and [`dashboard::DashboardConfig`]. Guide: `docs/dashboard.md`.
@@ -106,5 +128,6 @@ pub use scheduler_core::__private;
 #[doc(hidden)]
 pub mod broker {
     pub use scheduler_core::store::*;
+    pub use scheduler_core::task::LeaseStore;
     pub use scheduler_core::{conn, id, info, keys, scripts, store};
 }

@@ -4,6 +4,11 @@
 //! PostgreSQL exactly once, also with two archivers of which one stops mid-batch; with
 //! PostgreSQL unreachable tasks keep running, the streams buffer up to the bound, drop and count
 //! the oldest, and drain once it is back.
+//!
+//! Sizes: `ARCHIVE_TASKS` (default 3,000) is the number of tasks of the two-archiver test, and
+//! `ARCHIVE_OUTAGE_SECS` (default 0: as long as the tasks take to finish) how long PostgreSQL
+//! stays away at least. docs/storage.md gives the run with the sizes (100,000 tasks,
+//! 30 s).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,6 +21,28 @@ use scheduler_worker::archive::{ArchiveConfig, Archiver, HistoryDb, HistoryQuery
 use tokio_util::sync::CancellationToken;
 
 const Q: &str = "arch";
+
+/// An environment variable as a number, or `default`.
+fn env(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Waits until the namespace's streams are empty and nothing is dropped: every entry stored
+/// and acknowledged.
+async fn wait_drained(c: &Client, limit: Duration) {
+    let start = Instant::now();
+    while backlog(c).await != (0, 0) {
+        assert!(
+            start.elapsed() < limit,
+            "streams not drained after {limit:?}: {:?}",
+            backlog(c).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 /// Succeeds with its argument doubled.
 #[task(name = "ok", queue = "arch")]
@@ -98,7 +125,7 @@ async fn backlog(c: &Client) -> (u64, u64) {
 
 /// Tasks run with the archive on: every finished attempt is in PostgreSQL exactly once, with
 /// its state, attempt, result or error and arguments; retried attempts that were not final
-/// are not rows; cancelled tasks are; the streams end empty. A wrong PostgreSQL URL is a typed
+/// are not rows; cancelled and expired tasks are; the streams end empty. A wrong PostgreSQL URL is a typed
 /// error at build time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finished_attempt_stored_once() {
@@ -122,7 +149,37 @@ async fn every_finished_attempt_stored_once() {
         }
         other => panic!("expected Error::Archive, got {:?}", other.map(|_| ())),
     }
+    // A URL that does not parse, and a database the (reachable) server does not have: the
+    // same typed error, with the cause.
+    for (bad, cause) in [
+        ("postgres//nowhere", "invalid PostgreSQL URL"),
+        (
+            "postgres://postgres@127.0.0.1:5432/no_such_db_arch17",
+            "does not exist",
+        ),
+    ] {
+        match HistoryDb::connect(bad, 1).await {
+            Err(Error::Archive(text)) => assert!(text.contains(cause), "{bad}: {text}"),
+            other => panic!(
+                "{bad}: expected Error::Archive, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
 
+    // Tasks that cannot start by their deadline: due in 100 ms, expiring at 200 ms, enqueued
+    // before any worker runs; the worker's promoter ends them `expired`.
+    let early = client(&url, ns).await;
+    for i in 0..5u64 {
+        TaskCall::<ok>::new((i,))
+            .id(format!("exp{i}"))
+            .countdown(Duration::from_millis(100))
+            .expires_in(Duration::from_millis(200))
+            .send(&early)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let w = Running::start(
         worker(&url, ns).archive(
             ArchiveConfig::new(pg.url())
@@ -167,15 +224,15 @@ async fn every_finished_attempt_stored_once() {
         c.cancel(&id).await.unwrap();
     }
     let db = HistoryDb::connect(&pg.url(), 1).await.unwrap();
-    wait_rows(&db, ns, 350, Duration::from_secs(60)).await;
+    wait_rows(&db, ns, 355, Duration::from_secs(60)).await;
     // Nothing more arrives: give a late duplicate every chance to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
     w.stop().await;
     let all = rows(&db, ns).await;
-    assert_eq!(all.len(), 350, "one row per finished attempt");
+    assert_eq!(all.len(), 355, "one row per finished attempt");
     let by_id: HashMap<&str, &scheduler_worker::archive::HistoryRow> =
         all.iter().map(|r| (r.task_id.as_str(), r)).collect();
-    assert_eq!(by_id.len(), 350, "no task twice");
+    assert_eq!(by_id.len(), 355, "no task twice");
     for i in 0..300u64 {
         let r = by_id[format!("ok{i}").as_str()];
         assert_eq!(
@@ -200,6 +257,11 @@ async fn every_finished_attempt_stored_once() {
     for i in 0..10u64 {
         let r = by_id[format!("later{i}").as_str()];
         assert_eq!((r.state.as_str(), r.attempt), ("cancelled", 0));
+    }
+    for i in 0..5u64 {
+        let r = by_id[format!("exp{i}").as_str()];
+        assert_eq!((r.state.as_str(), r.attempt), ("expired", 0));
+        assert!(r.result.is_none() && r.error.is_some(), "{r:?}");
     }
     // The searches schedctl history offers.
     let dead = db
@@ -245,7 +307,7 @@ async fn every_finished_attempt_stored_once() {
 
 /// Two archivers, one of which stops mid-batch (it read a batch and inserted half of it, then
 /// died; and one aborted while it runs): the other takes the pending entries over and every
-/// finished attempt is in PostgreSQL exactly once.
+/// finished attempt is in PostgreSQL exactly once. `ARCHIVE_TASKS` tasks (default 3,000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_archivers_one_killed_mid_batch() {
     let redis = RedisServer::start();
@@ -255,21 +317,23 @@ async fn two_archivers_one_killed_mid_batch() {
     // The archive on for the namespace, no archiver yet: the workers only append.
     c.store().write_archive_setting(100_000).await.unwrap();
     let w = Running::start(worker(&url, ns)).await;
-    const N: u64 = 3000;
-    let reqs: Vec<_> = (0..N)
-        .map(|i| {
-            scheduler::TaskRequest::new("ok", Q, &(i,))
-                .unwrap()
-                .id(format!("t{i}"))
-        })
-        .collect();
-    c.enqueue_bulk(reqs).await.unwrap();
+    let n = env("ARCHIVE_TASKS", 3000);
+    // Generous limits that grow with the size: a correctness check, not a speed one.
+    let limit = Duration::from_secs(60 + n / 500);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let reqs: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                scheduler::TaskRequest::new("ok", Q, &(i,))
+                    .unwrap()
+                    .id(format!("t{i}"))
+            })
+            .collect();
+        c.enqueue_bulk(reqs).await.unwrap();
+    }
     let start = Instant::now();
-    while backlog(&c).await.0 < N {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "tasks did not finish"
-        );
+    while backlog(&c).await.0 < n {
+        assert!(start.elapsed() < limit, "tasks did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     w.stop().await;
@@ -308,23 +372,16 @@ async fn two_archivers_one_killed_mid_batch() {
     handle.abort();
     let _ = handle.await;
     let before = rows(&db, ns).await.len();
-    assert!(before < N as usize, "aborted before the end ({before})");
+    assert!(before < n as usize, "aborted before the end ({before})");
 
     // The survivor takes over what the two left pending, and stores the rest.
     let stop = CancellationToken::new();
     let cfg = cfg.claim_idle(Duration::from_millis(300));
     let b = Archiver::new(store.clone(), db.clone(), parts.clone(), cfg, "survivor");
     let survivor = tokio::spawn(b.run(stop.clone()));
-    wait_rows(&db, ns, N as usize, Duration::from_secs(60)).await;
-    let start = Instant::now();
-    while backlog(&c).await != (0, 0) {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "streams not drained: {:?}",
-            backlog(&c).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Drained streams: every entry stored and acknowledged (polling the stream lengths, not
+    // the table, which a large run would read whole each time).
+    wait_drained(&c, limit).await;
     stop.cancel();
     let report = survivor.await.unwrap();
     assert!(
@@ -332,17 +389,21 @@ async fn two_archivers_one_killed_mid_batch() {
         "took over the crashed batch: {report:?}"
     );
     let all = rows(&db, ns).await;
-    assert_eq!(all.len(), N as usize);
+    assert_eq!(all.len(), n as usize);
     let mut ids: Vec<&str> = all.iter().map(|r| r.task_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), N as usize, "every task once");
+    assert_eq!(ids.len(), n as usize, "every task once");
     assert!(all.iter().all(|r| r.state == "succeeded" && r.attempt == 1));
 }
 
 /// PostgreSQL unreachable while tasks keep running: they all finish, the streams hold the
 /// newest `bound` entries per partition and count the dropped ones; once PostgreSQL is back
-/// the buffer drains: rows + dropped = finished attempts.
+/// the buffer drains: rows + dropped = finished attempts. PostgreSQL is made unreachable by a
+/// TCP proxy in front of the shared server (which a test must not stop): open connections are
+/// reset and new ones hang, the harder case for the archiver (it needs its time-outs, where a
+/// stopped server refuses at once); the bench's `--pg-outage-data` stops a real server.
+/// It stays away `ARCHIVE_OUTAGE_SECS` at least (default 0: until the tasks finish).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_away_tasks_run_buffer_bounded_then_drains() {
     let redis = RedisServer::start();
@@ -377,6 +438,7 @@ async fn postgres_away_tasks_run_buffer_bounded_then_drains() {
     // PostgreSQL away: connections reset, new ones hang.
     proxy.cut(Cut::Drop);
     proxy.reset_all();
+    let cut_at = Instant::now();
     const AWAY: u64 = 600;
     let reqs: Vec<_> = (0..AWAY)
         .map(|i| {
@@ -400,10 +462,18 @@ async fn postgres_away_tasks_run_buffer_bounded_then_drains() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let outage = Duration::from_secs(env("ARCHIVE_OUTAGE_SECS", 0));
+    while cut_at.elapsed() < outage {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (held, dropped) = backlog(&c).await;
     assert!(held <= 4 * BOUND, "the streams keep the bound: {held}");
     assert!(dropped > 0, "the oldest were dropped and counted");
     let stored_before = rows(&db, ns).await.len() as u64;
+    assert_eq!(
+        stored_before, 40,
+        "nothing reached PostgreSQL while it was away"
+    );
 
     // Back: the buffer drains.
     proxy.heal();

@@ -546,6 +546,7 @@ async fn damaged_case(store: &scheduler::broker::store::Store, q: &str, d: &Dama
         timeout_ms: 1000,
         priority: 5,
         headers: vec![],
+        expires: None,
     };
     let ok = |o: Vec<Outcome>| assert!(o.iter().all(|o| *o == Outcome::Done), "{o:?}");
     // Running and dead ones first: claimed by `w0` with a 100 ms lease, `d` (and a dead target)

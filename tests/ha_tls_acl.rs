@@ -145,7 +145,7 @@ fn sample_args(cmd: &str) -> Option<Vec<&'static str>> {
         "PEXPIRE" => vec![k, "1000"],
         "ZADD" => vec![k, "1", "m"],
         "ZREM" => vec![k, "m"],
-        "ZRANGE" | "ZRANGEBYSCORE" | "ZCOUNT" => vec![k, "0", "1"],
+        "ZRANGE" | "ZRANGEBYSCORE" | "ZREMRANGEBYSCORE" | "ZCOUNT" => vec![k, "0", "1"],
         "ZSCORE" | "ZRANK" => vec![k, "m"],
         "SET" => vec![k, "v"],
         "PUBLISH" => vec!["sched:wake:q", "r:0"],
@@ -320,14 +320,14 @@ fn dryrun(admin: &mut redis::Connection, user: &str, cmd: &str) -> redis::RedisR
         "ZPOPMIN" | "ZCARD" => vec![zset],
         "ZADD" => vec![zset, "1", "m"],
         "ZREM" => vec![zset, "m"],
-        "ZRANGE" | "ZRANGEBYSCORE" => vec![zset, "0", "1"],
+        "ZRANGE" | "ZRANGEBYSCORE" | "ZREMRANGEBYSCORE" => vec![zset, "0", "1"],
         "ZSCORE" => vec![zset, "m"],
         "GET" => vec!["sched:{ha:0}:lock"],
         // The scripts SET only the drained flag (`SET … GET`); locks are plain commands.
         "SET" => vec!["sched:{ha:0}:drained", "0", "GET"],
         "DEL" | "EXISTS" | "HGETALL" => vec![hash],
         "HGET" | "HMGET" | "HDEL" => vec![hash, "f"],
-        "HSET" => vec![hash, "f", "v"],
+        "HSET" | "HSETNX" => vec![hash, "f", "v"],
         "HINCRBY" => vec![hash, "f", "1"],
         "PEXPIRE" => vec![hash, "1000"],
         "PUBLISH" => vec!["sched:wake:ha", "r:0"],
@@ -347,6 +347,16 @@ fn dryrun(admin: &mut redis::Connection, user: &str, cmd: &str) -> redis::RedisR
 }
 
 /// Fails its first attempt (retried after 100 ms), then succeeds: exercises the retry script.
+#[scheduler::task(name = "acl_inc", queue = "ha")]
+async fn acl_inc(n: u64) -> Result<u64, scheduler::TaskError> {
+    Ok(n + 1)
+}
+
+#[scheduler::task(name = "acl_sum", queue = "ha")]
+async fn acl_sum(v: Vec<u64>) -> Result<u64, scheduler::TaskError> {
+    Ok(v.iter().sum())
+}
+
 #[scheduler::task(name = "acl_flaky", queue = "ha")]
 async fn acl_flaky(ctx: scheduler::TaskContext) -> Result<(), scheduler::TaskError> {
     if ctx.attempt() < 2 {
@@ -378,7 +388,8 @@ async fn denied(
 
 /// Separate producer and worker users, each with the least privilege of its role (the two rules
 /// of `docs/deployment.md`): each may run every command its scripts call, the system works with
-/// exactly those rights (tasks now, delayed, retried, cancelled; status, stats; heartbeats), and
+/// exactly those rights (tasks now, delayed, retried, cancelled; a chord; status, stats;
+/// heartbeats), and
 /// each is denied what lies outside its role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_producer_and_worker_roles() {
@@ -395,7 +406,8 @@ async fn acl_producer_and_worker_roles() {
     }
 
     // Each role may run every command of its scripts.
-    let producer_scripts = |n: &str| matches!(n, "enqueue" | "enqueue_unique" | "cancel");
+    let producer_scripts =
+        |n: &str| matches!(n, "enqueue" | "enqueue_unique" | "cancel" | "wf_create");
     // Operators' scripts (schedctl requeue, delete, export, import, pause) belong to an operator
     // user.
     let operator_scripts = |n: &str| {
@@ -440,6 +452,8 @@ async fn acl_producer_and_worker_roles() {
     let ledger = Ledger::new();
     let worker = ha_worker(&worker_url, "sched", 4, &ledger)
         .register(acl_flaky)
+        .register(acl_inc)
+        .register(acl_sum)
         .build()
         .await
         .expect("the worker starts as sched_worker");
@@ -485,6 +499,25 @@ async fn acl_producer_and_worker_roles() {
         client.status(&later).await.unwrap().state,
         TaskState::Cancelled
     );
+    // A chord (docs/workflows.md): the producer writes its record and index, the worker
+    // records its members and releases the callback.
+    let wf = scheduler::workflow::chord(
+        scheduler::workflow::group((0..4).map(acl_inc::new)),
+        scheduler::workflow::Partial::<acl_sum, _>::new(()),
+    )
+    .build()
+    .unwrap();
+    let wf = client
+        .start_workflow(wf)
+        .await
+        .expect("start a workflow as sched_producer");
+    assert_eq!(
+        client
+            .wait_workflow(&wf, Duration::from_secs(30))
+            .await
+            .expect("a workflow runs as sched_worker"),
+        10
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let done = ledger.runs.lock().unwrap().len() >= n
@@ -505,13 +538,33 @@ async fn acl_producer_and_worker_roles() {
         1,
         "the worker writes its heartbeat as sched_worker"
     );
+    // And stamps the worker index (ZADD, ZRANGEBYSCORE, ZREM: in its rule).
+    let indexed: u64 = redis::cmd("ZCARD")
+        .arg("sched:workers")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        indexed, 1,
+        "the worker stamps the worker index as sched_worker"
+    );
     let flaky_info = client.status(&flaky).await.unwrap();
     assert_eq!(flaky_info.attempts, 2, "retried once, as sched_worker");
-    let stats = client
-        .queue_stats("ha")
-        .await
-        .expect("stats as sched_producer");
-    assert_eq!(stats.counters.get("succeeded").copied(), Some(n as u64 + 1));
+    // The tasks, `flaky`, and the chord's 4 members and callback. The workflow records its
+    // callback's outcome before the worker writes the callback's ack (docs/workflows.md), and
+    // an ack may ride on the next promote: wait for the counter, at most 10 s.
+    let want = n as u64 + 1 + 5;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let stats = client
+            .queue_stats("ha")
+            .await
+            .expect("stats as sched_producer");
+        if stats.counters.get("succeeded").copied() == Some(want) || Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stats.counters.get("succeeded").copied(), Some(want));
     // `later` and the unique-for window's task.
     assert_eq!(stats.counters.get("cancelled").copied(), Some(2));
     {
@@ -567,11 +620,17 @@ async fn acl_producer_and_worker_roles() {
         .await
         .expect_err("the producer cannot take a promoter lock");
     println!("producer denied, lock_acquire: {e}");
+    // It subscribes to task events (wait_result, watch), and to nothing outside the namespace.
+    let mut pubsub = store.pubsub().await.unwrap();
+    pubsub
+        .subscribe("sched:events:ha")
+        .await
+        .expect("the producer subscribes to task events");
     let mut pubsub = store.pubsub().await.unwrap();
     let e = pubsub
-        .subscribe("sched:wake:ha")
+        .subscribe("other:channel")
         .await
-        .expect_err("the producer cannot subscribe");
+        .expect_err("the producer cannot subscribe outside the namespace");
     println!("producer denied, SUBSCRIBE: {e}");
 
     // Both, outside the namespace and the system's commands.

@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use scheduler::backup::format::FORMAT_VERSION;
 use scheduler::backup::{Exporter, Importer};
 use scheduler::headers::{self, Headers, MAX_HEADERS_BYTES, MAX_HEADER_ENTRIES};
 use scheduler::{
@@ -121,7 +122,7 @@ async fn oversized_headers_are_refused_and_nothing_is_written() {
 }
 
 /// Export then import into another namespace: headers come back as they were (format version
-/// 2); a task without headers stays without.
+/// 2 and later); a task without headers stays without.
 #[tokio::test]
 async fn export_and_import_keep_headers() {
     let redis = RedisServer::start();
@@ -142,7 +143,7 @@ async fn export_and_import_keep_headers() {
         .unwrap();
     let mut file = Vec::new();
     Exporter::new(&src).export(&mut file, |_| {}).await.unwrap();
-    assert_eq!(u16::from_be_bytes([file[8], file[9]]), 2);
+    assert_eq!(u16::from_be_bytes([file[8], file[9]]), FORMAT_VERSION);
     let dst = client(&redis.url(), "dst").await;
     let done = Importer::new(&dst).import(&file[..], |_| {}).await.unwrap();
     assert_eq!(done.restored, 2);

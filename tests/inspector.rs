@@ -1,11 +1,12 @@
 //! `Inspector` against a real redis-server: counts, pages across shards, the newest, one task
-//! decoded, workers, and the actions (cancel, requeue, delete) with their refusals.
+//! decoded, workers (through their index, without `SCAN`), and the actions (cancel, requeue,
+//! delete) with their refusals.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use scheduler::{Client, ClientConfig, Error, Inspector, TaskId, TaskRequest, TaskState};
-use scheduler_testkit::RedisServer;
+use scheduler::{Client, ClientConfig, Error, Inspector, TaskId, TaskRequest, TaskState, Worker};
+use scheduler_testkit::{RedisServer, Running};
 
 const SHARDS: u16 = 4;
 
@@ -268,4 +269,146 @@ async fn purge_deletes_a_state_in_batches() {
         .await
         .unwrap();
     assert_eq!((t.requeued, t.not_found, calls), (0, 1, 1));
+}
+
+/// Does nothing: a task for the worker of `workers_come_from_the_index_not_a_scan`.
+#[scheduler::task(name = "idle_job", queue = "q")]
+async fn idle_job() {}
+
+/// Workers are found through the worker index (`<ns>:workers`), not by scanning the keyspace:
+/// a running worker is listed with no `SCAN` sent; an index entry whose heartbeat hash is gone
+/// (a stopped worker) is not listed, and once an hour old a heartbeat removes it; a worker that
+/// stops leaves the index and the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_come_from_the_index_not_a_scan() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let inspector = Inspector::new(&client);
+    let keys = client.store().keys().clone();
+    let mut admin = server.conn();
+    // Stopped workers' leftovers, without their hashes: one beat two hours ago (the heartbeats
+    // remove it), one a minute ago (kept, but not listed).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let _: () = redis::cmd("ZADD")
+        .arg(keys.worker_index())
+        .arg(now_ms - 7_200_000)
+        .arg("old:1:0")
+        .arg(now_ms - 60_000)
+        .arg("recent:1:0")
+        .query(&mut admin)
+        .unwrap();
+    assert!(inspector.workers().await.unwrap().is_empty());
+
+    let w = Running::start(
+        Worker::builder()
+            .redis_url(server.url())
+            .queues(["q"])
+            .default_shards(SHARDS)
+            .register(idle_job)
+            .heartbeat_interval(Duration::from_millis(200)),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let listed = inspector.workers().await.unwrap();
+        let index: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys.worker_index())
+            .arg(0)
+            .arg(-1)
+            .query(&mut admin)
+            .unwrap();
+        if !listed.is_empty() && !index.contains(&"old:1:0".to_owned()) {
+            assert!(index.contains(&"recent:1:0".to_owned()), "kept: {index:?}");
+            break listed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker not listed or stale entry not removed: {listed:?} {index:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(listed.len(), 1, "only the live worker: {listed:?}");
+    assert_eq!(listed[0].queues, vec!["q".to_owned()]);
+    assert_eq!(listed[0].pid, Some(std::process::id()));
+
+    // Listing sends no SCAN.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(inspector.workers().await.unwrap().len(), 1);
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut admin)
+        .unwrap();
+    assert!(stats.contains("cmdstat_zrange:"), "{stats}");
+    assert!(!stats.contains("cmdstat_scan:"), "{stats}");
+
+    // A clean stop removes the worker from the index and the list.
+    let id = listed[0].id.clone();
+    w.stop().await;
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(keys.worker_index())
+        .arg(&id)
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(score, None, "{id} left the index");
+    assert!(inspector.workers().await.unwrap().is_empty());
+}
+
+/// Does nothing: the runs whose lateness `lateness_comes_from_the_heartbeats` reads.
+#[scheduler::task(name = "on_time", queue = "late")]
+async fn on_time(_n: u32) {}
+
+/// A worker counts how late its runs started, per queue, in its heartbeat, without a Redis
+/// command per run: `Inspector::lateness` reads every run of the last minute (here 20 due now
+/// and 10 due 300 ms after enqueue: all started, none early), and `WorkerInfo::lateness` shows
+/// the worker's own histogram.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lateness_comes_from_the_heartbeats() {
+    let server = RedisServer::start();
+    let client = Client::with_config(ClientConfig::new(server.url()).queue_shards("late", 2))
+        .await
+        .unwrap();
+    let inspector = Inspector::new(&client);
+    assert!(inspector.lateness().await.unwrap().is_empty());
+    let w = Running::start(
+        Worker::builder()
+            .redis_url(server.url())
+            .queues(["late"])
+            .queue_shards("late", 2)
+            .register(on_time)
+            .heartbeat_interval(Duration::from_millis(100)),
+    )
+    .await;
+    let mut reqs = Vec::new();
+    for i in 0..30u32 {
+        let r = TaskRequest::new("on_time", "late", &(i,)).unwrap();
+        reqs.push(if i < 10 {
+            r.countdown(Duration::from_millis(300))
+        } else {
+            r
+        });
+    }
+    client.enqueue_bulk(reqs).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let h = loop {
+        let all = inspector.lateness().await.unwrap();
+        if let Some(h) = all.get("late").filter(|h| h.count() == 30) {
+            break h.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "30 runs not in the heartbeats: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (p50, p99) = (h.quantile(0.5).unwrap(), h.quantile(0.99).unwrap());
+    assert!(p50 >= 0 && p99 >= p50, "p50 {p50} p99 {p99}");
+    let workers = inspector.workers().await.unwrap();
+    assert_eq!(workers[0].lateness.get("late"), Some(&h));
+    w.stop().await;
 }

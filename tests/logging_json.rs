@@ -1,5 +1,6 @@
 //! `scheduler::logging` in JSON: every line logged during a task's run, by the worker or by the
-//! handler, carries the run's task id, queue, task name and attempt.
+//! handler, carries the run's task id, queue, task name and attempt, and the trace id when the
+//! task carries a trace context (here without any OpenTelemetry layer: read from its headers).
 //!
 //! One test in this file: the subscriber is global to the process.
 
@@ -25,6 +26,11 @@ async fn chatty(ctx: TaskContext) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// A W3C trace context, as a traced producer would put in a task's headers.
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/// Its trace id.
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+
 /// What the subscriber wrote.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -41,6 +47,8 @@ impl Write for Captured {
 
 /// A task that logs and is retried once: its handler's lines and the worker's "will retry" line
 /// are JSON objects whose `span` names the task (id, queue, name) and the attempt they belong to.
+/// A second one, enqueued with a W3C `traceparent` header, has its trace id on every line of
+/// both runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_of_a_run_carries_the_task_fields() {
     let out = Captured::default();
@@ -59,7 +67,13 @@ async fn every_line_of_a_run_carries_the_task_fields() {
         .await
         .unwrap();
     let id = chatty::new().send(&client).await.unwrap();
+    let traced = chatty::new()
+        .header("traceparent", TRACEPARENT)
+        .send(&client)
+        .await
+        .unwrap();
     wait_finished(&client, &id, Duration::from_secs(20)).await;
+    wait_finished(&client, &traced, Duration::from_secs(20)).await;
     w.stop().await;
 
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
@@ -71,12 +85,25 @@ async fn every_line_of_a_run_carries_the_task_fields() {
         .iter()
         .filter(|l| l["span"]["name"] == "task")
         .collect();
+    let (in_traced, in_run): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = in_run
+        .into_iter()
+        .partition(|l| l["span"]["task_id"] == traced.id());
     for l in &in_run {
         let span = &l["span"];
         assert_eq!(span["task_id"], id.id(), "{l}");
         assert_eq!(span["queue"], "logged", "{l}");
         assert_eq!(span["task_name"], "chatty", "{l}");
         assert!(span["attempt"].is_u64(), "{l}");
+        assert!(span.get("trace_id").is_none(), "{l}");
+    }
+    // The traced task: both runs' lines (2 handler lines, the retry warning) carry its trace id.
+    assert!(in_traced.len() >= 3, "{text}");
+    for l in &in_traced {
+        let span = &l["span"];
+        assert_eq!(span["queue"], "logged", "{l}");
+        assert_eq!(span["task_name"], "chatty", "{l}");
+        assert!(span["attempt"].is_u64(), "{l}");
+        assert_eq!(span["trace_id"], TRACE_ID, "{l}");
     }
     let attempt_of = |message: &str| -> Vec<u64> {
         in_run

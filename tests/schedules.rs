@@ -207,6 +207,50 @@ async fn misfire_policies() {
     }
 }
 
+/// A schedule added a moment before its first tick, first read by a ticker after that tick
+/// (a worker that declares it, then starts): the first tick is enqueued, due at once, not
+/// dropped as a misfire (`FIRST_TICK_GRACE_MS`); every tick from the first to the last enqueued
+/// is created once, none skipped. A first tick further in the past is a misfire
+/// (`misfire_policies`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_tick_after_declaration_is_not_a_misfire() {
+    let redis = RedisServer::start();
+    let c = client(&redis, "x8").await;
+    let schedules = Schedules::new(&c);
+    let mut conn = c.store().conn();
+    // Add it 100 to 300 ms before a second: its first tick.
+    loop {
+        let (_, us): (i64, i64) = scheduler::redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if (700_000..900_000).contains(&us) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = Schedule::every("early", Duration::from_secs(1))
+        .unwrap()
+        .task(TaskCall::<beat>::new((0,)))
+        .unwrap();
+    assert_eq!(schedules.add(&s).await.unwrap(), Declared::Created);
+    let first = schedules.get("early").await.unwrap().next_ms.unwrap();
+    // The first pass comes 500 to 700 ms after the first tick.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (secs, us): (i64, i64) = scheduler::redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(secs * 1000 + us / 1000 > first, "the first tick has passed");
+    let report = schedules.fire_due(Duration::from_secs(5)).await.unwrap();
+    let info = schedules.get("early").await.unwrap();
+    let last = info.last_tick_ms.unwrap();
+    assert!(report.created >= 1);
+    assert_eq!(info.skipped, 0);
+    assert_eq!(info.fired as i64, (last - first) / 1000 + 1);
+    assert_eq!(info.next_ms, Some(last + 1000));
+}
+
 /// Overlap: runs of 2.5 s on a 1-second schedule. With `Overlap::Skip` no two runs overlap and
 /// ticks are counted as skipped; with `Allow` runs do overlap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

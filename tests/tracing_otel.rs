@@ -10,9 +10,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry::trace::{SpanId, SpanKind, Status, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TracerProvider as _};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use scheduler::workflow::chain;
 use scheduler::{task, Client, ClientConfig, TaskContext, TaskError, TraceMode, Worker};
 use scheduler_testkit::oracle::wait_finished;
 use scheduler_testkit::{RedisServer, Running};
@@ -38,6 +39,12 @@ async fn flaky(ctx: TaskContext) -> Result<(), TaskError> {
         ));
     }
     Ok(())
+}
+
+/// A workflow step: returns its argument.
+#[task(name = "step", queue = "steps")]
+async fn step(n: u32) -> Result<u32, TaskError> {
+    Ok(n)
 }
 
 /// Runs once, on a worker whose run spans link to their producer instead.
@@ -74,6 +81,11 @@ fn attr_str(s: &SpanData, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `cx` (a link's target) is the span `s`.
+fn is(cx: &SpanContext, s: &SpanData) -> bool {
+    (cx.trace_id(), cx.span_id()) == (s.span_context.trace_id(), s.span_context.span_id())
+}
+
 fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|s| s.name == name).collect()
 }
@@ -81,9 +93,11 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
 /// A task enqueued inside a `checkout` span, failed once and retried after a promotion: its
 /// enqueue span (producer, child of `checkout`) and both run spans (consumer, children of the
 /// enqueue span, attempts 1 and 2, the first with status error) are one trace, with the
-/// messaging attributes; claim and ack spans are there too; the handler saw the producer's
-/// headers on both attempts; every JSON log line of both runs carries the trace id. A worker in
-/// link mode starts a new trace per run, linked to the enqueue span.
+/// messaging attributes; claim and ack spans are there too, linked to the enqueue span and to
+/// the runs whose outcomes they write; the handler saw the producer's
+/// headers on both attempts; every JSON log line of both runs carries the trace id. A chain of
+/// two workflow steps started in the same span: both runs in its trace. A worker in link mode
+/// starts a new trace per run, linked to the enqueue span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_goes_from_producer_to_every_run() {
     let exporter = InMemorySpanExporter::default();
@@ -110,7 +124,8 @@ async fn a_trace_goes_from_producer_to_every_run() {
         Worker::builder()
             .redis_url(&url)
             .namespace("otel")
-            .register(flaky),
+            .register(flaky)
+            .register(step),
     )
     .await;
     let link = Running::start(
@@ -125,16 +140,23 @@ async fn a_trace_goes_from_producer_to_every_run() {
         .await
         .unwrap();
     let checkout = tracing::info_span!("checkout");
-    let (id, linked_id) = async {
+    let (id, linked_id, steps) = async {
         let a = flaky::new().header("tenant", "42").send(&client).await;
         let b = linked::new().send(&client).await;
-        (a.unwrap(), b.unwrap())
+        let wf = chain(step::new(1)).then(step::new(2)).build().unwrap();
+        let c = client.start_workflow(wf).await;
+        (a.unwrap(), b.unwrap(), c.unwrap())
     }
     .instrument(checkout.clone())
     .await;
     drop(checkout);
     let info = wait_finished(&client, &id, Duration::from_secs(20)).await;
     wait_finished(&client, &linked_id, Duration::from_secs(20)).await;
+    let last: u32 = client
+        .wait_workflow(&steps, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(last, 2);
     child.stop().await;
     link.stop().await;
     provider.force_flush().unwrap();
@@ -199,20 +221,72 @@ async fn a_trace_goes_from_producer_to_every_run() {
     assert!(!matches!(runs[1].status, Status::Error { .. }));
 
     // Claims (by the fetcher, or by the promoter as it leases the retry) and outcome writes.
+    // Both are batched: they are roots of their own, linked to the task's enqueue span (a
+    // claim, one link per task leased, with its id) and to the runs whose outcomes they write.
     let claims: Vec<_> = named(&spans, "claim traced")
         .into_iter()
         .filter(|s| attr(s, "messaging.batch.message_count").is_some_and(|v| v != &Value::I64(0)))
         .collect();
-    assert!(!claims.is_empty());
+    // One claim per attempt at least: the first by the fetcher, the retry by the fetcher or the
+    // promoter.
+    assert!(claims.len() >= 2, "{claims:#?}");
     for c in &claims {
         assert_eq!(c.span_kind, SpanKind::Client);
         assert_eq!(attr_str(c, "messaging.operation.type"), "receive");
         assert_eq!(attr_str(c, "messaging.destination.name"), "traced");
+        assert_ne!(c.span_context.trace_id(), trace);
+        let to_enqueue: Vec<_> = c
+            .links
+            .links
+            .iter()
+            .filter(|l| is(&l.span_context, enq))
+            .collect();
+        assert_eq!(to_enqueue.len(), 1, "{:#?}", c.links);
+        assert_eq!(
+            to_enqueue[0]
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "messaging.message.id")
+                .map(|kv| kv.value.as_str().into_owned()),
+            Some(id.id().to_owned())
+        );
     }
     for name in ["retry traced", "ack traced"] {
         let s = named(&spans, name);
         assert!(!s.is_empty(), "no {name} span");
         assert_eq!(attr_str(s[0], "messaging.operation.type"), "settle");
+    }
+    // The failure of run 1 is written by a retry span linked to it; the success of run 2 by an
+    // ack span (or a promoter's claim span, when the ack rides on a promote) linked to it.
+    let writes_of = |run: &SpanData| -> Vec<&str> {
+        spans
+            .iter()
+            .filter(|s| s.links.links.iter().any(|l| is(&l.span_context, run)))
+            .map(|s| s.name.as_ref())
+            .collect()
+    };
+    assert_eq!(writes_of(runs[0]), ["retry traced"]);
+    let ack_of_2 = writes_of(runs[1]);
+    assert!(
+        ack_of_2 == ["ack traced"] || ack_of_2 == ["claim traced"],
+        "{ack_of_2:?}"
+    );
+
+    // Workflow steps: the second is released when the first succeeds, and both runs continue
+    // the trace of the span that started the workflow, children of its enqueue spans.
+    let wf_enqueues: Vec<_> = named(&spans, "enqueue steps");
+    assert!(!wf_enqueues.is_empty());
+    let step_runs = named(&spans, "run steps");
+    assert_eq!(step_runs.len(), 2, "{step_runs:#?}");
+    for run in &step_runs {
+        assert_eq!(run.span_context.trace_id(), trace);
+        assert!(
+            wf_enqueues
+                .iter()
+                .any(|e| e.span_context.span_id() == run.parent_span_id
+                    && e.parent_span_id == root.span_context.span_id()),
+            "{run:#?}"
+        );
     }
 
     // Link mode: a trace of its own, linked to the producer's enqueue span.
@@ -228,6 +302,20 @@ async fn a_trace_goes_from_producer_to_every_run() {
             enq_linked.span_context.span_id()
         )
     );
+    // Its claim links to the enqueue span, its ack to the run (the run's own trace).
+    assert!(named(&spans, "claim linked").iter().any(|c| c
+        .links
+        .links
+        .iter()
+        .any(|l| is(&l.span_context, enq_linked))));
+    assert!(spans
+        .iter()
+        .filter(|s| s.name == "ack linked" || s.name == "claim linked")
+        .any(|a| a
+            .links
+            .links
+            .iter()
+            .any(|l| is(&l.span_context, run_linked))));
 
     // Every log line of the runs carries the trace id (the run's own in link mode).
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();

@@ -10,7 +10,9 @@
 //! (page times and the slowest Redis command of the web dashboard with N pending tasks),
 //! `connections` (one multiplexed connection against pools), `schedules` (N periodic
 //! schedules every second: tick lateness and Redis cost per tick) and `archive` (the history
-//! archive in PostgreSQL off and on: rates, lag, Redis memory). Without `--redis-url` the bench
+//! archive in PostgreSQL off and on: rates, lag, Redis memory) and `limits` (flow-control
+//! limits across worker processes: starts per sliding second under a rate limit, runs at once
+//! under a concurrency limit). Without `--redis-url` the bench
 //! starts a redis-server of its own on a free port (default settings, no persistence) and kills
 //! it at the end; with a `redis+cluster://` URL it measures every master. Each run uses a fresh
 //! key namespace and deletes it afterwards (unless `--keep`). Workers are separate processes:
@@ -20,6 +22,7 @@
 mod archive;
 mod connections;
 mod dashboard;
+mod limits;
 mod pool;
 mod probe;
 mod scenarios;
@@ -61,6 +64,12 @@ enum Scenario {
     /// N periodic schedules firing every second: tick lateness, Redis cost per tick, ticks
     /// missed or run twice.
     Schedules,
+    /// Flow-control limits across worker processes: starts per sliding second under a rate
+    /// limit, runs at once under a concurrency limit.
+    Limits,
+    /// N tasks one after another, each enqueued due now and awaited with `wait_result`: ack to
+    /// return, and the Redis commands per task (`--events`: woken by task events).
+    Wait,
 }
 
 /// What this process is.
@@ -91,6 +100,37 @@ pub(crate) struct Args {
     /// database (default postgres://postgres@127.0.0.1:5432/postgres).
     #[arg(long)]
     pub(crate) database_url: Option<String>,
+    /// archive: archivers draining the streams while the tasks run (default 1): each one an
+    /// in-process worker with the archive on, sharing `--concurrency` between them.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) archivers: usize,
+    /// archive: the archive's bound, entries per partition stream (default the library's,
+    /// 100,000).
+    #[arg(long)]
+    pub(crate) archive_bound: Option<u64>,
+    /// archive: data directory of a PostgreSQL cluster of the bench user's own (the one
+    /// `--database-url` names), stopped with `pg_ctl stop -m fast` during the archive-on run and
+    /// started again `--outage-secs` later: a real outage. Never point it at a shared server.
+    #[arg(long)]
+    pub(crate) pg_outage_data: Option<std::path::PathBuf>,
+    /// archive: the `pg_ctl` binary for `--pg-outage-data` (default `pg_ctl` on the PATH).
+    #[arg(long, default_value = "pg_ctl")]
+    pub(crate) pg_ctl: std::path::PathBuf,
+    /// archive: seconds from the start of the archive-on drain to the outage (default 2).
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) outage_at_secs: f64,
+    /// archive: seconds PostgreSQL stays down (default 30).
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) outage_secs: f64,
+    /// Worker processes (throughput, lateness, backlog...) run with the task history archive
+    /// on, into the PostgreSQL database at this URL (`WorkerBuilder::archive`, each worker
+    /// archiving its own partitions): what the archive costs those scenarios
+    /// (`benches/compare.sh --archive URL`). Use a scratch database: rows are left there.
+    #[arg(long)]
+    pub(crate) archive_url: Option<String>,
+    /// backup: tasks per export page (`Exporter::batch`, 1 to 1000; default the library's).
+    #[arg(long)]
+    pub(crate) export_batch: Option<u32>,
     /// Redis to use; without it a throwaway redis-server is started on a free port.
     #[arg(long)]
     pub(crate) redis_url: Option<String>,
@@ -109,10 +149,21 @@ pub(crate) struct Args {
     /// Tasks per bulk enqueue call.
     #[arg(long, default_value_t = 1000)]
     pub(crate) bulk_chunk: usize,
-    /// idle: measuring window in seconds (after 3 s of settling); schedules: the measured window
+    /// idle: measuring window in seconds (after 3 s of settling); limits: seconds of work at the
+    /// limit in each part; schedules: the measured window
     /// (after 2 s of ticks).
     #[arg(long, default_value_t = 10.0)]
     pub(crate) window_secs: f64,
+    /// limits: the rate limit, starts per second on one key (default 100).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) rate: u32,
+    /// limits: the concurrency limit on the task name (default 10).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) limit_concurrency: u32,
+    /// limits: rounds of the cost part (unlimited tasks alone, beside 1 limited in 10, beside 1
+    /// in 100, interleaved), each figure the median of the rounds (default 1).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rounds: usize,
     /// scale: due rates per second of the lateness runs, comma-separated (default
     /// 1000,10000,50000).
     #[arg(long, value_delimiter = ',')]
@@ -122,6 +173,23 @@ pub(crate) struct Args {
     /// `removeOnComplete`.
     #[arg(long, default_value_t = 86_400)]
     pub(crate) result_ttl_secs: u64,
+    /// Run middlewares registered on each worker process, each with every hook a no-op that
+    /// returns at once (`WorkerBuilder::middleware`): what middleware costs a run. Default 0.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) middleware: usize,
+    /// lateness, wait: task events on for the bench queue (`Client::set_events`), with one subscriber
+    /// counting them: what events cost a task (`redis_calls_per_task` with and without).
+    #[arg(long)]
+    pub(crate) events: bool,
+    /// wait: each task is a workflow (a group of that one task), started with
+    /// `Client::start_workflow` and awaited with `Client::wait_workflow` (`--events`: woken by
+    /// the workflow's end).
+    #[arg(long)]
+    pub(crate) workflow: bool,
+    /// wait --workflow: the member sleeps this long before it returns (the `held` task), so
+    /// that the waiter is subscribed before the end. Default 0 (the `noop` task).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) member_ms: u64,
     /// Keep the run's keys instead of deleting its namespace at the end.
     #[arg(long)]
     pub(crate) keep: bool,
@@ -176,6 +244,8 @@ fn main() -> Result<()> {
                     concurrency: args.concurrency,
                     offset_us: args.offset_us,
                     result_ttl_secs: args.result_ttl_secs,
+                    middleware: args.middleware,
+                    archive_url: args.archive_url.clone(),
                 };
                 pool::child_main(spec).await
             }
@@ -213,6 +283,8 @@ async fn bench(args: Args) -> Result<()> {
         Scenario::Connections => connections::connections(&mut env, &args).await?,
         Scenario::Archive => archive::archive(&mut env, &args).await?,
         Scenario::Schedules => schedules::schedules(&mut env, &args).await?,
+        Scenario::Limits => limits::limits(&mut env, &args).await?,
+        Scenario::Wait => scenarios::wait(&mut env, &args).await?,
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())

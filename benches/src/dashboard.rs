@@ -1,5 +1,5 @@
 //! `dashboard`: what the web dashboard's pages cost with N pending tasks. Fills the bench queue
-//! with N tasks due in an hour, then requests every page several times
+//! with N tasks due in an hour (and one worker heartbeat), then requests every page several times
 //! through the router in process (rendering included, no network), with Redis's slow log
 //! recording every command (`slowlog-log-slower-than 0`): page times, and the slowest command
 //! any page sent.
@@ -34,8 +34,34 @@ pub(crate) async fn dashboard(env: &mut Env, args: &Args) -> Result<Value> {
     let ns = fresh_namespace();
     let client = bench_client(env, &ns, shards).await?;
     let fill = enqueue_due_in(&client, n, args.bulk_chunk, Duration::from_secs(3600)).await?;
-    println!("dashboard: {n} tasks due in an hour enqueued in {fill:.1} s");
+    let used_memory = env.used_memory().await?;
+    println!(
+        "dashboard: {n} tasks due in an hour enqueued in {fill:.1} s; Redis used_memory {used_memory} bytes"
+    );
+    // One worker's heartbeat, as a worker writes it (hash and index entry), so that the workers
+    // page lists one; no worker runs, so that every command in the slow log is a page's.
+    let beat = client.store().keys().worker("bench-host:1:0");
+    let mut conn = client.store().conn();
+    redis::pipe()
+        .hset_multiple(
+            &beat,
+            &[
+                ("pid", "1"),
+                ("queues", QUEUE),
+                ("concurrency", "256"),
+                ("running", "0"),
+            ],
+        )
+        .ignore()
+        .zadd(client.store().keys().worker_index(), "bench-host:1:0", 0)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await?;
     let inspector = Inspector::new(&client);
+    anyhow::ensure!(
+        inspector.workers().await?.len() == 1,
+        "the worker is listed"
+    );
     let first = inspector
         .tasks(QUEUE, TaskState::Scheduled, None, 1)
         .await?
@@ -56,6 +82,7 @@ pub(crate) async fn dashboard(env: &mut Env, args: &Args) -> Result<Value> {
             per_shard / 2
         ),
         format!("/queues/{QUEUE}/scheduled?limit=1000"),
+        format!("/queues/{QUEUE}/ready"),
         format!("/queues/{QUEUE}/dead"),
         format!("/tasks/{QUEUE}/{}", first.id.id()),
         "/workers".to_owned(),
@@ -127,6 +154,8 @@ pub(crate) async fn dashboard(env: &mut Env, args: &Args) -> Result<Value> {
     let mut m = base(env, args, "dashboard", load);
     m.insert("tasks".into(), json!(n));
     m.insert("shards".into(), json!(shards));
+    m.insert("enqueue_s".into(), json!(round2(fill)));
+    m.insert("used_memory".into(), json!(used_memory));
     m.insert("pages".into(), Value::Array(rows));
     m.insert("slowest_page_ms".into(), json!(round2(slowest_page)));
     m.insert("redis_commands".into(), json!(entries.len()));

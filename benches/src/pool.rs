@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::task::{noop, Recorder, Run, QUEUE};
+use crate::task::{held, noop, Recorder, Run, QUEUE};
 
 /// What a worker process is started with.
 #[derive(Debug, Clone)]
@@ -37,16 +37,48 @@ pub(crate) struct WorkerSpec {
     pub(crate) offset_us: i64,
     /// Seconds succeeded tasks are kept (0: deleted at once).
     pub(crate) result_ttl_secs: u64,
+    /// No-op run middlewares registered on the worker (`--middleware`).
+    pub(crate) middleware: usize,
+    /// The archive's PostgreSQL URL: the worker runs with the archive on (`--archive-url`).
+    pub(crate) archive_url: Option<String>,
+}
+
+/// A run middleware whose hooks do nothing: the cost of the mechanism itself.
+struct NoopMiddleware;
+
+#[scheduler::async_trait]
+impl scheduler::middleware::Middleware for NoopMiddleware {
+    async fn before(
+        &self,
+        _run: &scheduler::middleware::Run<'_>,
+    ) -> Result<(), scheduler::TaskError> {
+        Ok(())
+    }
+
+    async fn after(
+        &self,
+        _run: &scheduler::middleware::Run<'_>,
+        _outcome: &scheduler::middleware::RunOutcome<'_>,
+    ) {
+    }
 }
 
 /// The child side: runs one worker until stdin closes, then reports every run on stdout.
 pub(crate) async fn child_main(spec: WorkerSpec) -> Result<()> {
     let rec = Arc::new(Recorder::new(spec.offset_us));
-    let worker = Worker::builder()
+    let mut builder = Worker::builder();
+    for _ in 0..spec.middleware {
+        builder = builder.middleware(NoopMiddleware);
+    }
+    if let Some(url) = &spec.archive_url {
+        builder = builder.archive(scheduler::archive::ArchiveConfig::new(url));
+    }
+    let worker = builder
         .redis_url(&spec.url)
         .namespace(&spec.namespace)
         .queue_shards(QUEUE, spec.shards)
         .register(noop)
+        .register(held)
         .concurrency(spec.concurrency)
         .shutdown_timeout(Duration::from_secs(5))
         .result_ttl(Duration::from_secs(spec.result_ttl_secs))
@@ -90,8 +122,8 @@ pub(crate) async fn child_main(spec: WorkerSpec) -> Result<()> {
     let mut out = String::with_capacity(runs.len() * 24 + 64);
     for r in &runs {
         out.push_str(&format!(
-            "r {} {} {} {}\n",
-            r.seq, r.late_ms, r.late_start_us, r.due_ms
+            "r {} {} {} {} {}\n",
+            r.seq, r.late_ms, r.late_start_us, r.due_ms, r.end_us
         ));
     }
     out.push_str(&format!("end {} {}\n", report.claimed, report.succeeded));
@@ -155,6 +187,12 @@ impl Pool {
                 .args(["--concurrency", &spec.concurrency.to_string()])
                 .args(["--offset-us", &spec.offset_us.to_string()])
                 .args(["--result-ttl-secs", &spec.result_ttl_secs.to_string()])
+                .args(["--middleware", &spec.middleware.to_string()])
+                .args(
+                    spec.archive_url
+                        .iter()
+                        .flat_map(|u| ["--archive-url", u.as_str()]),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -287,11 +325,13 @@ async fn read_child(
                 let late_ms = num(f.next());
                 let late_start_us = num(f.next());
                 let due_ms = num(f.next());
+                let end_us = num(f.next());
                 report.runs.push(Run {
                     seq,
                     late_ms,
                     late_start_us,
                     due_ms,
+                    end_us,
                 });
             }
             Some("end") => {

@@ -43,6 +43,8 @@ pub(crate) fn spec(env: &Env, args: &Args, ns: &str, shards: u16) -> WorkerSpec 
         concurrency: args.concurrency,
         offset_us: env.offset_us,
         result_ttl_secs: args.result_ttl_secs,
+        middleware: args.middleware,
+        archive_url: args.archive_url.clone(),
     }
 }
 
@@ -243,6 +245,8 @@ pub(crate) fn base(
     m.insert("redis_version".into(), json!(env.version));
     m.insert("concurrency".into(), json!(args.concurrency));
     m.insert("result_ttl_secs".into(), json!(args.result_ttl_secs));
+    m.insert("middleware".into(), json!(args.middleware));
+    m.insert("archive".into(), json!(args.archive_url.is_some()));
     m.insert("load_avg_1m_start".into(), json!(load_start));
     m.insert("load_avg_1m_end".into(), json!(crate::probe::load_avg()));
     m
@@ -317,6 +321,8 @@ struct LateRun {
     cost: crate::probe::Cost,
     worker_cpu_us: u64,
     max_ahead_ms: f64,
+    /// `--events`: the events the subscriber received.
+    events: Option<u64>,
 }
 
 /// With the workers running, schedules `n` tasks due uniformly over `spread` seconds starting one
@@ -331,6 +337,25 @@ async fn lateness_run(
 ) -> Result<LateRun> {
     let ns = fresh_namespace();
     let client = client(env, &ns, shards).await?;
+    // Events on (before the workers start, so that they read the setting at connect), and a
+    // subscriber counting them.
+    let subscriber = if args.events {
+        client.set_events(QUEUE, true).await?;
+        let mut events = client.events(QUEUE).await?;
+        Some(tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut seen = 0u64;
+            while events.next().await.is_some() {
+                seen += 1;
+                if seen == 3 * n {
+                    break;
+                }
+            }
+            seen
+        }))
+    } else {
+        None
+    };
     let mut pool = Pool::spawn(workers, &spec(env, args, &ns, shards)).await?;
     let before = env.snapshot().await?;
     pool.go().await?;
@@ -373,6 +398,15 @@ async fn lateness_run(
     let after = env.snapshot().await?;
     let worker_cpu_us = pool.cpu_us_since_go();
     let report = pool.stop().await?;
+    let events = match subscriber {
+        Some(mut s) => {
+            // enqueued, started and succeeded per task; a few may be lost (at most once).
+            let seen = tokio::time::timeout(Duration::from_secs(5), &mut s).await;
+            s.abort();
+            Some(seen.ok().and_then(|r| r.ok()).unwrap_or(0))
+        }
+        None => None,
+    };
     let (lost, duplicates) = lost_and_duplicates(&report.runs, n);
     let late = Lateness::of(&report.runs);
     cleanup(env, args, &ns).await?;
@@ -382,6 +416,7 @@ async fn lateness_run(
         duplicates,
         cost: before.cost_to(&after),
         worker_cpu_us,
+        events,
         max_ahead_ms: round2(min_ahead_ms),
     })
 }
@@ -429,6 +464,14 @@ pub(crate) async fn lateness(env: &mut Env, args: &Args) -> Result<Value> {
         json!(round2(r.worker_cpu_us as f64 / n.max(1) as f64)),
     );
     m.insert("profile".into(), r.cost.to_json(n));
+    m.insert("events".into(), json!(args.events));
+    if let Some(seen) = r.events {
+        println!(
+            "  task events received by one subscriber: {seen} (3 per task: {})",
+            3 * n
+        );
+        m.insert("events_received".into(), json!(seen));
+    }
     Ok(Value::Object(m))
 }
 
@@ -513,8 +556,7 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
         .filter_map(|e| match e {
             RValue::Array(f) if f.len() >= 4 => {
                 let us: i64 = redis::from_redis_value_ref(&f[2]).ok()?;
-                let cmd: Vec<String> = redis::from_redis_value_ref(&f[3]).unwrap_or_default();
-                Some((us, slow_label(&cmd)))
+                Some((us, slow_label(&command_words(&f[3]))))
             }
             _ => None,
         })
@@ -594,6 +636,16 @@ pub(crate) async fn backlog(env: &mut Env, args: &Args) -> Result<Value> {
     );
     m.insert("profile".into(), d.cost.to_json(n));
     Ok(Value::Object(m))
+}
+
+/// A `SLOWLOG` entry's command and arguments as text (binary arguments, such as a task's
+/// MessagePack, lossily: a conversion to `String` would fail and lose the whole entry's label).
+fn command_words(v: &RValue) -> Vec<String> {
+    redis::from_redis_value_ref::<Vec<Vec<u8>>>(v)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect()
 }
 
 /// A slow command's label: the command, and for a script the last part of its first key, which
@@ -827,40 +879,92 @@ pub(crate) fn check_args(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The longest command Redis logged since `SLOWLOG RESET` (µs) and its label, leaving out
-/// `SLOWLOG` itself.
-async fn longest_command(env: &mut Env) -> Result<(i64, String)> {
+/// The commands Redis logged since `SLOWLOG RESET` (µs and label), longest first, leaving out
+/// the bench's own `SLOWLOG` and `CONFIG` calls.
+async fn slow_commands(env: &mut Env) -> Result<Vec<(i64, String)>> {
     let slow: Vec<RValue> = redis::cmd("SLOWLOG")
         .arg("GET")
         .arg(-1)
         .query_async(&mut env.admin)
         .await?;
-    Ok(slow
+    let mut all: Vec<(i64, String)> = slow
         .into_iter()
         .filter_map(|e| match e {
             RValue::Array(f) if f.len() >= 4 => {
                 let us: i64 = redis::from_redis_value_ref(&f[2]).ok()?;
-                let cmd: Vec<String> = redis::from_redis_value_ref(&f[3]).unwrap_or_default();
-                // The bench's own SLOWLOG calls are not the export's or the import's.
-                let ours = cmd
-                    .first()
-                    .is_some_and(|c| c.eq_ignore_ascii_case("SLOWLOG"));
+                let cmd = command_words(&f[3]);
+                let ours = cmd.first().is_some_and(|c| {
+                    c.eq_ignore_ascii_case("SLOWLOG") || c.eq_ignore_ascii_case("CONFIG")
+                });
                 (!ours).then(|| (us, slow_label(&cmd)))
             }
             _ => None,
         })
-        .max_by_key(|e| e.0)
-        .unwrap_or((0, "-".to_owned())))
+        .collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.0));
+    Ok(all)
+}
+
+/// Script calls (`EVALSHA`) since `CONFIG RESETSTAT`, and their mean time in µs
+/// (`INFO commandstats`): what one page or one restore call costs Redis, load spikes averaged.
+async fn script_calls(env: &mut Env) -> Result<(u64, f64)> {
+    let stats = env.info("commandstats").await?;
+    let Some(line) = stats.get("cmdstat_evalsha") else {
+        return Ok((0, 0.0));
+    };
+    let field = |name: &str| {
+        line.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((field("calls") as u64, field("usec_per_call")))
+}
+
+/// One phase's slow commands as text and JSON: how many took over 1 ms and over 10 ms, the
+/// longest three, and the script calls' count and mean.
+fn slow_summary(slow: &[(i64, String)], calls: (u64, f64)) -> (String, Value) {
+    let over_10 = slow.iter().filter(|e| e.0 > 10_000).count();
+    let top: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|(us, l)| format!("{:.2} ms ({l})", *us as f64 / 1000.0))
+        .collect();
+    let text = format!(
+        "{} script calls, mean {:.0} µs; over 1 ms: {}, over 10 ms: {over_10}; longest: {}",
+        calls.0,
+        calls.1,
+        slow.len(),
+        if top.is_empty() {
+            "-".to_owned()
+        } else {
+            top.join(", ")
+        }
+    );
+    let json = json!({
+        "script_calls": calls.0,
+        "script_mean_us": round2(calls.1),
+        "over_1ms": slow.len(),
+        "over_10ms": over_10,
+        "longest_ms": round2(slow.first().map_or(0, |e| e.0) as f64 / 1000.0),
+        "longest": slow.iter().take(3).map(|(us, l)| json!({"ms": round2(*us as f64 / 1000.0), "command": l})).collect::<Vec<_>>(),
+    });
+    (text, json)
 }
 
 /// `backup`: N tasks (a third due in one hour, the rest ready) exported to a file in a temp dir
-/// (`scheduler::backup::Exporter`, pages of 200), then imported into a fresh namespace; rates,
-/// file bytes per task, and the longest Redis command of each phase (`SLOWLOG`, threshold 0).
+/// (`scheduler::backup::Exporter`, pages of `--export-batch`, default the library's), then
+/// imported into a fresh namespace; rates, file bytes per task, and for each phase the script
+/// calls' count and mean time (`INFO commandstats`) and the commands over 1 ms and 10 ms with
+/// the longest three (`SLOWLOG`, threshold 1 ms: with 0, `SLOWLOG GET` of a million-task run's
+/// 100,000 entries, arguments included, timed out).
 pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
-    use scheduler::backup::{Exporter, Importer};
+    use scheduler::backup::{Exporter, Importer, DEFAULT_BATCH};
     let load = crate::probe::load_avg();
     let n = args.tasks.unwrap_or(100_000);
     let shards = args.shards.unwrap_or(16);
+    let batch = args.export_batch.unwrap_or(DEFAULT_BATCH);
     let (ns, ns2) = (fresh_namespace(), fresh_namespace());
     let client = client(env, &ns, shards).await?;
     enqueue_bulk(
@@ -873,7 +977,7 @@ pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
     .await?;
     enqueue_bulk(&client, n / 3..n, args.bulk_chunk, 4, When::Now).await?;
     let path = std::env::temp_dir().join(format!("{ns}.schedexp"));
-    let old_slow = env.config_set("slowlog-log-slower-than", "0").await?;
+    let old_slow = env.config_set("slowlog-log-slower-than", "1000").await?;
     let old_len = env.config_set("slowlog-max-len", "100000").await?;
     let reset = |env: &mut Env| {
         let mut c = env.admin.clone();
@@ -881,22 +985,31 @@ pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
             redis::cmd("SLOWLOG")
                 .arg("RESET")
                 .query_async::<()>(&mut c)
+                .await?;
+            redis::cmd("CONFIG")
+                .arg("RESETSTAT")
+                .query_async::<()>(&mut c)
                 .await
         }
     };
     reset(env).await?;
     let t = Instant::now();
     let out = std::io::BufWriter::new(std::fs::File::create(&path)?);
-    let report = Exporter::new(&client).export(out, |_| {}).await?;
+    let report = Exporter::new(&client)
+        .batch(batch)
+        .export(out, |_| {})
+        .await?;
     let export_secs = t.elapsed().as_secs_f64();
-    let export_longest = longest_command(env).await?;
+    let export_calls = script_calls(env).await?;
+    let export_slow = slow_commands(env).await?;
     let target = Client::with_config(ClientConfig::new(&env.url).namespace(&ns2)).await?;
     reset(env).await?;
     let t = Instant::now();
     let input = std::io::BufReader::new(std::fs::File::open(&path)?);
     let done = Importer::new(&target).import(input, |_| {}).await?;
     let import_secs = t.elapsed().as_secs_f64();
-    let import_longest = longest_command(env).await?;
+    let import_calls = script_calls(env).await?;
+    let import_slow = slow_commands(env).await?;
     env.config_set("slowlog-log-slower-than", &old_slow).await?;
     env.config_set("slowlog-max-len", &old_len).await?;
     std::fs::remove_file(&path)?;
@@ -907,27 +1020,26 @@ pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
             done.restored
         );
     }
+    let (export_text, export_json) = slow_summary(&export_slow, export_calls);
+    let (import_text, import_json) = slow_summary(&import_slow, import_calls);
     println!(
-        "backup: exported {} tasks in {export_secs:.2} s ({:.0}/s), {} bytes ({:.0} B/task); longest command {:.2} ms ({})",
+        "backup: exported {} tasks in {export_secs:.2} s ({:.0}/s), pages of {batch}, {} bytes ({:.0} B/task); {export_text}",
         report.tasks,
         per_s(report.tasks, export_secs),
         report.bytes,
         report.bytes as f64 / report.tasks.max(1) as f64,
-        export_longest.0 as f64 / 1000.0,
-        export_longest.1
     );
     println!(
-        "backup: imported {} tasks in {import_secs:.2} s ({:.0}/s); longest command {:.2} ms ({})",
+        "backup: imported {} tasks in {import_secs:.2} s ({:.0}/s); {import_text}",
         done.restored,
         per_s(done.restored, import_secs),
-        import_longest.0 as f64 / 1000.0,
-        import_longest.1
     );
     cleanup(env, args, &ns).await?;
     cleanup(env, args, &ns2).await?;
     let mut m = base(env, args, "backup", load);
     m.insert("tasks".into(), json!(n));
     m.insert("shards".into(), json!(shards));
+    m.insert("export_batch".into(), json!(batch));
     m.insert("exported".into(), json!(report.tasks));
     m.insert(
         "export_per_s".into(),
@@ -936,8 +1048,11 @@ pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
     m.insert("file_bytes".into(), json!(report.bytes));
     m.insert(
         "export_longest_command_ms".into(),
-        json!(round2(export_longest.0 as f64 / 1000.0)),
+        json!(round2(
+            export_slow.first().map_or(0, |e| e.0) as f64 / 1000.0
+        )),
     );
+    m.insert("export_slow".into(), export_json);
     m.insert("imported".into(), json!(done.restored));
     m.insert(
         "import_per_s".into(),
@@ -945,7 +1060,107 @@ pub(crate) async fn backup(env: &mut Env, args: &Args) -> Result<Value> {
     );
     m.insert(
         "import_longest_command_ms".into(),
-        json!(round2(import_longest.0 as f64 / 1000.0)),
+        json!(round2(
+            import_slow.first().map_or(0, |e| e.0) as f64 / 1000.0
+        )),
     );
+    m.insert("import_slow".into(), import_json);
+    Ok(Value::Object(m))
+}
+
+/// `wait`: N tasks one after another (default 500), each enqueued due now and awaited with
+/// `Client::wait_result`, one worker process: the time from the ack (`finished_at`, Redis clock,
+/// ms resolution) to the return of `wait_result` (local clock plus the offset), from the enqueue
+/// to the return (µs), and the Redis cost per task of the loop (`profile`). With `--events`, the
+/// queue has task events on: `wait_result` is woken by the final event instead of polling.
+/// With `--workflow`, each task is a workflow of one member (a group) awaited with
+/// `Client::wait_workflow`, and the times run from the workflow's end (`finished_at` of its
+/// record, written before the member's ack) instead of the ack.
+pub(crate) async fn wait(env: &mut Env, args: &Args) -> Result<Value> {
+    use crate::stats::Percentiles;
+    let load = crate::probe::load_avg();
+    let n = args.tasks.unwrap_or(500);
+    let shards = args.shards.unwrap_or(16);
+    let ns = fresh_namespace();
+    let client = client(env, &ns, shards).await?;
+    if args.events {
+        client.set_events(QUEUE, true).await?;
+    }
+    let mut pool = Pool::spawn(1, &spec(env, args, &ns, shards)).await?;
+    pool.go().await?;
+    // Let the worker subscribe and sweep first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pad = pad();
+    let before = env.snapshot().await?;
+    let mut done = Vec::with_capacity(n as usize);
+    let mut round_trip = Vec::with_capacity(n as usize);
+    let mut workflows = Vec::new();
+    for i in 0..n {
+        let t0 = Instant::now();
+        if args.workflow {
+            let id = if args.member_ms > 0 {
+                let wf =
+                    scheduler::workflow::group([task::held::new(i, args.member_ms)]).build()?;
+                let handle = client.start_workflow(wf).await?;
+                client
+                    .wait_workflow(&handle, Duration::from_secs(30))
+                    .await?;
+                handle.id().to_owned()
+            } else {
+                let wf = scheduler::workflow::group([task::call(i, &pad)]).build()?;
+                let handle = client.start_workflow(wf).await?;
+                client
+                    .wait_workflow(&handle, Duration::from_secs(30))
+                    .await?;
+                handle.id().to_owned()
+            };
+            workflows.push((id, (local_us() + env.offset_us) as f64 / 1000.0));
+            round_trip.push(t0.elapsed().as_secs_f64() * 1000.0);
+            continue;
+        }
+        let id = client
+            .enqueue_request(task::call(i, &pad).into_request()?)
+            .await?;
+        client
+            .wait_result::<()>(&id, Duration::from_secs(30))
+            .await?;
+        let back_ms = (local_us() + env.offset_us) as f64 / 1000.0;
+        round_trip.push(t0.elapsed().as_secs_f64() * 1000.0);
+        done.push((id, back_ms));
+    }
+    let after = env.snapshot().await?;
+    let mut from_ack = Vec::with_capacity(done.len());
+    for (id, back_ms) in &done {
+        if let Some(at) = client.status(id).await?.finished_at_ms {
+            from_ack.push(back_ms - at as f64);
+        }
+    }
+    for (id, back_ms) in &workflows {
+        if let Some(at) = client.workflow(id).await?.finished_at_ms {
+            from_ack.push(back_ms - at as f64);
+        }
+    }
+    pool.stop().await?;
+    cleanup(env, args, &ns).await?;
+    let ack = Percentiles::of(from_ack);
+    let total = Percentiles::of(round_trip);
+    println!(
+        "{} of {n} tasks one after another (events {}): ack to return p50 {} p99 {} max {} ms (ack time in ms); enqueue to return p50 {} p99 {} ms",
+        if args.workflow { "wait_workflow" } else { "wait_result" },
+        if args.events { "on" } else { "off" },
+        ack.p50,
+        ack.p99,
+        ack.max,
+        total.p50,
+        total.p99
+    );
+    let mut m = base(env, args, "wait", load);
+    m.insert("tasks".into(), json!(n));
+    m.insert("events".into(), json!(args.events));
+    m.insert("workflow".into(), json!(args.workflow));
+    m.insert("member_ms".into(), json!(args.member_ms));
+    m.insert("ack_to_return_ms".into(), ack.to_json());
+    m.insert("enqueue_to_return_ms".into(), total.to_json());
+    m.insert("profile".into(), before.cost_to(&after).to_json(n));
     Ok(Value::Object(m))
 }

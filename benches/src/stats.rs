@@ -96,6 +96,7 @@ mod tests {
             late_ms: 0,
             late_start_us: 0,
             due_ms: 0,
+            end_us: 0,
         }
     }
 

@@ -32,6 +32,9 @@ pub(crate) struct Run {
     pub(crate) late_start_us: i64,
     /// The due time, unix ms on the Redis clock (a schedule's tick time).
     pub(crate) due_ms: i64,
+    /// Handler end (local clock plus the offset to the Redis clock), unix µs; the start for
+    /// `noop`, which does nothing.
+    pub(crate) end_us: i64,
 }
 
 /// Every run of this process, shared with the handler through the worker's state.
@@ -86,6 +89,26 @@ pub(crate) async fn noop(ctx: TaskContext, seq: u64, pad: String) -> Result<(), 
         late_ms: ctx.claimed_at_ms() - ctx.due_ms(),
         late_start_us: start_us + rec.offset_us - ctx.due_ms() * 1000,
         due_ms: ctx.due_ms(),
+        end_us: start_us + rec.offset_us,
+    });
+    Ok(())
+}
+
+/// The `limits` scenario's task: runs `ms` milliseconds, then records its run like `noop`
+/// with its end time.
+#[task(queue = "bench", max_retries = 0, timeout = "60s")]
+pub(crate) async fn held(ctx: TaskContext, seq: u64, ms: u64) -> Result<(), TaskError> {
+    let start_us = local_us();
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let rec = ctx.state::<Arc<Recorder>>()?;
+    rec.record(Run {
+        seq,
+        late_ms: ctx.claimed_at_ms() - ctx.due_ms(),
+        late_start_us: start_us + rec.offset_us - ctx.due_ms() * 1000,
+        due_ms: ctx.due_ms(),
+        end_us: local_us() + rec.offset_us,
     });
     Ok(())
 }

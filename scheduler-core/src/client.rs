@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::conn::{ConnectOptions, HealthCheck, Mode, TlsConfig};
 use crate::defaults;
 use crate::error::{Error, Result};
+use crate::events::{EventKind, EventStream, TaskEvent};
 use crate::headers::Headers;
 use crate::id::{validate_id, validate_queue, TaskId};
 use crate::info::{QueueStats, TaskInfo, TaskState};
@@ -19,7 +20,10 @@ use crate::scripts::{CancelReply, Due, NewTask, Outcome, RequeueReply};
 use crate::store::{retry_transient_for, Partition, Store};
 use crate::task::Task;
 
+pub mod middleware;
 mod unique;
+
+pub use middleware::EnqueueMiddleware;
 
 /// Settings of a [`Client`]. Every field has a documented default; build with
 /// [`ClientConfig::new`] and the setters.
@@ -36,6 +40,7 @@ pub struct ClientConfig {
     replica_wait: Option<(u32, Duration)>,
     tls: Option<TlsConfig>,
     health_check: Option<HealthCheck>,
+    middleware: middleware::EnqueueStack,
 }
 
 impl ClientConfig {
@@ -54,6 +59,7 @@ impl ClientConfig {
             replica_wait: None,
             tls: None,
             health_check: Some(HealthCheck::default()),
+            middleware: middleware::EnqueueStack::default(),
         }
     }
 
@@ -196,6 +202,10 @@ impl Client {
         if let Err(e) = store.load_archive_setting().await {
             tracing::debug!(error = %e, "archive setting not read; the archive is off for this client");
         }
+        // The queues with task events on, so that enqueues and cancels publish theirs.
+        if let Err(e) = store.load_events_setting().await {
+            tracing::debug!(error = %e, "task events setting not read; read again later");
+        }
         if config.replica_wait.is_some() && store.mode() == Mode::Cluster {
             return Err(Error::InvalidConfig(
                 "wait_for_replicas is not supported on a Redis Cluster".into(),
@@ -254,7 +264,7 @@ impl Client {
         Ok(stored)
     }
 
-    async fn partition_of(&self, id: &TaskId) -> Result<Partition> {
+    pub(crate) async fn partition_of(&self, id: &TaskId) -> Result<Partition> {
         validate_queue(id.queue())?;
         validate_id(id.id())?;
         let shards = self.shards(id.queue()).await?;
@@ -276,7 +286,7 @@ impl Client {
         if req.priority > 9 {
             return Err(Error::InvalidPriority(req.priority));
         }
-        Ok(())
+        check_deadline(req.due, req.expires, SystemTime::now())
     }
 
     /// Enqueues one call of a task.
@@ -294,21 +304,24 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::PayloadTooLarge`], [`Error::HeadersTooLarge`], [`Error::InvalidQueueName`], [`Error::InvalidTaskId`],
-    /// [`Error::InvalidPriority`], [`Error::ShardMismatch`], or a Redis error that persisted
-    /// through the configured retries.
+    /// [`Error::InvalidPriority`], [`Error::ShardMismatch`], what a middleware's refusal returns
+    /// ([`Error::EnqueueRefused`], [`ClientConfig::middleware`]), or a Redis error that
+    /// persisted through the configured retries.
     pub async fn enqueue_request(&self, req: TaskRequest) -> Result<TaskId> {
         let mut out = self.enqueue_bulk(vec![req]).await?;
         Ok(out.remove(0).0)
     }
 
-    /// Enqueues many tasks ([`TaskRequest`]s, or typed [`TaskCall`]s, encoded on the way):
-    /// grouped by partition, at most 100 per script call, all calls sent in
+    /// Enqueues many tasks ([`TaskRequest`]s, or typed [`TaskCall`]s, encoded on the way),
+    /// each first through the client's middleware ([`ClientConfig::middleware`]): grouped by
+    /// partition, at most 100 per script call, all calls sent in
     /// pipelines of one round trip each. Returns, in input order, each id and whether it was
     /// created (`false`: a task with that id existed already).
     ///
     /// # Errors
     ///
-    /// As [`Client::enqueue_request`]; a bad request fails the whole call before anything is sent.
+    /// As [`Client::enqueue_request`]; a bad request, or one a middleware refuses
+    /// ([`Error::EnqueueRefused`]), fails the whole call before anything is sent.
     /// When Redis refuses some tasks after accepting others (out of memory), the error is
     /// [`Error::PartlyEnqueued`], which says which tasks to send again.
     ///
@@ -332,10 +345,18 @@ impl Client {
         reqs: impl IntoIterator<Item = R>,
     ) -> Result<Vec<(TaskId, bool)>> {
         let started = std::time::Instant::now();
-        let reqs = reqs
+        let mut reqs = reqs
             .into_iter()
             .map(IntoTaskRequest::into_task_request)
             .collect::<Result<Vec<_>>>();
+        let hooks = &self.config.middleware;
+        if !hooks.is_empty() {
+            if let Ok(r) = &mut reqs {
+                if let Err(e) = hooks.before(r).await {
+                    reqs = Err(e);
+                }
+            }
+        }
         let out = match reqs {
             Ok(reqs) => {
                 use tracing::Instrument;
@@ -343,12 +364,60 @@ impl Client {
                     Some(r) => crate::trace::enqueue_span(&r.queue, &r.name, reqs.len()),
                     None => tracing::Span::none(),
                 };
-                self.enqueue_requests(reqs).instrument(span).await
+                let out = self.enqueue_requests(reqs).instrument(span).await;
+                self.publish_enqueued(&out).await;
+                if !hooks.is_empty() {
+                    hooks.after(&out).await;
+                }
+                out
             }
             Err(e) => Err(e),
         };
         crate::metrics::enqueue_finished(started.elapsed(), &out);
         out
+    }
+
+    /// Reads the task events setting again in the background when this client's copy is older
+    /// than [`crate::defaults::EVENTS_SETTING_REFRESH`]: one `HKEYS` per period at most.
+    pub(crate) fn refresh_events_setting(&self) {
+        if self
+            .store
+            .take_events_refresh(crate::defaults::EVENTS_SETTING_REFRESH)
+        {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.load_events_setting().await {
+                    tracing::debug!(error = %e, "task events setting not read");
+                }
+            });
+        }
+    }
+
+    /// Publishes `enqueued` for the tasks `out` created in queues with events on (none: no
+    /// command). At most once: a failure is logged, never the enqueue's error.
+    async fn publish_enqueued(&self, out: &Result<Vec<(TaskId, bool)>>) {
+        self.refresh_events_setting();
+        let done = match out {
+            Ok(done) => done,
+            Err(Error::PartlyEnqueued { enqueued, .. }) => enqueued,
+            Err(_) => return,
+        };
+        let events: Vec<TaskEvent> = done
+            .iter()
+            .filter(|(id, created)| *created && self.store.events_on(id.queue()))
+            .map(|(id, _)| TaskEvent::new(id.clone(), EventKind::Enqueued, 0))
+            .collect();
+        self.publish(&events).await;
+    }
+
+    /// Publishes `events` (none: no command); a failure is logged at debug level.
+    async fn publish(&self, events: &[TaskEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.publish_events(events).await {
+            tracing::debug!(error = %e, "task events not published");
+        }
     }
 
     /// [`Client::enqueue_bulk`] of requests already encoded, without the call's metrics.
@@ -396,6 +465,7 @@ impl Client {
                     timeout_ms: req.timeout.as_millis() as u64,
                     priority: req.priority,
                     headers,
+                    expires: req.expires,
                 },
             ));
             ids.push(id);
@@ -403,6 +473,7 @@ impl Client {
         crate::trace::record_message_id(&tracing::Span::current(), &ids);
         let mut created = vec![false; ids.len()];
         let mut invalid = None;
+        let mut passed = None;
         // Chunks of 100 tasks per script call bound the time one call holds Redis; 64 calls per
         // pipeline bound the size of one round trip.
         let chunks: Vec<(&Partition, Vec<usize>, Vec<NewTask>)> = groups
@@ -472,6 +543,9 @@ impl Client {
                         if o == Outcome::Invalid {
                             invalid.get_or_insert(*i);
                         }
+                        if o == Outcome::DeadlinePassed {
+                            passed.get_or_insert(*i);
+                        }
                     }
                 }
                 Some(Err(e)) => {
@@ -503,6 +577,14 @@ impl Client {
                 refused: refused.into_iter().map(|i| ids[i].clone()).collect(),
                 source: Box::new(source),
             });
+        }
+        // Only the Redis clock can tell that a deadline given as a moment is passed, or before
+        // a countdown's due time.
+        if let Some(i) = passed {
+            return Err(Error::InvalidDeadline(format!(
+                "task {}: its deadline is passed or before its due time by the Redis server's clock; nothing was stored for it (the other tasks of the call were handled)",
+                ids[i]
+            )));
         }
         // The checks above refuse whatever the script would: reaching this is a version
         // mismatch. The other tasks were handled; sending the call again is safe.
@@ -557,7 +639,13 @@ impl Client {
         let ttl = self.config.cancelled_ttl.as_millis() as u64;
         let reply = self.retry(|| self.store.cancel(&p, id.id(), ttl)).await?;
         match reply {
-            CancelReply::Cancelled => Ok(Cancellation::Withdrawn),
+            CancelReply::Cancelled => {
+                if self.store.events_on(id.queue()) {
+                    self.publish(&[TaskEvent::new(id.clone(), EventKind::Cancelled, 0)])
+                        .await;
+                }
+                Ok(Cancellation::Withdrawn)
+            }
             CancelReply::Running => Ok(Cancellation::Requested),
             CancelReply::Finished => Err(Error::AlreadyFinished(id.clone())),
             CancelReply::NotFound => Err(Error::NotFound(id.clone())),
@@ -589,7 +677,13 @@ impl Client {
         // changes nothing (it would then report `false` for a requeue that did happen).
         let reply = self.retry(|| self.store.requeue(&p, &ids)).await?;
         match reply.first() {
-            Some(RequeueReply::Requeued) => Ok(true),
+            Some(RequeueReply::Requeued) => {
+                if self.store.events_on(id.queue()) {
+                    self.publish(&[TaskEvent::new(id.clone(), EventKind::Enqueued, 0)])
+                        .await;
+                }
+                Ok(true)
+            }
             Some(RequeueReply::NotDead) => Ok(false),
             Some(RequeueReply::NotFound) => Err(Error::NotFound(id.clone())),
             None => Err(Error::Protocol("requeue returned no reply".into())),
@@ -618,7 +712,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`Error::TaskFailed`] for a dead task, [`Error::Cancelled`], [`Error::NotFound`],
+    /// [`Error::TaskFailed`] for a dead task, [`Error::Cancelled`], [`Error::Expired`], [`Error::NotFound`],
     /// [`Error::Decode`] when the result is not an `R`, or a Redis error.
     pub async fn result<R: DeserializeOwned>(&self, id: &TaskId) -> Result<Option<R>> {
         let info = self.status(id).await?;
@@ -633,12 +727,19 @@ impl Client {
                 error: info.last_error.unwrap_or_default(),
             }),
             TaskState::Cancelled => Err(Error::Cancelled(id.clone())),
+            TaskState::Expired => Err(Error::Expired(id.clone())),
             _ => Ok(None),
         }
     }
 
-    /// Waits until the task finishes and returns its result, checking every 5 ms at first and
-    /// backing off to every 250 ms.
+    /// Waits until the task finishes and returns its result.
+    ///
+    /// In a queue with task events on ([`Client::set_events`]) it subscribes to the queue's
+    /// events first, then reads the task, then sleeps until the task's final event arrives
+    /// (and reads it once more), reading it again every
+    /// [`crate::defaults::EVENTS_WAIT_RECHECK`] in case that event was lost (events are at
+    /// most once): no polling traffic while it waits. Elsewhere, or when the subscription
+    /// cannot be opened, it reads the task every 5 ms at first, backing off to every 250 ms.
     ///
     /// # Errors
     ///
@@ -649,6 +750,59 @@ impl Client {
         timeout: Duration,
     ) -> Result<R> {
         let deadline = tokio::time::Instant::now() + timeout;
+        self.refresh_events_setting();
+        if self.store.events_on(id.queue()) {
+            match self.watch(id).await {
+                Ok(events) => return self.wait_by_events(id, events, deadline).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "task events not subscribed; wait_result polls")
+                }
+            }
+        }
+        self.wait_by_polling(id, deadline).await
+    }
+
+    /// [`Client::wait_result`] woken by the task's events, subscribed before the first read.
+    async fn wait_by_events<R: DeserializeOwned>(
+        &self,
+        id: &TaskId,
+        mut events: EventStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<R> {
+        use futures::StreamExt;
+        loop {
+            if let Some(r) = self.result(id).await? {
+                return Ok(r);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(id.clone()));
+            }
+            let recheck = now + defaults::EVENTS_WAIT_RECHECK.min(deadline - now);
+            loop {
+                match tokio::time::timeout_at(recheck, events.next()).await {
+                    // The final event: read the result.
+                    Ok(Some(e)) if e.kind.is_final() => break,
+                    Ok(Some(_)) => {}
+                    // The subscription was lost: read, then poll until the end.
+                    Ok(None) => {
+                        if let Some(r) = self.result(id).await? {
+                            return Ok(r);
+                        }
+                        return self.wait_by_polling(id, deadline).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// [`Client::wait_result`] by reading the task every 5 ms, backing off to every 250 ms.
+    async fn wait_by_polling<R: DeserializeOwned>(
+        &self,
+        id: &TaskId,
+        deadline: tokio::time::Instant,
+    ) -> Result<R> {
         let mut every = Duration::from_millis(5);
         loop {
             if let Some(r) = self.result(id).await? {
@@ -661,6 +815,88 @@ impl Client {
             tokio::time::sleep(every.min(deadline - now)).await;
             every = (every * 2).min(Duration::from_millis(250));
         }
+    }
+
+    /// Turns task events on (or off) for `queue`: with them on, every state change of its
+    /// tasks is published on its channel (see [`crate::events`] and `docs/events.md`), at the
+    /// cost of one `PUBLISH` per change; off (the default), its tasks pay no command for them.
+    /// Workers apply it at their next heartbeat, other clients within
+    /// [`crate::defaults::EVENTS_SETTING_REFRESH`]; this client at once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &scheduler_core::Client) -> Result<(), scheduler_core::Error> {
+    /// use futures::StreamExt;
+    /// client.set_events("emails", true).await?;
+    /// let mut events = client.events("emails").await?;
+    /// while let Some(e) = events.next().await {
+    ///     println!("{} {} (attempt {})", e.id, e.kind, e.attempt);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQueueName`], or a Redis error.
+    pub async fn set_events(&self, queue: &str, on: bool) -> Result<()> {
+        self.retry(|| self.store.write_events_setting(queue, on))
+            .await
+    }
+
+    /// The events of `queue` from now on, as they are published: a [`Stream`](futures::Stream)
+    /// of [`TaskEvent`]s on a pub/sub connection of its own, subscribed when this returns.
+    /// At most once: see [`crate::events`]. Nothing arrives for a queue whose events are off
+    /// ([`Client::set_events`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidQueueName`], or a Redis error when the subscription fails.
+    pub async fn events(&self, queue: &str) -> Result<EventStream> {
+        validate_queue(queue)?;
+        self.subscribe(queue, None).await
+    }
+
+    /// The events of task `id` from now on ([`Client::events`] of its queue, filtered).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &scheduler_core::Client, id: scheduler_core::TaskId) -> Result<(), scheduler_core::Error> {
+    /// use futures::StreamExt;
+    /// let mut events = client.watch(&id).await?;
+    /// while let Some(e) = events.next().await {
+    ///     if let Some(p) = e.progress {
+    ///         println!("{p}% {}", e.message);
+    ///     }
+    ///     if e.kind.is_final() {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::events`]; [`Error::InvalidTaskId`].
+    pub async fn watch(&self, id: &TaskId) -> Result<EventStream> {
+        validate_queue(id.queue())?;
+        validate_id(id.id())?;
+        self.subscribe(id.queue(), Some(id.id().to_owned())).await
+    }
+
+    async fn subscribe(&self, queue: &str, only: Option<String>) -> Result<EventStream> {
+        let pubsub = self
+            .subscribe_channel(&self.store.keys().events_channel(queue))
+            .await?;
+        Ok(EventStream::new(pubsub, queue.to_owned(), only))
+    }
+
+    /// A pub/sub connection of its own, subscribed to `channel` when this returns.
+    pub(crate) async fn subscribe_channel(&self, channel: &str) -> Result<redis::aio::PubSub> {
+        let mut pubsub = self.store.pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
     }
 
     /// Counts of `queue`: scheduled, ready, running, dead, and lifetime counters.
@@ -758,13 +994,14 @@ pub struct TaskRequest {
     pub(crate) name: String,
     pub(crate) queue: String,
     pub(crate) args: Vec<u8>,
-    id: Option<String>,
-    due: Due,
+    pub(crate) id: Option<String>,
+    pub(crate) due: Due,
     pub(crate) max_retries: u32,
     pub(crate) timeout: Duration,
     pub(crate) priority: u8,
     pub(crate) headers: Headers,
-    unique: Option<unique::Unique>,
+    pub(crate) unique: Option<unique::Unique>,
+    pub(crate) expires: Option<Due>,
 }
 
 impl TaskRequest {
@@ -795,6 +1032,7 @@ impl TaskRequest {
             priority: 0,
             headers: Headers::new(),
             unique: None,
+            expires: None,
         }
     }
 
@@ -817,6 +1055,30 @@ impl TaskRequest {
     /// that returns the existing task (idempotent enqueue, unique tasks).
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+
+    /// Deadline `after` the enqueue, by the Redis server's clock: a task that has not started by
+    /// then ends `expired` and never runs, and a retry that would start after it expires the
+    /// task instead. Replaces an earlier `expires_in`/`expires_at`.
+    ///
+    /// The enqueue fails with [`Error::InvalidDeadline`] for a zero duration, or one shorter than
+    /// the [`TaskRequest::countdown`] (the task could never start).
+    pub fn expires_in(mut self, after: Duration) -> Self {
+        self.expires = Some(Due::Delay(after.as_millis() as u64));
+        self
+    }
+
+    /// Deadline at `when` (see [`TaskRequest::expires_in`]). Replaces an earlier
+    /// `expires_in`/`expires_at`.
+    ///
+    /// The enqueue fails with [`Error::InvalidDeadline`] when `when` is passed (by this host's
+    /// clock, then by the Redis server's) or before the task's due time.
+    pub fn expires_at(mut self, when: SystemTime) -> Self {
+        let ms = when
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.expires = Some(Due::At(ms));
         self
     }
 
@@ -894,6 +1156,46 @@ impl TaskRequest {
         self.headers.extend(headers);
         self
     }
+
+    /// Subjects the task to the limit declared for key family `family`
+    /// ([`crate::limits::LimitScope::key`]) under its own budget `key` (a tenant, an account):
+    /// any bytes, 1 to [`crate::limits::MAX_LIMIT_KEY_BYTES`]. Carried in the header
+    /// `sched.limit.<family>`; without a limit declared for the family it changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLimit`] for a malformed family or key.
+    pub fn limit_key(mut self, family: &str, key: &str) -> Result<Self> {
+        let (name, value) = crate::limits::limit_header(family, key)?;
+        self.headers.insert(name, value);
+        Ok(self)
+    }
+
+    /// Adds header `name` in place, as [`TaskRequest::header`] does: for an
+    /// [`EnqueueMiddleware`], which gets the request by reference.
+    pub fn insert_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.headers.insert(name.into(), value.into());
+    }
+
+    /// The handler name the request runs.
+    pub fn task_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue the request goes to.
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    /// The headers set so far.
+    pub fn header_map(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The encoded arguments (MessagePack).
+    pub fn encoded_args(&self) -> &[u8] {
+        &self.args
+    }
 }
 
 /// A typed call of task `T`: its arguments and options, ready to send.
@@ -958,6 +1260,18 @@ impl<T: Task> TaskCall<T> {
         self
     }
 
+    /// See [`TaskRequest::expires_in`].
+    pub fn expires_in(mut self, after: Duration) -> Self {
+        self.req = self.req.expires_in(after);
+        self
+    }
+
+    /// See [`TaskRequest::expires_at`].
+    pub fn expires_at(mut self, when: SystemTime) -> Self {
+        self.req = self.req.expires_at(when);
+        self
+    }
+
     /// See [`TaskRequest::queue`].
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.req = self.req.queue(queue);
@@ -1012,6 +1326,16 @@ impl<T: Task> TaskCall<T> {
         self
     }
 
+    /// See [`TaskRequest::limit_key`]; a malformed family or key is
+    /// [`Error::InvalidLimit`] at enqueue.
+    pub fn limit_key(mut self, family: &str, key: &str) -> Self {
+        self.req = self.req.header(
+            format!("{}{family}", crate::limits::LIMIT_HEADER_PREFIX),
+            key,
+        );
+        self
+    }
+
     /// Encodes the arguments into an untyped request.
     ///
     /// # Errors
@@ -1031,6 +1355,30 @@ impl<T: Task> TaskCall<T> {
     pub async fn send(self, client: &Client) -> Result<TaskId> {
         client.enqueue(self).await
     }
+}
+
+/// A deadline that can hold, as far as this host can tell (the Redis server checks again against
+/// its own clock): not zero, not passed by `now`, not before the due time when both are given
+/// the same way.
+fn check_deadline(due: Due, expires: Option<Due>, now: SystemTime) -> Result<()> {
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let why = match (due, expires) {
+        (_, None) => return Ok(()),
+        (_, Some(Due::Delay(0))) => "a deadline of 0 ms after the enqueue".to_owned(),
+        (_, Some(Due::At(at))) if at <= now_ms => {
+            format!("the deadline {at} (unix ms) is passed: this host's clock reads {now_ms}")
+        }
+        (Due::Delay(d), Some(Due::Delay(e))) if e < d => {
+            format!("a deadline {e} ms after the enqueue, before the task's countdown of {d} ms")
+        }
+        (Due::At(d), Some(Due::At(e))) if e < d => {
+            format!("the deadline {e} (unix ms) is before the task's eta {d}")
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::InvalidDeadline(why))
 }
 
 /// Records the tasks `created` (by position) in `scheduler_tasks_enqueued_total`, one increment

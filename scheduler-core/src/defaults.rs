@@ -24,3 +24,15 @@ pub const QUEUE: &str = "default";
 /// How long a cancelled task's record is kept when no TTL was recorded with its cancellation
 /// (`ClientConfig::cancelled_ttl` is recorded by the client that cancels).
 pub const CANCELLED_TTL: Duration = Duration::from_secs(3600);
+
+/// How long the record of a task that ended `expired` (not started by its deadline, see
+/// [`crate::TaskRequest::expires_in`]) is kept: 24 hours, as a result by default.
+pub const EXPIRED_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How old a client's copy of the task events setting may get before an enqueue or a
+/// `wait_result` reads it again (one `HKEYS`, at most once per period per client).
+pub const EVENTS_SETTING_REFRESH: Duration = Duration::from_secs(10);
+
+/// How long `wait_result` waits for a task's final event before it reads the task again, in a
+/// queue with events on (a safety net for an event lost: events are at most once).
+pub const EVENTS_WAIT_RECHECK: Duration = Duration::from_secs(2);

@@ -57,6 +57,11 @@ pub enum Error {
     /// `unique_key` without a window, or a caller-given id (see `docs/unique.md`).
     #[error("invalid unique-for option: {0}")]
     InvalidUnique(String),
+    /// A deadline that cannot hold: already passed (by this host's clock for
+    /// [`crate::TaskRequest::expires_at`], by the Redis server's at enqueue), zero, or before the
+    /// task's due time (it could never start). Nothing was stored for that task.
+    #[error("invalid deadline: {0}")]
+    InvalidDeadline(String),
     /// This client was configured with a shard count for a queue that differs from the one
     /// recorded in Redis when the queue was first used.
     #[error("queue {queue:?} has {stored} shards in Redis but this process is configured with {configured}")]
@@ -103,6 +108,9 @@ pub enum Error {
     /// The task was cancelled.
     #[error("task {0} was cancelled")]
     Cancelled(TaskId),
+    /// The task did not start by its deadline and ended `expired`.
+    #[error("task {0} expired: it did not start by its deadline")]
+    Expired(TaskId),
     /// Waiting for a result took longer than the caller allowed.
     #[error("timed out waiting for task {0}")]
     Timeout(TaskId),
@@ -130,6 +138,27 @@ pub enum Error {
     /// Redis returned something the scripts never return: a version mismatch or a bug.
     #[error("unexpected reply from Redis: {0}")]
     Protocol(String),
+    /// A workflow that cannot be built (`docs/workflows.md`): a group without members, too
+    /// many members, a bad workflow id, a member with its own id or unique option, a deadline
+    /// on a member after the first stage, a receiving step's fixed arguments that are not a
+    /// tuple; nothing was stored.
+    #[error("invalid workflow: {0}")]
+    InvalidWorkflow(String),
+    /// No workflow of that id is stored (never started, or finished and expired).
+    #[error("workflow {0:?} not found")]
+    WorkflowNotFound(String),
+    /// The workflow failed (policy fail-fast: a member failed for good; its remaining members
+    /// were cancelled); the text names the member and its error.
+    #[error("workflow {id:?} failed: {error}")]
+    WorkflowFailed {
+        /// The workflow's id.
+        id: String,
+        /// What failed.
+        error: String,
+    },
+    /// Waiting for a workflow's result took longer than the caller allowed.
+    #[error("timed out waiting for workflow {0:?}")]
+    WorkflowTimeout(String),
     /// With [`crate::ClientConfig::wait_for_replicas`]: the master applied the write, but fewer
     /// replicas than asked confirmed it within the timeout, so a failover could lose it. Retrying
     /// is safe (enqueue is idempotent by task id) and is what the client does by itself.
@@ -177,6 +206,25 @@ pub enum Error {
     /// The text names the URL without its password.
     #[error("history archive database: {0}")]
     Archive(String),
+    /// [`crate::TaskContext::progress`]: a percent above 100, or a message longer than
+    /// [`crate::task::MAX_PROGRESS_MESSAGE_BYTES`]; nothing was recorded.
+    #[error("invalid progress: {0}")]
+    InvalidProgress(String),
+    /// [`crate::TaskContext::progress`]: this run no longer holds the task's lease (it expired
+    /// and the task was reaped, handed back, or finished), so it may not write to the task;
+    /// nothing was recorded. The handler should stop: another run may own the task now.
+    #[error("task {0}: this run lost its lease")]
+    LeaseLost(TaskId),
+    /// A flow-control limit ([`crate::limits`]) that cannot hold: a limit of 0, a rate period of
+    /// 0 or beyond a day, a scope or key family name that is not 1–64 of `A-Z a-z 0-9 _ - .`, a
+    /// limit key that is empty or over [`crate::limits::MAX_LIMIT_KEY_BYTES`]. Nothing was
+    /// written.
+    #[error("invalid limit: {0}")]
+    InvalidLimit(String),
+    /// A client middleware ([`crate::client::EnqueueMiddleware::before_enqueue`]) refused the
+    /// enqueue; the text is its reason. Nothing of the call was enqueued.
+    #[error("enqueue refused: {0}")]
+    EnqueueRefused(String),
     /// A test helper that moves time (`scheduler::testing`) was called on namespace `.0`, which
     /// is not marked for tests: only a namespace of a `TestRedis` is. Nothing changed.
     #[error("namespace {0:?} is not marked for tests: time travel works only on a scheduler::testing::TestRedis")]
@@ -210,6 +258,7 @@ impl Error {
             Error::InvalidTaskId(_) => "invalid_task_id",
             Error::InvalidPriority(_) => "invalid_priority",
             Error::InvalidUnique(_) => "invalid_unique",
+            Error::InvalidDeadline(_) => "invalid_deadline",
             Error::ShardMismatch { .. } => "shard_mismatch",
             Error::NotFound(_) => "not_found",
             Error::UnknownQueue(_) => "unknown_queue",
@@ -219,11 +268,16 @@ impl Error {
             Error::AlreadyFinished(_) => "already_finished",
             Error::TaskFailed { .. } => "task_failed",
             Error::Cancelled(_) => "cancelled",
+            Error::Expired(_) => "expired",
             Error::Timeout(_) => "timeout",
             Error::InvalidSchedule { .. } => "invalid_schedule",
             Error::UnknownScheduleTask { .. } => "unknown_schedule_task",
             Error::ScheduleNotFound(_) => "schedule_not_found",
             Error::Protocol(_) => "protocol",
+            Error::InvalidWorkflow(_) => "invalid_workflow",
+            Error::WorkflowNotFound(_) => "workflow_not_found",
+            Error::WorkflowFailed { .. } => "workflow_failed",
+            Error::WorkflowTimeout(_) => "workflow_timeout",
             Error::NotReplicated { .. } => "not_replicated",
             Error::PartlyEnqueued { .. } => "partly_enqueued",
             Error::NotPurgeable(_) => "not_purgeable",
@@ -232,6 +286,10 @@ impl Error {
             Error::ImportStopped { .. } => "import_stopped",
             Error::Archive(_) => "archive",
             Error::NotATestNamespace(_) => "not_a_test_namespace",
+            Error::InvalidProgress(_) => "invalid_progress",
+            Error::LeaseLost(_) => "lease_lost",
+            Error::EnqueueRefused(_) => "enqueue_refused",
+            Error::InvalidLimit(_) => "invalid_limit",
         }
     }
 

@@ -41,10 +41,19 @@ pub const MAX_HEADERS_BYTES: usize = 8 * 1024;
 ///
 /// # Errors
 ///
-/// [`Error::HeadersTooLarge`] over [`MAX_HEADER_ENTRIES`] or [`MAX_HEADERS_BYTES`].
+/// [`Error::HeadersTooLarge`] over [`MAX_HEADER_ENTRIES`] or [`MAX_HEADERS_BYTES`];
+/// [`Error::InvalidLimit`] for a malformed limit key ([`crate::limits::limit_header`]).
 pub fn encode(h: &Headers) -> Result<Vec<u8>> {
     if h.is_empty() {
         return Ok(Vec::new());
+    }
+    // Limit keys (`sched.limit.<family>`, set by `limit_key`) are checked here, on every path
+    // that stores headers.
+    for (name, key) in h.range(crate::limits::LIMIT_HEADER_PREFIX.to_owned()..) {
+        let Some(family) = name.strip_prefix(crate::limits::LIMIT_HEADER_PREFIX) else {
+            break;
+        };
+        crate::limits::limit_header(family, key)?;
     }
     let bytes = rmp_serde::to_vec(h)?;
     if h.len() > MAX_HEADER_ENTRIES || bytes.len() > MAX_HEADERS_BYTES {

@@ -1,4 +1,5 @@
-//! What the store says about a task or a queue: [`TaskInfo`], [`TaskState`], [`QueueStats`].
+//! What the store says about a task or a queue: [`TaskInfo`] (with its [`Progress`]),
+//! [`TaskState`], [`QueueStats`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,17 +24,21 @@ pub enum TaskState {
     Dead,
     /// Withdrawn before it started.
     Cancelled,
+    /// Not started by its deadline ([`crate::TaskRequest::expires_in`]): it never ran (or, when a
+    /// retry would have started after the deadline, never ran again).
+    Expired,
 }
 
 impl TaskState {
     /// Every state, in the order a task lives through them.
-    pub const ALL: [TaskState; 6] = [
+    pub const ALL: [TaskState; 7] = [
         TaskState::Scheduled,
         TaskState::Ready,
         TaskState::Running,
         TaskState::Succeeded,
         TaskState::Dead,
         TaskState::Cancelled,
+        TaskState::Expired,
     ];
 
     /// The name stored in the task hash's `state` field.
@@ -45,6 +50,7 @@ impl TaskState {
             TaskState::Succeeded => "succeeded",
             TaskState::Dead => "dead",
             TaskState::Cancelled => "cancelled",
+            TaskState::Expired => "expired",
         }
     }
 
@@ -52,7 +58,7 @@ impl TaskState {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled
+            TaskState::Succeeded | TaskState::Dead | TaskState::Cancelled | TaskState::Expired
         )
     }
 }
@@ -74,6 +80,7 @@ impl FromStr for TaskState {
             "succeeded" => TaskState::Succeeded,
             "dead" => TaskState::Dead,
             "cancelled" => TaskState::Cancelled,
+            "expired" => TaskState::Expired,
             other => return Err(format!("unknown task state {other:?}")),
         })
     }
@@ -104,6 +111,8 @@ pub struct TaskInfo {
     pub run_at_ms: i64,
     /// When it was enqueued, unix ms.
     pub enqueued_at_ms: i64,
+    /// Its deadline, unix ms, if it has one ([`crate::TaskRequest::expires_in`]).
+    pub expires_at_ms: Option<i64>,
     /// When it finished, unix ms, if it did.
     pub finished_at_ms: Option<i64>,
     /// The last error, if any run failed.
@@ -118,6 +127,81 @@ pub struct TaskInfo {
     /// Headers set by the producer ([`crate::headers`]); empty when none (or unreadable: a
     /// record edited by hand).
     pub headers: crate::headers::Headers,
+    /// The last progress a run reported ([`crate::TaskContext::progress`]); `None` when no run
+    /// did.
+    pub progress: Option<Progress>,
+    /// Its last failed attempts (retried, buried, or lost with their worker), oldest first, at
+    /// most 10: the record's `attempt_log` field, written by `retry.lua` and `reap.lua`. Empty
+    /// when no attempt failed (or the field is unreadable: a hand edit). The attempt running or
+    /// finished now is described by `attempts`, `worker`, `finished_at_ms` and `last_error`.
+    pub attempt_log: Vec<FailedAttempt>,
+}
+
+/// One failed attempt of a task, from its record's `attempt_log` ([`TaskInfo::attempt_log`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[non_exhaustive]
+pub struct FailedAttempt {
+    /// Which run it was (1 for the first; the record's `attempts` when it failed).
+    pub attempt: u32,
+    /// When the run started (unix ms, Redis clock); `None` when the record did not say.
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    /// When the failure was recorded (unix ms, Redis clock): the worker's report, or the
+    /// reaper's finding of an expired lease.
+    pub failed_at: i64,
+    /// The worker that ran it (`<worker id>#<claim>`); empty when unknown.
+    #[serde(default)]
+    pub worker: String,
+    /// The error, cut to its first 200 bytes.
+    #[serde(default)]
+    pub error: String,
+}
+
+impl FailedAttempt {
+    /// The log in a record's `attempt_log` field; empty when it cannot be read. Invalid UTF-8
+    /// (an error text cut inside a character) is replaced, not refused.
+    pub fn parse_log(raw: &[u8]) -> Vec<Self> {
+        serde_json::from_str(&String::from_utf8_lossy(raw)).unwrap_or_default()
+    }
+}
+
+/// The last progress report of a task's run: what [`crate::TaskContext::progress`] recorded,
+/// from the fields `progress`, `progress_msg`, `progress_at` and `progress_attempt` of its
+/// record (docs/redis-layout.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Percent done, 0 to 100.
+    pub percent: u8,
+    /// The message; empty when the report had none.
+    pub message: String,
+    /// When it was recorded, unix ms on the Redis server's clock.
+    pub at_ms: i64,
+    /// The run that reported it (1 for the first): less than [`TaskInfo::attempts`] when the
+    /// current run has not reported yet.
+    pub attempt: u32,
+}
+
+impl Progress {
+    /// The report in the fields of a task hash, removing them; `None` without a readable
+    /// `progress` field.
+    fn take(f: &mut HashMap<String, Vec<u8>>) -> Option<Self> {
+        let num = |f: &mut HashMap<String, Vec<u8>>, k: &str| -> Option<i64> {
+            std::str::from_utf8(&f.remove(k)?).ok()?.parse().ok()
+        };
+        let percent = num(f, "progress");
+        let at_ms = num(f, "progress_at").unwrap_or(0);
+        let attempt = num(f, "progress_attempt").unwrap_or(0);
+        let message = take_blob(f, "progress_msg")
+            .map(|m| String::from_utf8_lossy(&m).into_owned())
+            .unwrap_or_default();
+        Some(Self {
+            percent: u8::try_from(percent?).ok()?.min(100),
+            message,
+            at_ms,
+            attempt: u32::try_from(attempt).unwrap_or(0),
+        })
+    }
 }
 
 impl TaskInfo {
@@ -143,6 +227,7 @@ impl TaskInfo {
             timeout_ms: num(&mut f, "timeout_ms").unwrap_or(0) as u64,
             run_at_ms: num(&mut f, "run_at").unwrap_or(0),
             enqueued_at_ms: num(&mut f, "enqueued_at").unwrap_or(0),
+            expires_at_ms: num(&mut f, "expires"),
             finished_at_ms: num(&mut f, "finished_at"),
             last_error: text(&mut f, "error"),
             worker: text(&mut f, "worker"),
@@ -150,6 +235,11 @@ impl TaskInfo {
             result: take_blob(&mut f, "result"),
             headers: take_blob(&mut f, "headers")
                 .and_then(|b| crate::headers::decode(&b).ok())
+                .unwrap_or_default(),
+            progress: Progress::take(&mut f),
+            attempt_log: f
+                .remove("attempt_log")
+                .map(|raw| FailedAttempt::parse_log(&raw))
                 .unwrap_or_default(),
         })
     }
@@ -188,7 +278,7 @@ pub struct QueueStats {
     /// Tasks in the dead set.
     pub dead: u64,
     /// Lifetime counters from the partitions' `stats` hashes (enqueued, promoted, succeeded,
-    /// retried, dead, reaped, cancelled).
+    /// retried, dead, reaped, cancelled, expired).
     pub counters: HashMap<String, u64>,
 }
 

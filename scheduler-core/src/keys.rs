@@ -45,7 +45,15 @@ impl Keys {
         format!("{}:workers:{}", self.ns, worker_id)
     }
 
-    /// Pattern matching every worker heartbeat key, for `SCAN`.
+    /// Sorted set `<ns>:workers`: worker id -> its last heartbeat (unix ms, by the worker host's
+    /// clock). The index of the heartbeat hashes, so that listing the workers reads the workers,
+    /// not the keyspace. A member whose hash has expired is a stopped worker: readers skip it,
+    /// and every heartbeat removes members that have not beaten for an hour.
+    pub fn worker_index(&self) -> String {
+        format!("{}:workers", self.ns)
+    }
+
+    /// Pattern matching every worker heartbeat key, for `SCAN` (`redis-cli --scan`).
     pub fn workers_pattern(&self) -> String {
         format!("{}:workers:*", self.ns)
     }
@@ -68,6 +76,61 @@ impl Keys {
     /// Read by workers at start and on each heartbeat, and by clients when they connect.
     pub fn archive(&self) -> String {
         format!("{}:archive", self.ns)
+    }
+
+    /// Hash `<ns>:limits`: flow-control limits, field = scope (`task:<name>`, `queue:<queue>`,
+    /// `key:<family>`), value = the limit (`concurrency=5 rate=100/1000`; see
+    /// [`crate::limits`]). Read by workers at start, on a `limits` message and after every
+    /// (re)subscription of their listener.
+    pub fn limits(&self) -> String {
+        format!("{}:limits", self.ns)
+    }
+
+    /// The keys of one limit budget (a scope, and for a keyed limit one key), all under the hash
+    /// tag `{lim:<digest>}`: one Cluster slot per budget, whatever bytes the key holds.
+    pub fn limit_budget(&self, digest: &str) -> [String; 4] {
+        let base = format!("{}:{{lim:{}}}", self.ns, digest);
+        [
+            format!("{base}:run"),
+            format!("{base}:log"),
+            format!("{base}:wait"),
+            format!("{base}:next"),
+        ]
+    }
+
+    /// Hash `<ns>:wf:{<workflow id>}`: a workflow's record (docs/workflows.md), in its own
+    /// Cluster slot (hash tag `{<workflow id>}`): kind, policy, state, stages, each member's task
+    /// id, and each finished member's outcome and result.
+    pub fn workflow(&self, id: &str) -> String {
+        format!("{}:wf:{{{}}}", self.ns, id)
+    }
+
+    /// Sorted set `<ns>:workflows`: workflow id -> creation time (unix ms, host clock), the
+    /// workflows not finished yet, for the sweep that repairs them (`Client::sweep_workflows`).
+    pub fn workflows(&self) -> String {
+        format!("{}:workflows", self.ns)
+    }
+
+    /// Hash `<ns>:events`: queue name -> when its task events were turned on (unix ms). A queue
+    /// listed here has its task events published on [`Keys::events_channel`]; read by workers at
+    /// start and on each heartbeat, and by clients when they connect and every
+    /// [`crate::defaults::EVENTS_SETTING_REFRESH`] after.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.ns)
+    }
+
+    /// Pub/sub channel `<ns>:events:<queue>`: the task events of `queue`
+    /// ([`crate::events::TaskEvent::encode`]) while it has events on.
+    pub fn events_channel(&self, queue: &str) -> String {
+        format!("{}:events:{}", self.ns, queue)
+    }
+
+    /// Pub/sub channel `<ns>:events:wf:<workflow id>`: `succeeded` or `failed`, published once
+    /// by `wf_done.lua` when the workflow ends, if its record has the field `events` (written
+    /// at its start when every member's queue had task events on); wakes
+    /// `Client::wait_workflow`. Queue names have no `:`, so it is no queue's channel.
+    pub fn workflow_events_channel(&self, id: &str) -> String {
+        format!("{}:events:wf:{}", self.ns, id)
     }
 
     /// The keys of partition (`queue`, `shard`).
@@ -171,6 +234,7 @@ mod tests {
             (k.paused(), "sched:paused"),
             (k.worker("w1"), "sched:workers:w1"),
             (k.workers_pattern(), "sched:workers:*"),
+            (k.worker_index(), "sched:workers"),
             (p.scheduled(), "sched:{emails:3}:scheduled"),
             (p.ready(), "sched:{emails:3}:ready"),
             (p.active(), "sched:{emails:3}:active"),

@@ -15,11 +15,13 @@
 //! - `scripts` — the script types at their former paths (re-exports of `store`).
 //! - `conn` — connection modes (one Redis, Cluster, Sentinel; TLS) and `conn::Conn`.
 //! - [`defaults`] — the defaults every part shares, each written once.
-//! - [`client`] — [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results).
+//! - [`client`] — [`Client`], the producer API (enqueue, bulk enqueue, cancel, status, results);
+//!   [`client::middleware`]: [`EnqueueMiddleware`], hooks around every enqueue.
 //! - [`task`] — the [`Task`] trait `#[task]` implements, [`TaskContext`], [`TaskError`].
 //! - `id` — [`TaskId`], queue-name rules and the shard hash.
 //! - [`inspector`] — [`Inspector`], the operators' view.
-//! - [`info`] — [`TaskInfo`], [`TaskState`], [`QueueStats`].
+//! - [`info`] — [`TaskInfo`], [`Progress`], [`FailedAttempt`], [`TaskState`], [`QueueStats`].
+//! - [`lateness`] — [`LatenessHistogram`], run lateness in mergeable buckets (worker heartbeats).
 //! - [`schedule`] — [`Schedule`], periodic schedules: cron or interval, tick computation
 //!   (time zones, DST), misfire and overlap policies.
 //! - [`schedules`] — [`Schedules`], schedules stored in Redis: add, remove, pause, resume,
@@ -29,9 +31,13 @@
 //! - [`metrics`] — names of the metrics the client and the store record (enqueues, Redis round
 //!   trips).
 //! - [`headers`] — [`Headers`], a task's string metadata: encoding and bounds.
+//! - [`limits`] — [`limits::Limit`] and [`limits::LimitScope`], flow-control limits that hold
+//!   across every worker: concurrency and rate, per task name, queue or key.
 //! - `otel` (feature `otel`) — the W3C trace context of the enqueuing span, carried in headers.
 //! - [`trace`] — the `tracing` spans of a task's life (enqueue, claim, run, ack) with the
 //!   OpenTelemetry messaging attributes.
+//! - [`events`] — [`TaskEvent`], [`EventStream`]: task events, per-queue opt-in, published on
+//!   the queue's channel (`Client::events`, `Client::watch`).
 //! - [`error`] — [`Error`].
 
 pub mod backup;
@@ -40,6 +46,7 @@ pub mod client;
 pub mod conn;
 pub mod defaults;
 pub mod error;
+pub mod events;
 pub mod headers;
 #[doc(hidden)]
 pub mod id;
@@ -47,6 +54,8 @@ pub mod info;
 pub mod inspector;
 #[doc(hidden)]
 pub mod keys;
+pub mod lateness;
+pub mod limits;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
@@ -58,23 +67,31 @@ pub mod scripts;
 pub mod store;
 pub mod task;
 pub mod trace;
+pub mod workflow;
 
-pub use client::{Cancellation, Client, ClientConfig, IntoTaskRequest, TaskCall, TaskRequest};
+pub use client::{
+    Cancellation, Client, ClientConfig, EnqueueMiddleware, IntoTaskRequest, TaskCall, TaskRequest,
+};
 pub use conn::{HealthCheck, TlsConfig};
 pub use error::{Error, Result};
+pub use events::{EventKind, EventStream, TaskEvent};
 pub use headers::Headers;
 pub use id::TaskId;
-pub use info::{QueueStats, TaskInfo, TaskState};
+pub use info::{FailedAttempt, Progress, QueueStats, TaskInfo, TaskState};
 pub use inspector::{
     Counts, DueSummary, Inspector, PurgeTally, QueueCounts, QueueSummary, RequeueTally, TaskDetail,
     TaskPage, TaskSummary, WorkerInfo,
 };
+pub use lateness::LatenessHistogram;
 pub use schedule::{Misfire, Overlap, Schedule, Spec};
 pub use schedules::{Declared, FireReport, ScheduleInfo, Schedules};
 #[doc(hidden)]
 pub use store::Store;
 pub use task::{StateMap, Task, TaskContext, TaskError, TaskErrorKind};
 
+/// The attribute an `impl` of [`EnqueueMiddleware`] (and of the worker's `Middleware`) carries
+/// (re-exported so that users need no dependency of their own).
+pub use async_trait::async_trait;
 pub use redis;
 /// The token of [`TaskContext::cancellation_token`] (re-exported so that versions cannot drift).
 pub use tokio_util::sync::CancellationToken;

@@ -18,6 +18,15 @@ use crate::store::{Partition, ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
 /// paused longer between reading and writing has its write refused, and reads again.
 const PLAN_VALID_MS: i64 = 1_000;
 
+/// How late the first tick of a schedule that never fired may be when a ticker first comes to it
+/// and still be enqueued (due at once) rather than be a misfire (ms). A schedule declared a moment
+/// before its first tick (at 12:00:00.990 for a tick at 12:00:01) is first read by the ticker of
+/// the worker that declared it once that worker runs, which can be after the tick: that tick was
+/// not missed while the workers were down, it is just being started. Later ticks, and a first
+/// tick further in the past (no worker ran since the schedule was added), follow the misfire
+/// policy.
+const FIRST_TICK_GRACE_MS: i64 = 2_000;
+
 /// Compare-and-set rounds before giving up on one schedule for this pass.
 const CAS_ROUNDS: usize = 5;
 
@@ -397,6 +406,12 @@ impl Schedules {
         let mut report = FireReport::default();
         let look = lookahead.as_millis() as i64;
         let (index, epoch) = self.index_and_epoch().await?;
+        if index.is_empty() {
+            // No schedule: the pass costs the one read of the index, no clock read.
+            return Ok(report);
+        }
+        // The ticks' `enqueued` events follow the setting (one `HKEYS` per 10 s at most).
+        self.client.refresh_events_setting();
         let clock = PassClock {
             server_ms: self.server_now().await?,
             at: Instant::now(),
@@ -483,7 +498,15 @@ impl Schedules {
             name: name.to_owned(),
             reason,
         })?;
-        let plan = plan(&ticks, info.misfire, info.overlap, next, now, look);
+        // The first tick of a schedule that never fired, passed less than the grace ago: planned
+        // as of its own time, so that it is enqueued (due at once), not dropped as a misfire.
+        let never_fired = num(&rec, "last_tick").is_none();
+        let plan_now = if never_fired && next < now && now - next <= FIRST_TICK_GRACE_MS {
+            next
+        } else {
+            now
+        };
+        let plan = plan(&ticks, info.misfire, info.overlap, next, plan_now, look);
         let rev = num(&rec, "rev").unwrap_or(0);
         let shards = self.client.shards(&info.queue).await?;
         let tasks: Vec<ScheduleTask> = plan

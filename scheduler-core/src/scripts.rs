@@ -4,5 +4,5 @@
 
 pub use crate::store::{
     with_prelude, AckItem, CancelReply, Claim, Claimed, DeleteReply, Due, FailItem, NewTask,
-    Outcome, Promoted, Reaped, RequeueReply, MAX_BATCH,
+    Outcome, Promoted, Reaped, RequeueReply, Riders, MAX_BATCH,
 };

@@ -14,8 +14,17 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TaskCall;
+use crate::error::Error;
 use crate::headers::Headers;
 use crate::id::TaskId;
+use crate::store::{Partition, Store};
+
+/// The longest message [`TaskContext::progress`] takes, in bytes (UTF-8): 16 pieces of 64
+/// bytes in the task's hash.
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
+
+/// Attempts of a progress write while Redis fails transiently (50 ms, doubling: about 1.5 s).
+const PROGRESS_WRITE_ATTEMPTS: u32 = 5;
 
 /// A kind of task: its name, its default options, its argument and output types, and the code
 /// that runs it.
@@ -137,6 +146,50 @@ pub struct TaskContext {
     cancel: CancellationToken,
     // `None` for a task without headers (most): no allocation per run.
     headers: Option<Arc<Headers>>,
+    // The run's lease, for progress reports; `None` outside a worker.
+    lease: Option<RunLease>,
+}
+
+/// What every run of one worker writes its progress through: the store and the worker's
+/// partitions. Built once per worker; each run holds a clone of the `Arc`.
+#[doc(hidden)]
+pub struct LeaseStore {
+    store: Store,
+    partitions: Arc<[Partition]>,
+}
+
+impl LeaseStore {
+    /// The store and partitions of a worker; workers call it once.
+    pub fn new(store: Store, partitions: Arc<[Partition]>) -> Self {
+        Self { store, partitions }
+    }
+}
+
+impl fmt::Debug for LeaseStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseStore")
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+/// Where a worker's run writes its progress: the worker's [`LeaseStore`], the index of the
+/// task's partition in it and the lease token that fences the write. One `Arc` clone per run,
+/// no allocation.
+#[derive(Clone)]
+struct RunLease {
+    shared: Arc<LeaseStore>,
+    idx: usize,
+    token: i64,
+}
+
+impl fmt::Debug for RunLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunLease")
+            .field("partition", &self.shared.partitions.get(self.idx))
+            .field("token", &self.token)
+            .finish()
+    }
 }
 
 impl TaskContext {
@@ -157,6 +210,79 @@ impl TaskContext {
             state,
             cancel: CancellationToken::new(),
             headers: None,
+            lease: None,
+        }
+    }
+
+    /// Sets the lease this run holds (the partition at `idx` of `shared`, fencing token
+    /// `token`), which [`TaskContext::progress`] writes under; workers call it.
+    #[doc(hidden)]
+    pub fn with_lease(mut self, shared: Arc<LeaseStore>, idx: usize, token: i64) -> Self {
+        self.lease = Some(RunLease { shared, idx, token });
+        self
+    }
+
+    /// Records how far this run has got: `percent` done (0 to 100) and a short `message`, on
+    /// the task's record, where [`crate::Client::status`] ([`crate::TaskInfo::progress`]),
+    /// `schedctl status` and the dashboard's task page show it. Each call replaces the last
+    /// report; one Lua script call (`lua/progress.lua`), fenced by this run's lease, so a run
+    /// that lost its lease cannot overwrite what the task's next run reports. Report at steps
+    /// (every few seconds, every few percent), not per item: each report is a round trip to
+    /// Redis. A retry keeps the last report of the run before it until it makes its own
+    /// ([`crate::info::Progress::attempt`] says which run made it).
+    ///
+    /// Outside a worker (a context built with [`TaskContext::new`] in a unit test), the values
+    /// are checked and nothing is recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use scheduler_core::{TaskContext, TaskError};
+    /// # async fn import(_row: u32) {}
+    /// async fn import_rows(ctx: TaskContext, rows: u32) -> Result<(), TaskError> {
+    ///     for row in 0..rows {
+    ///         import(row).await;
+    ///         if row % 1000 == 0 {
+    ///             let percent = (u64::from(row) * 100 / u64::from(rows)) as u8;
+    ///             ctx.progress(percent, format!("{row} of {rows} rows")).await?;
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProgress`] for a percent above 100 or a message over
+    /// [`MAX_PROGRESS_MESSAGE_BYTES`]; [`Error::LeaseLost`] when this run no longer holds the
+    /// task's lease (stop: another run may own the task); a Redis error that persisted through
+    /// a few retries. Nothing is recorded on any error. With `?` in a handler, each becomes a
+    /// retryable [`TaskError`].
+    pub async fn progress(&self, percent: u8, message: impl AsRef<str>) -> Result<(), Error> {
+        let message = message.as_ref();
+        if percent > 100 {
+            return Err(Error::InvalidProgress(format!(
+                "percent {percent}: use 0 to 100"
+            )));
+        }
+        if message.len() > MAX_PROGRESS_MESSAGE_BYTES {
+            return Err(Error::InvalidProgress(format!(
+                "message of {} bytes: at most {MAX_PROGRESS_MESSAGE_BYTES}",
+                message.len()
+            )));
+        }
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        let (store, p) = (&lease.shared.store, &lease.shared.partitions[lease.idx]);
+        // Safe to repeat: a second application writes the same values.
+        let out = crate::store::retry_transient(PROGRESS_WRITE_ATTEMPTS, || {
+            store.progress(p, self.id.id(), lease.token, percent, message)
+        })
+        .await?;
+        match out {
+            crate::store::Outcome::Done => Ok(()),
+            _ => Err(Error::LeaseLost(self.id.clone())),
         }
     }
 

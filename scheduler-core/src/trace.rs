@@ -12,6 +12,9 @@
 //! | `task` | consumer | each run of a task on a worker | `process` |
 //! | `ack` | client | each batch of outcomes written (`ack.lua`, `retry.lua`) | `settle` |
 //!
+//! `claim` and `ack` spans are per batch, not per task: the worker gives them span links to the
+//! traces of the tasks they carry (`scheduler_worker::trace`).
+//!
 //! Spans cost one check of a cached flag when no subscriber wants them: fields are computed
 //! only for an enabled span.
 
@@ -38,7 +41,7 @@ pub fn enqueue_span(queue: &str, name: &str, n: usize) -> Span {
         scheduler.task.name = name,
     );
     if n != 1 {
-        span.record("messaging.batch.message_count", n);
+        span.record("messaging.batch.message_count", count(n));
     }
     span
 }
@@ -83,7 +86,7 @@ pub fn ack_span(op: &'static str, queue: &str, n: usize) -> Span {
         messaging.operation.type = "settle",
         messaging.operation.name = op,
         messaging.destination.name = queue,
-        messaging.batch.message_count = n,
+        messaging.batch.message_count = count(n),
     )
 }
 
@@ -91,8 +94,14 @@ pub fn ack_span(op: &'static str, queue: &str, n: usize) -> Span {
 #[doc(hidden)]
 pub fn record_count(span: &Span, n: usize) {
     if !span.is_disabled() {
-        span.record("messaging.batch.message_count", n);
+        span.record("messaging.batch.message_count", count(n));
     }
+}
+
+/// A count as an `i64` field: `tracing-opentelemetry` exports `u64` fields as strings, `i64`
+/// ones as integers (what `messaging.batch.message_count` is).
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// The span of one run of a task: the `task` span of the worker's log lines, with `task_id`,

@@ -1,6 +1,6 @@
 //! The task history archive (feature `archive`): finished attempts (succeeded, dead,
-//! cancelled) flow from the per-partition archive streams in Redis to a PostgreSQL table, in
-//! batches, and [`HistoryDb::query`] reads them back. `docs/storage.md` describes the design,
+//! cancelled, expired) flow from the per-partition archive streams in Redis to a PostgreSQL
+//! table, in batches, and [`HistoryDb::query`] reads them back. `docs/storage.md` describes the design,
 //! the schema and the guarantees.
 //!
 //! - [`HistoryDb`]: the PostgreSQL side: a `sqlx` pool, the migrations of
@@ -37,6 +37,9 @@ use scheduler_core::{Error, Store};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use tokio_util::sync::CancellationToken;
+
+/// How often an archiver reads the backlog and drop counts (its gauges and the drop log).
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Default [`ArchiveConfig::bound`]: entries each partition's stream keeps at most.
 pub const DEFAULT_BOUND: u64 = 100_000;
@@ -167,7 +170,7 @@ pub struct HistoryRow {
     pub stream_id: String,
     /// Task name.
     pub name: String,
-    /// `succeeded`, `dead` or `cancelled`.
+    /// `succeeded`, `dead`, `cancelled` or `expired`.
     pub state: String,
     /// Enqueue time (unix ms).
     pub enqueued_at_ms: Option<i64>,
@@ -198,7 +201,7 @@ pub struct HistoryQuery {
     pub name: Option<String>,
     /// Queue.
     pub queue: Option<String>,
-    /// State (`succeeded`, `dead`, `cancelled`).
+    /// State (`succeeded`, `dead`, `cancelled`, `expired`).
     pub state: Option<String>,
     /// Finished at or after (unix ms).
     pub since_ms: Option<i64>,
@@ -562,6 +565,15 @@ impl Archiver {
                 if stop.is_cancelled() {
                     break;
                 }
+                // The backlog and drop figures are read between partitions, not between rounds:
+                // with PostgreSQL down each partition waits out the pool's acquire timeout (5 s),
+                // so a round over 16 partitions takes 80 s, and drops made meanwhile went
+                // unlogged that long. The first look (before any insert) sets the drops already
+                // counted, so drops made while the first round is stuck are logged too.
+                if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
+                    last_backlog = Some(Instant::now());
+                    self.backlog(&mut dropped_seen).await;
+                }
                 if !grouped[i] {
                     match self.store.archive_group(p).await {
                         Ok(()) => grouped[i] = true,
@@ -585,7 +597,7 @@ impl Archiver {
                     }
                 }
             }
-            if last_backlog.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            if last_backlog.is_none_or(|t| t.elapsed() >= BACKLOG_EVERY) {
                 last_backlog = Some(Instant::now());
                 self.backlog(&mut dropped_seen).await;
             }

@@ -64,6 +64,7 @@ pub struct WorkerConfig {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) cancel_grace: Duration,
     pub(crate) result_ttl: Duration,
+    pub(crate) ack_ride_window: Duration,
     pub(crate) max_payload_bytes: usize,
     pub(crate) backoff: Backoff,
     pub(crate) dead_max_age: Duration,
@@ -76,6 +77,44 @@ pub struct WorkerConfig {
     pub(crate) outcome_write_attempts: u32,
     pub(crate) release_attempts: u32,
     pub(crate) trace_mode: crate::trace::TraceMode,
+    pub(crate) queue_order: QueueOrder,
+}
+
+/// How a worker serving several queues chooses the queue of its next claim, when more than one
+/// has ready work ([`WorkerConfig::queue_order`]; guide: `docs/flow-control.md`, section 4).
+///
+/// Only the fetcher's claims follow it. The promoter's promote-and-lease (a task falling due is
+/// leased to the promoting worker at once) fills only execution slots that no task in hand is
+/// using or waiting for, so it takes nothing while the worker is saturated, which is when the
+/// order matters.
+///
+/// # Examples
+///
+/// ```
+/// use scheduler_worker::config::QueueOrder;
+/// use scheduler_worker::Worker;
+///
+/// let b = Worker::builder().queue_weights([("critical", 6), ("default", 3), ("low", 1)]);
+/// assert_eq!(b.settings().queues(), ["critical", "default", "low"]);
+/// assert!(matches!(b.settings().queue_order(), QueueOrder::Weighted(w) if w == &[6, 3, 1]));
+/// let b = Worker::builder().strict_priority(["critical", "default", "low"]);
+/// assert!(matches!(b.settings().queue_order(), QueueOrder::Strict));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueOrder {
+    /// The default: every partition (queue shard) flagged as having ready work in turn, whatever
+    /// its queue.
+    #[default]
+    RoundRobin,
+    /// The weight of each queue of [`WorkerConfig::queues`], in the same order (each at least
+    /// 1): while several queues have ready work, each gets a share of the claimed tasks
+    /// proportional to its weight (`[6, 3, 1]`: 60%, 30%, 10%). A queue without ready work
+    /// gives its share to the others and gets no credit for the time it was idle.
+    Weighted(Vec<u32>),
+    /// [`WorkerConfig::queues`] in priority order, first highest: a claim goes to the first queue
+    /// with ready work, so a queue is served only while every queue before it has none.
+    Strict,
 }
 
 impl Default for WorkerConfig {
@@ -98,6 +137,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(5),
             result_ttl: Duration::from_secs(24 * 3600),
+            ack_ride_window: Duration::from_millis(10),
             max_payload_bytes: scheduler_core::defaults::MAX_PAYLOAD_BYTES,
             backoff: Backoff::default(),
             heartbeat_interval: Duration::from_secs(5),
@@ -110,6 +150,7 @@ impl Default for WorkerConfig {
             outcome_write_attempts: DEFAULT_OUTCOME_WRITE_ATTEMPTS,
             release_attempts: DEFAULT_RELEASE_ATTEMPTS,
             trace_mode: crate::trace::TraceMode::default(),
+            queue_order: QueueOrder::RoundRobin,
         }
     }
 }
@@ -119,6 +160,13 @@ impl WorkerConfig {
     /// [`crate::trace::TraceMode::Child`].
     pub fn trace_mode(&self) -> crate::trace::TraceMode {
         self.trace_mode
+    }
+
+    /// How the queue of the next claim is chosen when several have ready work. Default
+    /// [`QueueOrder::RoundRobin`]; set with [`crate::WorkerBuilder::queue_weights`] or
+    /// [`crate::WorkerBuilder::strict_priority`].
+    pub fn queue_order(&self) -> &QueueOrder {
+        &self.queue_order
     }
 
     /// Key namespace. Default `sched`.
@@ -248,6 +296,14 @@ impl WorkerConfig {
         self.result_ttl
     }
 
+    /// How long a success may wait to ride on its partition's next promote by this worker (one
+    /// Redis call writes both, instead of two) when that promote is due within it; a success
+    /// whose promote does not come is written alone once the window is over. Default 10 ms;
+    /// zero writes every success at once; at most 1 s.
+    pub fn ack_ride_window(&self) -> Duration {
+        self.ack_ride_window
+    }
+
     /// Largest argument payload run, and largest result stored, in bytes; a task with bigger
     /// arguments, or whose run returns a bigger result, is dead-lettered. Default 1 MiB.
     pub fn max_payload_bytes(&self) -> usize {
@@ -328,11 +384,14 @@ impl WorkerConfig {
     /// (`concurrency`, `claim_batch`, `promote_batch`, `default_shards`, a `queue_shards` entry,
     /// `max_payload_bytes`, `outcome_write_attempts`, `release_attempts`), an interval below
     /// [`MIN_INTERVAL`], a `lease` or `lock_ttl` below [`MIN_LEASE`], a `takeover_after` below
-    /// 2 ms, any duration above [`MAX_DURATION`], or a backoff that is not finite.
+    /// 2 ms, any duration above [`MAX_DURATION`], a backoff that is not finite, or a
+    /// [`QueueOrder`] that does not fit [`WorkerConfig::queues`] (a weight of zero, a weight
+    /// count that differs from the queue count, a queue named twice, or no queue named).
     pub fn validate(&self) -> Result<(), Error> {
         fn bad(name: &str, value: impl std::fmt::Debug, rule: &str) -> Error {
             Error::InvalidConfig(format!("{name} = {value:?}: {rule}"))
         }
+        self.validate_queue_order()?;
         let counts = [
             ("concurrency", self.concurrency as u64),
             ("claim_batch", self.claim_batch as u64),
@@ -391,8 +450,16 @@ impl WorkerConfig {
             ("shutdown_timeout", self.shutdown_timeout, Duration::ZERO),
             ("cancel_grace", self.cancel_grace, Duration::ZERO),
             ("result_ttl", self.result_ttl, Duration::ZERO),
+            ("ack_ride_window", self.ack_ride_window, Duration::ZERO),
             ("dead_max_age", self.dead_max_age, Duration::ZERO),
         ];
+        if self.ack_ride_window > Duration::from_secs(1) {
+            return Err(bad(
+                "ack_ride_window",
+                self.ack_ride_window,
+                "must be at most 1 s",
+            ));
+        }
         for (name, d, min) in mins {
             if d < min {
                 return Err(bad(name, d, &format!("must be at least {min:?}")));
@@ -429,9 +496,67 @@ impl WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// The checks of [`WorkerConfig::queue_order`] against [`WorkerConfig::queues`].
+    fn validate_queue_order(&self) -> Result<(), Error> {
+        let name = match &self.queue_order {
+            QueueOrder::RoundRobin => return Ok(()),
+            QueueOrder::Weighted(_) => "queue_weights",
+            QueueOrder::Strict => "strict_priority",
+        };
+        let bad = |rule: String| Err(Error::InvalidConfig(format!("{name}: {rule}")));
+        if self.queues.is_empty() {
+            return bad("names no queue".into());
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            if self.queues[..i].contains(q) {
+                return bad(format!("queue {q:?} named twice"));
+            }
+        }
+        if let QueueOrder::Weighted(w) = &self.queue_order {
+            if w.len() != self.queues.len() {
+                return bad(format!(
+                    "{} weights for {} queues (set the queues with queue_weights, not queues)",
+                    w.len(),
+                    self.queues.len()
+                ));
+            }
+            if let Some(i) = w.iter().position(|&w| w == 0) {
+                return bad(format!(
+                    "weight of queue {:?} = 0: must be at least 1",
+                    self.queues[i]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Weights and strict priority are checked against the queues.
+    #[test]
+    fn queue_order_is_checked() {
+        let cfg = |queues: &[&str], order: QueueOrder| WorkerConfig {
+            queues: queues.iter().map(|q| (*q).to_owned()).collect(),
+            queue_order: order,
+            ..WorkerConfig::default()
+        };
+        let err = |c: WorkerConfig| match c.validate() {
+            Err(Error::InvalidConfig(m)) => m,
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        cfg(&["a", "b"], QueueOrder::Weighted(vec![2, 1]))
+            .validate()
+            .unwrap();
+        cfg(&["a", "b"], QueueOrder::Strict).validate().unwrap();
+        assert!(err(cfg(&["a", "b"], QueueOrder::Weighted(vec![2, 0]))).contains("\"b\" = 0"));
+        assert!(err(cfg(&["a"], QueueOrder::Weighted(vec![2, 1]))).contains("2 weights for 1"));
+        assert!(err(cfg(&["a", "a"], QueueOrder::Strict)).contains("named twice"));
+        assert!(err(cfg(&[], QueueOrder::Strict)).contains("no queue"));
+    }
 
     /// The defaults pass the checks.
     #[test]

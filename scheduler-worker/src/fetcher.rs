@@ -25,6 +25,10 @@
 //! kept waiting and a killed worker strands few leases. Far from Redis, when claims are what
 //! limits throughput, the measured rate grows with the prefetch and `extra` about doubles every
 //! round trip until it covers the round trip or reaches the cap.
+//!
+//! The partition of the next claim is the next one flagged in turn ([`QueueOrder::RoundRobin`],
+//! the default), or is chosen by queue ([`QueuePicker`]): by weight (stride scheduling on the
+//! tasks claimed) or strictly by priority; within a queue, its partitions in turn.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,6 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::QueueOrder;
 use crate::executor;
 use crate::executor::ExecutorParams;
 use crate::shared::{Counters, Inflight};
@@ -67,6 +72,11 @@ pub(crate) struct FetcherParams {
     pub(crate) lease: Duration,
     /// [`crate::WorkerConfig::release_attempts`].
     pub(crate) release_attempts: u32,
+    /// [`crate::WorkerConfig::queues`], in the order of `partitions` (empty when the worker
+    /// serves its tasks' default queues: then the order is round-robin, which does not read it).
+    pub(crate) queues: Vec<String>,
+    /// [`crate::WorkerConfig::queue_order`].
+    pub(crate) queue_order: QueueOrder,
     /// Stops fetching.
     pub(crate) stop_intake: CancellationToken,
     /// Ends the hand-back of lost claims still running.
@@ -194,6 +204,122 @@ pub(crate) struct Intake {
     /// batch): when ready tasks are sparse, the target's permits are not all reserved by one
     /// claim that returns a few tasks, but spread over claims to several partitions at once.
     fill: Mutex<f64>,
+    /// How the next partition is chosen by queue; `None` for [`QueueOrder::RoundRobin`], which
+    /// the fetcher loop does with a cursor of its own.
+    picker: Option<Mutex<QueuePicker>>,
+}
+
+/// The partition pick of a worker with [`QueueOrder::Weighted`] or [`QueueOrder::Strict`].
+///
+/// Weighted is stride scheduling on the tasks claimed: each queue has a virtual time `pass`
+/// that a claim advances by `tasks / weight`; the next claim goes to the queue with ready work
+/// whose `pass` is lowest, so over any stretch where several queues have ready work their claimed
+/// tasks are in proportion to their weights, whatever the claims' sizes. A claim is charged the
+/// tasks it asks for when it is sent, and refunded those it did not get when it returns. A
+/// queue's `pass` is raised to `vtime` (the `pass` of the last pick) when it is picked or
+/// compared: a queue that had no ready work for a while gets no credit for it, and does not
+/// take every claim when its work comes back.
+#[derive(Debug)]
+pub(crate) struct QueuePicker {
+    /// In priority order for strict ([`crate::WorkerConfig::queues`]).
+    queues: Vec<PickQueue>,
+    /// The queue of each partition.
+    queue_of: Vec<usize>,
+    /// `true`: strict priority; `false`: weighted.
+    strict: bool,
+    /// The `pass` of the last weighted pick, before its charge.
+    vtime: f64,
+}
+
+/// One queue of a [`QueuePicker`].
+#[derive(Debug)]
+struct PickQueue {
+    /// Its partitions' indices.
+    parts: Vec<usize>,
+    /// The next of `parts` to look at: its partitions are claimed from in turn.
+    cursor: usize,
+    /// `1 / weight` (strict: unused).
+    stride: f64,
+    /// Virtual time: tasks charged times `stride`.
+    pass: f64,
+}
+
+impl QueuePicker {
+    /// The picker of `order` for partitions of `queues` (`partitions`: the queue of each);
+    /// `None` for round-robin.
+    pub(crate) fn new<'a>(
+        order: &QueueOrder,
+        queues: &[String],
+        partitions: impl ExactSizeIterator<Item = &'a str>,
+    ) -> Option<Self> {
+        let weights: Vec<u32> = match order {
+            QueueOrder::RoundRobin => return None,
+            QueueOrder::Weighted(w) => w.clone(),
+            QueueOrder::Strict => vec![1; queues.len()],
+        };
+        let mut picker = Self {
+            queues: weights
+                .iter()
+                .map(|&w| PickQueue {
+                    parts: Vec::new(),
+                    cursor: 0,
+                    stride: 1.0 / f64::from(w.max(1)),
+                    pass: 0.0,
+                })
+                .collect(),
+            queue_of: Vec::with_capacity(partitions.len()),
+            strict: matches!(order, QueueOrder::Strict),
+            vtime: 0.0,
+        };
+        for (idx, p) in partitions.enumerate() {
+            // `validate` checked that the weights match the queues, which the partitions
+            // come from.
+            let q = queues.iter().position(|q| q == p).unwrap_or(0);
+            picker.queues[q].parts.push(idx);
+            picker.queue_of.push(q);
+        }
+        Some(picker)
+    }
+
+    /// The next partition to claim `want` tasks from among those `eligible` says may have
+    /// work, charged for them; `None` when none is eligible.
+    pub(crate) fn pick(&mut self, want: usize, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for qi in 0..self.queues.len() {
+            let q = &mut self.queues[qi];
+            let n = q.parts.len();
+            let Some(k) = (0..n)
+                .map(|k| (q.cursor + k) % n)
+                .find(|&k| eligible(q.parts[k]))
+            else {
+                continue;
+            };
+            if self.strict {
+                q.cursor = (k + 1) % n;
+                return Some(q.parts[k]);
+            }
+            q.pass = q.pass.max(self.vtime);
+            let pass = q.pass;
+            if best.is_none_or(|(b, _)| pass < self.queues[b].pass) {
+                best = Some((qi, k));
+            }
+        }
+        let (qi, k) = best?;
+        let q = &mut self.queues[qi];
+        q.cursor = (k + 1) % q.parts.len();
+        self.vtime = q.pass;
+        q.pass += want as f64 * q.stride;
+        Some(q.parts[k])
+    }
+
+    /// A claim on partition `idx` got `missing` tasks fewer than it was charged for.
+    pub(crate) fn refund(&mut self, idx: usize, missing: usize) {
+        if self.strict || missing == 0 {
+            return;
+        }
+        let q = &mut self.queues[self.queue_of[idx]];
+        q.pass -= missing as f64 * q.stride;
+    }
 }
 
 impl Intake {
@@ -220,6 +346,12 @@ impl Intake {
             hand: Arc::new(Hand::default()),
             rtt: Mutex::new(None),
             fill: Mutex::new(batch as f64 / 2.0),
+            picker: QueuePicker::new(
+                &params.queue_order,
+                &params.queues,
+                params.partitions.iter().map(|p| p.queue.as_str()),
+            )
+            .map(Mutex::new),
             params,
         })
     }
@@ -388,13 +520,19 @@ pub(crate) async fn run(ctx: Arc<Intake>) {
                 () = tokio::time::sleep_until(until) => {}
             }
         }
-        // Find a partition that may have work, round-robin so no partition starves. A paused
-        // one keeps its flag for when it is resumed.
+        // Find a partition that may have work, round-robin so no partition starves, or by
+        // queue (weights, strict priority). A paused one keeps its flag for when it is resumed.
         let idx = loop {
-            let found = (0..n).map(|k| (cursor + k) % n).find(|&i| {
+            let eligible = |i: usize| {
                 params.ready.flags[i].load(Ordering::Acquire) && !params.ready.is_paused(i)
-            });
-            if let Some(i) = found {
+            };
+            if let Some(picker) = &ctx.picker {
+                let want = permit.num_permits();
+                let found = picker.lock().expect("picker poisoned").pick(want, eligible);
+                if let Some(i) = found {
+                    break i;
+                }
+            } else if let Some(i) = (0..n).map(|k| (cursor + k) % n).find(|&i| eligible(i)) {
                 cursor = (i + 1) % n;
                 break i;
             }
@@ -406,6 +544,11 @@ pub(crate) async fn run(ctx: Arc<Intake>) {
         // Clear before claiming: a notification that arrives during the claim sets it again.
         // While this claim is in flight, no other claim goes to this partition unless a
         // notification flags it again.
+        // Intake may have stopped while a permit was at hand (a stop hands the waiting tasks
+        // back, which frees permits and flags their partitions): no claim after that.
+        if params.stop_intake.is_cancelled() {
+            break 'fetch;
+        }
         params.ready.flags[idx].store(false, Ordering::Release);
         ctx.in_flight.fetch_add(1, Ordering::AcqRel);
         claims.spawn(claim(Arc::clone(&ctx), idx, permit));
@@ -462,12 +605,17 @@ async fn claim(ctx: Arc<Intake>, idx: usize, mut permit: OwnedSemaphorePermit) {
     match claimed {
         Ok(claim) => {
             scheduler_core::trace::record_count(&span, claim.tasks.len());
+            crate::trace::link_producers(&span, &claim.tasks);
             {
                 let took = sent.elapsed().as_secs_f64();
                 let mut rtt = ctx.rtt.lock().expect("rtt poisoned");
                 *rtt = Some(rtt.map_or(took, |r| r + RTT_ALPHA * (took - r)));
                 let mut fill = ctx.fill.lock().expect("fill poisoned");
                 *fill += FILL_ALPHA * (claim.tasks.len() as f64 - *fill);
+            }
+            if claim.expired > 0 {
+                Counters::add(&params.counters.expired, u64::from(claim.expired));
+                crate::metrics::count(crate::metrics::EXPIRED, &p.queue, u64::from(claim.expired));
             }
             if claim.corrupt > 0 {
                 tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = claim.corrupt, "claim found unreadable task records and moved them to the dead set");
@@ -481,9 +629,16 @@ async fn claim(ctx: Arc<Intake>, idx: usize, mut permit: OwnedSemaphorePermit) {
                 // A full batch: there may be more.
                 params.ready.mark(idx);
             }
+            if let Some(picker) = &ctx.picker {
+                let missing = want.saturating_sub(claim.tasks.len());
+                picker.lock().expect("picker poisoned").refund(idx, missing);
+            }
             ctx.deliver(idx, claim.tasks, claim.server_now_ms, &mut permit);
         }
         Err(e) => {
+            if let Some(picker) = &ctx.picker {
+                picker.lock().expect("picker poisoned").refund(idx, want);
+            }
             {
                 let mut pause = ctx.pause.lock().expect("pause poisoned");
                 pause.until = Some(Instant::now() + pause.next);
@@ -519,5 +674,89 @@ async fn release_lost_claim(params: Arc<FetcherParams>, idx: usize, tag: String)
         Err(e) => {
             tracing::warn!(error = %e, queue = %p.queue, shard = p.shard, tag, "could not hand back the tasks of a lost claim; they run again after their lease");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues(names: &[&str]) -> Vec<String> {
+        names.iter().map(|q| (*q).to_owned()).collect()
+    }
+
+    /// Two partitions per queue: a, a, b, b, c, c.
+    const PARTS: [&str; 6] = ["a", "a", "b", "b", "c", "c"];
+
+    /// Weighted, every queue with work: the tasks charged are in proportion to the weights,
+    /// whatever the claims' sizes, and each queue's partitions are used in turn.
+    #[test]
+    fn weighted_shares_follow_the_weights() {
+        let mut p = QueuePicker::new(
+            &QueueOrder::Weighted(vec![6, 3, 1]),
+            &queues(&["a", "b", "c"]),
+            PARTS.iter().copied(),
+        )
+        .unwrap();
+        let mut tasks = [0usize; 3];
+        let mut parts = [0usize; 6];
+        for i in 0..1000 {
+            let want = 1 + i % 7;
+            let idx = p.pick(want, |_| true).unwrap();
+            tasks[idx / 2] += want;
+            parts[idx] += 1;
+        }
+        let total: usize = tasks.iter().sum();
+        let share = |q: usize| tasks[q] as f64 / total as f64;
+        assert!((share(0) - 0.6).abs() < 0.01, "{tasks:?}");
+        assert!((share(1) - 0.3).abs() < 0.01, "{tasks:?}");
+        assert!((share(2) - 0.1).abs() < 0.01, "{tasks:?}");
+        for q in 0..3 {
+            assert!(parts[2 * q].abs_diff(parts[2 * q + 1]) <= 1, "{parts:?}");
+        }
+    }
+
+    /// A queue with no work leaves its share to the others and gets no credit for it: when its
+    /// work comes back it gets its share again, not every claim. A refund makes up for tasks a
+    /// claim did not get.
+    #[test]
+    fn an_idle_queue_gets_no_credit() {
+        let mut p = QueuePicker::new(
+            &QueueOrder::Weighted(vec![1, 1, 1]),
+            &queues(&["a", "b", "c"]),
+            PARTS.iter().copied(),
+        )
+        .unwrap();
+        for _ in 0..300 {
+            let idx = p.pick(10, |i| i >= 2).unwrap();
+            assert!(idx >= 2);
+        }
+        let mut picks = [0usize; 3];
+        for _ in 0..30 {
+            picks[p.pick(10, |_| true).unwrap() / 2] += 1;
+        }
+        assert!(picks.iter().all(|&n| (9..=11).contains(&n)), "{picks:?}");
+        // `a` asked for 10 and got 0 each time: refunded, it is picked again at once.
+        let idx = p.pick(10, |_| true).unwrap();
+        p.refund(idx, 10);
+        assert_eq!(p.pick(10, |_| true).unwrap() / 2, idx / 2);
+        assert_eq!(p.pick(10, |_| false), None);
+    }
+
+    /// Strict: the first queue with work, always; its partitions in turn.
+    #[test]
+    fn strict_takes_the_first_queue_with_work() {
+        let mut p = QueuePicker::new(
+            &QueueOrder::Strict,
+            &queues(&["a", "b", "c"]),
+            PARTS.iter().copied(),
+        )
+        .unwrap();
+        assert_eq!(p.pick(5, |_| true), Some(0));
+        assert_eq!(p.pick(5, |_| true), Some(1));
+        assert_eq!(p.pick(5, |_| true), Some(0));
+        assert_eq!(p.pick(5, |i| i >= 3), Some(3));
+        assert_eq!(p.pick(5, |i| i == 5), Some(5));
+        assert!(QueuePicker::new(&QueueOrder::RoundRobin, &[], PARTS.iter().copied()).is_none());
     }
 }

@@ -1,5 +1,7 @@
 //! The janitor: every few minutes, enforces the dead set's retention (maximum age and length) in
-//! every partition this worker serves. Idempotent, so every worker may run it; no lock.
+//! every partition this worker serves, and sweeps the unfinished workflows
+//! (`Client::sweep_workflows`, docs/workflows.md). Idempotent, so every worker may run it; no
+//! lock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,8 @@ pub(crate) struct JanitorParams {
     pub(crate) dead_max_len: u64,
     /// Ends it (intake stops).
     pub(crate) stop_intake: CancellationToken,
+    /// Sweeps the workflows.
+    pub(crate) client: scheduler_core::Client,
 }
 
 /// Runs until intake stops.
@@ -32,6 +36,10 @@ pub(crate) async fn run(params: Arc<JanitorParams>) {
         tokio::select! {
             () = params.stop_intake.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // One ZRANGE of an empty index when no workflow runs.
+        if let Err(e) = params.client.sweep_workflows().await {
+            tracing::debug!(error = %e, "janitor could not sweep the workflows; next round");
         }
         for p in params.partitions.iter() {
             loop {

@@ -12,9 +12,11 @@
 //! - `notify`: the pub/sub listener; wakes the fetcher and the promoter.
 //! - `promoter`: per-partition locks; moves due tasks to ready at their exact time; reaps
 //!   expired leases.
-//! - `fetcher`: claims ready tasks in batches into free execution slots.
-//! - `executor`: runs one task with its time limit, catches panics, decides ack/retry/bury.
-//! - `acker`: writes outcomes in batches.
+//! - `fetcher`: claims ready tasks in batches into free execution slots, choosing the next
+//!   partition in turn, by queue weight or by strict queue priority ([`QueueOrder`]).
+//! - `executor`: runs one task with its time limit, catches panics, decides ack/retry/bury;
+//!   calls the [`middleware`] hooks around the run when some are registered.
+//! - `acker`: writes outcomes in batches; starts the `on_dead` hooks of buried tasks.
 //! - `lease`: renews leases of running tasks.
 //! - `heartbeat`: advertises the live worker.
 //! - `janitor`: enforces the dead set's retention.
@@ -29,7 +31,8 @@
 //! - `archive` (feature `archive`): the task history archive in PostgreSQL; its archiver runs
 //!   when [`WorkerBuilder::archive`] is set.
 //!
-//! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`backoff`], [`metrics`] (metric
+//! And: [`worker`] (builder, run, graceful shutdown), [`config`], [`middleware`] (hooks around
+//! each run: [`middleware::Middleware`]), [`backoff`], [`metrics`] (metric
 //! names), `prometheus` (feature `prometheus`: serving the metrics over HTTP), `logging`
 //! (feature `logging`: text or JSON log lines), [`trace`] (how run spans continue the trace a task
 //! carries), `otel` (feature `otlp`: an OTLP exporter for worker binaries).
@@ -39,16 +42,19 @@ mod acker;
 pub mod archive;
 pub mod backoff;
 pub mod config;
+mod events;
 mod executor;
 mod fetcher;
 mod gauges;
 mod heartbeat;
 mod janitor;
 mod lease;
+mod limiter;
 #[cfg(feature = "logging")]
 pub mod logging;
 mod messages;
 pub mod metrics;
+pub mod middleware;
 mod notify;
 #[cfg(feature = "otlp")]
 pub mod otel;
@@ -62,7 +68,8 @@ pub mod trace;
 pub mod worker;
 
 pub use backoff::Backoff;
-pub use config::WorkerConfig;
+pub use config::{QueueOrder, WorkerConfig};
+pub use middleware::{Middleware, Run, RunOutcome};
 pub use trace::TraceMode;
 pub use worker::{ShutdownHandle, Worker, WorkerBuilder, WorkerReport};
 

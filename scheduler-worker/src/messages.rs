@@ -16,6 +16,9 @@ pub(crate) enum Verdict {
     Dead(String),
     /// Never started (prefetched, then shutdown): hand back to the ready set, attempt not counted.
     Release,
+    /// A rate limit did not let it start: it waits again in its partition until this server
+    /// time (unix ms), its attempt not counted (`limit_park.lua`); the text names the limit.
+    Park(i64, String),
     /// Its cancellation was requested and the handler stopped (or was aborted after the grace
     /// period): state `cancelled`, not retried (`cancel_run.lua`); the text says how it ended.
     Cancel(String),
@@ -27,7 +30,15 @@ pub(crate) struct Completion {
     pub(crate) idx: usize,
     pub(crate) id: String,
     pub(crate) token: i64,
+    /// The run's attempt number (1 for the first run), for its task events.
+    pub(crate) attempt: u32,
     pub(crate) verdict: Verdict,
+    /// For a failed run on a worker with middleware: the `on_dead` hooks to call if Redis
+    /// buries the task. `None` otherwise (most runs).
+    pub(crate) dead_hook: Option<Box<crate::middleware::DeadHook>>,
+    /// The run span, for the span of the write to link to (empty when traces are not
+    /// exported, or the task never ran).
+    pub(crate) run: crate::trace::RunLink,
 }
 
 /// Messages to the acker.

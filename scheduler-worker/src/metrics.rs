@@ -26,6 +26,12 @@ pub const DEAD: &str = "scheduler_tasks_dead_total";
 /// Counter, labels `queue`: outcomes rejected because the lease had been lost (the task ran or
 /// runs elsewhere too: a duplicate execution).
 pub const STALE: &str = "scheduler_stale_outcomes_total";
+/// Counter, labels `queue`: tasks this worker ended `expired`: found past their deadline by its
+/// claims and promotes, or failed with a retry that would start after it.
+pub const EXPIRED: &str = "scheduler_tasks_expired_total";
+/// Counter, labels `queue`: claimed tasks a flow-control limit did not let start; each waits
+/// again in its partition until the limit lets it (`docs/flow-control.md`).
+pub const LIMITED: &str = "scheduler_tasks_limited_total";
 /// Counter, labels `queue`: tasks this worker promoted from scheduled to ready.
 pub const PROMOTED: &str = "scheduler_tasks_promoted_total";
 /// Counter, labels `queue`: expired leases this worker recovered (tasks of lost workers).
@@ -94,6 +100,10 @@ pub(crate) fn started(queue: &str, lateness_ms: i64) {
     metrics::histogram!(LATENESS, "queue" => queue.to_owned())
         .record(lateness_ms.max(0) as f64 / 1000.0);
     metrics::gauge!(RUNNING).increment(1.0);
+}
+
+pub(crate) fn limited(queue: &str) {
+    metrics::counter!(LIMITED, "queue" => queue.to_owned()).increment(1);
 }
 
 pub(crate) fn finished(queue: &str, task: &str, outcome: &'static str, took: Duration) {

@@ -44,6 +44,8 @@ pub(crate) struct NotifyParams {
     pub(crate) health_check_timeout: Duration,
     /// Running tasks, whose cancellation token a `c:<shard>:<id>` message fires.
     pub(crate) inflight: Arc<InflightMap>,
+    /// The limits in force: read again on a `limits` message and after every subscription.
+    pub(crate) limiter: Arc<crate::limiter::Limiter>,
     /// How often the paused queues are read again ([`crate::WorkerConfig::sweep_interval`]).
     pub(crate) paused_refresh: Duration,
     /// Ends it (intake stops).
@@ -90,8 +92,10 @@ async fn listen(params: &NotifyParams, backoff: &mut Duration) -> Result<(), Err
         }
     }
     *backoff = Duration::from_millis(100);
-    // Pauses and resumes published before the subscription took effect were missed.
+    // Pauses and resumes published before the subscription took effect were missed, and so
+    // were changes of the limits.
     refresh_paused(params).await?;
+    params.limiter.reload().await?;
     // Anything published before the subscription took effect was missed: look everywhere once.
     params.ready.mark_all();
     let _ = params.promoter_tx.send(PromoterEvent::SweepAll);
@@ -172,6 +176,15 @@ fn dispatch(params: &NotifyParams, queue: &str, payload: &str) {
     match payload {
         "pause" => return set_queue_paused(params, queue, true),
         "resume" => return set_queue_paused(params, queue, false),
+        "limits" => {
+            let limiter = Arc::clone(&params.limiter);
+            tokio::spawn(async move {
+                if let Err(e) = limiter.reload().await {
+                    tracing::warn!(error = %e, "could not read the limits after a change; read again at the next sweep");
+                }
+            });
+            return;
+        }
         _ => {}
     }
     let mut parts = payload.split(':');

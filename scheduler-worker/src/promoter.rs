@@ -38,10 +38,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::acker::{record_acks, stored_result, write_now as write_acks};
 use crate::fetcher::Intake;
 use crate::messages::PromoterEvent;
+use crate::messages::Verdict;
 use crate::shared::Counters;
 use crate::shared::Ready;
+use scheduler_core::scripts::{AckItem, Riders};
 
 /// What the promoter uses.
 pub(crate) struct PromoterParams {
@@ -79,6 +82,11 @@ pub(crate) struct PromoterParams {
     /// task of the batch was promoted. Atomics: the promoter loop writes heads it learns, the
     /// spawned jobs read and rewrite them.
     pub(crate) heads_ms: Box<[AtomicI64]>,
+    /// The acker's: the acks held for a partition ride on its next promote, which learns of
+    /// its next promotes through it ([`crate::acker::Rides`]).
+    pub(crate) acker: Arc<crate::acker::AckerParams>,
+    /// Records the end of the workflow members a reap buried or cancelled.
+    pub(crate) client: scheduler_core::Client,
 }
 
 /// Maps Redis server time to local instants, to the microsecond: `at` is the local instant at
@@ -222,6 +230,10 @@ pub(crate) async fn run(
             _ = warm.tick() => pr.sweep(true),
         }
     }
+    // No promote of ours is coming: hold no more acks for one.
+    for idx in 0..params.partitions.len() {
+        params.acker.rides.set_next(idx, None);
+    }
     // Let running jobs finish (each is a few calls), so every lock taken is known and released.
     let grace = Instant::now() + params.lock_ttl;
     while let Ok(Some(done)) = tokio::time::timeout_at(grace, pr.tasks.join_next()).await {
@@ -257,6 +269,15 @@ impl Promoter {
         let at = self.instant_of(due_ms);
         let p = &mut self.parts[idx];
         p.due = Some(min_opt(p.due, at));
+        self.publish_next(idx);
+    }
+
+    /// Tells the acker when we promote `idx` next, while we hold its lock (acks of `idx` due
+    /// to finish before then may wait for it).
+    fn publish_next(&self, idx: usize) {
+        let p = &self.parts[idx];
+        let next = if p.lock.is_some() { p.due } else { None };
+        self.params.acker.rides.set_next(idx, next);
     }
 
     fn on_reap_deadline(&mut self, idx: usize, deadline_ms: i64) {
@@ -362,6 +383,7 @@ impl Promoter {
             p.reap = p.reap.map(|_| soon);
         }
         self.maybe_release(d.idx);
+        self.publish_next(d.idx);
     }
 
     /// Applies a watch read: a head that is overdue by `takeover_after` and has not moved since
@@ -434,6 +456,7 @@ impl Promoter {
                 p.due = None;
                 p.reap = None;
                 p.watch = Some(Instant::now() + self.params.takeover_after / 2);
+                self.publish_next(idx);
             }
             // Keep it: if the lock really expired, another promoter takes over, which is
             // harmless; we find out at the next renewal.
@@ -751,6 +774,9 @@ async fn promote(
     let p = &params.partitions[idx];
     let batch = params.promote_batch.max(1);
     let lease_ms = params.lease.as_millis() as u64;
+    let ttl_ms = params.acker.result_ttl.as_millis() as u64;
+    // The acks held for this promote ride on its first call.
+    let mut riders = params.acker.rides.take(idx);
     loop {
         // A paused queue's due tasks go to the ready set only (want = 0), where they wait.
         let mut permit = if params.ready.is_paused(idx) {
@@ -766,14 +792,49 @@ async fn promote(
         };
         let sent = Instant::now();
         let span = scheduler_core::trace::claim_span(&p.queue, p.shard);
-        match tracing::Instrument::instrument(
-            params.store.promote_claim(p, batch, want, lease_ms, &tag),
+        // The successes riding on this call are written by it: links to their runs.
+        crate::trace::link_runs(
+            &span,
+            riders
+                .iter()
+                .filter(|c| matches!(c.verdict, Verdict::Ack(_)))
+                .map(|c| &c.run),
+        );
+        let acks: Vec<AckItem<'_>> = riders
+            .iter()
+            .filter_map(|c| match &c.verdict {
+                Verdict::Ack(r) => Some((c.id.as_str(), c.token, stored_result(r))),
+                _ => None,
+            })
+            .collect();
+        let called = tracing::Instrument::instrument(
+            params
+                .store
+                .promote_claim_ack(p, batch, want, lease_ms, &tag, riding(&acks, ttl_ms)),
             span.clone(),
         )
-        .await
-        {
-            Ok((r, tasks)) => {
+        .await;
+        match called {
+            Ok((r, tasks, acked)) => {
+                if !acks.is_empty() {
+                    let attempts: Vec<u32> = riders
+                        .iter()
+                        .filter(|c| matches!(c.verdict, Verdict::Ack(_)))
+                        .map(|c| c.attempt)
+                        .collect();
+                    record_acks(
+                        &params.counters,
+                        &params.acker.events,
+                        p,
+                        &acks,
+                        &attempts,
+                        &acked,
+                    );
+                    drop(acks);
+                    riders.clear();
+                }
                 scheduler_core::trace::record_count(&span, tasks.len());
+                crate::trace::link_producers(&span, &tasks);
                 let c = Clock::read(sent, r.server_now_us);
                 *clock = Some(c);
                 let leased = tasks.len() as u64;
@@ -792,10 +853,14 @@ async fn promote(
                     // notification promote.lua published (which other processes still need).
                     params.ready.mark(idx);
                 }
+                if r.expired > 0 {
+                    Counters::add(&params.counters.expired, r.expired);
+                    crate::metrics::count(crate::metrics::EXPIRED, &p.queue, r.expired);
+                }
                 if r.corrupt > 0 {
                     tracing::warn!(queue = %p.queue, shard = p.shard, corrupt = r.corrupt, "promote found task records it cannot read: moved to the dead set with the reason (or dropped when the record is gone)");
                 }
-                if r.moved + leased + r.corrupt >= u64::from(batch) {
+                if r.moved + leased + r.corrupt + r.expired >= u64::from(batch) {
                     continue;
                 }
                 return r.next_due_ms.map(|ms| c.instant_of(ms));
@@ -805,8 +870,35 @@ async fn promote(
                 if want > 0 {
                     params.intake.release_lost(idx, tag);
                 }
+                if !riders.is_empty() {
+                    // Written through the acker's own path (retried through failovers; fenced,
+                    // so harmless if the promote applied them after all).
+                    drop(acks);
+                    tokio::spawn(write_acks(Arc::clone(&params.acker), riders));
+                }
                 return Some(Instant::now() + Duration::from_secs(1));
             }
+        }
+    }
+}
+
+/// The acks `acks` riding on a promote, their results kept `ttl_ms`.
+fn riding<'a>(acks: &'a [AckItem<'a>], ttl_ms: u64) -> Riders<'a> {
+    Riders {
+        acks,
+        result_ttl_ms: ttl_ms,
+    }
+}
+
+/// Records in their workflows the end of members that a reap buried or cancelled (`(header,
+/// error)`), as the executor records the members it ran: the workflow fails (fail-fast) and
+/// its other members are cancelled now, not at the next workflow sweep. After the reap, not in
+/// it (the record is in another slot); idempotent, and a process that dies before leaves it to
+/// the sweep, as before.
+async fn workflow_members_ended(client: scheduler_core::Client, members: Vec<(String, String)>) {
+    for (header, error) in &members {
+        if let Err(e) = client.workflow_member_finished(header, Err(error)).await {
+            tracing::warn!(error = %e, header, "could not record a reaped workflow member's end; the workflow sweep will");
         }
     }
 }
@@ -829,6 +921,12 @@ async fn reap(params: &PromoterParams, idx: usize, clock: Option<Clock>) -> Opti
                 }
                 if r.requeued + r.buried > 0 {
                     tracing::info!(queue = %p.queue, shard = p.shard, requeued = r.requeued, buried = r.buried, "recovered tasks of lost workers (expired leases)");
+                }
+                if !r.workflow_members.is_empty() {
+                    tokio::spawn(workflow_members_ended(
+                        params.client.clone(),
+                        r.workflow_members.clone(),
+                    ));
                 }
                 if r.requeued + r.buried >= u64::from(batch) {
                     continue;

@@ -6,9 +6,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
+use scheduler_core::LatenessHistogram;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A task this process is running.
@@ -41,6 +44,9 @@ pub(crate) struct Counters {
     pub(crate) released: AtomicU64,
     /// Runs ended `cancelled` after a cancellation request.
     pub(crate) cancelled: AtomicU64,
+    /// Tasks ended `expired` (deadline passed) by this worker's claims, promotes and failure
+    /// reports.
+    pub(crate) expired: AtomicU64,
     /// Peak of the tasks held (received by claims, not finished) beyond `concurrency`.
     pub(crate) prefetch_peak: AtomicU64,
 }
@@ -114,5 +120,107 @@ impl Ready {
             f.store(true, Ordering::Relaxed);
         }
         self.notify.notify_one();
+    }
+}
+
+/// How late this worker's runs started over about the last minute, per queue: what the
+/// heartbeat writes (field `lateness:<queue>`, [`LatenessHistogram::encode`]). In process only:
+/// a run costs a lock and a histogram increment, no Redis command.
+#[derive(Debug)]
+pub(crate) struct Lateness {
+    /// The queue (index into `windows`) of each partition.
+    queue_of: Vec<usize>,
+    /// Per queue, its name and its window.
+    windows: Vec<(String, Mutex<Window>)>,
+    /// The origin of the windows' slots.
+    start: Instant,
+}
+
+/// Slots of [`LATENESS_SLOT`] each; the window is the last [`LATENESS_SLOTS`] of them.
+#[derive(Debug, Default)]
+struct Window {
+    /// (slot number since `start`, its runs), slot number modulo the length.
+    slots: [(u64, LatenessHistogram); LATENESS_SLOTS],
+}
+
+/// The length of one slot of the lateness window.
+pub(crate) const LATENESS_SLOT: Duration = Duration::from_secs(10);
+/// Slots in the lateness window: with [`LATENESS_SLOT`], the last 50 to 60 seconds.
+const LATENESS_SLOTS: usize = 6;
+
+impl Lateness {
+    /// Windows for the queues of `partitions` (the queue of each partition, in order).
+    pub(crate) fn new<'a>(partitions: impl Iterator<Item = &'a str>) -> Self {
+        let mut windows: Vec<(String, Mutex<Window>)> = Vec::new();
+        let mut queue_of = Vec::new();
+        for q in partitions {
+            let i = match windows.iter().position(|(name, _)| name == q) {
+                Some(i) => i,
+                None => {
+                    windows.push((q.to_owned(), Mutex::default()));
+                    windows.len() - 1
+                }
+            };
+            queue_of.push(i);
+        }
+        Self {
+            queue_of,
+            windows,
+            start: Instant::now(),
+        }
+    }
+
+    fn slot_now(&self) -> u64 {
+        self.start.elapsed().as_secs() / LATENESS_SLOT.as_secs()
+    }
+
+    /// A run of partition `idx` started `ms` late.
+    pub(crate) fn record(&self, idx: usize, ms: i64) {
+        let slot = self.slot_now();
+        let Some((_, w)) = self.queue_of.get(idx).map(|&q| &self.windows[q]) else {
+            return;
+        };
+        let mut w = w.lock().expect("lateness poisoned");
+        let s = &mut w.slots[(slot % LATENESS_SLOTS as u64) as usize];
+        if s.0 != slot {
+            *s = (slot, LatenessHistogram::default());
+        }
+        s.1.record(ms);
+    }
+
+    /// Each queue's runs in the window.
+    pub(crate) fn snapshot(&self) -> Vec<(&str, LatenessHistogram)> {
+        let slot = self.slot_now();
+        self.windows
+            .iter()
+            .map(|(q, w)| {
+                let w = w.lock().expect("lateness poisoned");
+                let mut h = LatenessHistogram::default();
+                for (n, s) in &w.slots {
+                    if slot.saturating_sub(*n) < LATENESS_SLOTS as u64 && !s.is_empty() {
+                        h.merge(s);
+                    }
+                }
+                (q.as_str(), h)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs are counted per queue, in the queue of their partition.
+    #[test]
+    fn lateness_is_kept_per_queue() {
+        let l = Lateness::new(["a", "a", "b"].into_iter());
+        l.record(0, 5);
+        l.record(1, 7);
+        l.record(2, 0);
+        let snap = l.snapshot();
+        assert_eq!(snap.len(), 2);
+        assert_eq!((snap[0].0, snap[0].1.count()), ("a", 2));
+        assert_eq!((snap[1].0, snap[1].1.quantile(0.5)), ("b", Some(0)));
     }
 }

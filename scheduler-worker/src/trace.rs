@@ -8,8 +8,16 @@
 //!
 //! Whatever the mode and even without the `otel` feature, the run span records the trace id in
 //! its `trace_id` field, so that every log line of the run carries it (`logging` feature).
+//!
+//! Claims and outcome writes are batched, so their spans (`claim`, `ack`, `retry`) belong to no
+//! task's trace; they carry span links instead: a claim span one link per task it leased, to
+//! the task's producer context (`link_producers`), an outcome write one link per outcome, to
+//! the run span that produced it (`link_runs`, `RunLink`). Links are added only when the
+//! batch span has an OpenTelemetry context (an OpenTelemetry layer installed and the span
+//! enabled): otherwise nothing is decoded or kept.
 
 use scheduler_core::headers::Headers;
+use scheduler_core::store::Claimed;
 use tracing::Span;
 
 /// How the worker's run span continues the trace a task carries.
@@ -63,4 +71,87 @@ pub(crate) fn follow(span: &Span, headers: &Headers, mode: TraceMode) {
     {
         span.record("trace_id", id);
     }
+}
+
+/// Whether `span` is exported: enabled, with an OpenTelemetry context. Costs one check of a
+/// cached flag when no subscriber wants the span.
+#[cfg(feature = "otel")]
+fn exported(span: &Span) -> bool {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    !span.is_disabled() && span.context().span().span_context().is_valid()
+}
+
+/// Links a claim span to the producer context of each task it leased (the enqueue span whose
+/// `traceparent` the task's headers carry), each link with the task's `messaging.message.id`.
+/// Nothing unless the claim span is exported ([`exported`]); tasks without a trace context add
+/// no link.
+pub(crate) fn link_producers(span: &Span, tasks: &[Claimed]) {
+    #[cfg(feature = "otel")]
+    if !tasks.is_empty() && exported(span) {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+        for t in tasks.iter().filter(|t| !t.headers.is_empty()) {
+            let Ok(headers) = scheduler_core::headers::decode(&t.headers) else {
+                continue;
+            };
+            let remote = scheduler_core::otel::extract(&headers);
+            span.add_link_with_attributes(
+                remote.span().span_context().clone(),
+                vec![opentelemetry::KeyValue::new(
+                    "messaging.message.id",
+                    t.id.clone(),
+                )],
+            );
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, tasks);
+}
+
+/// The span context of a finished run span, carried with its outcome to the acker so that the
+/// span of the write links to it ([`link_runs`]). Empty (and without the `otel` feature, of
+/// size zero) when the run span is not exported.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunLink(#[cfg(feature = "otel")] Option<opentelemetry::trace::SpanContext>);
+
+impl RunLink {
+    /// The link to `run` (a run span), empty when it is not exported.
+    pub(crate) fn of(run: &Span) -> Self {
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::trace::TraceContextExt;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+            if run.is_disabled() {
+                return Self(None);
+            }
+            let sc = run.context().span().span_context().clone();
+            Self(sc.is_valid().then_some(sc))
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            let _ = run;
+            Self()
+        }
+    }
+}
+
+/// Links an outcome-write span (`ack`, `retry`) to the run spans whose outcomes it writes.
+/// `runs` is iterated only when the span is exported ([`exported`]).
+pub(crate) fn link_runs<'a>(span: &Span, runs: impl IntoIterator<Item = &'a RunLink>) {
+    #[cfg(feature = "otel")]
+    if exported(span) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+        for RunLink(sc) in runs {
+            if let Some(sc) = sc {
+                span.add_link(sc.clone());
+            }
+        }
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, runs.into_iter());
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scheduler_core::conn::{HealthCheck, TlsConfig};
+use scheduler_core::limits::{Limit, LimitScope};
 use scheduler_core::store::Partition;
 use scheduler_core::{Client, ClientConfig, Error, Schedule, Schedules, StateMap, Store, Task};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -16,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::acker::{self, AckerParams};
 use crate::backoff::Backoff;
-use crate::config::WorkerConfig;
+use crate::config::{QueueOrder, WorkerConfig};
 use crate::executor::ExecutorParams;
 use crate::fetcher::{FetcherParams, Intake};
 use crate::gauges::GaugesParams;
@@ -67,8 +68,8 @@ use crate::{fetcher, gauges, heartbeat, janitor, lease, notify, promoter, ticker
 ///
 /// **Rule for [`WorkerBuilder::config`]:** it replaces every setting a [`WorkerConfig`] holds
 /// (all the setters below except [`WorkerBuilder::redis_url`], [`WorkerBuilder::tls`],
-/// [`WorkerBuilder::register`] and [`WorkerBuilder::state`], which it never touches), so call it
-/// first and the setters that override it after.
+/// [`WorkerBuilder::register`], [`WorkerBuilder::state`] and [`WorkerBuilder::middleware`],
+/// which it never touches), so call it first and the setters that override it after.
 #[derive(Debug)]
 pub struct WorkerBuilder {
     cfg: WorkerConfig,
@@ -81,6 +82,8 @@ pub struct WorkerBuilder {
     task_schedules: Vec<Result<Schedule, Error>>,
     schedule_poll: Duration,
     schedule_lookahead: Duration,
+    middleware: crate::middleware::Stack,
+    limits: Vec<(LimitScope, Limit)>,
     #[cfg(feature = "prometheus")]
     metrics_addr: Option<std::net::SocketAddr>,
     #[cfg(feature = "archive")]
@@ -99,6 +102,8 @@ impl Default for WorkerBuilder {
             task_schedules: Vec::new(),
             schedule_poll: Duration::from_secs(1),
             schedule_lookahead: Duration::from_secs(5),
+            middleware: crate::middleware::Stack::default(),
+            limits: Vec::new(),
             #[cfg(feature = "prometheus")]
             metrics_addr: None,
             #[cfg(feature = "archive")]
@@ -179,6 +184,27 @@ impl WorkerBuilder {
         self
     }
 
+    /// Declares a flow-control limit ([`scheduler_core::limits`], `docs/flow-control.md`),
+    /// written to Redis at build when it differs from the one stored: the same as
+    /// [`scheduler_core::Inspector::set_limit`], for every worker of the namespace. A limit
+    /// removed from the code stays in Redis until removed there (`schedctl limits rm`).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_core::limits::{Limit, LimitScope};
+    /// let worker = scheduler_worker::Worker::builder()
+    ///     .limit(LimitScope::task("charge_card")?, Limit::rate(100, Duration::from_secs(1))?)
+    ///     .limit(LimitScope::key("tenant")?, Limit::concurrency(5)?)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn limit(mut self, scope: LimitScope, limit: Limit) -> Self {
+        self.limits.push((scope, limit));
+        self
+    }
+
     /// How often the schedule component looks for due ticks. Default 1 s. Not part of
     /// [`WorkerConfig`].
     pub fn schedule_poll(mut self, t: Duration) -> Self {
@@ -194,19 +220,108 @@ impl WorkerBuilder {
         self
     }
 
+    /// Adds `m` to the hooks around each run of a task ([`crate::middleware::Middleware`]:
+    /// before, after with the outcome, on dead). Middlewares are layers: the first added is the
+    /// outermost, so its `before` runs first and its `after` and `on_dead` last. Default: none,
+    /// and a run without middleware pays one check of an empty list. Not part of
+    /// [`WorkerConfig`]: [`WorkerBuilder::config`] keeps it. See `docs/middleware.md`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use scheduler_core::async_trait;
+    /// # use scheduler_worker::middleware::{Middleware, Run, RunOutcome};
+    /// # struct Audit;
+    /// # #[async_trait]
+    /// # impl Middleware for Audit {}
+    /// # struct Timing;
+    /// # #[async_trait]
+    /// # impl Middleware for Timing {}
+    /// # async fn demo() -> Result<(), scheduler_core::Error> {
+    /// use scheduler_worker::Worker;
+    /// // Audit sees each run first and its outcome last; Timing sits inside it.
+    /// let worker = Worker::builder().middleware(Audit).middleware(Timing).build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn middleware(mut self, m: impl crate::middleware::Middleware) -> Self {
+        self.middleware = self.middleware.push(Arc::new(m));
+        self
+    }
+
     /// Adds shared state reachable from tasks with `ctx.state::<T>()`.
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(value);
         self
     }
 
-    /// Queues to serve, replacing the default (the registered tasks' queues).
+    /// Queues to serve, replacing the default (the registered tasks' queues), served in turn
+    /// ([`QueueOrder::RoundRobin`]: it also undoes [`WorkerBuilder::queue_weights`] and
+    /// [`WorkerBuilder::strict_priority`]).
     pub fn queues<I, S>(mut self, queues: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.cfg.queues = queues.into_iter().map(Into::into).collect();
+        self.cfg.queue_order = QueueOrder::RoundRobin;
+        self
+    }
+
+    /// Queues to serve with their weights, in the manner of asynq's
+    /// `{critical: 6, default: 3, low: 1}`: while several have ready work, each queue gets a
+    /// share of this worker's claimed tasks proportional to its weight (60%, 30%, 10% here); a
+    /// queue without ready work leaves its share to the others. Replaces
+    /// [`WorkerBuilder::queues`]. See [`QueueOrder::Weighted`] and `docs/flow-control.md`.
+    ///
+    /// A weight of zero, or a queue named twice, is [`Error::InvalidConfig`] at
+    /// [`WorkerBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use scheduler_worker::Worker;
+    ///
+    /// let worker = Worker::builder()
+    ///     .queue_weights([("critical", 6), ("default", 3), ("low", 1)])
+    ///     .build()
+    ///     .await?;
+    /// # drop(worker); Ok(()) }
+    /// ```
+    pub fn queue_weights<I, S>(mut self, weights: I) -> Self
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        let (queues, weights): (Vec<String>, Vec<u32>) =
+            weights.into_iter().map(|(q, w)| (q.into(), w)).unzip();
+        self.cfg.queues = queues;
+        self.cfg.queue_order = QueueOrder::Weighted(weights);
+        self
+    }
+
+    /// Queues to serve in strict priority order, first highest: each claim goes to the first
+    /// queue that has ready work, so a queue is served only while every queue before it has
+    /// none. Replaces [`WorkerBuilder::queues`]. See [`QueueOrder::Strict`] and
+    /// `docs/flow-control.md`.
+    ///
+    /// A queue named twice is [`Error::InvalidConfig`] at [`WorkerBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use scheduler_worker::Worker;
+    ///
+    /// let b = Worker::builder().strict_priority(["critical", "default", "low"]);
+    /// assert_eq!(b.settings().queues(), ["critical", "default", "low"]);
+    /// ```
+    pub fn strict_priority<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cfg.queues = queues.into_iter().map(Into::into).collect();
+        self.cfg.queue_order = QueueOrder::Strict;
         self
     }
 
@@ -317,6 +432,17 @@ impl WorkerBuilder {
     /// success.
     pub fn result_ttl(mut self, t: Duration) -> Self {
         self.cfg.result_ttl = t;
+        self
+    }
+
+    /// How long a success may wait to ride on its partition's next promote by this worker,
+    /// when that promote is due within it: one Redis call acknowledges it and promotes, instead
+    /// of two (a steady flow of precisely timed tasks costs Redis about a third less, see
+    /// `docs/benchmarks.md`). A held success whose promote does not come is written alone once
+    /// the window is over, so a result may become visible up to this much later. Default 10 ms;
+    /// zero writes every success at once; at most 1 s.
+    pub fn ack_ride_window(mut self, window: Duration) -> Self {
+        self.cfg.ack_ride_window = window;
         self
     }
 
@@ -526,6 +652,14 @@ impl WorkerBuilder {
             }
         }
         warn_on_eviction(&client).await;
+        if !self.limits.is_empty() {
+            let (stored, _) = client.store().limits().await?;
+            for (scope, limit) in &self.limits {
+                if stored.get(scope) != Some(limit) {
+                    client.store().set_limit(scope, *limit).await?;
+                }
+            }
+        }
         let schedules = Schedules::new(&client);
         for s in &self.schedules {
             let what = schedules.declare(s).await?;
@@ -539,6 +673,7 @@ impl WorkerBuilder {
             cfg: self.cfg,
             registry: self.registry,
             state: Arc::new(self.state),
+            middleware: self.middleware,
             partitions,
             stop: CancellationToken::new(),
             #[cfg(feature = "archive")]
@@ -585,6 +720,7 @@ pub struct Worker {
     cfg: WorkerConfig,
     registry: Registry,
     state: Arc<StateMap>,
+    middleware: crate::middleware::Stack,
     partitions: Vec<scheduler_core::store::Partition>,
     stop: CancellationToken,
     schedules: Schedules,
@@ -715,6 +851,12 @@ impl Worker {
                 tracing::warn!(error = %e, "could not read the paused queues at start; the listener reads them when it subscribes");
             }
         }
+        // The limits in force, read before the first claim (the listener keeps them up to
+        // date from then on).
+        let limiter = Arc::new(crate::limiter::Limiter::new(store.clone(), cfg.lease));
+        if let Err(e) = limiter.reload().await {
+            tracing::warn!(error = %e, "could not read the limits at start; the listener reads them when it subscribes");
+        }
         let inflight: Arc<InflightMap> = Arc::default();
         let counters: Arc<Counters> = Arc::default();
         // Stops fetching, promoting and listening (first step of shutdown).
@@ -728,17 +870,23 @@ impl Worker {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let bg = TaskTracker::new();
-        let acker = tokio::spawn(acker::run(
-            Arc::new(AckerParams {
-                store: store.clone(),
-                partitions: Arc::clone(&partitions),
-                counters: Arc::clone(&counters),
-                result_ttl: cfg.result_ttl,
-                outcome_write_attempts: cfg.outcome_write_attempts,
-                release_attempts: cfg.release_attempts,
-            }),
-            acker_rx,
-        ));
+        // The `on_dead` hooks of middleware, started by the acker; waited for at the end.
+        let hooks = TaskTracker::new();
+        // Task events of queues with events on; the publisher ends with the last sink.
+        let (events, publisher) = crate::events::Sink::new(store.clone());
+        let publisher = tokio::spawn(publisher);
+        let acker_params = Arc::new(AckerParams {
+            store: store.clone(),
+            partitions: Arc::clone(&partitions),
+            counters: Arc::clone(&counters),
+            result_ttl: cfg.result_ttl,
+            outcome_write_attempts: cfg.outcome_write_attempts,
+            release_attempts: cfg.release_attempts,
+            rides: acker::Rides::new(n, cfg.ack_ride_window),
+            hooks: hooks.clone(),
+            events: events.clone(),
+        });
+        let acker = tokio::spawn(acker::run(Arc::clone(&acker_params), acker_rx));
         bg.spawn(notify::run(Arc::new(NotifyParams {
             store: store.clone(),
             partitions: Arc::clone(&partitions),
@@ -748,14 +896,23 @@ impl Worker {
             health_check_interval: cfg.health_check_interval,
             health_check_timeout: cfg.health_check_timeout,
             paused_refresh: cfg.sweep_interval,
+            limiter: Arc::clone(&limiter),
             inflight: Arc::clone(&inflight),
             stop_intake: stop_intake.clone(),
         })));
+        let lateness = Arc::new(crate::shared::Lateness::new(
+            partitions.iter().map(|p| p.queue.as_str()),
+        ));
         let executor = Arc::new(ExecutorParams {
             partitions: Arc::clone(&partitions),
             worker_id: worker_id.clone(),
             registry: self.registry,
             state: self.state,
+            lease_store: Arc::new(scheduler_core::task::LeaseStore::new(
+                store.clone(),
+                Arc::clone(&partitions),
+            )),
+            middleware: self.middleware,
             max_payload_bytes: cfg.max_payload_bytes,
             trace_mode: cfg.trace_mode,
             backoff: cfg.backoff.clone(),
@@ -764,6 +921,10 @@ impl Worker {
             acker_tx: acker_tx.clone(),
             stop_intake: stop_intake.clone(),
             cancel_grace: cfg.cancel_grace,
+            events: events.clone(),
+            limiter,
+            lateness: Arc::clone(&lateness),
+            client: self.client.clone(),
         });
         let intake = Intake::new(
             Arc::new(FetcherParams {
@@ -779,6 +940,8 @@ impl Worker {
                 prefetch_multiplier: cfg.prefetch_multiplier,
                 lease: cfg.lease,
                 release_attempts: cfg.release_attempts,
+                queues: cfg.queues.clone(),
+                queue_order: cfg.queue_order.clone(),
                 stop_intake: stop_intake.clone(),
                 stop_all: stop_all.clone(),
             }),
@@ -802,6 +965,8 @@ impl Worker {
                 lease: cfg.lease,
                 stop_intake: stop_intake.clone(),
                 heads_ms: (0..n).map(|_| AtomicI64::new(i64::MAX)).collect(),
+                acker: Arc::clone(&acker_params),
+                client: self.client.clone(),
             }),
             promoter_rx,
         ));
@@ -812,6 +977,7 @@ impl Worker {
             dead_max_age: cfg.dead_max_age,
             dead_max_len: cfg.dead_max_len,
             stop_intake: stop_intake.clone(),
+            client: self.client.clone(),
         })));
         bg.spawn(gauges::run(Arc::new(GaugesParams {
             store: store.clone(),
@@ -843,6 +1009,7 @@ impl Worker {
                 heartbeat_interval: cfg.heartbeat_interval,
                 inflight: Arc::clone(&inflight),
                 counters: Arc::clone(&counters),
+                lateness,
                 stop_all: stop_all.clone(),
             }),
             started_ms,
@@ -892,6 +1059,20 @@ impl Worker {
         if acker_tx.send(AckMsg::Flush(tx)).is_ok() {
             let _ = rx.await;
         }
+        // The events of those outcomes.
+        events.flush().await;
+        // The `on_dead` hooks the last outcomes started (none without middleware), for at most
+        // the shutdown timeout: a hook that hangs must not keep the process from stopping.
+        hooks.close();
+        if tokio::time::timeout(cfg.shutdown_timeout, hooks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = hooks.len(),
+                "on_dead middleware hooks still running at the end of the shutdown timeout; not waited for"
+            );
+        }
         stop_all.cancel();
         let _ = lease.await;
         let _ = beat.await;
@@ -900,6 +1081,7 @@ impl Worker {
             let _ = a.await;
         }
         acker.abort();
+        publisher.abort();
         let c = &counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let report = WorkerReport {

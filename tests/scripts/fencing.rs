@@ -19,7 +19,9 @@ async fn fencing_rejects_the_lost_workers_token() {
     assert_eq!((first.tasks[0].token, first.tasks[0].attempt), (1, 1));
 
     tokio::time::sleep(Duration::from_millis(60)).await;
+    let before_reap = server_ms(&mut conn);
     let r = s.reap(&p, 100, MAX_LOST).await.unwrap();
+    let after_reap = server_ms(&mut conn);
     assert_eq!((r.requeued, r.buried, r.next_deadline_ms), (1, 0, None));
 
     // Between reap and the next claim the task is `ready`: token 1 is already refused.
@@ -75,6 +77,16 @@ async fn fencing_rejects_the_lost_workers_token() {
                 .with("started_at", second.server_now_ms)
                 .with("worker", "w2")
                 .with("error", "lease expired: worker lost during attempt 1")
+                .with(
+                    "attempt_log",
+                    W::Log(vec![LogEntry {
+                        attempt: 1,
+                        started_at: Some(first.server_now_ms),
+                        failed_at: Some((before_reap, after_reap)),
+                        worker: "w1".into(),
+                        error: "lease expired: worker lost during attempt 1".into(),
+                    }]),
+                )
                 .with("result", "ok")
                 .with("finished_at", W::Now(0)),
             60_000,

@@ -396,3 +396,86 @@ async fn promote_leases_the_earliest_due_tasks_to_the_caller() {
         "only the ready task wakes the workers",
     );
 }
+
+struct RideCase {
+    name: &'static str,
+    seed: fn(&str) -> St,
+    acks: Vec<AckItem<'static>>,
+    acked: Vec<Outcome>,
+    leased: Vec<&'static str>,
+    want: fn(&str) -> St,
+}
+
+table_case!(RideCase);
+
+/// Acks riding on a promote are written exactly as ack.lua writes them (fenced by the token,
+/// result and TTL, out of the active set, `succeeded` counted; a stale one refused and a
+/// repeated one answered 1 with no change), in the same call that promotes and leases.
+#[tokio::test]
+async fn acks_ride_on_a_promote() {
+    let cases = [
+        RideCase {
+            name: "an ack and a lease in one call",
+            seed: |_| {
+                St::default()
+                    .task("done", running(2, 1))
+                    .active("done", FAR)
+                    .task("next", at("scheduled", 5, 1000))
+                    .sched("next", 1000)
+            },
+            acks: vec![("done", 2, b"\xa2ok")],
+            acked: vec![Outcome::Done],
+            leased: vec!["next"],
+            want: |_| {
+                St::default()
+                    .task_ttl(
+                        "done",
+                        succeeded(running(2, 1)).with("result", &b"\xa2ok"[..]),
+                        60_000,
+                    )
+                    .task("next", claimed(at("scheduled", 5, 1000), 1, 1))
+                    .active("next", W::Now(30_000))
+                    .stat("succeeded", 1)
+                    .stat("promoted", 1)
+            },
+        },
+        RideCase {
+            name: "stale and repeated acks, nothing due",
+            seed: |_| {
+                St::default()
+                    .task("lost", running(3, 2))
+                    .active("lost", FAR)
+                    .task("again", succeeded_at())
+            },
+            acks: vec![("lost", 2, b""), ("again", 2, b"")],
+            acked: vec![Outcome::StaleLease, Outcome::Done],
+            leased: vec![],
+            want: |_| {
+                St::default()
+                    .task("lost", running(3, 2))
+                    .active("lost", FAR)
+                    .task("again", succeeded_at())
+            },
+        },
+    ];
+    run_table(
+        "ride",
+        &cases,
+        async |case, s, p| {
+            let riders = Riders {
+                acks: &case.acks,
+                result_ttl_ms: 60_000,
+            };
+            s.promote_claim_ack(p, 100, 10, 30_000, "w1", riders)
+                .await
+                .unwrap()
+        },
+        |case, ran| {
+            let (_, tasks, acked) = &ran.reply;
+            let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+            assert_eq!(ids, case.leased, "{}: leased", case.name);
+            assert_eq!(acked, &case.acked, "{}: acked", case.name);
+        },
+    )
+    .await;
+}

@@ -40,6 +40,7 @@ async fn reap_transitions() {
                         "a",
                         running(2, 1)
                             .with("priority", 4)
+                            .failed("lease expired: worker lost during attempt 1")
                             .with("state", "ready")
                             .with("lost", 1)
                             .with("error", "lease expired: worker lost during attempt 1")
@@ -90,6 +91,7 @@ async fn reap_transitions() {
                     .task(
                         "a",
                         running(2, 4)
+                            .failed("lease expired: worker lost during attempt 4")
                             .with("state", "ready")
                             .with("lost", 1)
                             .with("error", "lease expired: worker lost during attempt 4")
@@ -116,6 +118,10 @@ async fn reap_transitions() {
                     .task(
                         "a",
                         running(2, 3)
+                            .failed(
+                                "lease expired 3 times: worker lost during 3 of 3 attempts \
+                                 (max_lost_leases = 2)",
+                            )
                             .with("lost", 3)
                             .with("state", "dead")
                             .with("finished_at", W::Now(0))
@@ -161,7 +167,8 @@ async fn reap_transitions() {
             next_deadline: Some(3000),
             want: |_| {
                 let lost = |r: Rec| {
-                    r.with("state", "ready")
+                    r.failed("lease expired: worker lost during attempt 1")
+                        .with("state", "ready")
                         .with("lost", 1)
                         .with("error", "lease expired: worker lost during attempt 1")
                         .without("worker")

@@ -26,7 +26,7 @@ async fn retry_transitions() {
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
-                    .task("a", rescheduled(running(3, 2), "boom", 5000))
+                    .task("a", rescheduled(running(3, 2).failed("boom"), "boom", 5000))
                     .sched("a", W::Now(5000))
                     .stat("retried", 1)
             },
@@ -39,7 +39,7 @@ async fn retry_transitions() {
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
-                    .task("a", rescheduled(running(3, 3), "boom", 0))
+                    .task("a", rescheduled(running(3, 3).failed("boom"), "boom", 0))
                     .sched("a", W::Now(0))
                     .stat("retried", 1)
             },
@@ -56,7 +56,10 @@ async fn retry_transitions() {
             reply: vec![Outcome::Done],
             want: |_| {
                 St::default()
-                    .task("a", rescheduled(running(3, 4).with("lost", 1), "boom", 0))
+                    .task(
+                        "a",
+                        rescheduled(running(3, 4).with("lost", 1).failed("boom"), "boom", 0),
+                    )
                     .sched("a", W::Now(0))
                     .stat("retried", 1)
             },
@@ -93,7 +96,7 @@ async fn retry_transitions() {
             reply: vec![Outcome::Dead],
             want: |_| {
                 St::default()
-                    .task("a", buried(running(3, 4), "boom"))
+                    .task("a", buried(running(3, 4).failed("boom"), "boom"))
                     .dead("a", W::Now(0))
                     .stat("dead", 1)
             },
@@ -106,7 +109,7 @@ async fn retry_transitions() {
             reply: vec![Outcome::Dead],
             want: |_| {
                 St::default()
-                    .task("a", buried(running(3, 1), "fatal"))
+                    .task("a", buried(running(3, 1).failed("fatal"), "fatal"))
                     .dead("a", W::Now(0))
                     .stat("dead", 1)
             },
@@ -190,8 +193,8 @@ async fn retry_transitions() {
             want: |_| {
                 St::default()
                     .task("x", at("scheduled", 5, 1000))
-                    .task("a", rescheduled(running(3, 1), "boom", 5000))
-                    .task("b", buried(running(1, 4), "bang"))
+                    .task("a", rescheduled(running(3, 1).failed("boom"), "boom", 5000))
+                    .task("b", buried(running(1, 4).failed("bang"), "bang"))
                     .sched("x", 1000)
                     .sched("a", W::Now(5000))
                     .dead("b", W::Now(0))
@@ -210,4 +213,56 @@ async fn retry_transitions() {
         },
     )
     .await;
+}
+
+/// The attempt log keeps the last 10 failed attempts, oldest first: an 11th drops the first; an
+/// error is cut to 200 bytes; a log that cannot be read (a hand edit) starts again.
+#[tokio::test]
+async fn the_attempt_log_is_bounded() {
+    let fx = fx().await;
+    let p = fx.store.partition("log", SHARD);
+    let s = &fx.store;
+    let mut conn = fx.server.conn();
+    let log: Vec<String> = (1..=10)
+        .map(|n| {
+            format!(
+                r#"{{"attempt":{n},"started_at":{n}00,"failed_at":{n}01,"worker":"w","error":"e{n}"}}"#
+            )
+        })
+        .collect();
+    St::default()
+        .task(
+            "a",
+            running(3, 11).with("attempt_log", format!("[{}]", log.join(",")).as_str()),
+        )
+        .task("b", running(3, 1).with("attempt_log", "not json"))
+        .active("a", FAR)
+        .active("b", FAR)
+        .seed(&mut conn, &p);
+    let long = "x".repeat(300);
+    s.retry(
+        &p,
+        &[("a", 3, long.as_str(), Some(0)), ("b", 3, "boom", None)],
+    )
+    .await
+    .unwrap();
+    let read = |conn: &mut redis::Connection, id: &str| {
+        let raw: Vec<u8> = redis::cmd("HGET")
+            .arg(p.keys.task(id))
+            .arg("attempt_log")
+            .query(conn)
+            .unwrap();
+        scheduler_core::FailedAttempt::parse_log(&raw)
+    };
+    let a = read(&mut conn, "a");
+    assert_eq!(
+        a.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        (2..=11).collect::<Vec<_>>()
+    );
+    assert_eq!((a[0].started_at, a[0].failed_at), (Some(200), 201));
+    assert_eq!(a[9].error, "x".repeat(200));
+    assert_eq!((a[9].worker.as_str(), a[9].started_at), ("w1", Some(950)));
+    let b = read(&mut conn, "b");
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].attempt, b[0].error.as_str()), (1, "boom"));
 }

@@ -8,7 +8,7 @@ pub(crate) use futures::StreamExt;
 pub(crate) use redis::{Commands, Connection};
 pub(crate) use scheduler::broker::info::take_blob;
 pub(crate) use scheduler::broker::scripts::{
-    AckItem, CancelReply, Claimed, Due, FailItem, NewTask, Outcome, MAX_BATCH,
+    AckItem, CancelReply, Claimed, Due, FailItem, NewTask, Outcome, Riders, MAX_BATCH,
 };
 pub(crate) use scheduler::broker::store::{Partition, Store};
 
@@ -50,6 +50,34 @@ pub(crate) enum W {
     B(Vec<u8>),
     /// The script's server clock plus this offset (ms): within `[t0 + off, t1 + off]`.
     Now(i64),
+    /// An `attempt_log` (a JSON array, `log_attempt` in `_prelude.lua`) with these entries.
+    Log(Vec<LogEntry>),
+}
+
+/// One expected entry of an `attempt_log`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LogEntry {
+    pub(crate) attempt: i64,
+    pub(crate) started_at: Option<i64>,
+    /// `None`: the script's server clock; `Some((a, b))`: within `[a, b]`.
+    pub(crate) failed_at: Option<(i64, i64)>,
+    pub(crate) worker: String,
+    pub(crate) error: String,
+}
+
+impl LogEntry {
+    fn matches(&self, got: &serde_json::Value, c: Clock) -> bool {
+        let int = |k: &str| got.get(k).and_then(serde_json::Value::as_i64);
+        let text = |k: &str| got.get(k).and_then(serde_json::Value::as_str);
+        int("attempt") == Some(self.attempt)
+            && int("started_at") == self.started_at
+            && int("failed_at").is_some_and(|t| match self.failed_at {
+                Some((a, b)) => (a..=b).contains(&t),
+                None => (c.t0..=c.t1).contains(&t),
+            })
+            && text("worker") == Some(self.worker.as_str())
+            && text("error") == Some(self.error.as_str())
+    }
 }
 
 impl From<i64> for W {
@@ -76,7 +104,7 @@ impl W {
         match self {
             W::I(i) => i.to_string().into_bytes(),
             W::B(b) => b.clone(),
-            W::Now(_) => panic!("a seed holds exact values only"),
+            W::Now(_) | W::Log(_) => panic!("a seed holds exact values only"),
         }
     }
 
@@ -85,12 +113,18 @@ impl W {
             W::I(i) => got == *i,
             W::B(b) => b == got.to_string().as_bytes(),
             W::Now(off) => (c.t0 + off..=c.t1 + off).contains(&got),
+            W::Log(_) => false,
         }
     }
 
     pub(crate) fn matches(&self, got: &[u8], c: Clock) -> bool {
         match self {
             W::B(b) => b == got,
+            W::Log(want) => {
+                serde_json::from_slice::<Vec<serde_json::Value>>(got).is_ok_and(|log| {
+                    log.len() == want.len() && log.iter().zip(want).all(|(g, w)| w.matches(g, c))
+                })
+            }
             _ => std::str::from_utf8(got)
                 .ok()
                 .and_then(|s| s.parse::<i64>().ok())
@@ -127,6 +161,32 @@ impl Rec {
 
     pub(crate) fn without(mut self, field: &'static str) -> Self {
         self.0.remove(field);
+        self
+    }
+
+    /// This running task's attempt failed now with `error`: an entry appended to its
+    /// `attempt_log` from its `attempts`, `started_at` and `worker` (`retry.lua`, `reap.lua`).
+    pub(crate) fn failed(mut self, error: &str) -> Self {
+        let int = |w: Option<&W>| match w {
+            Some(W::I(i)) => Some(*i),
+            _ => None,
+        };
+        let entry = LogEntry {
+            attempt: int(self.0.get("attempts")).unwrap_or(0),
+            started_at: int(self.0.get("started_at")),
+            failed_at: None,
+            worker: match self.0.get("worker") {
+                Some(W::B(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            },
+            error: error.to_owned(),
+        };
+        let mut log = match self.0.remove("attempt_log") {
+            Some(W::Log(l)) => l,
+            _ => Vec::new(),
+        };
+        log.push(entry);
+        self.0.insert("attempt_log", W::Log(log));
         self
     }
 }
@@ -529,6 +589,7 @@ pub(crate) fn new_task(id: &str, due: Due, priority: u8) -> NewTask {
         timeout_ms: 30_000,
         priority,
         headers: vec![],
+        expires: None,
     }
 }
 

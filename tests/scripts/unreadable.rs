@@ -171,6 +171,7 @@ async fn unreadable_records_are_handled_one_by_one() {
         .task(
             "ok",
             running(1, 1)
+                .failed("lease expired: worker lost during attempt 1")
                 .with("state", "ready")
                 .with("lost", 1)
                 .with("error", "lease expired: worker lost during attempt 1")
@@ -203,7 +204,7 @@ async fn unreadable_records_are_handled_one_by_one() {
             "bare",
             corrupt(bare(), "max_retries absent; the run failed: boom"),
         )
-        .task("ok", rescheduled(running(3, 1), "boom", 0))
+        .task("ok", rescheduled(running(3, 1).failed("boom"), "boom", 0))
         .sched("ok", W::Now(0))
         .dead("bare", W::Now(0))
         .stat("retried", 1);

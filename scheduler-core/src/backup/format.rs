@@ -24,7 +24,7 @@ pub const MAGIC: &[u8; 8] = b"SCHEDEXP";
 ///
 /// Version 2 added [`TaskRecord::headers`] (absent when a task has none); a version 1 file reads
 /// as tasks without headers. A version 1 reader refuses version 2 files rather than drop headers.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// The largest frame a reader accepts (64 MiB): a corrupted length cannot make it allocate more.
 pub const MAX_FRAME: u32 = 64 << 20;
@@ -123,14 +123,32 @@ pub struct TaskRecord {
     pub headers: BTreeMap<String, String>,
 }
 
-/// The last frame: what came before it, to check the file is whole.
+/// A workflow not finished yet (version 3): its record as Redis holds it, and its place in the
+/// index the sweep reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkflowRecord {
+    /// The workflow id.
+    pub id: String,
+    /// Its score in `<ns>:workflows`: when it was started (unix ms).
+    pub indexed_at_ms: i64,
+    /// The fields of its record `<ns>:wf:{<id>}`, byte for byte (docs/redis-layout.md).
+    pub fields: BTreeMap<String, serde_bytes::ByteBuf>,
+}
+
+/// The last frame: what came before it, to check the file is whole. Unknown keys are refused:
+/// `workflows` may be absent (version 2), so a damaged key must not read as its absence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Trailer {
     /// Task frames in the file.
     pub tasks: u64,
     /// Schedule frames in the file.
     pub schedules: u64,
+    /// Workflow frames in the file (version 3; 0 when absent).
+    #[serde(default)]
+    pub workflows: u64,
     /// CRC-32 (IEEE) of every byte of the file before the trailer's frame.
     pub crc32: u32,
 }
@@ -145,6 +163,8 @@ pub enum Frame {
     Task(TaskRecord),
     /// A periodic schedule: its definition, as [`crate::backup::ScheduleRecord`].
     Schedule(super::ScheduleRecord),
+    /// A workflow not finished yet (version 3).
+    Workflow(WorkflowRecord),
     /// The last frame.
     Trailer(Trailer),
 }
@@ -157,6 +177,7 @@ pub struct FrameWriter<W: Write> {
     crc: crc32fast::Hasher,
     tasks: u64,
     schedules: u64,
+    workflows: u64,
     bytes: u64,
 }
 
@@ -172,6 +193,7 @@ impl<W: Write> FrameWriter<W> {
             crc: crc32fast::Hasher::new(),
             tasks: 0,
             schedules: 0,
+            workflows: 0,
             bytes: 0,
         };
         w.raw(MAGIC)?;
@@ -219,6 +241,17 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// Appends a workflow.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error.
+    pub fn workflow(&mut self, w: WorkflowRecord) -> Result<()> {
+        self.frame(&Frame::Workflow(w))?;
+        self.workflows += 1;
+        Ok(())
+    }
+
     /// Writes the trailer, flushes, and returns the trailer and the file's size in bytes.
     ///
     /// # Errors
@@ -228,6 +261,7 @@ impl<W: Write> FrameWriter<W> {
         let t = Trailer {
             tasks: self.tasks,
             schedules: self.schedules,
+            workflows: self.workflows,
             crc32: self.crc.clone().finalize(),
         };
         self.frame(&Frame::Trailer(t))?;
@@ -247,6 +281,7 @@ pub struct FrameReader<R: Read> {
     version: u16,
     tasks: u64,
     schedules: u64,
+    workflows: u64,
     done: bool,
 }
 
@@ -265,6 +300,7 @@ impl<R: Read> FrameReader<R> {
             version: 0,
             tasks: 0,
             schedules: 0,
+            workflows: 0,
             done: false,
         };
         let mut magic = [0u8; 8];
@@ -370,12 +406,18 @@ impl<R: Read> FrameReader<R> {
                 }
                 .into());
             }
-            if (t.tasks, t.schedules) != (self.tasks, self.schedules) {
+            if (t.tasks, t.schedules, t.workflows) != (self.tasks, self.schedules, self.workflows) {
                 return Err(corrupt(
                     at,
                     &format!(
-                        "the trailer counts {} tasks and {} schedules, the file holds {} and {}",
-                        t.tasks, t.schedules, self.tasks, self.schedules
+                        "the trailer counts {} tasks, {} schedules and {} workflows, the file \
+                         holds {}, {} and {}",
+                        t.tasks,
+                        t.schedules,
+                        t.workflows,
+                        self.tasks,
+                        self.schedules,
+                        self.workflows
                     ),
                 ));
             }
@@ -391,6 +433,7 @@ impl<R: Read> FrameReader<R> {
         match &frame {
             Frame::Task(_) => self.tasks += 1,
             Frame::Schedule(_) => self.schedules += 1,
+            Frame::Workflow(_) => self.workflows += 1,
             _ => {}
         }
         Ok(Some(frame))

@@ -54,16 +54,21 @@ use crate::schedules::{ScheduleInfo, Schedules};
 use crate::store::{Outcome, Partition, RestoreTask};
 use crate::TaskId;
 
-pub use format::{FormatError, Frame, FrameReader, FrameWriter, Header, TaskRecord, Trailer};
+pub use format::{
+    FormatError, Frame, FrameReader, FrameWriter, Header, TaskRecord, Trailer, WorkflowRecord,
+};
 
 /// Tasks per export page (one `export_page.lua` call) unless [`Exporter::batch`] says otherwise.
-pub const DEFAULT_BATCH: u32 = 200;
+/// A page costs Redis about 7 µs per task (`scheduler-bench backup`, docs/storage.md): 50 keep
+/// every call well under 10 ms on a loaded machine, at the export rate of larger pages.
+pub const DEFAULT_BATCH: u32 = 50;
 
-/// Tasks per `restore.lua` call.
-const RESTORE_CHUNK: usize = 100;
+/// Tasks per `restore.lua` call: about 18 µs of Redis per task, so a call stays well under
+/// 10 ms (docs/storage.md).
+const RESTORE_CHUNK: usize = 25;
 
-/// `restore.lua` calls per pipelined round trip.
-const RESTORE_CALLS: usize = 64;
+/// `restore.lua` calls per pipelined round trip: 6,400 tasks per round trip.
+const RESTORE_CALLS: usize = 256;
 
 /// One periodic schedule's definition and state flags, as exported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +180,8 @@ pub struct ExportReport {
     pub by_state: BTreeMap<String, u64>,
     /// Schedules written.
     pub schedules: u64,
+    /// Workflows not finished yet written (only when every queue is exported).
+    pub workflows: u64,
     /// Members read twice (they moved between two pages of their partition): written once.
     pub duplicates: u64,
     /// Members skipped: no record, or a record in no exportable state (finished since, damaged).
@@ -195,6 +202,10 @@ pub struct ImportReport {
     pub schedules: u64,
     /// Schedules skipped because one of that name was there already.
     pub schedules_existed: u64,
+    /// Workflow records created.
+    pub workflows: u64,
+    /// Workflows skipped because a record of that id was there already.
+    pub workflows_existed: u64,
 }
 
 /// What [`Importer::verify`] found in a whole, valid file.
@@ -209,6 +220,8 @@ pub struct FileSummary {
     pub tasks: u64,
     /// Schedules in it.
     pub schedules: u64,
+    /// Workflows in it.
+    pub workflows: u64,
     /// Its size in bytes.
     pub bytes: u64,
 }
@@ -244,8 +257,8 @@ impl Exporter {
         self
     }
 
-    /// Tasks read per script call, 1 to 1000 (default 200): the longest Redis is held by one
-    /// call of the export.
+    /// Tasks read per script call, 1 to 1000 (default [`DEFAULT_BATCH`], 50): the longest Redis
+    /// is held by one call of the export.
     pub fn batch(mut self, n: u32) -> Self {
         self.batch = n.clamp(1, 1000);
         self
@@ -364,6 +377,9 @@ impl Exporter {
                 }
             }
         }
+        if self.queues.is_none() {
+            self.export_workflows(&mut w, &mut report).await?;
+        }
         for s in Schedules::new(&self.client).list().await? {
             if queues.contains_key(&s.queue) {
                 w.schedule(ScheduleRecord::of(&s))?;
@@ -373,6 +389,73 @@ impl Exporter {
         let (_, bytes) = w.finish()?;
         report.bytes = bytes;
         Ok(report)
+    }
+}
+
+impl Exporter {
+    /// Writes every workflow of the index `<ns>:workflows` (those not finished) with its record,
+    /// `batch` ids per `ZRANGE`, one `HGETALL` (atomic) per record. A workflow that finished
+    /// meanwhile (no record) is left out; ids are paged by rank, so one that leaves the index
+    /// during the export can make the next page skip another: export with the workers stopped.
+    async fn export_workflows<W: Write>(
+        &self,
+        w: &mut FrameWriter<W>,
+        report: &mut ExportReport,
+    ) -> Result<()> {
+        let keys = self.client.store().keys().clone();
+        let index = keys.workflows();
+        let mut start = 0i64;
+        loop {
+            let stop = start + i64::from(self.batch) - 1;
+            let page: Vec<(String, f64)> = self
+                .client
+                .retry(|| {
+                    let mut conn = self.client.store().conn();
+                    let index = index.clone();
+                    async move {
+                        Ok(redis::cmd("ZRANGE")
+                            .arg(index)
+                            .arg(start)
+                            .arg(stop)
+                            .arg("WITHSCORES")
+                            .query_async(&mut conn)
+                            .await?)
+                    }
+                })
+                .await?;
+            for (id, score) in &page {
+                let key = keys.workflow(id);
+                let fields: Vec<(String, Vec<u8>)> = self
+                    .client
+                    .retry(|| {
+                        let mut conn = self.client.store().conn();
+                        let key = key.clone();
+                        async move {
+                            Ok(redis::cmd("HGETALL")
+                                .arg(key)
+                                .query_async(&mut conn)
+                                .await?)
+                        }
+                    })
+                    .await?;
+                if fields.is_empty() {
+                    continue;
+                }
+                w.workflow(WorkflowRecord {
+                    id: id.clone(),
+                    indexed_at_ms: *score as i64,
+                    fields: fields
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_bytes::ByteBuf::from(v)))
+                        .collect(),
+                })?;
+                report.workflows += 1;
+            }
+            if page.len() < self.batch as usize {
+                return Ok(());
+            }
+            start += i64::from(self.batch);
+        }
     }
 }
 
@@ -409,7 +492,7 @@ fn record_of(queue: &str, info: TaskInfo) -> Option<TaskRecord> {
 /// Redis or Cluster.
 ///
 /// Tasks are recreated in the state they were exported in by `lua/restore.lua` (one atomic step
-/// per task, 100 tasks per call, 64 calls per round trip), each in the shard its id hashes to
+/// per task, 25 tasks per call, 256 calls per round trip), each in the shard its id hashes to
 /// under the target's shard count. A task whose id exists in the target is skipped, never
 /// duplicated, so importing twice, or resuming an import that stopped, is safe. A scheduled task
 /// whose due time passed meanwhile is ready at once; the others run at their due time, by the
@@ -446,11 +529,12 @@ impl Importer {
     /// [`Error::BadExportFile`] or [`Error::Io`].
     pub fn verify<R: Read>(input: R) -> Result<FileSummary> {
         let (mut r, header) = FrameReader::new(input)?;
-        let (mut tasks, mut schedules) = (0, 0);
+        let (mut tasks, mut schedules, mut workflows) = (0, 0, 0);
         while let Some(f) = r.next_record()? {
             match f {
                 Frame::Task(_) => tasks += 1,
                 Frame::Schedule(_) => schedules += 1,
+                Frame::Workflow(_) => workflows += 1,
                 _ => {}
             }
         }
@@ -459,6 +543,7 @@ impl Importer {
             header,
             tasks,
             schedules,
+            workflows,
             bytes: r.offset(),
         })
     }
@@ -508,6 +593,7 @@ impl Importer {
         }
         let mut pending: Vec<(Partition, RestoreTask)> = Vec::new();
         let mut schedules = Vec::new();
+        let mut workflows = Vec::new();
         while let Some(frame) = r.next_record()? {
             match frame {
                 Frame::Task(t) => {
@@ -525,11 +611,16 @@ impl Importer {
                     }
                 }
                 Frame::Schedule(s) => schedules.push(s),
+                Frame::Workflow(wf) => workflows.push(wf),
                 _ => {}
             }
         }
         self.flush(&mut pending, done).await?;
         progress(done.restored + done.existed);
+        // After their members: a restored workflow is indexed (and swept) once its tasks exist.
+        for wf in workflows {
+            self.restore_workflow(wf, done).await?;
+        }
         let api = Schedules::new(&self.client);
         for s in schedules {
             match api.get(&s.name).await {
@@ -545,6 +636,43 @@ impl Importer {
             }
         }
         Ok(())
+    }
+
+    /// Restores a workflow's record as it was (`wf_create.lua`: nothing if a record of that id
+    /// exists), then indexes it for the sweep (`ZADD NX` at its old score).
+    async fn restore_workflow(&self, wf: WorkflowRecord, done: &mut ImportReport) -> Result<()> {
+        crate::workflow::validate_workflow_id(&wf.id)?;
+        let fields: Vec<(String, Vec<u8>)> = wf
+            .fields
+            .into_iter()
+            .map(|(k, v)| (k, v.into_vec()))
+            .collect();
+        let created = self
+            .client
+            .retry(|| self.client.store().wf_create(&wf.id, &fields))
+            .await?;
+        if created {
+            done.workflows += 1;
+        } else {
+            done.workflows_existed += 1;
+        }
+        let index = self.client.store().keys().workflows();
+        self.client
+            .retry(|| {
+                let mut conn = self.client.store().conn();
+                let (index, id) = (index.clone(), wf.id.clone());
+                async move {
+                    redis::cmd("ZADD")
+                        .arg(index)
+                        .arg("NX")
+                        .arg(wf.indexed_at_ms)
+                        .arg(id)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await
     }
 
     /// Restores `pending`, grouped by partition, in one round trip per slot.
@@ -644,20 +772,34 @@ mod tests {
         }
     }
 
-    fn file(n: u32) -> Vec<u8> {
-        let header = Header {
+    fn header() -> Header {
+        Header {
             namespace: "ns".into(),
             exported_at_ms: 1,
             queues: [("q".to_owned(), 4u16)].into(),
             writer: "test".into(),
-        };
+        }
+    }
+
+    /// A file of `n` tasks and one workflow.
+    fn file(n: u32) -> Vec<u8> {
         let mut buf = Vec::new();
-        let mut w = FrameWriter::new(&mut buf, header).unwrap();
+        let mut w = FrameWriter::new(&mut buf, header()).unwrap();
         for i in 0..n {
             w.task(task(i)).unwrap();
         }
+        w.workflow(WorkflowRecord {
+            id: "wf1".into(),
+            indexed_at_ms: 5,
+            fields: [(
+                "state".to_owned(),
+                serde_bytes::ByteBuf::from(b"running".to_vec()),
+            )]
+            .into(),
+        })
+        .unwrap();
         let (t, bytes) = w.finish().unwrap();
-        assert_eq!(t.tasks, u64::from(n));
+        assert_eq!((t.tasks, t.workflows), (u64::from(n), 1));
         assert_eq!(bytes, buf.len() as u64);
         buf
     }
@@ -691,7 +833,47 @@ mod tests {
         assert_eq!(got, (0..5).map(task).collect::<Vec<_>>());
         let s = Importer::verify(&b[..]).unwrap();
         assert_eq!(s.header.namespace, "ns");
-        assert_eq!((s.tasks, s.schedules, s.bytes), (5, 0, b.len() as u64));
+        assert_eq!(
+            (s.tasks, s.schedules, s.workflows, s.bytes),
+            (5, 0, 1, b.len() as u64)
+        );
+    }
+
+    /// A version 2 file (no workflow frames, a trailer without their count) still reads.
+    #[test]
+    fn version_2_file_reads() {
+        #[derive(Serialize)]
+        enum V2 {
+            Trailer {
+                tasks: u64,
+                schedules: u64,
+                crc32: u32,
+            },
+        }
+        fn frame(b: &mut Vec<u8>, body: Vec<u8>) {
+            b.extend((body.len() as u32).to_be_bytes());
+            b.extend(body);
+        }
+        let mut b = MAGIC.to_vec();
+        b.extend(2u16.to_be_bytes());
+        frame(
+            &mut b,
+            rmp_serde::to_vec_named(&Frame::Header(header())).unwrap(),
+        );
+        frame(
+            &mut b,
+            rmp_serde::to_vec_named(&Frame::Task(task(0))).unwrap(),
+        );
+        let crc32 = crc32fast::hash(&b);
+        let trailer = V2::Trailer {
+            tasks: 1,
+            schedules: 0,
+            crc32,
+        };
+        frame(&mut b, rmp_serde::to_vec_named(&trailer).unwrap());
+        let s = Importer::verify(&b[..]).unwrap();
+        assert_eq!((s.version, s.tasks, s.workflows), (2, 1, 0));
+        assert_eq!(read_all(&b).unwrap(), vec![task(0)]);
     }
 
     /// A file cut at any byte is refused: truncated (or not an export, when cut inside the

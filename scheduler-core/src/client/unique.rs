@@ -147,6 +147,7 @@ impl Client {
                 timeout_ms: req.timeout.as_millis() as u64,
                 priority: req.priority,
                 headers,
+                expires: req.expires,
             };
             // Safe to repeat after a lost reply: the retry finds its own window (throttle:
             // reports it as existing; debounce: replaces the task with the same values).
@@ -159,6 +160,12 @@ impl Client {
             let (id, created) = match reply {
                 Ok(UniqueReply::Created(id)) => (id, true),
                 Ok(UniqueReply::Existing(id) | UniqueReply::Replaced(id)) => (id, false),
+                Ok(UniqueReply::DeadlinePassed) => {
+                    return Err(Error::InvalidDeadline(format!(
+                        "task {}: its deadline is passed or before its due time by the Redis server's clock; nothing was stored for it",
+                        task.id
+                    )))
+                }
                 Ok(UniqueReply::Invalid) => {
                     return Err(Error::Protocol(format!(
                         "enqueue_unique.lua refused task {} as invalid",

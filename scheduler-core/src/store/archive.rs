@@ -28,7 +28,7 @@ pub struct ArchiveEntry {
     pub id: String,
     /// Task name.
     pub name: String,
-    /// `succeeded`, `dead` or `cancelled`.
+    /// `succeeded`, `dead`, `cancelled` or `expired`.
     pub state: String,
     /// Attempt number (claims so far; 0 for a task cancelled before it ran).
     pub attempt: i64,

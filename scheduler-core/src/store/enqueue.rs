@@ -39,6 +39,19 @@ pub struct NewTask {
     pub priority: u8,
     /// Headers, encoded by [`crate::headers::encode`]; empty: none (nothing stored).
     pub headers: Vec<u8>,
+    /// Its deadline: if it has not started by then, it ends `expired` and never runs
+    /// ([`Due::Delay`]: that long after the Redis server's now at enqueue). `None`: no deadline.
+    pub expires: Option<Due>,
+}
+
+/// A deadline as the enqueue scripts take it: (expire-after ms or -1, expire-at unix ms or 0);
+/// (-1, 0) for none.
+pub(super) fn deadline_args(expires: Option<Due>) -> (i64, i64) {
+    match expires {
+        Some(Due::Delay(ms)) => (ms as i64, 0),
+        Some(Due::At(ms)) => (-1, ms.max(1)),
+        None => (-1, 0),
+    }
 }
 
 impl Store {
@@ -96,9 +109,10 @@ impl Store {
         let invs: Vec<_> = groups
             .iter()
             .map(|(p, tasks)| {
-                // 9 values per task only when one of them has headers: a call without headers
-                // sends what it sent before the field existed.
-                let with_headers = tasks.iter().any(|t| !t.headers.is_empty());
+                // 9 values per task only when one of them has headers, 11 when one has a
+                // deadline: a call with neither sends what it sent before those fields existed.
+                let with_deadlines = tasks.iter().any(|t| t.expires.is_some());
+                let with_headers = with_deadlines || tasks.iter().any(|t| !t.headers.is_empty());
                 let mut inv = ENQUEUE.prepare_invoke();
                 inv.key(p.keys.scheduled())
                     .key(p.keys.ready())
@@ -107,7 +121,11 @@ impl Store {
                     .arg(p.keys.task_prefix())
                     .arg(&p.channel)
                     .arg(p.shard)
-                    .arg(if with_headers { 9 } else { 8 });
+                    .arg(match (with_headers, with_deadlines) {
+                        (_, true) => 11,
+                        (true, false) => 9,
+                        (false, false) => 8,
+                    });
                 for t in tasks.iter() {
                     let (delay, at) = match t.due {
                         Due::Delay(ms) => (ms as i64, 0),
@@ -123,6 +141,10 @@ impl Store {
                         .arg(t.priority);
                     if with_headers {
                         inv.arg(&t.headers[..]);
+                    }
+                    if with_deadlines {
+                        let (after, at) = deadline_args(t.expires);
+                        inv.arg(after).arg(at);
                     }
                 }
                 inv

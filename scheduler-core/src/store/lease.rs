@@ -1,5 +1,6 @@
 //! The lease scripts: `claim.lua` takes ready tasks into leases, `extend.lua` renews them,
-//! `release.lua` and `release_claim.lua` hand them back.
+//! `release.lua` and `release_claim.lua` hand them back; `progress.lua` records a running
+//! task's progress under its lease.
 
 use std::sync::LazyLock;
 
@@ -9,7 +10,8 @@ use super::script::script;
 use redis::Value;
 
 use super::reply::{
-    array, bytes, codes, int, Outcome, EXTEND as EXTEND_CODES, RELEASE as RELEASE_CODES,
+    array, bytes, code, codes, int, Outcome, EXTEND as EXTEND_CODES, FENCED,
+    RELEASE as RELEASE_CODES,
 };
 use super::{Partition, Store, MAX_BATCH};
 use crate::error::{Error, Result};
@@ -18,6 +20,7 @@ static CLAIM: LazyLock<Script> = script!("claim");
 static EXTEND: LazyLock<Script> = script!("extend");
 static RELEASE: LazyLock<Script> = script!("release");
 static RELEASE_CLAIM: LazyLock<Script> = script!("release_claim");
+static PROGRESS: LazyLock<Script> = script!("progress");
 
 /// A task taken into a lease by [`Store::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +61,17 @@ pub struct Claim {
     /// `lost`, `max_retries`, `timeout_ms`) moved to the dead set with the reason. Worth a
     /// warning: only a hand edit or a bug makes one.
     pub corrupt: u32,
+    /// Popped tasks whose deadline was passed: they ended `expired` instead of starting.
+    pub expired: u32,
     /// The tasks.
     pub tasks: Vec<Claimed>,
 }
 
 impl Store {
-    /// `claim.lua`: takes at most `batch` ready tasks of `p` into leases of `lease_ms`.
+    /// `claim.lua`: takes at most `batch` ready tasks of `p` into leases of `lease_ms`; a task
+    /// past its deadline ends `expired` instead (kept [`crate::defaults::EXPIRED_TTL`]), and in
+    /// a queue with task events on ([`Store::events_on`]) the script publishes its `expired`
+    /// event.
     ///
     /// # Errors
     ///
@@ -80,10 +88,19 @@ impl Store {
             .key(p.keys.active())
             .key(p.keys.dead())
             .key(p.keys.drained())
+            .key(p.keys.stats())
+            .key(p.keys.archive())
             .arg(p.keys.task_prefix())
             .arg(batch.clamp(1, MAX_BATCH))
             .arg(lease_ms)
-            .arg(worker);
+            .arg(worker)
+            .arg(crate::defaults::EXPIRED_TTL.as_millis() as u64)
+            .arg(self.archive_bound());
+        // The `expired` events, published by the script, in a queue with events on only: off,
+        // the call is the same as without events.
+        if self.events_on(&p.queue) {
+            inv.arg(self.keys.events_channel(&p.queue));
+        }
         let mut it = array(self.run_script(&inv).await?)?.into_iter();
         let now = it
             .next()
@@ -97,11 +114,16 @@ impl Store {
             .next()
             .ok_or_else(|| Error::Protocol("claim returned no corrupt count".into()))?)?
             as u32;
+        let expired = int(&it
+            .next()
+            .ok_or_else(|| Error::Protocol("claim returned no expired count".into()))?)?
+            as u32;
         let tasks = claimed_tasks(it.collect())?;
         Ok(Claim {
             server_now_ms,
             popped,
             corrupt,
+            expired,
             tasks,
         })
     }
@@ -146,6 +168,40 @@ impl Store {
             inv.arg(*id).arg(*token);
         }
         codes("release", RELEASE_CODES, self.run_script(&inv).await?)
+    }
+
+    /// `progress.lua`: records `percent` and `message` on task `id` of `p` if it is running
+    /// under lease `token`: [`Outcome::Done`], or [`Outcome::StaleLease`] (nothing changed).
+    /// In a queue with task events on ([`Store::events_on`]) the script also publishes the
+    /// `progress` event.
+    /// The caller checks the bounds (percent at most 100, message at most
+    /// [`crate::task::MAX_PROGRESS_MESSAGE_BYTES`]).
+    ///
+    /// # Errors
+    ///
+    /// A Redis error.
+    pub async fn progress(
+        &self,
+        p: &Partition,
+        id: &str,
+        token: i64,
+        percent: u8,
+        message: &str,
+    ) -> Result<Outcome> {
+        let mut inv = PROGRESS.prepare_invoke();
+        // The `progress` event, published by the script, in a queue with events on.
+        let channel = if self.events_on(&p.queue) {
+            self.keys.events_channel(&p.queue)
+        } else {
+            String::new()
+        };
+        inv.key(p.keys.task(id))
+            .arg(token)
+            .arg(percent)
+            .arg(message)
+            .arg(channel)
+            .arg(id);
+        code("progress", FENCED, &self.run_script(&inv).await?)
     }
 
     /// `release_claim.lua`: hands back the tasks that a claim tagged `tag` took but whose reply

@@ -11,17 +11,22 @@
 //!   [`CancelReply`], [`RequeueReply`]): the one place a script's integer codes are read;
 //! - one file per script family, each with its wrappers and their input and reply types:
 //!   `enqueue` (`enqueue.lua`), `schedule` (`promote.lua`, `reap.lua`), `lease` (`claim.lua`,
-//!   `extend.lua`, `release.lua`, `release_claim.lua`), `outcome` (`ack.lua`, `retry.lua`),
+//!   `extend.lua`, `release.lua`, `release_claim.lua`, `progress.lua`), `outcome` (`ack.lua`, `retry.lua`),
 //!   `admin` (`cancel.lua`, `requeue.lua`, `trim_dead.lua`), `lock` (the promoter lock),
 //!   `schedules` (`schedule_write.lua`, periodic schedules), `unique` (`enqueue_unique.lua`,
 //!   unique-for windows);
+//! - `limits`: flow-control limits: the table in `<ns>:limits` and the budget scripts
+//!   (`limit_acquire.lua`, `limit_release.lua`, `limit_extend.lua`) and partition scripts
+//!   (`limit_park.lua`, `limit_wake.lua`);
 //! - `flow`: `pause.lua` (pause and resume a queue) and reading the paused queues;
 //! - `backup`: `export_page.lua` (pages of a partition's sets, records included) and
 //!   `restore.lua` (tasks from an export file), for [`crate::backup`];
 //! - `archive`: the history archive's side in Redis: the namespace setting, the per-partition
 //!   streams finishing scripts append to, and reading them (`archive_done.lua`);
+//! - `events`: task events: the per-queue setting and publishing them;
 //! - `testing` (feature `testing`): `time_travel.lua`, scheduled tasks made due now in
 //!   namespaces marked for tests;
+//! - `workflow`: `wf_create.lua`, `wf_done.lua`, `wf_release.lua` (docs/workflows.md);
 //! - `retry`: [`retry_transient`] for callers that retry transient errors.
 
 use redis::{Pipeline, ScriptInvocation, Value};
@@ -35,8 +40,10 @@ mod admin;
 mod archive;
 mod backup;
 mod enqueue;
+mod events;
 mod flow;
 mod lease;
+mod limits;
 mod lock;
 mod outcome;
 mod reply;
@@ -47,21 +54,24 @@ mod script;
 #[cfg(feature = "testing")]
 mod testing;
 mod unique;
+mod workflow;
 
 pub use admin::{CancelReply, DeleteReply, RequeueReply};
 pub use archive::{ArchiveEntry, ARCHIVE_GROUP};
 pub use backup::{ExportedTask, RestoreTask, SetPage};
 pub use enqueue::{Due, NewTask};
 pub use lease::{Claim, Claimed};
+pub use limits::{holder, waiter, Acquired};
 pub use outcome::{AckItem, FailItem};
 pub use reply::Outcome;
 pub use retry::{retry_transient, retry_transient_for, DEFAULT_LOADING_WAIT};
-pub use schedule::{Promoted, Reaped};
+pub use schedule::{Promoted, Reaped, Riders};
 pub use schedules::{ScheduleTask, ScheduleWrite, ScheduleWriteArgs};
 pub use script::{with_prelude, MAX_BATCH};
 #[cfg(feature = "testing")]
 pub use testing::Travel;
 pub use unique::{UniqueMode, UniqueReply};
+pub use workflow::WfNext;
 
 /// A handle to the task store: a multiplexed, self-reconnecting connection plus key names.
 ///
@@ -75,6 +85,8 @@ pub struct Store {
     /// The archive bound finishing scripts get (0: archive off), shared by clones; see
     /// [`Store::set_archive_bound`].
     archive: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The queues with task events on, shared by clones; see [`Store::events_on`].
+    events: std::sync::Arc<std::sync::RwLock<events::EventsSetting>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,6 +147,7 @@ impl Store {
             endpoint,
             keys: Keys::new(&opts.namespace),
             archive: std::sync::Arc::default(),
+            events: std::sync::Arc::default(),
         })
     }
 

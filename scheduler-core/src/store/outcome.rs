@@ -54,7 +54,8 @@ impl Store {
     }
 
     /// `retry.lua`: after failed runs, schedules each `(id, token, error, delay)` again after
-    /// `delay` ms, or buries it (delay `None`, or no retries left).
+    /// `delay` ms, or buries it (delay `None`, or no retries left); a retry that would start
+    /// after the task's deadline ends it `expired` ([`Outcome::Expired`]).
     ///
     /// # Errors
     ///
@@ -69,7 +70,8 @@ impl Store {
             .arg(p.keys.task_prefix())
             .arg(&p.channel)
             .arg(p.shard)
-            .arg(self.archive_bound());
+            .arg(self.archive_bound())
+            .arg(crate::defaults::EXPIRED_TTL.as_millis() as u64);
         for (id, token, error, delay) in items {
             inv.arg(*id)
                 .arg(*token)

@@ -25,6 +25,12 @@ pub enum Outcome {
     /// Enqueue only: a value of this task was out of range (an empty id...); nothing was written
     /// for it, and the other tasks of the call were handled as usual.
     Invalid,
+    /// Enqueue only: the task's deadline is passed already, or before its due time (it could
+    /// never start); nothing was written for it.
+    DeadlinePassed,
+    /// Retry only: the retry would have started after the task's deadline, so the task ended
+    /// `expired` instead.
+    Expired,
     /// The task is no longer running under this lease token (the lease expired and was reaped, or
     /// another worker holds it now): nothing changed.
     StaleLease,
@@ -96,6 +102,7 @@ pub(super) const ENQUEUE: Codes<Outcome> = &[
     (1, Outcome::Done),
     (0, Outcome::Exists),
     (-2, Outcome::Invalid),
+    (-3, Outcome::DeadlinePassed),
 ];
 
 /// `restore.lua`, one code per task.
@@ -111,10 +118,12 @@ pub(super) const RETRY: Codes<Outcome> = &[
     (2, Outcome::Dead),
     (3, Outcome::Corrupt),
     (4, Outcome::Cancelled),
+    (5, Outcome::Expired),
     (-1, Outcome::StaleLease),
 ];
 
-/// The fenced scripts `ack.lua`, `extend.lua` and `release.lua`, one code per task.
+/// The fenced scripts `ack.lua` (one code per task), `cancel_run.lua` and `progress.lua` (one
+/// code each).
 pub(super) const FENCED: Codes<Outcome> = &[(1, Outcome::Done), (-1, Outcome::StaleLease)];
 
 /// `extend.lua`, one code per task.

@@ -78,6 +78,12 @@ impl Store {
             .arg(if w.delete { "del" } else { "set" })
             .arg(w.guard_tick_ms.unwrap_or(-1))
             .arg(w.skipped)
+            // The ticks' `enqueued` events, published by the script, in a queue with events on.
+            .arg(if self.events_on(&p.queue) {
+                self.keys.events_channel(&p.queue)
+            } else {
+                String::new()
+            })
             .arg(w.fields.len());
         for (f, v) in &w.fields {
             inv.arg(f).arg(&v[..]);

@@ -43,6 +43,8 @@ pub enum UniqueReply {
     Replaced(String),
     /// A value was out of range: nothing written.
     Invalid,
+    /// The deadline is passed by the Redis clock, or before the due time: nothing written.
+    DeadlinePassed,
 }
 
 impl Store {
@@ -86,6 +88,8 @@ impl Store {
             .arg(task.timeout_ms)
             .arg(task.priority)
             .arg(&task.headers[..]);
+        let (after, at) = super::enqueue::deadline_args(task.expires);
+        inv.arg(after).arg(at);
         let v = match wait {
             None => self.run_script(&inv).await?,
             Some((replicas, timeout_ms)) => self
@@ -109,6 +113,7 @@ impl Store {
             0 => Ok(UniqueReply::Existing(id)),
             2 => Ok(UniqueReply::Replaced(id)),
             -2 => Ok(UniqueReply::Invalid),
+            -3 => Ok(UniqueReply::DeadlinePassed),
             c => Err(protocol("enqueue_unique: unknown code", &Value::Int(c))),
         }
     }

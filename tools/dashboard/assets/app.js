@@ -10,6 +10,17 @@ document.addEventListener("submit", (ev) => {
 
 const fmt = (n) => Number(n).toLocaleString("en-US");
 const utc = (ms) => new Date(ms).toISOString();
+// A span of milliseconds in one coarse unit, as the server renders it (format::span); "–" for
+// none.
+function span(ms) {
+  if (ms === null || ms === undefined) return "–";
+  ms = Math.max(0, ms);
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60000) return `${Math.floor(ms / 1000)} s`;
+  if (ms < 3600000) return `${Math.floor(ms / 60000)} min`;
+  if (ms < 172800000) return `${Math.floor(ms / 3600000)} h`;
+  return `${Math.floor(ms / 86400000)} d`;
+}
 
 // The overview: fetch /api/overview every data-refresh-ms, update the cells in place, and turn
 // successive lifetime counters into per-second rates.
@@ -35,6 +46,13 @@ function liveOverview() {
           const cell = tr.querySelector(`[data-k="${k}"]`);
           const target = cell.querySelector("a") || cell;
           target.textContent = fmt(q[k]);
+        }
+        for (const k of ["lateness_p50_ms", "lateness_p99_ms"]) {
+          const cell = tr.querySelector(`[data-k="${k}"]`);
+          if (cell) {
+            cell.textContent = span(q[k]);
+            cell.title = `${q.lateness_runs} runs in the last minute`;
+          }
         }
         for (const k of ["succeeded", "failed"]) {
           const cell = tr.querySelector(`[data-rate="${k}"]`);

@@ -60,7 +60,8 @@ impl From<Error> for PageError {
             Error::InvalidQueueName(_)
             | Error::InvalidTaskId(_)
             | Error::InvalidCursor(_)
-            | Error::NotListed(_) => PageError::BadRequest(e.to_string()),
+            | Error::NotListed(_)
+            | Error::InvalidLimit(_) => PageError::BadRequest(e.to_string()),
             Error::UnknownQueue(_) | Error::NotFound(_) | Error::ScheduleNotFound(_) => {
                 PageError::NotFound(e.to_string())
             }

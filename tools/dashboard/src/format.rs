@@ -3,7 +3,7 @@
 //! spans in one coarse unit, MessagePack payloads as JSON or as text.
 //!
 //! ```
-//! use scheduler_dashboard::format::{iso_utc, msgpack_json, relative, span};
+//! use scheduler_dashboard::format::{iso_utc, msgpack_json, relative, span, TIME_FIELDS};
 //!
 //! assert_eq!(iso_utc(1_772_366_429_123), "2026-03-01T12:00:29.123Z");
 //! assert_eq!(span(90_000), "1 min");
@@ -11,7 +11,20 @@
 //! // [7, "hi"] as rmp-serde writes it.
 //! assert_eq!(msgpack_json(b"\x92\x07\xa2hi"), Some(serde_json::json!([7, "hi"])));
 //! assert_eq!(msgpack_json(b"\x92\x01"), None);
+//! // Task hash fields shown as times.
+//! assert!(TIME_FIELDS.contains(&"expires"));
 //! ```
+
+/// The fields of a task hash that hold times (unix ms, Redis clock), which both views show as
+/// ISO-8601 UTC: `run_at`, `enqueued_at`, `expires`, `started_at`, `progress_at`, `finished_at`.
+pub const TIME_FIELDS: [&str; 6] = [
+    "run_at",
+    "enqueued_at",
+    "expires",
+    "started_at",
+    "progress_at",
+    "finished_at",
+];
 
 use std::fmt::Write as _;
 

@@ -1,5 +1,5 @@
-//! `GET /history`: finished attempts (succeeded, dead, cancelled) of the namespace, read from the
-//! task history archive in PostgreSQL through `scheduler_worker::archive::HistoryDb::query`, the
+//! `GET /history`: finished attempts (succeeded, dead, cancelled, expired) of the namespace,
+//! read from the task history archive in PostgreSQL through `scheduler_worker::archive::HistoryDb::query`, the
 //! query `schedctl history` runs: filters by task id, name, queue, state and time range, newest first, paged by a cursor
 //! (the last row's position in that order). With no archive configured
 //! (`DashboardConfig::history`, feature `history`), the page
@@ -80,7 +80,7 @@ mod enabled {
     use crate::App;
 
     /// The states the archive holds.
-    const STATES: [&str; 3] = ["succeeded", "dead", "cancelled"];
+    const STATES: [&str; 4] = ["succeeded", "dead", "cancelled", "expired"];
 
     fn bad(msg: String) -> PageError {
         PageError::BadRequest(msg)
@@ -194,7 +194,7 @@ mod enabled {
         if let Some(st) = given(&q.state) {
             if !STATES.contains(&st) {
                 return Err(bad(format!(
-                    "state {st:?}: the history holds succeeded, dead and cancelled"
+                    "state {st:?}: the history holds succeeded, dead, cancelled and expired"
                 )));
             }
             h = h.state(st);

@@ -12,8 +12,8 @@
 //! overview from a JSON endpoint; the stylesheet and the script ship inside the crate.
 //!
 //! Cost: a page reads Redis with O(shards) commands, or a bounded page of tasks (at most
-//! [`MAX_PAGE`](scheduler_core::inspector::MAX_PAGE)); the workers page scans heartbeat keys
-//! with `SCAN`. A guide with screenshots: `docs/dashboard.md`.
+//! [`MAX_PAGE`](scheduler_core::inspector::MAX_PAGE)); the workers page reads the worker index
+//! and one heartbeat hash per worker. A guide with screenshots: `docs/dashboard.md`.
 //!
 //! ```no_run
 //! use scheduler_core::Client;
@@ -157,7 +157,7 @@ impl DashboardConfig {
         self
     }
 
-    /// Shows the history page: finished attempts (succeeded, dead, cancelled) of the client's
+    /// Shows the history page: finished attempts (succeeded, dead, cancelled, expired) of the client's
     /// namespace read from the task history archive in PostgreSQL, searchable by task id, name,
     /// queue, state and time range, paged. Without it the page says that history is not
     /// configured. Feature `history` (brings `sqlx`); see `docs/storage.md` for the archive.
@@ -205,6 +205,8 @@ impl DashboardConfig {
 struct App {
     inspector: Inspector,
     schedules: Schedules,
+    /// Reads workflows (`Client::workflow`).
+    client: Client,
     config: DashboardConfig,
     /// The client's namespace: the history archive is searched in it.
     #[cfg_attr(not(feature = "history"), allow(dead_code))]
@@ -226,12 +228,13 @@ struct App {
 /// | `GET /workers` | live workers |
 /// | `GET /schedules`, `POST /schedules/{name}/{pause,resume,trigger}` | periodic schedules |
 /// | `GET /history?id=&name=&queue=&state=&since=&until=&after=&limit=` | finished attempts from the PostgreSQL archive, paged (`DashboardConfig::history`; else a page saying it is not configured) |
-/// | `GET /limits`, `GET /workflows` | features not in this version yet |
+/// | `GET /limits?family=&key=` | the flow-control limits in force, what each task and queue limit holds now (running, waiting, starts in the window), and a keyed limit's budget of one key |
+/// | `GET /workflows?id=` | one workflow by id: its state and each member's task and outcome |
 /// | `GET`, `POST /login`, `POST /logout` | the token form |
 /// | `GET /assets/{style.css,app.js}` | stylesheet and script |
 ///
 /// Answers: 401 without valid credentials, 403 for an action in read-only mode or from another
-/// origin, 400 for a malformed queue name, task id, state or cursor, 404 for an unknown queue,
+/// origin, 400 for a malformed queue name, task id, state, cursor or limit key, 404 for an unknown queue,
 /// task or schedule or a page past the end, 409 for an action the task's state forbids, 503
 /// when Redis or the history database fails (the detail goes to the log, not to the page).
 pub fn router(client: &Client, config: DashboardConfig) -> Router {
@@ -239,6 +242,7 @@ pub fn router(client: &Client, config: DashboardConfig) -> Router {
     let app = Arc::new(App {
         inspector: Inspector::new(client),
         schedules: Schedules::new(client),
+        client: client.clone(),
         config,
         namespace: client.store().keys().namespace().to_owned(),
     });

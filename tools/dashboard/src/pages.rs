@@ -4,15 +4,17 @@
 //! [`Inspector`]: scheduler_core::Inspector
 //! [`Schedules`]: scheduler_core::Schedules
 
+use crate::format::TIME_FIELDS;
 use std::sync::Arc;
 
+use crate::format::iso_utc;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use maud::{html, Markup};
 use scheduler_core::inspector::MAX_PAGE;
-use scheduler_core::{Counts, Error, Spec, TaskId, TaskState};
+use scheduler_core::{Counts, Error, LatenessHistogram, Spec, TaskId, TaskState};
 use serde::Deserialize;
 
 use crate::auth::shows_logout;
@@ -141,11 +143,29 @@ struct QueueRow {
     due_now: u64,
     succeeded: u64,
     failed: u64,
+    /// Runs started over about the last minute by live workers (their heartbeats).
+    lateness_runs: u64,
+    /// How late half of them started at most (ms; bucket upper bound); `None` without runs.
+    lateness_p50_ms: Option<i64>,
+    /// How late 99% of them started at most (ms; bucket upper bound); `None` without runs.
+    lateness_p99_ms: Option<i64>,
+    /// When the queue was paused (unix ms, Redis clock); `None`: not paused.
+    paused_at_ms: Option<i64>,
 }
 
-fn row(name: String, shards: u16, c: &Counts) -> QueueRow {
+fn row(
+    name: String,
+    shards: u16,
+    c: &Counts,
+    late: Option<&LatenessHistogram>,
+    paused_at_ms: Option<i64>,
+) -> QueueRow {
     let get = |k: &str| c.counters.get(k).copied().unwrap_or(0);
     QueueRow {
+        paused_at_ms,
+        lateness_runs: late.map_or(0, LatenessHistogram::count),
+        lateness_p50_ms: late.and_then(|h| h.quantile(0.5)),
+        lateness_p99_ms: late.and_then(|h| h.quantile(0.99)),
         name,
         shards,
         scheduled: c.scheduled,
@@ -158,15 +178,19 @@ fn row(name: String, shards: u16, c: &Counts) -> QueueRow {
     }
 }
 
-/// Every queue's counts: one `HGETALL` of the registry, then one pipeline per queue.
+/// Every queue's counts: one `HGETALL` of the registry, then one pipeline per queue; the
+/// lateness of the last minute from the live workers' heartbeats (`Inspector::lateness`: the
+/// worker index, then one `HGETALL` and `PTTL` per worker).
 async fn rows(app: &App) -> Result<(Vec<QueueRow>, i64), Error> {
     let mut out = Vec::new();
     let mut now = 0;
+    let late = app.inspector.lateness().await?;
     for q in app.inspector.queues().await? {
         match app.inspector.queue(&q.name).await {
             Ok(c) => {
                 now = c.server_now_ms;
-                out.push(row(q.name, q.shards, &c.total));
+                let l = late.get(&q.name);
+                out.push(row(q.name, q.shards, &c.total, l, q.paused_at_ms));
             }
             // Unregistered between the two reads.
             Err(Error::UnknownQueue(_)) => {}
@@ -224,7 +248,9 @@ pub(crate) async fn overview(
                     th.num { "Running" } th.num { "Dead" } th.num { "Due now" }
                     th.num title="Succeeded per second since the previous refresh" { "Done/s" }
                     th.num title="Failed runs (retried or dead) per second since the previous refresh" { "Failed/s" }
-                    th title="Pausing a queue comes with flow control" { "Paused" }
+                    th.num title=(LATE_TITLE) { "Late p50" }
+                    th.num title=(LATE_TITLE) { "Late p99" }
+                    th title="A paused queue's tasks are not claimed (schedctl pause / resume)" { "Paused" }
                 } }
                 tbody {
                     @for r in &rows {
@@ -239,7 +265,12 @@ pub(crate) async fn overview(
                             td.num data-k="due_now" { (count(r.due_now)) }
                             td.num data-rate="succeeded" data-c=(r.succeeded) { "–" }
                             td.num data-rate="failed" data-c=(r.failed) { "–" }
-                            td.muted title="Pausing a queue comes with flow control" { "n/a" }
+                            td.num data-k="lateness_p50_ms" title=(runs_title(r.lateness_runs)) { (late_ms(r.lateness_p50_ms)) }
+                            td.num data-k="lateness_p99_ms" title=(runs_title(r.lateness_runs)) { (late_ms(r.lateness_p99_ms)) }
+                            @match r.paused_at_ms {
+                                Some(at) => td title={ "since " (iso_utc(at)) } { span.badge.paused { "paused" } },
+                                None => td.muted { "no" },
+                            }
                         }
                     }
                 }
@@ -251,6 +282,23 @@ pub(crate) async fn overview(
         body,
     )
     .into_response())
+}
+
+/// What the lateness columns show.
+const LATE_TITLE: &str = "How late runs started (claim time minus due time) over about the last \
+minute, from the histograms in every live worker's heartbeat, added up; at most 9% + 1 ms above \
+the exact value";
+
+/// A lateness quantile as the overview shows it (the script formats it the same way).
+fn late_ms(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) => span(ms.max(0) as u64),
+        None => "–".to_owned(),
+    }
+}
+
+fn runs_title(n: u64) -> String {
+    format!("{n} runs in the last minute")
 }
 
 /// `GET /api/overview`: what the overview shows, as JSON.
@@ -478,7 +526,7 @@ pub(crate) async fn tasks(
 // A task
 
 /// Fields of a task record in display order; others follow by name.
-const FIELD_ORDER: [&str; 17] = [
+const FIELD_ORDER: [&str; 22] = [
     "name",
     "state",
     "attempts",
@@ -488,18 +536,20 @@ const FIELD_ORDER: [&str; 17] = [
     "priority",
     "run_at",
     "enqueued_at",
+    "expires",
     "token",
     "started_at",
     "worker",
+    "progress",
+    "progress_msg",
+    "progress_at",
+    "progress_attempt",
     "error",
     "finished_at",
     "args",
     "headers",
     "result",
 ];
-
-/// Fields holding unix ms.
-const TIME_FIELDS: [&str; 4] = ["run_at", "enqueued_at", "started_at", "finished_at"];
 
 /// `GET /tasks/{queue}/{id}`: every field, arguments and result as JSON, the actions.
 pub(crate) async fn task(
@@ -522,9 +572,14 @@ pub(crate) async fn task(
         d.fields
             .keys()
             .map(String::as_str)
-            .filter(|f| !FIELD_ORDER.contains(f)),
+            .filter(|f| !FIELD_ORDER.contains(f) && *f != "attempt_log"),
     );
     let h = task_href(p, &id);
+    let failed = d
+        .info
+        .as_ref()
+        .map(|i| i.attempt_log.as_slice())
+        .unwrap_or_default();
     let body = html! {
         div.heading {
             h1 { "Task " code { (id.id()) } }
@@ -564,6 +619,11 @@ pub(crate) async fn task(
                                 pre.json { (msgpack_json(v)) }
                             } @else if *f == "error" {
                                 pre.error { (text) }
+                            } @else if *f == "progress" {
+                                @match text.parse::<u8>() {
+                                    Ok(pct) => { progress max="100" value=(pct) { (pct) "%" } " " (pct) "%" }
+                                    Err(_) => { (text) }
+                                }
                             } @else if *f == "timeout_ms" {
                                 (text)
                                 @if let Ok(ms) = text.parse::<u64>() { span.muted { " (" (span(ms)) ")" } }
@@ -581,10 +641,85 @@ pub(crate) async fn task(
                 }
             }
         }
-        p.muted { "Only the last error is kept: attempts and the last error tell the task's history." }
+        (attempts(&app, &d, failed, now))
     };
     let title = format!("Task {}", id.id());
     Ok(layout(&app.frame(&headers, &title, Nav::Overview, n.text()), body).into_response())
+}
+
+/// The task page's history of attempts: its failed attempts from the record's `attempt_log`
+/// (the last 10), then the run in progress or the last run (from `attempts`, `started_at`,
+/// `worker`, `finished_at`), when the record says one started.
+fn attempts(
+    app: &App,
+    d: &scheduler_core::TaskDetail,
+    failed: &[scheduler_core::FailedAttempt],
+    now: i64,
+) -> Markup {
+    let p = app.p();
+    let info = d.info.as_ref();
+    let field = |f: &str| {
+        d.fields
+            .get(f)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    // The last run, when it is not in the log: running, or ended without failing (a task
+    // waiting for a retry, or dead, has its last run as the log's last entry), and started
+    // after the last failure was logged (a requeue resets `attempts`, not the log).
+    let started = field("started_at");
+    let current = info.filter(|i| {
+        matches!(
+            i.state,
+            TaskState::Running | TaskState::Succeeded | TaskState::Cancelled
+        ) && i.attempts > 0
+            && failed
+                .last()
+                .is_none_or(|f| started.is_some_and(|s| s >= f.failed_at))
+    });
+    let older = failed.first().map_or(0, |f| f.attempt.saturating_sub(1));
+    html! {
+        section.card #attempts {
+            h2 { "Attempts" }
+            @if failed.is_empty() && current.is_none() {
+                p.muted { "No run has started yet." }
+            } @else {
+                table.grid {
+                    thead { tr { th { "#" } th { "outcome" } th { "started" } th { "ended" } th { "worker" } th { "error" } } }
+                    tbody {
+                        @for f in failed {
+                            tr.attempt data-attempt=(f.attempt) {
+                                td { (f.attempt) }
+                                td { span.badge.bad { "failed" } }
+                                td { @match f.started_at { Some(t) => (when(t, now)), None => span.muted { "?" } } }
+                                td { (when(f.failed_at, now)) }
+                                td { code { (f.worker) } }
+                                td { pre.error { (f.error) } }
+                            }
+                        }
+                        @if let Some(i) = current {
+                            tr.attempt data-attempt=(i.attempts) {
+                                td { (i.attempts) }
+                                td { span class={ "badge state " (i.state) } { (i.state) } }
+                                td { @match started { Some(t) => (when(t, now)), None => span.muted { "?" } } }
+                                td { @match i.finished_at_ms { Some(t) => (when(t, now)), None => span.muted { "—" } } }
+                                td { code { (i.worker.as_deref().unwrap_or("")) } }
+                                td { @if i.state == TaskState::Cancelled { @if let Some(e) = &i.last_error { pre.error { (e) } } } }
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted {
+                "Failed attempts come from the record's " code { "attempt_log" } " (the last 10, errors cut to 200 bytes; the full last error is the "
+                code { "error" } " field above)."
+                @if older > 0 { " " (older) " earlier attempt(s) are not kept." }
+                @if app.config.has_history() {
+                    " Finished runs are also in the " a href={ (p) "/history?id=" (enc(d.id.id())) "&queue=" (enc(d.id.queue())) } { "history archive" } "."
+                }
+            }
+        }
+    }
 }
 
 /// The query of an action: where to go back to.
@@ -841,34 +976,190 @@ pub(crate) async fn schedule_action(
     Ok(back_to(&app, None, format!("{}/schedules", app.p()), done))
 }
 
-fn absent(app: &App, headers: &HeaderMap, nav: Nav, title: &str, what: Markup) -> Response {
-    let body = html! {
-        div.heading { h1 { (title) } }
-        section.card.empty { (what) }
+/// Query of `GET /limits`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct LimitsQuery {
+    /// A keyed limit's family whose budget of `key` to show.
+    family: Option<String>,
+    /// The key (`TaskRequest::limit_key`) whose budget to show.
+    key: Option<String>,
+}
+
+/// `x / n`, or a dash when the limit has no such part.
+fn of_limit(used: Option<u64>, max: Option<u32>) -> Markup {
+    match (used, max) {
+        (Some(u), Some(n)) => html! { (u) span.muted { " / " (n) } },
+        (Some(u), None) => html! { (u) },
+        _ => html! { span.muted { "–" } },
+    }
+}
+
+/// One row of usage figures: running, waiting, starts in the window.
+fn usage_cells(u: &scheduler_core::limits::LimitUsage) -> Markup {
+    let rate = u.limit.max_rate();
+    html! {
+        td.num.running { (of_limit(u.running, u.limit.max_concurrency())) }
+        td.num.waiting { (of_limit(u.waiting, None)) }
+        td.num.started {
+            (of_limit(u.started, rate.map(|(n, _)| n)))
+            @if let Some((_, per)) = rate { span.muted { " per " (format!("{per:?}")) } }
+        }
+    }
+}
+
+/// `GET /limits[?family=&key=]`: every flow-control limit in force (`<ns>:limits`, one
+/// `HGETALL`) with what each task and queue limit holds now (`Inspector::limit_usage`: `TIME`
+/// and at most three O(log n) reads per limit); a keyed limit's budget is looked up by key
+/// (`Inspector::key_limit_usage`).
+pub(crate) async fn limits(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<LimitsQuery>,
+) -> Page {
+    let all = app.inspector.limits().await.map_err(|e| app.fail(e))?;
+    let usage = app.inspector.limit_usage().await.map_err(|e| app.fail(e))?;
+    let families: Vec<&str> = all
+        .iter()
+        .filter_map(|(s, _)| match s {
+            scheduler_core::limits::LimitScope::Key(f) => Some(f.as_str()),
+            _ => None,
+        })
+        .collect();
+    let key = q.key.as_deref().filter(|k| !k.is_empty());
+    // The family asked for, or the only one there is.
+    let family = q
+        .family
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .or(if families.len() == 1 {
+            families.first().copied()
+        } else {
+            None
+        });
+    let looked_up = match (family, key) {
+        (Some(f), Some(k)) => Some((
+            f,
+            app.inspector
+                .key_limit_usage(f, k)
+                .await
+                .map_err(|e| app.fail(e))?,
+        )),
+        (None, Some(_)) => {
+            return Err(app.fail(PageError::BadRequest(
+                "key without family: give family=<key family> too".to_owned(),
+            )))
+        }
+        _ => None,
     };
-    layout(&app.frame(headers, title, nav, None), body).into_response()
+    let body = html! {
+        div.heading { h1 { "Limits" } }
+        @if all.is_empty() {
+            section.card.empty {
+                p { "No limit is set. Limits hold across every worker: at most N runs at once or N starts per period, per task name, queue or key (" code { "schedctl limits set key:tenant --concurrency 5" } ")." }
+            }
+        } @else {
+            table.grid #limits {
+                thead { tr { th { "Scope" } th { "Limit" } th.num { "Running" } th.num { "Waiting" } th.num { "Started in window" } } }
+                tbody {
+                    @for (scope, limit) in &all {
+                        tr data-scope=(scope.field()) {
+                            td { code { (scope.field()) } } td { (limit.to_string()) }
+                            @match usage.iter().find(|u| &u.scope == scope) {
+                                Some(u) => (usage_cells(u)),
+                                None => td.muted colspan="3" { "one budget per key: look a key up below" },
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted { "Running: runs holding a concurrency slot whose lease has not ended. Waiting: tasks parked until a slot frees. Started in window: starts within the rate limit's last period. A task a limit holds back waits in its partition's scheduled set; its " code { "limited" } " field names the limit." }
+            @if !families.is_empty() {
+                h2 { "Usage of one key" }
+                form method="get" #key-lookup {
+                    select name="family" {
+                        @for f in &families {
+                            option value=(f) selected[family == Some(*f)] { "key:" (f) }
+                        }
+                    }
+                    input type="text" name="key" placeholder="key, e.g. tenant-42" value=[key];
+                    button type="submit" { "Show" }
+                }
+                @match &looked_up {
+                    None => {}
+                    Some((f, None)) => section.card.empty { p.bad { "key:" (f) " has no limit." } },
+                    Some((_, Some(u))) => table.grid #key-usage {
+                        thead { tr { th { "Budget" } th { "Limit" } th.num { "Running" } th.num { "Waiting" } th.num { "Started in window" } } }
+                        tbody {
+                            tr data-scope=(u.label()) {
+                                td { code { (u.label()) } } td { (u.limit.to_string()) } (usage_cells(u))
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    };
+    Ok(layout(&app.frame(&headers, "Limits", Nav::Limits, None), body).into_response())
 }
 
-/// `GET /limits`: rate and concurrency limits are not in this version.
-pub(crate) async fn limits(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    absent(
-        &app,
-        &headers,
-        Nav::Limits,
-        "Limits",
-        html! { p { "Rate and concurrency limits are not in this version of the scheduler yet. This page will show each limit, its use and the tasks it holds back once they land." } },
-    )
+/// Query of `GET /workflows`.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct WorkflowQuery {
+    /// The workflow to show.
+    id: Option<String>,
 }
 
-/// `GET /workflows`: chains and groups are not in this version.
-pub(crate) async fn workflows(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    absent(
-        &app,
-        &headers,
-        Nav::Workflows,
-        "Workflows",
-        html! { p { "Workflows (chains, groups, callbacks) are not in this version of the scheduler yet. This page will show each workflow and the state of its steps once they land." } },
+/// `GET /workflows[?id=<workflow id>]`: a workflow's state and each member's (`Client::workflow`,
+/// one `HGETALL`), looked up by id.
+pub(crate) async fn workflows(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<WorkflowQuery>,
+) -> Page {
+    let found = match q.id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => Some(app.client.workflow(id).await),
+        None => None,
+    };
+    let p = app.p();
+    let body = html! {
+        div.heading { h1 { "Workflows" } }
+        form method="get" {
+            input type="text" name="id" placeholder="workflow id" value=[q.id.as_deref()];
+            button type="submit" { "Show" }
+        }
+        @match &found {
+            None => section.card.empty { p { "A workflow (chain, group or chord) by its id, as " code { "Client::start_workflow" } " returned it; also " code { "schedctl status <id>" } "." } },
+            Some(Err(e)) => section.card.empty { p.bad { (e.to_string()) } },
+            Some(Ok(wf)) => {
+                dl.fields {
+                    dt { "id" } dd { (wf.id) }
+                    dt { "kind" } dd { (wf.kind) }
+                    dt { "policy" } dd { (wf.policy) }
+                    dt { "state" } dd { (wf.state) }
+                    @if let Some(err) = &wf.error { dt { "error" } dd.bad { (err) } }
+                    dt { "stage" } dd { (wf.current_stage) }
+                    dt { "created" } dd { (iso_utc(wf.created_at_ms)) }
+                }
+                table.grid #members {
+                    thead { tr { th.num { "Stage" } th.num { "#" } th { "Task" } th { "Outcome" } } }
+                    tbody {
+                        @for m in &wf.members {
+                            tr {
+                                td.num { (m.stage) } td.num { (m.index) }
+                                td { a href=(task_href(p, &m.task)) { (m.task.to_string()) } }
+                                td { @match &m.outcome { Some(o) => (format!("{o:?}")), None => span.muted { "–" } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout(
+        &app.frame(&headers, "Workflows", Nav::Workflows, None),
+        body,
     )
+    .into_response())
 }
 
 /// Any other path: 404 inside the layout.

@@ -98,13 +98,30 @@ async fn shot(b: &Browser, name: &str) {
     }
 }
 
+/// The text of the first element matching `css`. A click returns before the page it leads to
+/// is there on a loaded machine, so the element is waited for (up to 30 s). The live pages
+/// replace their contents while a test reads them: an element found just before a refresh is
+/// stale by the time its text is asked for, and is then found again.
 async fn text(b: &Browser, css: &str) -> String {
-    b.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let mut tries = 0;
+    loop {
+        let el = b
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match el.text().await {
+            Ok(t) => return t,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && tries < 10 =>
+            {
+                tries += 1;
+            }
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
 }
 
 /// Waits until `css` holds `want` (reloading the page if `reload`), or panics with what it held.
@@ -158,6 +175,7 @@ async fn dashboard_in_a_real_browser() {
         .queues(["billing"])
         .queue_shards("billing", 2)
         .register(charge)
+        .heartbeat_interval(Duration::from_millis(200))
         .build()
         .await
         .expect("worker");
@@ -254,6 +272,13 @@ async fn dashboard_in_a_real_browser() {
     assert!(text(&b, "tr[data-field=\"error\"]")
         .await
         .contains(common::ERROR));
+    // Its history of attempts: the run lost with its worker, then the failure that buried it.
+    let attempts = text(&b, "#attempts").await;
+    assert!(
+        attempts.contains("lease expired: worker lost during attempt 1"),
+        "{attempts}"
+    );
+    assert!(attempts.contains(common::ERROR), "{attempts}");
     shot(&b, "task").await;
     b.find(Locator::Css("#actions button.primary"))
         .await
@@ -270,10 +295,43 @@ async fn dashboard_in_a_real_browser() {
     )
     .await;
     wait_text(&b, "#state", "succeeded", true).await;
+    // The history goes on: the two failed runs, then the run that succeeded.
+    wait_text(
+        &b,
+        "#attempts tr.attempt:last-child td:nth-child(2)",
+        "succeeded",
+        false,
+    )
+    .await;
+    assert_eq!(
+        b.find_all(Locator::Css("#attempts tr.attempt"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    b.execute(
+        "document.getElementById('attempts').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&b, "task-attempts").await;
     let c = inspector.queue("billing").await.unwrap().total;
     assert_eq!(c.dead, 1);
     b.goto(&format!("{base}/")).await.unwrap();
     wait_text(&b, &cell("billing", "dead"), "1", false).await;
+    // The worker ran it: its heartbeat's lateness shows in the overview (live, no reload).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p99 = text(&b, &cell("billing", "lateness_p99_ms")).await;
+        if p99.ends_with("ms") || p99.ends_with(" s") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "billing p99 shows {p99:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shot(&b, "overview").await;
 
     // Cancel a scheduled task from the list (the browser asks first).
     b.goto(&format!("{base}/queues/emails/scheduled"))

@@ -80,8 +80,62 @@ async fn overview_matches_the_inspector() {
     );
 }
 
-/// A queue page, each listed state, a task page, workers, schedules and the pages of features to
-/// come all answer 200 with what they are about; the assets have their content types.
+/// The overview's lateness columns add up the histograms in every live worker's heartbeat (two
+/// here, written as workers write them): p50 and p99 come from all their runs together; a queue
+/// without runs in the last minute shows none.
+#[tokio::test]
+async fn overview_lateness_combines_the_workers() {
+    let s = seed().await;
+    let app = open(&s);
+    let keys = s.client.store().keys().clone();
+    let mut conn = s.server.conn();
+    let mut one = scheduler::LatenessHistogram::default();
+    let mut two = scheduler::LatenessHistogram::default();
+    // 90 runs on time on one worker, 10 runs 1 s late on the other: p50 0, p99 about 1 s.
+    for _ in 0..90 {
+        one.record(0);
+    }
+    for _ in 0..10 {
+        two.record(1000);
+    }
+    for (id, h) in [("w1", &one), ("w2", &two)] {
+        let _: () = scheduler::redis::cmd("HSET")
+            .arg(keys.worker(id))
+            .arg("pid")
+            .arg(1)
+            .arg("queues")
+            .arg("billing,emails")
+            .arg("lateness:billing")
+            .arg(h.encode())
+            .arg("lateness:emails")
+            .arg("")
+            .query(&mut conn)
+            .unwrap();
+        let _: () = scheduler::redis::cmd("ZADD")
+            .arg(keys.worker_index())
+            .arg(1)
+            .arg(id)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let j = get(&app, "/api/overview").await;
+    let v: serde_json::Value = serde_json::from_str(&j.body).unwrap();
+    let billing = &v["queues"][0];
+    assert_eq!(billing["name"], "billing");
+    assert_eq!(billing["lateness_runs"], 100);
+    assert_eq!(billing["lateness_p50_ms"], 0);
+    let p99 = billing["lateness_p99_ms"].as_i64().unwrap();
+    assert!((1000..=1091).contains(&p99), "{p99}");
+    let emails = &v["queues"][1];
+    assert_eq!(emails["lateness_runs"], 0);
+    assert!(emails["lateness_p99_ms"].is_null());
+    let g = get(&app, "/").await;
+    assert!(g.body.contains("Late p99"), "{}", g.body);
+    assert!(g.body.contains("100 runs in the last minute"));
+}
+
+/// A queue page, each listed state, a task page, workers, schedules, limits, workflows and a
+/// paused queue all answer 200 with what they are about; the assets have their content types.
 #[tokio::test]
 async fn every_page_renders() {
     let s = seed().await;
@@ -127,6 +181,36 @@ async fn every_page_renders() {
     // The arguments decoded from MessagePack.
     assert!(t.body.contains("&quot;hello&quot;"), "{}", t.body);
     assert!(t.body.contains("data-field=\"run_at\""));
+    // A progress report: a bar with the percent, the message, when and by which run.
+    let b = get(&app, "/tasks/billing/busy").await;
+    assert_eq!(b.status, StatusCode::OK);
+    assert!(
+        b.body.contains("<progress max=\"100\" value=\"40\">"),
+        "{}",
+        b.body
+    );
+    for field in ["progress_msg", "progress_at", "progress_attempt"] {
+        assert!(
+            b.body.contains(&format!("data-field=\"{field}\"")),
+            "{field}"
+        );
+    }
+    assert!(b.body.contains("8000 of 20000 rows"));
+    // The history of attempts: the run lost with its worker, then the failure that buried it.
+    let a = get(&app, "/tasks/billing/doomed-a").await;
+    assert!(a.body.contains("id=\"attempts\""), "{}", a.body);
+    assert!(a.body.contains("data-attempt=\"1\""), "{}", a.body);
+    assert!(a
+        .body
+        .contains("lease expired: worker lost during attempt 1"));
+    assert!(a.body.contains("<code>w-lost</code>"));
+    assert!(a.body.contains("data-attempt=\"2\""));
+    assert!(a.body.contains("<code>w-test</code>"));
+    assert!(!a.body.contains("data-field=\"attempt_log\""));
+    // The running task: its run in progress.
+    assert!(b.body.contains("data-attempt=\"1\""), "{}", b.body);
+    // Never started: no attempt.
+    assert!(t.body.contains("No run has started yet."));
     let w = get(&app, "/workers").await;
     assert_eq!(w.status, StatusCode::OK);
     assert!(w.body.contains("No live worker"));
@@ -138,15 +222,112 @@ async fn every_page_renders() {
     let h = get(&app, "/history").await;
     assert_eq!(h.status, StatusCode::OK);
     assert!(h.body.contains("History is not configured"), "{}", h.body);
-    for page in ["/limits", "/workflows"] {
-        let g = get(&app, page).await;
-        assert_eq!(g.status, StatusCode::OK);
-        assert!(g.body.contains("not in this version"));
-    }
+    // Limits: none, then the one set shows with its scope.
+    let l = get(&app, "/limits").await;
+    assert_eq!(l.status, StatusCode::OK);
+    assert!(l.body.contains("No limit is set"), "{}", l.body);
+    let inspector = Inspector::new(&s.client);
+    inspector
+        .set_limit(
+            &scheduler::limits::LimitScope::key("tenant").unwrap(),
+            scheduler::limits::Limit::concurrency(5).unwrap(),
+        )
+        .await
+        .unwrap();
+    let l = get(&app, "/limits").await;
+    assert!(l.body.contains("<code>key:tenant</code>"), "{}", l.body);
+    assert!(l.body.contains("at most 5 at once"), "{}", l.body);
+    // Workflows: a lookup form; an unknown id says so.
+    let w = get(&app, "/workflows").await;
+    assert_eq!(w.status, StatusCode::OK);
+    assert!(w.body.contains("name=\"id\""), "{}", w.body);
+    let w = get(&app, "/workflows?id=nope").await;
+    assert_eq!(w.status, StatusCode::OK);
+    assert!(w.body.contains("not found"), "{}", w.body);
+    // A paused queue says so on the overview.
+    inspector.pause("emails").await.unwrap();
+    let o = get(&app, "/").await;
+    assert!(o.body.contains("badge paused"), "{}", o.body);
+    let v: serde_json::Value =
+        serde_json::from_str(&get(&app, "/api/overview").await.body).unwrap();
+    assert!(v["queues"][1]["paused_at_ms"].as_i64().is_some(), "{v}");
+    assert!(v["queues"][0]["paused_at_ms"].is_null(), "{v}");
     let css = get(&app, "/assets/style.css").await;
     assert_eq!(css.headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
     let js = get(&app, "/assets/app.js").await;
     assert!(js.body.contains("/api/overview"));
+}
+
+/// The limits page: what each task limit holds now (runs holding a slot, tasks waiting for
+/// one, starts in the rate window), read from a real worker the limit holds back; a keyed limit
+/// by key (`?family=&key=`); a malformed key 400, a family without a limit said so.
+#[tokio::test]
+async fn limits_show_usage() {
+    use common::{limited, release_holds, HOLD_CONCURRENCY, HOLD_TASKS};
+    let redis = scheduler_testkit::RedisServer::start();
+    let (client, worker) = limited(&redis).await;
+    let app = router(&client, DashboardConfig::new());
+    let l = get(&app, "/limits").await;
+    assert_eq!(l.status, StatusCode::OK);
+    let row = row_of(&l.body, "task:hold");
+    let waiting = HOLD_TASKS - HOLD_CONCURRENCY;
+    for (col, want) in [
+        ("running", HOLD_CONCURRENCY),
+        ("waiting", waiting),
+        // The waiting task has not started: the window holds the running ones.
+        ("started", HOLD_CONCURRENCY),
+    ] {
+        assert!(
+            row.contains(&format!("class=\"num {col}\">{want}")),
+            "{col}: {row}"
+        );
+    }
+    assert!(row.contains(&format!(" / {HOLD_CONCURRENCY}")), "{row}");
+    assert!(row.contains("per 60s"), "{row}");
+    // The keyed limit: looked up by key.
+    let keyed = row_of(&l.body, "key:tenant");
+    assert!(keyed.contains("one budget per key"), "{keyed}");
+    assert!(l.body.contains("id=\"key-lookup\""), "{}", l.body);
+    for path in ["/limits?family=tenant&key=acme", "/limits?key=acme"] {
+        let k = get(&app, path).await;
+        assert_eq!(k.status, StatusCode::OK, "{path}: {}", k.body);
+        let row = row_of(&k.body, "key:tenant=acme");
+        assert!(
+            row.contains(&format!("class=\"num running\">{HOLD_CONCURRENCY}")),
+            "{path}: {row}"
+        );
+        assert!(row.contains("class=\"num waiting\">0"), "{path}: {row}");
+    }
+    // A key no task used: zeros.
+    let k = get(&app, "/limits?family=tenant&key=nobody").await;
+    assert!(
+        row_of(&k.body, "key:tenant=nobody").contains("class=\"num running\">0"),
+        "{}",
+        k.body
+    );
+    let k = get(&app, "/limits?family=region&key=eu").await;
+    assert_eq!(k.status, StatusCode::OK);
+    assert!(k.body.contains("key:region has no limit"), "{}", k.body);
+    let long = "x".repeat(scheduler::limits::MAX_LIMIT_KEY_BYTES + 1);
+    for bad in [
+        "/limits?family=a%7Bb%7D&key=x".to_owned(),
+        format!("/limits?family=tenant&key={long}"),
+    ] {
+        let k = get(&app, &bad).await;
+        assert_eq!(k.status, StatusCode::BAD_REQUEST, "{bad}: {}", k.body);
+        assert!(k.body.contains("invalid limit"), "{}", k.body);
+    }
+    release_holds();
+    worker.stop().await;
+}
+
+/// The `<tr>` of the limits page whose `data-scope` is `scope`.
+fn row_of<'a>(body: &'a str, scope: &str) -> &'a str {
+    let start = body
+        .find(&format!("data-scope=\"{scope}\""))
+        .unwrap_or_else(|| panic!("no row {scope}: {body}"));
+    let rest = &body[start..];
+    &rest[..rest.find("</tr>").unwrap_or(rest.len())]
 }
 
 /// Bad input: unknown queue or task 404, malformed queue, id, state, cursor or limit 400, a
@@ -652,7 +833,7 @@ mod history {
             (
                 "state=running",
                 StatusCode::BAD_REQUEST,
-                "succeeded, dead and cancelled",
+                "succeeded, dead, cancelled and expired",
             ),
             (
                 "queue=bad%20q",

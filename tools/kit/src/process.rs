@@ -17,9 +17,39 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
+/// Whether `var` is one of the variables cargo sets for the crate it compiles or runs (a test
+/// process has `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, `CARGO_PKG_VERSION_*`...), as opposed to
+/// cargo's own configuration (`CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_BUILD_*`...).
+fn set_by_cargo_for_a_crate(var: &str) -> bool {
+    var == "OUT_DIR"
+        || [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CFG_",
+            "CARGO_FEATURE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| var.starts_with(p))
+        || [
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ]
+        .contains(&var)
+}
+
 /// Path of a binary of [`TOOLS_PACKAGE`] (`chaos`, `chaos_worker`, `test_worker`), built once per
 /// test process with the same profile as the test (`cargo build -p scheduler-chaos --bin
 /// <name>`, `--release` from a release test).
+///
+/// The build runs without the variables cargo set for this test process (`OUT_DIR`,
+/// `CARGO_MANIFEST_*`, `CARGO_PKG_*`, `CARGO_CRATE_NAME`...; not `CARGO_HOME`, `CARGO_TARGET_DIR`
+/// and the like, which configure cargo): build scripts that declare `rerun-if-env-changed` on them
+/// (ring's, through `cc`, on `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`...) would otherwise see them
+/// change, run again, and rebuild ring, rustls, redis and every crate above them, both here and
+/// in the next `cargo` command run from a shell, which sees them unset again.
 pub fn tool_bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let exe = std::env::current_exe().expect("test exe");
@@ -36,6 +66,11 @@ pub fn tool_bin(name: &str) -> PathBuf {
     if !built.iter().any(|n| n == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
+        for (var, _) in std::env::vars_os() {
+            if var.to_str().is_some_and(set_by_cargo_for_a_crate) {
+                cmd.env_remove(var);
+            }
+        }
         cmd.current_dir(workspace_root()).args([
             "build",
             "--quiet",
@@ -94,6 +129,37 @@ impl Drop for ChildGuard {
         if let Ok(None) = self.0.try_wait() {
             let _ = self.0.kill();
             let _ = self.0.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_for_a_crate;
+
+    #[test]
+    fn only_the_variables_cargo_sets_for_a_crate_are_dropped() {
+        for v in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_schedctl",
+            "CARGO_TARGET_TMPDIR",
+            "OUT_DIR",
+        ] {
+            assert!(set_by_cargo_for_a_crate(v), "{v}");
+        }
+        for v in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_JOBS",
+            "CARGO_INCREMENTAL",
+            "PATH",
+            "RUSTFLAGS",
+        ] {
+            assert!(!set_by_cargo_for_a_crate(v), "{v}");
         }
     }
 }

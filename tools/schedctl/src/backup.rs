@@ -55,6 +55,7 @@ pub(crate) async fn export(
             "tasks": report.tasks,
             "by_state": report.by_state,
             "schedules": report.schedules,
+            "workflows": report.workflows,
             "duplicates_dropped": report.duplicates,
             "skipped": report.skipped,
             "bytes": report.bytes,
@@ -66,7 +67,7 @@ pub(crate) async fn export(
         .map(|(s, n)| format!("{n} {s}"))
         .collect();
     Ok(format!(
-        "exported {} tasks ({}) and {} schedules to {} ({} bytes)\n",
+        "exported {} tasks ({}) and {} schedules{} to {} ({} bytes)\n",
         report.tasks,
         if states.is_empty() {
             "none".to_owned()
@@ -74,6 +75,11 @@ pub(crate) async fn export(
             states.join(", ")
         },
         report.schedules,
+        if report.workflows > 0 {
+            format!(" and {} workflows", report.workflows)
+        } else {
+            String::new()
+        },
         out.display(),
         report.bytes
     ))
@@ -118,14 +124,24 @@ pub(crate) async fn import(ctx: &Ctx, path: &Path, shards: Vec<(String, u16)>) -
             "existed": done.existed,
             "schedules": done.schedules,
             "schedules_existed": done.schedules_existed,
+            "workflows": done.workflows,
+            "workflows_existed": done.workflows_existed,
         })));
     }
     Ok(format!(
-        "imported {}: {} tasks restored, {} already there; {} schedules added, {} already there\n",
+        "imported {}: {} tasks restored, {} already there; {} schedules added, {} already there{}\n",
         path.display(),
         done.restored,
         done.existed,
         done.schedules,
-        done.schedules_existed
+        done.schedules_existed,
+        if done.workflows + done.workflows_existed > 0 {
+            format!(
+                "; {} workflows restored, {} already there",
+                done.workflows, done.workflows_existed
+            )
+        } else {
+            String::new()
+        }
     ))
 }

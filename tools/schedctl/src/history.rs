@@ -26,7 +26,7 @@ pub(crate) struct HistoryArgs {
     /// Only this queue.
     #[arg(long)]
     queue: Option<String>,
-    /// Only this state: succeeded, dead or cancelled.
+    /// Only this state: succeeded, dead, cancelled or expired.
     #[arg(long)]
     state: Option<String>,
     /// Only attempts finished within this long before now (e.g. 30m, 2h, 7d).
@@ -67,8 +67,8 @@ fn now_ms() -> i64 {
 pub(crate) async fn history(ctx: &Ctx, a: HistoryArgs) -> Result<String> {
     let db = HistoryDb::connect(&a.database_url, 1).await?;
     if let Some(s) = &a.state {
-        if !["succeeded", "dead", "cancelled"].contains(&s.as_str()) {
-            bail!("unknown state {s:?}: the history holds succeeded, dead and cancelled");
+        if !["succeeded", "dead", "cancelled", "expired"].contains(&s.as_str()) {
+            bail!("unknown state {s:?}: the history holds succeeded, dead, cancelled and expired");
         }
     }
     let mut q = HistoryQuery::new(&ctx.namespace).limit(a.limit.min(i64::MAX as u64) as i64);

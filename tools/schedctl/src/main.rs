@@ -19,6 +19,12 @@
 //! schedctl due emails --within 5m
 //! schedctl pause emails
 //! schedctl resume emails
+//! schedctl limits set key:tenant --concurrency 5
+//! schedctl limits set task:charge_card --rate 100 --per 1s
+//! schedctl limits ls
+//! schedctl limits rm key:tenant
+//! schedctl events emails --on
+//! schedctl events emails                        # follow them live (Ctrl-C stops)
 //! schedctl export --out tasks.schedexp
 //! schedctl import tasks.schedexp
 //! schedctl history --database-url postgres://postgres@127.0.0.1/history --state dead --since 1h
@@ -44,18 +50,22 @@
 //! - `schedules.rs`: `schedules ls|add|rm|pause|resume|trigger`.
 //! - `backup.rs`: `export`, `import` (logical backups, `docs/storage.md`).
 //! - `history.rs`: `history`, `archive` (the task history archive in PostgreSQL).
+//! - `events.rs`: `events` (task events: follow them, turn them on or off).
 //! - `serve.rs`: `serve`, the web dashboard.
 
 mod backup;
 mod bulk;
+mod events;
 mod history;
 mod inspect;
+mod limits;
 mod queues;
 mod render;
 mod schedules;
 mod serve;
 mod tasks;
 mod workers;
+mod workflows;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -111,9 +121,28 @@ enum Command {
         #[arg(long)]
         shards: bool,
     },
-    /// Every field of one task, times in UTC and relative, arguments and result decoded.
+    /// Follow a queue's task events live, one line each (`--json`: one JSON object each),
+    /// until Ctrl-C; or turn them on or off for the queue (`docs/events.md`).
+    Events {
+        /// The queue.
+        queue: String,
+        /// Turn the queue's task events on (one PUBLISH per state change of its tasks).
+        #[arg(long, conflicts_with_all = ["off", "task", "count"])]
+        on: bool,
+        /// Turn the queue's task events off.
+        #[arg(long, conflicts_with_all = ["task", "count"])]
+        off: bool,
+        /// Only the events of this task (its id in the queue).
+        #[arg(long)]
+        task: Option<String>,
+        /// Stop after this many events.
+        #[arg(long, value_parser = positive)]
+        count: Option<u64>,
+    },
+    /// Every field of one task, times in UTC and relative, arguments and result decoded; or,
+    /// given a workflow id (no `/`), the workflow's state and each member's task state.
     Status {
-        /// The task, as `<queue>/<id>`.
+        /// The task, as `<queue>/<id>`, or a workflow id.
         task: String,
     },
     /// Cancel a task: withdrawn if it has not started; if it runs, its worker is told to stop it.
@@ -175,6 +204,11 @@ enum Command {
         #[command(subcommand)]
         cmd: schedules::SchedulesCmd,
     },
+    /// Flow-control limits held across every worker: ls, set, rm.
+    Limits {
+        #[command(subcommand)]
+        cmd: limits::LimitsCmd,
+    },
     /// Serve the web dashboard (queues, tasks, workers, schedules, actions) until Ctrl-C.
     Serve(serve::ServeArgs),
     /// How many tasks of a queue are due now, and within a window.
@@ -198,7 +232,7 @@ enum Command {
         #[arg(long, default_value_t = scheduler::backup::DEFAULT_BATCH)]
         batch: u32,
     },
-    /// Finished attempts (succeeded, dead, cancelled) from the history archive in PostgreSQL,
+    /// Finished attempts (succeeded, dead, cancelled, expired) from the history archive in PostgreSQL,
     /// newest first, by id, task name, queue, state and time range.
     History(history::HistoryArgs),
     /// Run the history archive for every queue of the namespace until Ctrl-C: turns it on
@@ -262,7 +296,15 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Pause { queue } => queues::pause(&ctx, &queue, true).await,
         Command::Resume { queue } => queues::pause(&ctx, &queue, false).await,
         Command::Stats { queue, shards } => queues::stats(&ctx, &queue, shards).await,
+        Command::Status { task } if !task.contains('/') => workflows::status(&ctx, &task).await,
         Command::Status { task } => tasks::status(&ctx, &task).await,
+        Command::Events {
+            queue,
+            on,
+            off,
+            task,
+            count,
+        } => events::events(&ctx, &queue, on, off, task.as_deref(), count).await,
         Command::Cancel { task } => tasks::cancel(&ctx, &task).await,
         Command::Dead { queue, limit } => tasks::dead(&ctx, &queue, limit).await,
         Command::Requeue {
@@ -286,6 +328,7 @@ async fn run(cli: Cli) -> Result<String> {
         Command::Delete { task } => bulk::delete(&ctx, &task).await,
         Command::Purge { queue, state, yes } => bulk::purge(&ctx, &queue, &state, yes).await,
         Command::Schedules { cmd } => schedules::run(&ctx, cmd).await,
+        Command::Limits { cmd } => limits::run(&ctx, cmd).await,
         Command::Due { queue, within } => queues::due(&ctx, &queue, within).await,
         Command::Export { queues, out, batch } => backup::export(&ctx, queues, &out, batch).await,
         Command::Import { file, shards } => backup::import(&ctx, &file, shards).await,

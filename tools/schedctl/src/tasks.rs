@@ -1,5 +1,6 @@
 //! Task-level views and actions: `status`, `cancel`, `dead`, `requeue`.
 
+use scheduler::dashboard::format::TIME_FIELDS;
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context as _, Result};
@@ -11,7 +12,7 @@ use crate::render::{human_ms, iso_utc, msgpack_json, msgpack_text, pairs, when, 
 use crate::{json_out, Ctx};
 
 /// Fields of the task hash in the order of `docs/redis-layout.md` section 4.
-const FIELD_ORDER: [&str; 17] = [
+const FIELD_ORDER: [&str; 22] = [
     "name",
     "state",
     "attempts",
@@ -21,26 +22,31 @@ const FIELD_ORDER: [&str; 17] = [
     "priority",
     "run_at",
     "enqueued_at",
+    "expires",
     "token",
     "args",
     "headers",
     "started_at",
     "worker",
+    "progress",
+    "progress_msg",
+    "progress_at",
+    "progress_attempt",
     "error",
     "result",
     "finished_at",
 ];
 
-/// Fields holding unix ms.
-const TIME_FIELDS: [&str; 4] = ["run_at", "enqueued_at", "started_at", "finished_at"];
 /// Fields holding other integers.
-const INT_FIELDS: [&str; 6] = [
+const INT_FIELDS: [&str; 8] = [
     "attempts",
     "lost",
     "max_retries",
     "timeout_ms",
     "priority",
     "token",
+    "progress",
+    "progress_attempt",
 ];
 /// Fields holding MessagePack.
 const MSGPACK_FIELDS: [&str; 3] = ["args", "headers", "result"];
@@ -138,6 +144,8 @@ pub(crate) async fn status(ctx: &Ctx, target: &str) -> Result<String> {
                 || text(v),
                 |ms| format!("{ms} ({})", human_ms(ms.unsigned_abs())),
             )
+        } else if f == "progress" {
+            int(v).map_or_else(|| text(v), |p| format!("{p}%"))
         } else if MSGPACK_FIELDS.contains(&f) {
             msgpack_text(v)
         } else {

@@ -1,8 +1,8 @@
 //! `workers`: live workers, from their heartbeat hashes `<ns>:workers:<worker id>`.
 //!
-//! We find them with `SCAN` (never `KEYS`, which blocks Redis for the whole keyspace). `SCAN` may
-//! return a key twice, and a heartbeat may expire between the scan and the read: both are
-//! handled. On Redis Cluster, `SCAN` covers only the node we are connected to.
+//! We find them through the worker index `<ns>:workers` (`Inspector::workers`), which every
+//! heartbeat stamps, not by scanning the keyspace; an index entry whose heartbeat has expired
+//! (a stopped worker) is not listed.
 
 use anyhow::Result;
 use serde_json::{json, Value as Json};
@@ -38,7 +38,7 @@ pub(crate) async fn workers(ctx: &Ctx) -> Result<String> {
     }
     if beats.is_empty() {
         return Ok(format!(
-            "no live workers (no key matches {}:workers:*)\n",
+            "no live workers (none in the worker index {}:workers)\n",
             ctx.namespace
         ));
     }

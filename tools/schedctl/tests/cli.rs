@@ -5,7 +5,8 @@
 //! The seed, in namespace `cli`:
 //! - queue `emails` (4 shards): `later` due in 30 s, `overdue` scheduled and already due (nobody
 //!   promotes it: there is no worker), `now-1` and `now-2` ready;
-//! - queue `billing` (4 shards): two dead tasks on different shards, `busy` running.
+//! - queue `billing` (4 shards): two dead tasks on different shards, `busy` running, with a
+//!   progress report (40 %).
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -96,10 +97,13 @@ async fn seeded() -> Fx {
         .await
         .unwrap();
     let p = store.partition("billing", busy.shard(4));
-    assert_eq!(
-        store.claim(&p, 10, 60_000, "w1").await.unwrap().tasks.len(),
-        1
-    );
+    let claim = store.claim(&p, 10, 60_000, "w1").await.unwrap();
+    assert_eq!(claim.tasks.len(), 1);
+    // Its handler reported its progress (`ctx.progress`).
+    store
+        .progress(&p, "busy", claim.tasks[0].token, 40, "8000 of 20000 rows")
+        .await
+        .unwrap();
     // Let `overdue` come due.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Fx {
@@ -258,6 +262,142 @@ async fn pause_and_resume() {
     assert!(err.contains("nowhere"), "{err}");
 }
 
+/// `limits set|ls|rm` write `<ns>:limits` (what redis-cli shows), list them, remove them, and
+/// refuse a limit of 0 and an unknown scope with a clear error.
+#[tokio::test]
+async fn limits_set_ls_rm() {
+    let fx = seeded().await;
+    assert_eq!(fx.ok(&["limits", "ls"]), "no limits\n");
+    assert_eq!(
+        fx.ok(&["limits", "set", "key:tenant", "--concurrency", "5"]),
+        "key:tenant: at most 5 at once\n"
+    );
+    assert_eq!(
+        fx.json(&[
+            "limits",
+            "set",
+            "task:charge",
+            "--rate",
+            "100",
+            "--per",
+            "1s"
+        ]),
+        json!({"scope": "task:charge", "limit": "rate=100/1000", "new": true})
+    );
+    let by_cli = fx
+        .server
+        .cmd(&["HGET", &format!("{NS}:limits"), "key:tenant"])
+        .unwrap();
+    assert_eq!(by_cli, redis::Value::BulkString(b"concurrency=5".to_vec()));
+    let v = fx.json(&["limits", "ls"]);
+    assert_eq!(v["limits"][0]["scope"], json!("task:charge"));
+    assert_eq!(v["limits"][0]["rate"], json!(100));
+    assert_eq!(v["limits"][1]["concurrency"], json!(5));
+    assert_eq!(
+        fx.ok(&["limits", "rm", "key:tenant"]),
+        "removed the limit of key:tenant\n"
+    );
+    assert_eq!(
+        fx.ok(&["limits", "rm", "key:tenant"]),
+        "key:tenant had no limit\n"
+    );
+    let err = fx.fails(&["limits", "set", "key:tenant", "--concurrency", "0"]);
+    assert!(err.contains("invalid limit"), "{err}");
+    let err = fx.fails(&["limits", "set", "tenant", "--concurrency", "1"]);
+    assert!(err.contains("not a scope"), "{err}");
+}
+
+/// Set once the test has read what it wanted: the `hold` tasks then finish.
+static HOLD_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs until the test sets [`HOLD_RELEASED`] (at most 60 s).
+#[scheduler::task(name = "hold", queue = "lq")]
+async fn hold(_ctx: scheduler::TaskContext, _n: u32) -> Result<(), scheduler::TaskError> {
+    let start = std::time::Instant::now();
+    while !HOLD_RELEASED.load(std::sync::atomic::Ordering::SeqCst)
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// `limits ls` shows what each task limit holds now, read from a real worker the limit holds
+/// back (runs holding a slot, tasks waiting for one, starts in the rate window), and a keyed
+/// limit's budget with `--key <family>=<key>`; a malformed `--key` or a family without a limit
+/// is a clear error.
+#[tokio::test]
+async fn limits_ls_shows_usage() {
+    const CONCURRENCY: u64 = 2;
+    const TASKS: u64 = CONCURRENCY + 1;
+    let fx = seeded().await;
+    let conc = CONCURRENCY.to_string();
+    fx.ok(&[
+        "limits",
+        "set",
+        "task:hold",
+        "--concurrency",
+        &conc,
+        "--rate",
+        "100",
+        "--per",
+        "1m",
+    ]);
+    fx.ok(&["limits", "set", "key:tenant", "--concurrency", "5"]);
+    let worker = scheduler_testkit::Running::start(
+        scheduler::Worker::builder()
+            .redis_url(fx.server.url())
+            .namespace(NS)
+            .register(hold)
+            .queues(["lq"]),
+    )
+    .await;
+    for n in 0..TASKS as u32 {
+        scheduler::TaskCall::<hold>::new((n,))
+            .limit_key("tenant", "acme")
+            .send(&fx.client)
+            .await
+            .unwrap();
+    }
+    let start = std::time::Instant::now();
+    let v = loop {
+        let v = fx.json(&["limits", "ls"]);
+        if v["limits"][0]["running"] == json!(CONCURRENCY)
+            && v["limits"][0]["waiting"] == json!(TASKS - CONCURRENCY)
+        {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Sorted by scope: task limits, then queue limits, then keyed ones.
+    assert_eq!(v["limits"][0]["scope"], json!("task:hold"));
+    // The waiting task has not started: the window holds the running ones.
+    assert_eq!(v["limits"][0]["started"], json!(CONCURRENCY));
+    assert_eq!(v["limits"][1]["scope"], json!("key:tenant"));
+    assert_eq!(v["limits"][1]["running"], Value::Null);
+    let text = fx.ok(&["limits", "ls"]);
+    let hold_row = row(&text, "task:hold");
+    let want = [CONCURRENCY, TASKS - CONCURRENCY, CONCURRENCY].map(|n| n.to_string());
+    assert_eq!(hold_row[hold_row.len() - 3..], want, "{text}");
+    assert!(row(&text, "key:tenant").contains(&"key"), "{text}");
+    assert!(text.contains("--key <family>=<key>"), "{text}");
+    // One key's budget: the running tasks hold it; a task of a budget it never reached (the
+    // waiting one) does not.
+    let text = fx.ok(&["limits", "ls", "--key", "tenant=acme"]);
+    let acme = row(&text, "key:tenant=acme");
+    assert_eq!(acme[acme.len() - 3..], [conc.as_str(), "0", "-"], "{text}");
+    let v = fx.json(&["limits", "ls", "--key", "tenant=acme"]);
+    assert_eq!(v["keys"][0]["budget"], json!("key:tenant=acme"));
+    assert_eq!(v["keys"][0]["running"], json!(CONCURRENCY));
+    let err = fx.fails(&["limits", "ls", "--key", "tenant"]);
+    assert!(err.contains("<family>=<key>"), "{err}");
+    let err = fx.fails(&["limits", "ls", "--key", "region=eu"]);
+    assert!(err.contains("key:region has no limit"), "{err}");
+    HOLD_RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
+    worker.stop().await;
+}
+
 /// `status` shows every field, times as ISO-8601 UTC with a relative part, and the arguments
 /// and headers decoded from MessagePack; `--json` gives the same as typed values.
 #[tokio::test]
@@ -311,6 +451,16 @@ async fn status_fields() {
     );
     let lease = v["lease_deadline_ms"].as_i64().unwrap();
     assert!((59_000..=60_000).contains(&(lease - v["server_now_ms"].as_i64().unwrap())));
+    // Its progress report: percent, message, when, by which run.
+    assert_eq!(
+        (&v["progress"], &v["progress_msg"], &v["progress_attempt"]),
+        (&json!(40), &json!("8000 of 20000 rows"), &json!(1))
+    );
+    assert!(v["progress_at_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    let text = fx.ok(&["status", "billing/busy"]);
+    assert_eq!(field(&text, "progress"), "40%");
+    assert_eq!(field(&text, "progress_msg"), "8000 of 20000 rows");
+    assert!(field(&text, "progress_at").ends_with("Z (now)"), "{text}");
 
     // Unknown ids and queues, and malformed ids, are plain errors.
     let err = fx.fails(&["status", "emails/nope"]);
@@ -318,8 +468,9 @@ async fn status_fields() {
     let err = fx.fails(&["status", "nosuchqueue/x"]);
     assert!(err.contains("unknown queue \"nosuchqueue\""), "{err}");
     assert!(err.contains("billing, emails"), "{err}");
+    // Without a `/` it names a workflow; the error says how to name a task.
     let err = fx.fails(&["status", "just-an-id"]);
-    assert!(err.contains("use <queue>/<id>"), "{err}");
+    assert!(err.contains("a task is named <queue>/<id>"), "{err}");
 }
 
 /// `stats` sums counts and lifetime counters over the shards; `--shards` adds one row each.
@@ -497,13 +648,14 @@ async fn cancel_tasks() {
     );
 }
 
-/// `workers` reads the heartbeat hashes (found with SCAN), not other keys.
+/// `workers` reads the heartbeat hashes found through the worker index, not other keys: an index
+/// entry without its hash (a stopped worker) and another namespace's worker are not listed.
 #[tokio::test]
 async fn workers_from_heartbeats() {
     let fx = seeded().await;
     assert_eq!(
         fx.ok(&["workers"]),
-        "no live workers (no key matches cli:workers:*)\n"
+        "no live workers (none in the worker index cli:workers)\n"
     );
     let mut conn = fx.server.conn();
     let started = {
@@ -524,8 +676,12 @@ async fn workers_from_heartbeats() {
             ],
         )
         .pexpire("cli:workers:vm:4242:beef", 15_000)
+        .zadd("cli:workers", "vm:4242:beef", started)
+        // A stopped worker: its index entry outlived its hash.
+        .zadd("cli:workers", "vm:9:dead", started)
         // Another namespace's worker is not ours.
         .hset("other:workers:vm:1:aaaa", "pid", "1")
+        .zadd("other:workers", "vm:1:aaaa", started)
         .query(&mut conn)
         .unwrap();
 
@@ -544,6 +700,7 @@ async fn workers_from_heartbeats() {
     );
     assert!(text.contains("(3 min ago)"), "{text}");
     assert!(!text.contains("vm:1:aaaa"), "{text}");
+    assert!(!text.contains("vm:9:dead"), "{text}");
 
     let v = fx.json(&["workers"]);
     let w = &v["workers"][0];
@@ -994,4 +1151,134 @@ async fn history_from_the_archive() {
     assert_eq!(fx.client.store().load_archive_setting().await.unwrap(), 0);
     drop(db);
     drop(pg);
+}
+
+/// A task type for the workflow test (no worker runs it).
+struct Part;
+
+impl scheduler::Task for Part {
+    const NAME: &'static str = "part";
+    const QUEUE: &'static str = "emails";
+    type Args = (u64,);
+    type Output = u64;
+    async fn run(_: scheduler::TaskContext, (n,): (u64,)) -> Result<u64, scheduler::TaskError> {
+        Ok(n)
+    }
+}
+
+/// A task type for the workflow test's callback.
+struct Total;
+
+impl scheduler::Task for Total {
+    const NAME: &'static str = "total";
+    const QUEUE: &'static str = "emails";
+    type Args = (Vec<u64>,);
+    type Output = u64;
+    async fn run(
+        _: scheduler::TaskContext,
+        (v,): (Vec<u64>,),
+    ) -> Result<u64, scheduler::TaskError> {
+        Ok(v.iter().sum())
+    }
+}
+
+/// `status <workflow id>` shows the workflow and each member's task state: the callback
+/// `held`; once a member failed (recorded as a worker would), the workflow `failed` with its
+/// error and the rest `cancelled`. An unknown workflow is an error.
+#[tokio::test]
+async fn status_of_a_workflow() {
+    use scheduler::workflow::{chord, group, Partial};
+    use scheduler::Task as _;
+    let fx = seeded().await;
+    let wf = chord(
+        group([1, 2].map(|n| Part::call((n,)))),
+        Partial::<Total, _>::new(()),
+    )
+    .build()
+    .unwrap()
+    .id("wf1");
+    fx.client.start_workflow(wf).await.unwrap();
+    let text = fx.ok(&["status", "wf1"]);
+    println!("{text}");
+    assert_eq!(field(&text, "kind"), "chord");
+    assert_eq!(field(&text, "state"), "running");
+    assert_eq!(row(&text, "1")[2..4], ["emails/wf1.1.0", "held"]);
+
+    fx.client
+        .workflow_member_finished("wf1:0:0", Err("card declined"))
+        .await
+        .unwrap();
+    let text = fx.ok(&["status", "wf1"]);
+    println!("{text}");
+    assert_eq!(field(&text, "state"), "failed");
+    assert!(field(&text, "error").contains("card declined"), "{text}");
+    let v = fx.json(&["status", "wf1"]);
+    let states: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["task_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["ready", "cancelled", "cancelled"]);
+    assert_eq!(v["members"][0]["outcome"], "err");
+    assert!(fx.fails(&["status", "nope"]).contains("not found"));
+}
+
+/// `events --on` turns a queue's task events on; `events <queue> --count 2 --json` prints the
+/// next two events (tasks enqueued until it has them: it subscribes at a moment the test cannot
+/// see), one JSON object a line; `--off` turns them off.
+#[tokio::test]
+async fn events_follows_a_queue_live() {
+    let fx = seeded().await;
+    assert_eq!(
+        fx.json(&["events", "emails", "--on"]),
+        json!({ "queue": "emails", "events": "on" })
+    );
+    let client = Client::with_config(ClientConfig::new(fx.server.url()).namespace(NS))
+        .await
+        .unwrap();
+    assert!(client.store().events_on("emails"));
+    let mut child = scheduler_testkit::ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_schedctl"))
+            .env_remove("REDIS_URL")
+            .env_remove("SCHED_NAMESPACE")
+            .args(["--redis-url", &fx.server.url(), "--namespace", NS])
+            .args(["--json", "events", "emails", "--count", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run schedctl events"),
+    );
+    let mut n = 0;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(n < 300, "schedctl events did not get 2 events in 30 s");
+        client
+            .enqueue_request(
+                req("emails", &format!("ev-{n}"), &(1, "x")).countdown(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success());
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for l in &lines {
+        assert_eq!(l["kind"], "enqueued");
+        assert_eq!(l["queue"], "emails");
+        assert!(l["id"].as_str().unwrap().starts_with("ev-"));
+    }
+    assert_eq!(
+        fx.json(&["events", "emails", "--off"]),
+        json!({ "queue": "emails", "events": "off" })
+    );
 }

@@ -3,7 +3,9 @@
 //!
 //! It registers one task, `chaos_rec(ms, mode)`. Every run appends a start line to
 //! `<record-dir>/w-<pid>.log` (`S <id> <attempt> <pid> <claimed_at_ms> <due_ms> <local_ms>`: claim
-//! and due times on the Redis clock, then this process's own clock), sleeps `ms`, then appends a done line (`D <id> <attempt> <pid>`). With
+//! and due times on the Redis clock, then this process's own clock), sleeps `ms`, then appends a
+//! done line (`D <id> <attempt> <pid>`). At its start the process appends a clock line
+//! (`C <pid> <local_ms> <redis_ms>`: its own clock beside Redis' `TIME`). With
 //! `mode = 1` it calls `std::process::abort()` after the start line (a poison task), every run;
 //! with `mode = 1 + k` only during the task's first `k` runs (a task whose worker is lost `k`
 //! times while running it, then completes).
@@ -14,6 +16,11 @@
 //! survive its `kill -9` and a Redis crash.
 //!
 //! On a graceful stop it prints its report as `key=value` lines (and `pid=<pid>`) and exits 0.
+//!
+//! Periodic schedule (scenarios `schedule-ticks*`, `src/bin/chaos/ticks.rs`): with
+//! `--schedule-every-ms N` it also declares the schedule `--schedule-name` (default `tick`)
+//! running `chaos_rec(0, 0)` on the first `--queue` every N ms, so every tick's run is a start
+//! line whose id is the tick's (`tick@<tick ms>`, maybe `~<k>`).
 //!
 //! Clock skew (scenario 10): `CHAOS_CLOCK_OFFSET_MS=<+/-ms>` shifts this process's own notion of
 //! wall-clock time. The worker runtime reads no wall clock to decide due-ness (the Redis clock,
@@ -27,7 +34,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
-use scheduler::{task, TaskContext, TaskError, Worker};
+use scheduler::{task, Schedule, TaskContext, TaskError, Worker};
 
 /// Flags of the chaos worker. Every worker setting is optional: a flag the harness does not pass
 /// leaves the library default (`WorkerConfig::default()`) in force, so a scenario runs with
@@ -65,6 +72,16 @@ struct Args {
     /// when absent).
     #[arg(long)]
     result_ttl_ms: Option<u64>,
+    /// Declare a periodic schedule running `chaos_rec(0, 0)` on the first queue every this many
+    /// ms (none: no schedule).
+    #[arg(long)]
+    schedule_every_ms: Option<u64>,
+    /// The declared schedule's name.
+    #[arg(long, default_value = "tick")]
+    schedule_name: String,
+    /// How often the schedule component looks for due ticks, ms (library default when absent).
+    #[arg(long)]
+    schedule_poll_ms: Option<u64>,
 }
 
 /// This process's skewed wall clock: the host clock plus `CHAOS_CLOCK_OFFSET_MS`, unix ms.
@@ -173,6 +190,29 @@ async fn main() -> anyhow::Result<()> {
     if let Some(v) = args.result_ttl_ms {
         builder = builder.result_ttl(ms(v));
     }
+    if let Some(every) = args.schedule_every_ms {
+        let queue = args.queue.first().map_or("chaos", String::as_str);
+        builder = builder.schedule(
+            Schedule::every(&args.schedule_name, ms(every))?
+                .task(chaos_rec::new(0, 0).queue(queue))?,
+        );
+    }
+    if let Some(v) = args.schedule_poll_ms {
+        builder = builder.schedule_poll(ms(v));
+    }
+    // The clock line: this process's own clock beside the Redis clock, once at the start, so
+    // the harness sees the offset in force even in a process that ends up running no task.
+    let mut conn = redis::Client::open(args.redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let line = format!(
+        "C {} {} {}\n",
+        std::process::id(),
+        local_now_ms(),
+        secs * 1000 + micros / 1000
+    );
+    (&file).write_all(line.as_bytes())?;
     let worker = builder
         .register(chaos_rec)
         .state(Log {

@@ -1,5 +1,5 @@
-//! A worker binary used by the integration tests (`tests/worker_recovery.rs`, `tests/ha_multiprocess.rs`); not an example
-//! to copy.
+//! A worker binary used by the integration tests (`tests/worker_recovery.rs`,
+//! `tests/ha_multiprocess.rs`, `tests/workflows_processes.rs`...); not an example to copy.
 //!
 //! The tests start it as a child process, then kill it with SIGKILL (crash recovery) or stop it
 //! with SIGTERM (graceful shutdown), which an in-process worker cannot show.
@@ -9,6 +9,11 @@
 //! instead), so a test sees which runs completed. With `--schedule-every-ms N` it also declares
 //! the periodic schedule `--schedule-name` (default `tick`) running `sleep_then_record(0, "")`
 //! every N ms (`tests/schedules.rs`).
+//!
+//! For the workflow tests (`tests/workflows_processes.rs`) it also registers `wf_member(n, ms)`
+//! (sleep `ms`, then `2 n`), `wf_append(step, acc)` (`acc` with `step` appended: a chain of them
+//! returns the order its steps ran in) and `wf_total(results)`, a chord's callback: it appends
+//! `wf_total:<attempt>:<number of results>` to the record list and returns `results` unchanged.
 //!
 //! On a graceful stop it prints the worker's report to stdout as `key=value` lines
 //! (`released=2`, ...) and exits 0.
@@ -34,9 +39,14 @@ struct Args {
     /// Key namespace.
     #[arg(long, env = "SCHED_NAMESPACE", default_value = "sched")]
     namespace: String,
-    /// Queue to serve.
-    #[arg(long, env = "SCHED_QUEUE", default_value = "default")]
-    queue: String,
+    /// Queues to serve, comma-separated (the first one receives the schedule's ticks).
+    #[arg(
+        long,
+        env = "SCHED_QUEUE",
+        default_value = "default",
+        value_delimiter = ','
+    )]
+    queue: Vec<String>,
     /// Tasks run at once.
     #[arg(long, env = "SCHED_CONCURRENCY", default_value_t = 8)]
     concurrency: usize,
@@ -93,6 +103,35 @@ async fn sleep_then_record(ctx: TaskContext, ms: u64, tag: String) -> Result<(),
     Ok(())
 }
 
+/// A chord member: sleeps `ms` milliseconds, then returns `2 n`.
+#[task(name = "wf_member", max_retries = 3)]
+async fn wf_member(n: u64, ms: u64) -> Result<u64, TaskError> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(n * 2)
+}
+
+/// A chain step: `acc` with `step` appended.
+#[task(name = "wf_append", max_retries = 3)]
+async fn wf_append(step: u32, mut acc: Vec<u32>) -> Result<Vec<u32>, TaskError> {
+    acc.push(step);
+    Ok(acc)
+}
+
+/// A chord's callback: records the run (`wf_total:<attempt>:<number of results>`), then returns
+/// the results it received.
+#[task(name = "wf_total", max_retries = 3)]
+async fn wf_total(ctx: TaskContext, results: Vec<u64>) -> Result<Vec<u64>, TaskError> {
+    let rec = ctx.state::<Recorder>()?;
+    let mut conn = rec.conn.clone();
+    let _: i64 = conn
+        .rpush(
+            &rec.list,
+            format!("wf_total:{}:{}", ctx.attempt(), results.len()),
+        )
+        .await?;
+    Ok(results)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -111,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
         builder = builder
             .schedule(
                 Schedule::every(&args.schedule_name, Duration::from_millis(every))?
-                    .task(sleep_then_record::new(0, String::new()).queue(&args.queue))?,
+                    .task(sleep_then_record::new(0, String::new()).queue(&args.queue[0]))?,
             )
             .schedule_poll(Duration::from_millis(args.schedule_poll_ms));
     }
@@ -121,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = builder
         .redis_url(&args.redis_url)
         .namespace(&args.namespace)
-        .queues([args.queue.as_str()])
+        .queues(args.queue.iter().map(String::as_str))
         .concurrency(args.concurrency)
         .prefetch_multiplier(args.prefetch_multiplier)
         .lease(Duration::from_millis(args.lease_ms))
@@ -129,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
         .sweep_interval(Duration::from_millis(500))
         .shutdown_timeout(Duration::from_millis(args.shutdown_timeout_ms))
         .register(sleep_then_record)
+        .register(wf_member)
+        .register(wf_append)
+        .register(wf_total)
         .state(Recorder {
             conn,
             list: args.record_list,

@@ -4,7 +4,8 @@
 //! - queue `emails` (2 shards): `later` due in an hour, `soon` due in 30 s, `now-1` and `now-2`
 //!   ready;
 //! - queue `billing` (2 shards): `doomed-a` and `doomed-b` dead (claimed, then failed for good,
-//!   without a worker), `busy` running under a lease;
+//!   without a worker; `doomed-a`'s first run was lost with its worker, reaped, so its attempt
+//!   history has two runs), `busy` running under a lease, with a progress report (40 %);
 //! - schedule `nightly` (cron, 03:00 UTC) running `cleanup` on `emails`.
 
 #![allow(dead_code)] // each test file uses part of it
@@ -68,6 +69,14 @@ pub(crate) async fn seed() -> Seed {
             .await
             .unwrap();
         let p = store.partition("billing", tid.shard(2));
+        if id == "doomed-a" {
+            // A first run lost with its worker (a 1 ms lease, reaped): its attempt history
+            // has two runs.
+            let first = store.claim(&p, 10, 1, "w-lost").await.unwrap();
+            assert_eq!(first.tasks.len(), 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(store.reap(&p, 10, 5).await.unwrap().requeued, 1);
+        }
         let claim = store.claim(&p, 10, 30_000, "w-test").await.unwrap();
         assert_eq!(claim.tasks.len(), 1, "only {id} is ready in its shard");
         store
@@ -82,15 +91,13 @@ pub(crate) async fn seed() -> Seed {
         .await
         .unwrap();
     let p = store.partition("billing", busy.shard(2));
-    assert_eq!(
-        store
-            .claim(&p, 10, 600_000, "w-test")
-            .await
-            .unwrap()
-            .tasks
-            .len(),
-        1
-    );
+    let claim = store.claim(&p, 10, 600_000, "w-test").await.unwrap();
+    assert_eq!(claim.tasks.len(), 1);
+    // Its handler reported its progress (`ctx.progress`).
+    store
+        .progress(&p, "busy", claim.tasks[0].token, 40, "8000 of 20000 rows")
+        .await
+        .unwrap();
     Schedules::new(&client)
         .add(
             &Schedule::cron("nightly", "0 0 3 * * *", "UTC")
@@ -201,4 +208,92 @@ pub(crate) async fn archived(
     }
     w.stop().await;
     (c, db)
+}
+
+/// Namespace of the limited tasks ([`limited`]).
+pub(crate) const LIM_NS: &str = "lim";
+/// The concurrency limit of task `hold` ([`limited`]).
+pub(crate) const HOLD_CONCURRENCY: u32 = 2;
+/// How many `hold` tasks [`limited`] enqueues: one more than may run at once.
+pub(crate) const HOLD_TASKS: u32 = HOLD_CONCURRENCY + 1;
+
+/// Set once a test has read what it wanted: the `hold` tasks then finish.
+static HOLD_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs until [`release_holds`] (at most 60 s).
+#[scheduler::task(name = "hold", queue = "lq")]
+async fn hold(_ctx: scheduler::TaskContext, _n: u32) -> Result<(), scheduler::TaskError> {
+    let start = std::time::Instant::now();
+    while !HOLD_RELEASED.load(std::sync::atomic::Ordering::SeqCst)
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Lets every `hold` task finish.
+pub(crate) fn release_holds() {
+    HOLD_RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// In namespace `lim` of `redis`: task `hold` limited to [`HOLD_CONCURRENCY`] at once and 100
+/// starts a minute, key family `tenant` to 5 at once; a worker (64 slots of its own) given
+/// [`HOLD_TASKS`] `hold` tasks of tenant `acme`. Returns once the limit holds them: that many
+/// running, the rest waiting for a slot (as `Inspector::limit_usage` reads it).
+pub(crate) async fn limited(redis: &RedisServer) -> (Client, scheduler_testkit::Running) {
+    use scheduler::limits::{Limit, LimitScope};
+    use scheduler::{Inspector, TaskCall, Worker};
+
+    let url = redis.url();
+    let c = Client::with_config(ClientConfig::new(&url).namespace(LIM_NS))
+        .await
+        .unwrap();
+    let i = Inspector::new(&c);
+    i.set_limit(
+        &LimitScope::task("hold").unwrap(),
+        Limit::concurrency(HOLD_CONCURRENCY)
+            .unwrap()
+            .and_rate(100, Duration::from_secs(60))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    i.set_limit(
+        &LimitScope::key("tenant").unwrap(),
+        Limit::concurrency(5).unwrap(),
+    )
+    .await
+    .unwrap();
+    let w = scheduler_testkit::Running::start(
+        Worker::builder()
+            .redis_url(&url)
+            .namespace(LIM_NS)
+            .register(hold)
+            .queues(["lq"]),
+    )
+    .await;
+    for n in 0..HOLD_TASKS {
+        TaskCall::<hold>::new((n,))
+            .limit_key("tenant", "acme")
+            .send(&c)
+            .await
+            .unwrap();
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let u = i.limit_usage().await.unwrap();
+        let figures = (u[0].running, u[0].waiting);
+        if figures
+            == (
+                Some(HOLD_CONCURRENCY.into()),
+                Some((HOLD_TASKS - HOLD_CONCURRENCY).into()),
+            )
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{u:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (c, w)
 }

@@ -83,6 +83,29 @@ pub(crate) fn read_logs(dir: &Path) -> (Starts, Dones) {
     (starts, dones)
 }
 
+/// The clock offset of every worker process that started, from its clock line (`C <pid>
+/// <local_ms> <redis_ms>`): its own clock minus the Redis clock, ms.
+pub(crate) fn read_clock_offsets(dir: &Path) -> BTreeMap<u32, i64> {
+    let mut offsets = BTreeMap::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("w-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        for line in text.lines() {
+            let p: Vec<&str> = line.split(' ').collect();
+            if let ["C", pid, local, redis] = p[..] {
+                if let (Ok(pid), Ok(local), Ok(redis)) =
+                    (pid.parse(), local.parse::<i64>(), redis.parse::<i64>())
+                {
+                    offsets.insert(pid, local - redis);
+                }
+            }
+        }
+    }
+    offsets
+}
+
 /// Sums the `key=value` reports the workers printed at graceful stops.
 pub(crate) fn read_reports(dir: &Path) -> HashMap<String, u64> {
     let mut sum = HashMap::new();

@@ -11,7 +11,13 @@
 //! target/release/chaos backlog          # one scenario, full size
 //! target/release/chaos kill-storm --library-defaults   # no setting overridden at all
 //! target/release/chaos kill-storm --set lock_ttl_ms=1000  # one setting overridden
+//! target/release/chaos schedule-ticks                  # a 1-second schedule, 200 ticks
+//! target/release/chaos schedule-ticks-redis-crash-always --quick   # 18 ticks
 //! ```
+//!
+//! The schedule scenarios (`schedule-ticks*`) have their own oracle (every tick of a periodic
+//! schedule ran, none was created twice; `docs/schedules.md`) and are run by name, not by `all`;
+//! for them `--tasks` is the number of ticks.
 //!
 //! The workers run with the library defaults (`WorkerConfig::default()`) except the settings a
 //! scenario overrides, which its line names under `"settings"` (e.g. `{"lease_ms":2000}`).
@@ -30,6 +36,7 @@
 //! - `run`: one scenario from start to verdict: the oracle and its JSON line.
 //! - `figures`: Redis's own figures of a run (SLOWLOG by script, latency, memory).
 //! - `race`: the racing-promoters scenario.
+//! - `ticks`: the periodic-schedule scenarios (exactly once per tick under faults).
 //!
 //! Redis processes come from the test kit (`scheduler-testkit`, `tools/kit`).
 
@@ -55,6 +62,7 @@ mod produce;
 mod race;
 mod run;
 mod spec;
+mod ticks;
 mod workers;
 
 use figures::*;
@@ -64,6 +72,7 @@ use produce::*;
 use race::*;
 use run::*;
 use spec::*;
+use ticks::*;
 use workers::*;
 
 const NS: &str = "chaos";
@@ -82,9 +91,11 @@ async fn chaos_rec(ms: u64, mode: u8) -> Result<(), TaskError> {
 struct Args {
     /// Scenario: baseline, kill-storm, lease-lost, sigstop, redis-crash-everysec,
     /// redis-crash-always, script-flush, client-kill, redis-stall, poison, lost-every-attempt,
-    /// graceful-shutdown, stale-lock, clock-skew, backlog, memory-full, racing-promoters, or all.
+    /// graceful-shutdown, stale-lock, clock-skew, backlog, memory-full, racing-promoters, limits-kill-storm, or all;
+    /// or, by name only, schedule-ticks, schedule-ticks-redis-crash-always,
+    /// schedule-ticks-redis-crash-everysec.
     scenario: String,
-    /// Tasks per scenario (default: per scenario).
+    /// Tasks per scenario (default: per scenario); ticks for the schedule scenarios.
     #[arg(long)]
     tasks: Option<usize>,
     /// Fault duration in seconds where a scenario has one (kill storm, client kill).
@@ -193,6 +204,31 @@ async fn main() -> anyhow::Result<()> {
     );
     let all = specs(&args);
     let mut failed = 0;
+    if let Some(spec) = tick_specs(&args)
+        .into_iter()
+        .find(|s| s.name == args.scenario)
+    {
+        let started = Instant::now();
+        let name = spec.name;
+        match run_ticks(spec, &bin).await {
+            Ok((json, ok)) => {
+                println!("{json}");
+                eprintln!("[{name}] {:.1} s", started.elapsed().as_secs_f64());
+                failed += usize::from(!ok);
+            }
+            Err(e) => {
+                println!(
+                    "{{\"scenario\":\"{name}\",\"error\":{:?},\"ok\":false}}",
+                    e.to_string()
+                );
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if args.scenario == "all" || args.scenario == "racing-promoters" {
         let n = args
             .tasks

@@ -22,6 +22,12 @@ pub(crate) async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)
     .await?
     .shards(QUEUE)
     .await?;
+    if let Some((field, value)) = spec.limit {
+        redis
+            .lock()
+            .unwrap()
+            .cmd(&["HSET", &format!("{NS}:limits"), field, value])?;
+    }
     // Only the scenario's own settings are passed: the rest is the library default.
     let mut flags: Vec<String> = vec!["--redis-url".to_owned(), url.clone()];
     flags.extend(settings_flags(&spec.settings));
@@ -39,6 +45,7 @@ pub(crate) async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)
             .iter()
             .map(|q| vec!["--queue".to_owned(), format!("{QUEUE},{q}")])
             .collect(),
+        faketime: None,
     }));
     if !spec.workers_after_produce {
         workers.lock().unwrap().supervise_once();
@@ -158,6 +165,14 @@ pub(crate) async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)
         tokio::task::spawn_blocking(move || w.lock().unwrap().stop_all(Duration::from_secs(40)))
             .await?;
     }
+    // Limits: once a lease has passed since the last kill, no budget holds a live slot or a
+    // waiter (a killed worker's slots expire with its lease; nothing leaks).
+    let leftover = if spec.limit.is_some() {
+        tokio::time::sleep(Duration::from_millis(lease_ms + 500)).await;
+        Some(limit_leftovers(&redis.lock().unwrap()))
+    } else {
+        None
+    };
     let reports = read_reports(&dir);
     let (starts, dones) = read_logs(&dir);
     let ev = std::mem::take(&mut *ev.lock().unwrap());
@@ -446,48 +461,44 @@ pub(crate) async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)
         }
     }
     if spec.skew_modes > 0 || !spec.clock_offsets.is_empty() {
-        // The offset each worker process ran with, as seen in its start lines (local clock at
-        // the start minus the Redis claim time), and the lateness of its starts.
-        let mut by_pid: HashMap<u32, (Vec<i64>, Vec<i64>)> = HashMap::new();
+        // The offset each worker process ran with, from its clock line (its own clock beside
+        // the Redis clock at its start), and the lateness of its starts. A process may run no
+        // task at all (the holders of the promoter locks claim what they promote), so the
+        // offsets come from the clock lines, not from the starts.
+        let offsets = read_clock_offsets(&dir);
         let due_of: HashMap<&str, i64> = produced
             .acked
             .iter()
             .map(|(id, due)| (id.as_str(), *due))
             .collect();
+        let mut late_by_pid: HashMap<u32, Vec<i64>> = HashMap::new();
         for (id, v) in &starts {
+            if behind.contains(id.as_str()) {
+                continue;
+            }
             for x in v {
-                if behind.contains(id.as_str()) {
-                    continue;
-                }
-                if let (Some(l), Some(due)) = (x.local, due_of.get(id.as_str())) {
-                    let e = by_pid.entry(x.pid).or_default();
-                    e.0.push(l - x.claimed);
-                    e.1.push(x.claimed - due);
+                if let Some(due) = due_of.get(id.as_str()) {
+                    late_by_pid.entry(x.pid).or_default().push(x.claimed - due);
                 }
             }
         }
-        // Every configured offset was in force in some worker that ran tasks.
-        let observed: HashSet<i64> = by_pid
-            .values_mut()
-            .map(|(skew, _)| {
-                skew.sort_unstable();
-                (pct(skew, 0.5) as f64 / 1000.0).round() as i64
-            })
-            .collect();
+        let seconds = |ms: i64| (ms as f64 / 1000.0).round() as i64;
+        // Every configured offset was in force in some worker process.
+        let observed: HashSet<i64> = offsets.values().map(|o| seconds(*o)).collect();
         ok &= spec
             .clock_offsets
             .iter()
-            .all(|o| observed.contains(&(o / 1000)));
-        let mut per_worker: Vec<String> = by_pid
-            .values_mut()
-            .map(|(skew, late)| {
-                skew.sort_unstable();
+            .all(|o| observed.contains(&seconds(*o)));
+        let mut per_worker: Vec<String> = offsets
+            .iter()
+            .map(|(pid, offset)| {
+                let mut late = late_by_pid.remove(pid).unwrap_or_default();
                 late.sort_unstable();
                 format!(
                     "{{\"clock_offset_s\":{},\"starts\":{},\"lateness_p99_ms\":{},\"early\":{}}}",
-                    (pct(skew, 0.5) as f64 / 1000.0).round(),
+                    seconds(*offset),
                     late.len(),
-                    pct(late, 0.99),
+                    pct(&late, 0.99),
                     late.iter().filter(|l| **l < 0).count()
                 )
             })
@@ -513,6 +524,15 @@ pub(crate) async fn run(spec: Spec, bin: &Path) -> anyhow::Result<(String, bool)
                 .collect::<Vec<_>>()
                 .join(","),
             produced.eta_behind.len()
+        );
+    }
+    if let Some((live, waiting)) = leftover {
+        ok &= live == 0 && waiting == 0;
+        extra += &format!(
+            ",\"limit\":{:?},\"limit_live_slots_at_end\":{live},\"limit_waiters_at_end\":{waiting}",
+            spec.limit
+                .map(|l| format!("{}={}", l.0, l.1))
+                .unwrap_or_default()
         );
     }
     if spec.workers_after_produce {
@@ -599,4 +619,38 @@ pub(crate) async fn special_info(url: &str, sp: &Special) -> Option<(String, u32
         info.attempts,
         info.last_error.unwrap_or_default(),
     ))
+}
+
+/// Live slots (holders whose lease deadline is ahead) and waiters of every limit budget.
+fn limit_leftovers(r: &Redis) -> (u64, u64) {
+    let keys = match r.cmd(&["KEYS", &format!("{NS}:{{lim:*")]) {
+        Ok(redis::Value::Array(k)) => k,
+        _ => return (u64::MAX, u64::MAX),
+    };
+    let now = match r.cmd(&["TIME"]) {
+        Ok(redis::Value::Array(t)) => match t.first() {
+            Some(redis::Value::BulkString(s)) => {
+                String::from_utf8_lossy(s).parse::<i64>().unwrap_or(0) * 1000
+            }
+            _ => 0,
+        },
+        _ => 0,
+    };
+    let (mut live, mut waiting) = (0, 0);
+    for k in keys {
+        let redis::Value::BulkString(k) = k else {
+            continue;
+        };
+        let k = String::from_utf8_lossy(&k).into_owned();
+        if k.ends_with(":run") {
+            if let Ok(redis::Value::Int(n)) = r.cmd(&["ZCOUNT", &k, &format!("({now}"), "+inf"]) {
+                live += n as u64;
+            }
+        } else if k.ends_with(":wait") {
+            if let Ok(redis::Value::Int(n)) = r.cmd(&["ZCARD", &k]) {
+                waiting += n as u64;
+            }
+        }
+    }
+    (live, waiting)
 }

@@ -88,6 +88,9 @@ pub(crate) struct Spec {
     /// Enqueue errors for lack of memory are not retried at once: the batch is set aside and
     /// sent again once the workers run and drain (scenario memory-full).
     pub(crate) memory_full: bool,
+    /// A flow-control limit written to `<ns>:limits` before the workers start: (field, value);
+    /// the oracle then checks that no budget holds a live slot or a waiter at the end.
+    pub(crate) limit: Option<(&'static str, &'static str)>,
 }
 
 /// A task of its own, enqueued after the oracle's tasks, whose end the scenario checks through
@@ -163,6 +166,7 @@ impl Spec {
             clock_offsets: Vec::new(),
             skew_modes: 0,
             memory_full: false,
+            limit: None,
         }
     }
 }
@@ -185,21 +189,40 @@ pub(crate) fn specs(args: &Args) -> Vec<Spec> {
     s.workers = w(4);
     out.push(s);
 
-    // kill -9 of one of 3 workers every 2 s, lease 2 s, every other setting the library default
-    // (issue 9): lateness of the tasks the killed workers had not claimed, apart from the re-run
-    // delay of those they had.
-    let mut s = Spec::new("kill-storm", n(100_000, 2_000));
-    let d = dur(60_000, 8_000);
-    s.delay_max_ms = if q { 3_000 } else { 30_000 };
-    s.task_ms = 20;
-    s.workers = w(3);
-    s.settings.insert("lease_ms", 2_000);
-    s.burst = 0;
-    s.spread_ms = d.saturating_sub(s.delay_max_ms);
-    s.fault = Fault::KillStorm {
-        every_ms: 2_000,
-        for_ms: d,
+    // kill -9 of one of 3 workers every 2 s for `d` ms, lease 2 s, every other setting the
+    // library default, tasks of 20 ms due up to `delay` ms ahead.
+    let kill_storm = |name: &'static str, tasks: usize, d: u64, delay: u64| {
+        let mut s = Spec::new(name, tasks);
+        s.delay_max_ms = delay;
+        s.task_ms = 20;
+        s.workers = w(3);
+        s.settings.insert("lease_ms", 2_000);
+        s.burst = 0;
+        s.spread_ms = d.saturating_sub(delay);
+        s.fault = Fault::KillStorm {
+            every_ms: 2_000,
+            for_ms: d,
+        };
+        s
     };
+    // Issue 9: lateness of the tasks the killed workers had not claimed, apart from the re-run
+    // delay of those they had.
+    out.push(kill_storm(
+        "kill-storm",
+        n(100_000, 2_000),
+        dur(60_000, 8_000),
+        if q { 3_000 } else { 30_000 },
+    ));
+
+    // 1b. The kill storm with a concurrency limit of 16 on the task: killed workers' slots come
+    // back after their lease, and no slot or waiter is left at the end.
+    let mut s = kill_storm(
+        "limits-kill-storm",
+        n(20_000, 2_000),
+        dur(30_000, 8_000),
+        if q { 3_000 } else { 10_000 },
+    );
+    s.limit = Some(("task:chaos_rec", "concurrency=16"));
     out.push(s);
 
     let mut s = Spec::new("lease-lost", n(200, 40));

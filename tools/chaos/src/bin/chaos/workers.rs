@@ -14,21 +14,47 @@ pub(crate) struct Workers {
     pub(crate) offsets: Vec<i64>,
     /// Per slot: flags of its own after the common ones (none: just those).
     pub(crate) slot_flags: Vec<Vec<String>>,
+    /// libfaketime (`libfaketime.so.1`): when set, a slot with a clock offset runs with it
+    /// preloaded (`FAKETIME=<±s>`), so every wall-clock read of the process is off, not only
+    /// what `chaos_worker` computes itself (`CHAOS_CLOCK_OFFSET_MS` is then 0). Monotonic clocks
+    /// (tokio's timers) are left alone.
+    pub(crate) faketime: Option<PathBuf>,
+}
+
+/// libfaketime's library, where Debian's `libfaketime` package puts it, if installed.
+pub(crate) fn find_faketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 impl Workers {
     pub(crate) fn spawn_slot(&mut self, i: usize) -> anyhow::Result<()> {
         self.spawned += 1;
         let out = File::create(self.dir.join(format!("out-{}.txt", self.spawned)))?;
-        let child = Command::new(&self.bin)
+        let offset = self.offsets.get(i).copied().unwrap_or(0);
+        let mut cmd = Command::new(&self.bin);
+        match &self.faketime {
+            Some(lib) if offset != 0 => {
+                cmd.env("LD_PRELOAD", lib)
+                    .env("FAKETIME", format!("{:+}", offset as f64 / 1000.0))
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                    .env("CHAOS_CLOCK_OFFSET_MS", "0");
+            }
+            _ => {
+                cmd.env("CHAOS_CLOCK_OFFSET_MS", offset.to_string());
+            }
+        }
+        let child = cmd
             .args(&self.flags)
             .args(self.slot_flags.get(i).into_iter().flatten())
             .arg("--record-dir")
             .arg(&self.dir)
-            .env(
-                "CHAOS_CLOCK_OFFSET_MS",
-                self.offsets.get(i).copied().unwrap_or(0).to_string(),
-            )
             .env("RUST_LOG", "error")
             .stdout(Stdio::from(out))
             .stderr(Stdio::null())
