@@ -2,8 +2,10 @@
 --
 -- Steps, for each id given (the caller passes at most a batch, e.g. 500, per call):
 --   1. No task hash: drop the id from the dead set (a leftover of a deleted task); report 0.
---   2. State another known one: change nothing; report 2. (A hash whose `state` is absent or
---      unknown is dead by the set it is in, and is requeued as in 3: the record is repaired.)
+--   2. State another known one and the id not in the dead set: change nothing; report 2. (A
+--      hash whose `state` is absent or unknown, or names another state while its id is in the
+--      dead set, was damaged: it is dead by the set it is in, and is requeued as in 3, the
+--      record repaired.)
 --   3. `dead`: state -> `ready`, attempts reset to 0 (the task again has max retries + 1 runs),
 --      `lost` removed (0 lost leases), due now (`run_at` = server now), `finished_at` removed; the last `error` is kept for the
 --      record. Out of the dead set, into the ready set scored by priority and server now. The
@@ -34,7 +36,7 @@ for i = 4, #ARGV do
   if not f[1] and redis.call('EXISTS', key) == 0 then
     redis.call('ZREM', dead, id)
     out[#out + 1] = 0
-  elseif f[1] ~= DEAD and STATES[f[1]] then
+  elseif f[1] ~= DEAD and STATES[f[1]] and not redis.call('ZSCORE', dead, id) then
     out[#out + 1] = 2
   else
     redis.call('HSET', key, 'state', READY, 'attempts', 0, 'run_at', now)

@@ -870,20 +870,25 @@ impl Client {
     ///
     /// [`Error::WorkflowNotFound`], or a Redis error.
     pub async fn workflow(&self, id: &str) -> Result<WorkflowInfo> {
-        let key = self.store().keys().workflow(id);
-        let fields: HashMap<String, Vec<u8>> = self
-            .retry(|| {
-                let mut conn = self.store().conn();
-                let key = key.clone();
-                async move {
-                    Ok(redis::cmd("HGETALL")
-                        .arg(key)
-                        .query_async(&mut conn)
-                        .await?)
-                }
-            })
-            .await?;
+        let fields: HashMap<String, Vec<u8>> = self.workflow_fields(id).await?;
         WorkflowInfo::from_fields(id, &fields).ok_or_else(|| Error::WorkflowNotFound(id.into()))
+    }
+
+    /// The fields of workflow `id`'s record as they are stored, read in one `HGETALL` (atomic),
+    /// retried like every read; empty when there is no record.
+    pub(crate) async fn workflow_fields<T: redis::FromRedisValue>(&self, id: &str) -> Result<T> {
+        let key = self.store().keys().workflow(id);
+        self.retry(|| {
+            let mut conn = self.store().conn();
+            let key = key.clone();
+            async move {
+                Ok(redis::cmd("HGETALL")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await?)
+            }
+        })
+        .await
     }
 
     /// The workflow's result once it succeeded, decoded; `Ok(None)` while it runs.

@@ -402,8 +402,7 @@ impl Exporter {
         w: &mut FrameWriter<W>,
         report: &mut ExportReport,
     ) -> Result<()> {
-        let keys = self.client.store().keys().clone();
-        let index = keys.workflows();
+        let index = self.client.store().keys().workflows();
         let mut start = 0i64;
         loop {
             let stop = start + i64::from(self.batch) - 1;
@@ -424,20 +423,7 @@ impl Exporter {
                 })
                 .await?;
             for (id, score) in &page {
-                let key = keys.workflow(id);
-                let fields: Vec<(String, Vec<u8>)> = self
-                    .client
-                    .retry(|| {
-                        let mut conn = self.client.store().conn();
-                        let key = key.clone();
-                        async move {
-                            Ok(redis::cmd("HGETALL")
-                                .arg(key)
-                                .query_async(&mut conn)
-                                .await?)
-                        }
-                    })
-                    .await?;
+                let fields: Vec<(String, Vec<u8>)> = self.client.workflow_fields(id).await?;
                 if fields.is_empty() {
                     continue;
                 }
