@@ -1,5 +1,6 @@
 //! Workflows on real redis-servers (docs/workflows.md): a chain passes results step to step; a
-//! group's result lists its members' results in order; a chord's callback runs exactly once,
+//! group's result lists its members' results in order; chains of groups pass lists and fan a
+//! result out; a chord's callback runs exactly once,
 //! also when members' completions are repeated and when a crash between recording the last
 //! member and releasing the callback is repaired by the sweep; fail-fast cancels what is left;
 //! continue passes the errors to the callback; workers killed without shutdown during a chord
@@ -11,7 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use scheduler::workflow::{chain, chord, group, Partial, WorkflowHandle, WORKFLOW_HEADER};
+use scheduler::workflow::{
+    chain, chain_group, chord, group, Partial, WorkflowHandle, WORKFLOW_HEADER,
+};
 use scheduler::{task, Client, ClientConfig, Error, TaskContext, TaskError, TaskId, TaskState};
 use scheduler_testkit::oracle::wait_finished;
 use scheduler_testkit::{RedisServer, Running};
@@ -84,6 +87,11 @@ async fn collect(ctx: TaskContext, label: String, v: Vec<i64>) -> Result<String,
     Ok(format!("{label}:{}", v.iter().sum::<i64>()))
 }
 
+#[task(name = "wf_total", queue = "wf")]
+async fn sum_of(v: Vec<i64>) -> Result<i64, TaskError> {
+    Ok(v.iter().sum())
+}
+
 #[task(name = "wf_summary", queue = "wf")]
 async fn summary(v: Vec<Result<i64, String>>) -> Result<String, TaskError> {
     Ok(v.iter()
@@ -116,6 +124,7 @@ async fn worker(url: &str, ns: &str, runs: &Arc<Runs>) -> Running {
             .register(boom)
             .register(collect)
             .register(summary)
+            .register(sum_of)
             .state(Arc::clone(runs)),
     )
     .await
@@ -164,6 +173,58 @@ async fn a_chain_passes_results_step_to_step() {
     // The sweep drops a finished workflow from the index (the worker's janitor may have).
     c.sweep_workflows().await.unwrap();
     assert_eq!(c.sweep_workflows().await.unwrap(), 0);
+}
+
+/// Chains of groups: echo 1..3 in parallel (finishing in reverse order), their sum 6, then
+/// add(i, 6) for i in 1..3 in parallel (each receiving the 6), their sum 24; and a step followed
+/// by a group that does not receive, whose list is the result. A failing member of a chain's
+/// group fails the chain and cancels the steps after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_of_groups_pass_lists_and_fan_out() {
+    let redis = RedisServer::start();
+    let c = client(&redis.url(), "cog").await;
+    let wf = chain_group(group((1..=3).map(echo::new)))
+        .then_with(Partial::<sum_of, _>::new(()))
+        .then_group_with((1..=3).map(|i| Partial::<add, _>::new((i,))))
+        .then_with(Partial::<sum_of, _>::new(()))
+        .build()
+        .unwrap()
+        .id("g1");
+    let h = c.start_workflow(wf).await.unwrap();
+    let listed = chain(add::new(1, 2))
+        .then_group(group((0..3).map(double::new)))
+        .build()
+        .unwrap();
+    let listed = c.start_workflow(listed).await.unwrap();
+    let failing = chain_group(group([echo::new(1), echo::new(-1)]))
+        .then_with(Partial::<sum_of, _>::new(()))
+        .build()
+        .unwrap();
+    let failing = c.start_workflow(failing).await.unwrap();
+    let runs = Arc::new(Runs::default());
+    let w = worker(&redis.url(), "cog", &runs).await;
+    let out: i64 = c.wait_workflow(&h, WAIT).await.unwrap();
+    assert_eq!(out, 7 + 8 + 9);
+    let list: Vec<i64> = c.wait_workflow(&listed, WAIT).await.unwrap();
+    assert_eq!(list, [0, 2, 4]);
+    let err = c.wait_workflow(&failing, WAIT).await.unwrap_err();
+    assert!(matches!(err, Error::WorkflowFailed { .. }), "{err:?}");
+    let info = c.workflow(failing.id()).await.unwrap();
+    let last = &info.members.last().unwrap().task;
+    wait_finished(&c, last, WAIT).await;
+    assert_eq!(c.status(last).await.unwrap().state, TaskState::Cancelled);
+    w.stop().await;
+
+    let info = c.workflow("g1").await.unwrap();
+    assert_eq!(info.state, "succeeded");
+    let stages: Vec<u32> = info.members.iter().map(|m| m.stage).collect();
+    assert_eq!(stages, [0, 0, 0, 1, 2, 2, 2, 3]);
+    // Each fanned-out member received the 6 after its own argument.
+    for (i, m) in info.members.iter().filter(|m| m.stage == 2).enumerate() {
+        let args: (i64, i64) =
+            rmp_serde::from_slice(&c.status(&m.task).await.unwrap().args).unwrap();
+        assert_eq!(args, (i as i64 + 1, 6));
+    }
 }
 
 /// 20 members finishing in reverse order: the group's result is in member order. An empty

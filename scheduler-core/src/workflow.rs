@@ -192,8 +192,8 @@ append_arg!(A, B, C, D, E, G);
 /// A call of task `T` missing its last argument, which the previous stage's result fills in:
 /// `fixed` are the arguments before it (`()` when the result is the only one).
 ///
-/// `Partial::<T, _>::new(fixed)` type-checks only through [`Chain::then_with`] and [`chord`],
-/// which require `fixed` plus the result to be exactly `T::Args`.
+/// `Partial::<T, _>::new(fixed)` type-checks only through [`Chain::then_with`],
+/// [`Chain::then_group_with`] and [`chord`], which require `fixed` plus the result to be exactly `T::Args`.
 #[derive(Debug)]
 pub struct Partial<T: Task, F> {
     fixed: F,
@@ -375,18 +375,56 @@ pub fn chain<T: Task>(first: TaskCall<T>) -> Chain<T::Output> {
     }
 }
 
+/// A chain starting with the members of `first` in parallel: what follows starts when every one
+/// of them succeeded, and receives (through [`Chain::then_with`]) the list of their results in
+/// member order. A chain's groups are fail-fast: a member that fails for good fails the chain.
+pub fn chain_group<T>(first: Group<T, FailFast>) -> Chain<Vec<T>> {
+    Chain {
+        stages: first.stage().map(|g| vec![g]),
+        _out: PhantomData,
+    }
+}
+
 impl<O> Chain<O> {
     fn push<P>(self, member: Result<Member>) -> Chain<P> {
+        self.push_stage(member.map(|m| Stage {
+            group: false,
+            members: vec![m],
+        }))
+    }
+
+    fn push_stage<P>(self, stage: Result<Stage>) -> Chain<P> {
         Chain {
             stages: self.stages.and_then(|mut s| {
-                s.push(Stage {
-                    group: false,
-                    members: vec![member?],
-                });
+                s.push(stage?);
                 Ok(s)
             }),
             _out: PhantomData,
         }
+    }
+
+    /// Then the members of `group` in parallel, none receiving the previous step's result; the
+    /// chain's result so far becomes the list of their results in member order.
+    pub fn then_group<T>(self, group: Group<T, FailFast>) -> Chain<Vec<T>> {
+        self.push_stage(group.stage())
+    }
+
+    /// Then `steps` in parallel, each receiving the previous step's result as its last argument
+    /// (the same value for every one: a fan-out); the chain's result so far becomes the list of
+    /// their results in member order. It does not compile unless each step's fixed arguments
+    /// plus an `O` are its task's arguments.
+    pub fn then_group_with<T: Task, F>(
+        self,
+        steps: impl IntoIterator<Item = Partial<T, F>>,
+    ) -> Chain<Vec<T::Output>>
+    where
+        F: serde::Serialize + AppendArg<O, Out = T::Args>,
+    {
+        let members: Result<Vec<Member>> = steps.into_iter().map(Partial::into_member).collect();
+        self.push_stage(members.map(|members| Stage {
+            group: true,
+            members,
+        }))
     }
 
     /// Then `call`, which does not receive the previous step's result.
@@ -412,7 +450,8 @@ impl<O> Chain<O> {
     ///
     /// # Errors
     ///
-    /// [`Error::Encode`] for arguments that cannot be encoded, [`Error::InvalidWorkflow`].
+    /// [`Error::Encode`] for arguments that cannot be encoded, [`Error::InvalidWorkflow`] (a
+    /// group without members, too many members).
     pub fn build(self) -> Result<Workflow<O>> {
         Workflow::new("chain", FailFast::NAME, self.stages?)
     }
