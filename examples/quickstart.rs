@@ -7,6 +7,9 @@
 //! REDIS_URL=redis://host:6379 cargo run --example quickstart
 //! ```
 
+#[path = "demo/support.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -135,32 +138,6 @@ async fn main() -> anyhow::Result<()> {
         "worker stopped: {} succeeded, {} retried, {} dead",
         report.succeeded, report.retried, report.dead
     );
-    delete_namespace(&client, &ns).await?;
+    support::delete_namespace(&client, &ns).await?;
     Ok(())
-}
-
-/// Deletes every key of the demo's namespace.
-async fn delete_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
-    let mut conn = client.store().conn();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{ns}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
 }
